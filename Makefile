@@ -1,0 +1,35 @@
+# Two front doors: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DB := sqlite:///./tokenwise-demo.db
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(BIN)/tokenwise: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(BIN)/tokenwise
+	rm -f ./tokenwise-demo.db
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise db upgrade
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 6 --seed 7
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --person $$(DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise demo-person)
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --team platform
+
+lint: $(BIN)/tokenwise
+	$(BIN)/ruff format --check bot handlers storage tests
+	$(BIN)/ruff check bot handlers storage tests
+
+typecheck: $(BIN)/tokenwise
+	$(BIN)/mypy
+
+pytest: $(BIN)/tokenwise
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) tokenwise-demo.db .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""Settings, read once from the environment (and an optional .env file)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OUTCOME_KINDS = (
+    "pr_merged",
+    "pr_opened",
+    "commit",
+    "tests_passed",
+    "deploy",
+    "ticket_closed",
+    "doc",
+    "other",
+)
+
+DEFAULT_OUTCOME_WEIGHTS: dict[str, Decimal] = {
+    "pr_merged": Decimal("3"),
+    "pr_opened": Decimal("1"),
+    "commit": Decimal("0.5"),
+    "tests_passed": Decimal("0.5"),
+    "deploy": Decimal("2"),
+    "ticket_closed": Decimal("2"),
+    "doc": Decimal("1"),
+    "other": Decimal("1"),
+}
+
+
+class Settings(BaseSettings):
+    """Every tunable of Tokenwise; each field is documented in the README."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field("sqlite:///./tokenwise.db", validation_alias=AliasChoices("DATABASE_URL"))
+    min_group_size: int = Field(5, ge=2, validation_alias=AliasChoices("TOKENWISE_MIN_GROUP_SIZE"))
+    outcome_weights: dict[str, Decimal] = Field(
+        default_factory=dict, validation_alias=AliasChoices("TOKENWISE_OUTCOME_WEIGHTS")
+    )
+
+    @field_validator("outcome_weights")
+    @classmethod
+    def _known_kinds_only(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        unknown = sorted(set(value) - set(OUTCOME_KINDS))
+        if unknown:
+            raise ValueError(f"unknown outcome kind(s) {unknown}; kinds are {', '.join(OUTCOME_KINDS)}")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("outcome weights must not be negative")
+        return value
+
+    def weight_for(self, kind: str) -> Decimal:
+        """The configured weight of an outcome kind, falling back to the documented default."""
+        return self.outcome_weights.get(kind, DEFAULT_OUTCOME_WEIGHTS[kind])
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,201 @@
+"""The data model: usage is spend, outcomes and annotations are value.
+
+Prompt and completion text has no column anywhere, by design. Every change here needs an Alembic
+revision (`tests/test_migrations.py` fails when models and migrations disagree).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from storage.types import MILLI, NANO, ScaledDecimal, UTCDateTime
+
+ROLES = ("member", "manager")
+VERDICTS = ("useful", "partly", "not_useful")
+VERDICT_VALUE = {"useful": Decimal(1), "partly": Decimal("0.5"), "not_useful": Decimal(0)}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _when(nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+class Person(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slack_user_id: str | None = Field(default=None, max_length=32, unique=True)
+    email: str | None = Field(default=None, max_length=320, unique=True)
+    display_name: str | None = Field(default=None, max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    nudges_enabled: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class Team(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    slack_usergroup_id: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class Membership(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("person_id", "team_id"),
+        CheckConstraint("role IN ('member', 'manager')", name="ck_membership_role"),
+        Index("ix_membership_team", "team_id", "person_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", ondelete="CASCADE")
+    team_id: int = Field(foreign_key="team.id", ondelete="CASCADE")
+    role: str = Field(default="member", max_length=16)
+
+
+class Source(SQLModel, table=True):
+    """Where usage comes from; its ingest token is stored only as a SHA-256 hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    kind: str = Field(max_length=40)
+    token_hash: str | None = Field(default=None, max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+    revoked_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+
+
+class AgentRun(SQLModel, table=True):
+    """One agent session or job: the unit people annotate. Tokens and cost come from its usage."""
+
+    __tablename__ = "agent_run"
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        Index("ix_agent_run_person_started", "person_id", "started_at"),
+        Index("ix_agent_run_started", "started_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id")
+    external_id: str = Field(max_length=200)
+    person_id: int = Field(foreign_key="person.id")
+    agent: str = Field(max_length=64)
+    started_at: datetime = Field(sa_column=_when())
+    ended_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    title: str | None = Field(default=None, max_length=300)
+    repo: str | None = Field(default=None, max_length=300)
+    status: str | None = Field(default=None, max_length=40)
+
+
+class UsageRecord(SQLModel, table=True):
+    """One billed model call or usage bucket. `cost_usd` NULL means unknown, never zero."""
+
+    __tablename__ = "usage_record"
+    __table_args__ = (
+        UniqueConstraint("source_id", "dedupe_key"),
+        Index("ix_usage_person_time", "person_id", "occurred_at"),
+        Index("ix_usage_time", "occurred_at"),
+        Index("ix_usage_run", "run_id"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
+    source_id: int = Field(foreign_key="source.id")
+    person_id: int = Field(foreign_key="person.id")
+    run_id: int | None = Field(default=None, foreign_key="agent_run.id")
+    occurred_at: datetime = Field(sa_column=_when())
+    agent: str = Field(max_length=64)
+    model: str = Field(max_length=120)
+    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
+    dedupe_key: str = Field(max_length=300)
+
+
+class Outcome(SQLModel, table=True):
+    """Something a run produced. Linked to a run, or to a person and a time when unlinked."""
+
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        Index("ix_outcome_person_time", "person_id", "occurred_at"),
+        Index("ix_outcome_run", "run_id"),
+        CheckConstraint(
+            "kind IN ('pr_merged', 'pr_opened', 'commit', 'tests_passed', 'deploy', 'ticket_closed', 'doc', 'other')",
+            name="ck_outcome_kind",
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int | None = Field(default=None, foreign_key="source.id")
+    external_id: str | None = Field(default=None, max_length=200)
+    run_id: int | None = Field(default=None, foreign_key="agent_run.id")
+    person_id: int = Field(foreign_key="person.id")
+    kind: str = Field(max_length=20)
+    weight: Decimal = Field(sa_column=Column(ScaledDecimal(MILLI), nullable=False))
+    url: str | None = Field(default=None, max_length=2000)
+    occurred_at: datetime = Field(sa_column=_when())
+
+
+class Annotation(SQLModel, table=True):
+    """A person's verdict on a run. A run's verdict is its owner's annotation."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "person_id"),
+        CheckConstraint("verdict IN ('useful', 'partly', 'not_useful')", name="ck_annotation_verdict"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="agent_run.id", ondelete="CASCADE")
+    person_id: int = Field(foreign_key="person.id")
+    verdict: str = Field(max_length=16)
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    link: str | None = Field(default=None, max_length=2000)
+    share_as_win: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class DigestSubscription(SQLModel, table=True):
+    """A channel that gets a team's weekly digest at a local weekday and time."""
+
+    __tablename__ = "digest_subscription"
+    __table_args__ = (UniqueConstraint("slack_team_id", "channel_id", "team_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    slack_team_id: str | None = Field(default=None, max_length=32)
+    enterprise_id: str | None = Field(default=None, max_length=32)
+    channel_id: str = Field(max_length=32)
+    team_id: int | None = Field(default=None, foreign_key="team.id", ondelete="CASCADE")
+    weekday: int = Field(default=0, ge=0, le=6)
+    hour: int = Field(default=9, ge=0, le=23)
+    minute: int = Field(default=0, ge=0, le=59)
+    timezone: str = Field(default="UTC", max_length=64)
+    created_by: int | None = Field(default=None, foreign_key="person.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class DigestPost(SQLModel, table=True):
+    """One claimed digest for one period; the unique key is what prevents a double post."""
+
+    __tablename__ = "digest_post"
+    __table_args__ = (UniqueConstraint("subscription_id", "period_start"),)
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="digest_subscription.id", ondelete="CASCADE")
+    period_start: datetime = Field(sa_column=_when())
+    status: str = Field(default="claimed", max_length=16)
+    attempts: int = Field(default=0)
+    claimed_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+    posted_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    message_ts: str | None = Field(default=None, max_length=32)
+    last_error: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who looked at which scope, when."""
+
+    __tablename__ = "audit_event"
+    id: int | None = Field(default=None, primary_key=True)
+    occurred_at: datetime = Field(default_factory=utcnow, sa_column=_when(index=True))
+    actor_person_id: int | None = Field(default=None, foreign_key="person.id")
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=60)
+    scope: str = Field(max_length=200)
+    detail: str | None = Field(default=None, max_length=500)
