@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.types import MILLI, NANO, ScaledDecimal, UTCDateTime
@@ -98,7 +98,9 @@ class UsageRecord(SQLModel, table=True):
         Index("ix_usage_time", "occurred_at"),
         Index("ix_usage_run", "run_id"),
     )
-    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
     source_id: int = Field(foreign_key="source.id")
     person_id: int = Field(foreign_key="person.id")
     run_id: int | None = Field(default=None, foreign_key="agent_run.id")
@@ -199,3 +201,8 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=60)
     scope: str = Field(max_length=200)
     detail: str | None = Field(default=None, max_length=500)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table behind a model, for SQL expressions that type-check."""
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
