@@ -28,6 +28,10 @@ class Services:
     engine: Engine
     people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
 
+    def __deepcopy__(self, _memo: dict[int, object]) -> Services:
+        """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
+        return self
+
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
     engine = engine or make_engine(settings.database_url)

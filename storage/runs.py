@@ -205,9 +205,12 @@ def _views(session: Session, run_ids: list[int]) -> list[RunView]:
             .group_by(U.run_id)
         )
     }
-    outcomes = dict(
-        session.execute(select(OC.run_id, func.count(OC.id)).where(OC.run_id.in_(run_ids)).group_by(OC.run_id)).tuples()
-    )
+    outcomes = {
+        run_id: int(n)
+        for run_id, n in session.execute(
+            select(OC.run_id, func.count(OC.id)).where(OC.run_id.in_(run_ids)).group_by(OC.run_id)
+        )
+    }
     rows = session.execute(
         select(R.id, R.agent, R.title, R.repo, R.started_at, A.verdict, A.note, A.link, A.share_as_win)
         .outerjoin(table_of(Annotation), and_(A.run_id == R.id, A.person_id == R.person_id))
