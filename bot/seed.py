@@ -1,0 +1,335 @@
+"""A synthetic organisation: realistic enough to demo and to test the metrics, deterministic for a seed.
+
+People run agents every week; most runs of most people lead somewhere (outcomes, useful verdicts), and
+a few "tokenmaxxers" burn many tokens with nothing to show. Rows are written with bulk inserts and
+explicit ids, so the same seed and end date give the same database on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, text
+
+from bot.config import DEFAULT_OUTCOME_WEIGHTS
+from storage.bulk import advance_sequences, copy_rows
+from storage.models import Membership, Person, Source, Team, table_of
+from storage.pricing import price
+
+TEAM_NAMES = ["platform", "data", "mobile", "web", "infra", "payments", "search", "growth", "security", "billing"]
+FIRST_NAMES = [
+    "Alex", "Sam", "Priya", "Jonas", "Mei", "Diego", "Amara", "Lena", "Omar", "Noor",
+    "Kai", "Sofia", "Tomasz", "Yuki", "Ravi", "Elif", "Marcus", "Ines", "Chen", "Hana",
+]  # fmt: skip
+LAST_NAMES = [
+    "Rivera", "Okafor", "Nakamura", "Schmidt", "Haddad", "Kowalski", "Lindqvist", "Mensah",
+    "Fernandes", "Park", "Novak", "Adeyemi", "Moreau", "Iyer", "Costa", "Berg",
+]  # fmt: skip
+TIMEZONES = ["UTC", "Europe/Berlin", "America/New_York", "America/Los_Angeles", "Asia/Kolkata", "Europe/London"]
+AGENTS: dict[str, list[str]] = {
+    "claude-code": ["claude-sonnet-4-5", "claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"],
+    "codex": ["gpt-5", "gpt-5-mini"],
+    "openai-api": ["gpt-4o", "gpt-4o-mini"],
+    "meshclaw": ["meshclaw-internal-2"],  # an in-house model: its cost is unknown
+}
+VERBS = ["Fix", "Add", "Refactor", "Investigate", "Document", "Speed up", "Migrate", "Test"]
+THINGS = [
+    "login retry", "invoice export", "search ranking", "flaky CI job", "feature flags", "payment webhooks",
+    "onboarding emails", "cache eviction", "dashboard filters", "API pagination", "audit log", "rate limiter",
+]  # fmt: skip
+REPOS = ["acme/api", "acme/web", "acme/mobile", "acme/data-pipeline", "acme/infra"]
+SEED_SOURCE = "seed"
+
+
+class SeedError(ValueError):
+    """The database cannot be seeded as asked."""
+
+
+@dataclass
+class SeedSummary:
+    people: int = 0
+    teams: int = 0
+    runs: int = 0
+    usage_records: int = 0
+    outcomes: int = 0
+    annotations: int = 0
+    tokenmaxxers: list[str] = field(default_factory=list)
+    first_email: str = ""
+
+
+def person_email(index: int) -> str:
+    first = FIRST_NAMES[index % len(FIRST_NAMES)]
+    last = LAST_NAMES[(index // len(FIRST_NAMES)) % len(LAST_NAMES)]
+    cycle = index // (len(FIRST_NAMES) * len(LAST_NAMES))
+    suffix = str(cycle + 1) if cycle else ""
+    return f"{first}.{last}{suffix}@example.com".lower()
+
+
+def person_name(index: int) -> str:
+    return f"{FIRST_NAMES[index % len(FIRST_NAMES)]} {LAST_NAMES[(index // len(FIRST_NAMES)) % len(LAST_NAMES)]}"
+
+
+def team_name(index: int) -> str:
+    return TEAM_NAMES[index] if index < len(TEAM_NAMES) else f"team-{index + 1}"
+
+
+def _rates(model: str) -> tuple[int, int, int, int] | None:
+    """Integer nano-dollars per token (input, output, cache read, cache write), or None when unknown."""
+    parts = [price(model, 1000, 0), price(model, 0, 1000), price(model, 0, 0, 1000, 0), price(model, 0, 0, 0, 1000)]
+    if any(p is None for p in parts):
+        return None
+    return tuple(int(p * 1_000_000) for p in parts if p is not None)  # type: ignore[return-value]
+
+
+@dataclass
+class _Persona:
+    productivity: float
+    diligence: float
+    tokenmaxxer: bool
+    agents: list[str]
+
+
+RUN_COLUMNS = (
+    "id",
+    "source_id",
+    "external_id",
+    "person_id",
+    "agent",
+    "started_at",
+    "ended_at",
+    "title",
+    "repo",
+    "status",
+)
+USAGE_COLUMNS = (
+    "id", "source_id", "person_id", "run_id", "occurred_at", "agent", "model", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "cost_usd", "dedupe_key",
+)  # fmt: skip
+OUTCOME_COLUMNS = ("id", "source_id", "external_id", "run_id", "person_id", "kind", "weight", "url", "occurred_at")
+ANNOTATION_COLUMNS = (
+    "id", "run_id", "person_id", "verdict", "note", "link", "share_as_win", "created_at", "updated_at",
+)  # fmt: skip
+TABLES = {
+    "agent_run": RUN_COLUMNS,
+    "usage_record": USAGE_COLUMNS,
+    "outcome": OUTCOME_COLUMNS,
+    "annotation": ANNOTATION_COLUMNS,
+}
+MILLI_WEIGHTS = {kind: int(weight * 1000) for kind, weight in DEFAULT_OUTCOME_WEIGHTS.items()}
+
+
+class _Writer:
+    """Buffers storage-value tuples per table and writes them in bulk, parents before children."""
+
+    def __init__(self, connection: Connection, chunk: int = 50_000) -> None:
+        self.connection = connection
+        self.chunk = chunk
+        self.buffers: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
+        self.next_ids: dict[str, int] = {}
+        for name in TABLES:
+            current = connection.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {name}")).scalar_one()
+            self.next_ids[name] = int(current) + 1
+        self.pending = 0
+
+    def next_id(self, table: str) -> int:
+        value = self.next_ids[table]
+        self.next_ids[table] = value + 1
+        return value
+
+    def add(self, table: str, row: tuple[Any, ...]) -> None:
+        self.buffers[table].append(row)
+        self.pending += 1
+
+    def maybe_flush(self) -> None:
+        if self.pending >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        for name, columns in TABLES.items():
+            rows = self.buffers[name]
+            if rows:
+                copy_rows(self.connection, name, columns, rows)
+                rows.clear()
+        self.pending = 0
+
+
+def seed_organisation(
+    engine: Engine,
+    people: int,
+    teams: int,
+    weeks: int,
+    seed: int = 1,
+    end: date | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SeedSummary:
+    """Write a synthetic organisation ending on `end` (default today, UTC). One transaction."""
+    if people < 1 or teams < 1 or weeks < 1:
+        raise SeedError("--people, --teams and --weeks must each be at least 1.")
+    if teams > people:
+        raise SeedError(f"{teams} teams need at least {teams} people; got {people}.")
+    end = end or datetime.now(UTC).date()
+    rng = random.Random(seed)
+    summary = SeedSummary(people=people, teams=teams, first_email=person_email(0))
+    rates = {model: _rates(model) for models in AGENTS.values() for model in models}
+    with engine.begin() as connection:
+        existing = connection.execute(select(func.count()).select_from(table_of(Person))).scalar_one()
+        if existing:
+            raise SeedError(f"The database already has {existing} people; seed into an empty database.")
+        source_id = connection.execute(
+            insert(table_of(Source))
+            .values(name=SEED_SOURCE, kind="seed", created_at=datetime.now(UTC))
+            .returning(table_of(Source).c.id)
+        ).scalar_one()
+        now = datetime.now(UTC)
+        connection.execute(
+            insert(table_of(Team)),
+            [{"id": t + 1, "name": team_name(t), "created_at": now} for t in range(teams)],
+        )
+        connection.execute(
+            insert(table_of(Person)),
+            [
+                {
+                    "id": i + 1,
+                    "email": person_email(i),
+                    "slack_user_id": f"U{1000000 + i}",
+                    "display_name": person_name(i),
+                    "timezone": TIMEZONES[i % len(TIMEZONES)],
+                    "nudges_enabled": True,
+                    "created_at": now,
+                }
+                for i in range(people)
+            ],
+        )
+        connection.execute(
+            insert(table_of(Membership)),
+            [
+                {
+                    "id": i + 1,
+                    "person_id": i + 1,
+                    "team_id": i % teams + 1,
+                    "role": "manager" if i < teams else "member",
+                }
+                for i in range(people)
+            ],
+        )
+        personas = _personas(rng, people)
+        summary.tokenmaxxers = [person_email(i) for i, p in enumerate(personas) if p.tokenmaxxer]
+        writer = _Writer(connection)
+        first_day = end - timedelta(days=7 * weeks - 1)
+        for week in range(weeks):
+            week_start = first_day + timedelta(days=7 * week)
+            for index, persona in enumerate(personas):
+                _person_week(writer, rng, summary, source_id, index + 1, persona, week_start, rates)
+                writer.maybe_flush()
+                if progress:
+                    progress(1)
+        writer.flush()
+        advance_sequences(connection, ["team", "person", "membership", *TABLES])
+    return summary
+
+
+def _personas(rng: random.Random, people: int) -> list[_Persona]:
+    personas = []
+    for i in range(people):
+        agents = rng.sample(list(AGENTS), k=rng.randint(1, 3))
+        personas.append(
+            _Persona(
+                productivity=rng.uniform(0.35, 0.9),
+                diligence=rng.uniform(0.3, 0.95),
+                tokenmaxxer=rng.random() < 0.08 or (people >= 10 and i == people // 2),
+                agents=agents,
+            )
+        )
+    return personas
+
+
+def _person_week(
+    writer: _Writer,
+    rng: random.Random,
+    summary: SeedSummary,
+    source_id: int,
+    person_id: int,
+    persona: _Persona,
+    week_start: date,
+    rates: dict[str, tuple[int, int, int, int] | None],
+) -> None:
+    """One person's week of runs, usage, outcomes and verdicts (cheap random calls: this is the hot loop)."""
+    chance = rng.random
+    runs = 12 + int(chance() * 13) if persona.tokenmaxxer else 2 + int(chance() * 8)
+    scale = 3 if persona.tokenmaxxer else 1
+    extra_steps = 3 if persona.tokenmaxxer else 0
+    base = datetime.combine(week_start, time(7), tzinfo=UTC).replace(tzinfo=None)
+    for _ in range(runs):
+        agent = persona.agents[int(chance() * len(persona.agents))]
+        models = AGENTS[agent]
+        started = base + timedelta(days=int(chance() * 7), minutes=int(chance() * 720))
+        ended = started + timedelta(minutes=3 + int(chance() * 93))
+        run_id = writer.next_id("agent_run")
+        title = f"{VERBS[int(chance() * len(VERBS))]} {THINGS[int(chance() * len(THINGS))]}"
+        repo = REPOS[int(chance() * len(REPOS))]
+        writer.add(
+            "agent_run",
+            (run_id, source_id, f"seed-run-{run_id}", person_id, agent, started, ended, title, repo, "completed"),
+        )
+        summary.runs += 1
+        for step in range(1 + int(chance() * 6) + extra_steps):
+            model = models[int(chance() * len(models))]
+            tin = (2_000 + int(chance() * 38_000)) * scale
+            tout = (200 + int(chance() * 4_800)) * scale
+            tcr = int(chance() * 150_000) * scale
+            tcw = int(chance() * 15_000) * scale
+            rate = rates[model]
+            cost = None if rate is None else tin * rate[0] + tout * rate[1] + tcr * rate[2] + tcw * rate[3]
+            record_id = writer.next_id("usage_record")
+            unlinked = agent == "openai-api" and chance() < 0.2
+            writer.add(
+                "usage_record",
+                (
+                    record_id, source_id, person_id, None if unlinked else run_id,
+                    started + timedelta(seconds=30 * step), agent, model, tin, tout, tcr, tcw, cost,
+                    f"seed-usage-{record_id}",
+                ),
+            )  # fmt: skip
+            summary.usage_records += 1
+        kinds = [] if persona.tokenmaxxer else _outcome_kinds(rng, persona.productivity)
+        for kind in kinds:
+            outcome_id = writer.next_id("outcome")
+            url = f"https://github.com/{repo}/pull/{100 + int(chance() * 9900)}" if kind.startswith("pr_") else None
+            when = ended + timedelta(minutes=5 + int(chance() * 595))
+            writer.add(
+                "outcome",
+                (outcome_id, source_id, f"seed-outcome-{outcome_id}", run_id, person_id, kind,
+                 MILLI_WEIGHTS[kind], url, when),
+            )  # fmt: skip
+            summary.outcomes += 1
+        review_chance = 0.05 if persona.tokenmaxxer else persona.diligence
+        if chance() < review_chance:
+            verdict = _verdict(rng, bool(kinds))
+            reviewed = ended + timedelta(minutes=10 + int(chance() * 290))
+            win = verdict == "useful" and chance() < 0.2
+            writer.add(
+                "annotation",
+                (writer.next_id("annotation"), run_id, person_id, verdict, None, None, win, reviewed, reviewed),
+            )
+            summary.annotations += 1
+
+
+def _outcome_kinds(rng: random.Random, productivity: float) -> list[str]:
+    kinds: list[str] = []
+    if rng.random() < productivity:
+        kinds.append(("pr_opened", "commit", "tests_passed")[int(rng.random() * 3)])
+        if rng.random() < 0.6:
+            kinds.append("pr_merged")
+    if rng.random() < 0.08:
+        kinds.append(rng.choice(["deploy", "ticket_closed", "doc", "other"]))
+    return kinds
+
+
+def _verdict(rng: random.Random, produced: bool) -> str:
+    useful, partly = (0.7, 0.9) if produced else (0.15, 0.5)
+    roll = rng.random()
+    return "useful" if roll < useful else "partly" if roll < partly else "not_useful"
