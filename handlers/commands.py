@@ -7,7 +7,7 @@ caller and the parsed request and returns a Message. Adding a subcommand: docs/s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ class Caller:
     services: Services
     client: WebClient
     workspace: str = ""
+    command: dict[str, Any] = field(default_factory=dict)  # the slash command payload (channel_id, team_id...)
 
     @property
     def person_id(self) -> int:
@@ -97,7 +98,7 @@ def answer(
         return  # already answered in the ack
     with session_scope(services.engine) as session:
         person, profile = services.people.resolve(session, client, command["user_id"], workspace_of(context))
-        caller = Caller(session, person, profile, services, client, workspace_of(context))
+        caller = Caller(session, person, profile, services, client, workspace_of(context), command)
         try:
             reply = HANDLERS[request.name](caller, request)
         except (NotFound, PeriodError) as error:
