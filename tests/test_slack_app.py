@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
@@ -401,3 +405,28 @@ def test_first_contact_creates_the_person_matched_by_email(harness: Harness) -> 
     assert found.email == "ada@example.com"
     assert found.timezone == "Europe/London"
     assert count(harness.engine, AgentRun) == 0
+
+
+def test_a_socket_mode_slash_command_reaches_the_same_listeners(harness: Harness) -> None:
+    """`tokenwise serve --socket` hands Slack's envelopes to this same Bolt app (no signature there)."""
+    from slack_bolt import BoltRequest
+
+    envelope = json.loads(sample("slack_socket_mode_envelope_slash_command.json"))
+    url = harness.slack.response_url()
+    payload = {**envelope["payload"], "command": "/tokenwise", "text": "connect", "user_id": ADA, "response_url": url}
+    payload["team_id"] = harness.slack.team_id
+    bolt = harness.http_app.state.bolt
+    response = bolt.dispatch(BoltRequest(body=payload, mode="socket_mode"))
+    assert response.status == 200
+    (answer,) = harness.respond_to(url)
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in texts(answer)
+
+
+def test_serve_socket_without_an_app_token_is_a_one_line_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--socket"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 2
+    assert "SLACK_APP_TOKEN" in result.stderr
