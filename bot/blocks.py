@@ -80,8 +80,11 @@ def header(text: str) -> dict[str, Any]:
     return {"type": "header", "text": plain(text, MAX_HEADER)}
 
 
-def section(text: str, fields: Sequence[str] = (), accessory: dict[str, Any] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": mrkdwn(text)}
+def section(text: str | None, fields: Sequence[str] = (), accessory: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A section; with fields only, no text at all (Slack refuses blank text)."""
+    block: dict[str, Any] = {"type": "section"}
+    if text or not fields:
+        block["text"] = mrkdwn(text or " ")
     if fields:
         block["fields"] = [mrkdwn(f, MAX_FIELD_TEXT) for f in fields[:MAX_FIELDS]]
     if accessory:
@@ -130,7 +133,7 @@ def help_message(lines: Sequence[tuple[str, str]], error: str | None = None) -> 
     body = "\n".join(f"`{usage}`  {summary}" for usage, summary in lines)
     blocks = []
     if error:
-        blocks.append(section(f":warning: {error}"))
+        blocks.append(section(f":warning: {escape(error)}"))
     blocks.append(section("*Tokenwise* measures AI use by outcomes, not token volume.\n" + body))
     blocks.append(context("Only you see these answers. Nobody sees another person's individual numbers."))
     text = (f"{error}\n" if error else "") + "\n".join(usage for usage, _ in lines)
@@ -184,7 +187,7 @@ def me_message(report: Report, unreviewed: int, coaching: str | None = None) -> 
         )
         text = f"Your Tokenwise numbers for {period}: no usage recorded yet."
     else:
-        blocks.append(section(" ", fields=_figure_fields(report)))
+        blocks.append(section(None, fields=_figure_fields(report)))
         text = (
             f"Your Tokenwise numbers for {period}: {number(metrics.runs)} runs, "
             f"{number(metrics.useful_runs)} useful, outcome value {number(metrics.outcome_value)}, "
@@ -214,7 +217,7 @@ def team_message(report: Report) -> Message:
         blocks.append(section(f":lock: {reason}"))
         return message(f"Team {name}, {period}: {reason}", blocks)
     metrics = report.totals.metrics
-    blocks.append(section(" ", fields=_figure_fields(report)))
+    blocks.append(section(None, fields=_figure_fields(report)))
     blocks.append(context(f"{metrics.active_people:,} people active in this period."))
     text = (
         f"Team {name}, {period}: {number(metrics.runs)} runs, {number(metrics.useful_runs)} useful, "
@@ -378,7 +381,7 @@ def home_view(
     fields = _figure_fields(report)
     metrics = report.totals.metrics
     if fields and metrics is not None and (metrics.runs or metrics.total_tokens or metrics.outcomes):
-        blocks.append(section(" ", fields=fields))
+        blocks.append(section(None, fields=fields))
     else:
         blocks.append(section("No usage recorded for you this week yet. `/tokenwise connect` shows how to send it."))
     blocks += [divider(), header("Runs to review")]

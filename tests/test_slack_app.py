@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from bot import blocks
@@ -430,3 +431,23 @@ def test_serve_socket_without_an_app_token_is_a_one_line_error(tmp_path: Path) -
     )
     assert result.returncode == 2
     assert "SLACK_APP_TOKEN" in result.stderr
+
+
+def test_a_bot_token_slack_refuses_stops_the_app_at_start_with_a_sentence(engine: Engine, db_url: str) -> None:
+    from bot.app import Services, create_app
+    from bot.slack_app import SlackNotConfigured
+    from bot.slack_standin import SlackStandIn
+    from tests.slack_harness import make_settings
+
+    with SlackStandIn(token="xoxb-the-real-one") as slack:
+        services = Services(settings=make_settings(slack, db_url), engine=engine)
+        with pytest.raises(SlackNotConfigured, match="did not accept SLACK_BOT_TOKEN"):
+            create_app(services)
+
+
+def test_without_slack_settings_the_app_serves_no_slack_route(engine: Engine, db_url: str) -> None:
+    from bot.app import Services, create_app
+    from bot.config import Settings
+
+    api = create_app(Services(settings=Settings(database_url=db_url, slack_signing_secret=None), engine=engine))
+    assert "/slack/events" not in {getattr(route, "path", "") for route in api.routes}

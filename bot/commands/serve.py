@@ -8,6 +8,7 @@ import typer
 
 from bot.app import build_services, create_app
 from bot.cli import app, fail, open_engine, out, settings
+from bot.slack_app import SlackNotConfigured
 
 
 @app.command()
@@ -25,7 +26,10 @@ def serve(
     if socket and not (config.slack_app_token or "").startswith("xapp-"):
         fail("Socket Mode needs SLACK_APP_TOKEN, an app-level token starting with xapp- (scope connections:write).")
     services = build_services(config, open_engine(config))
-    api = create_app(services)
+    try:
+        api = create_app(services)
+    except SlackNotConfigured as error:
+        fail(str(error))
     if socket:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
