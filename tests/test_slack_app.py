@@ -451,3 +451,16 @@ def test_without_slack_settings_the_app_serves_no_slack_route(engine: Engine, db
 
     api = create_app(Services(settings=Settings(database_url=db_url, slack_signing_secret=None), engine=engine))
     assert "/slack/events" not in {getattr(route, "path", "") for route in api.routes}
+
+
+def test_a_slow_slack_api_does_not_delay_the_ack_and_the_answer_lands_later(harness: Harness) -> None:
+    harness.slack.hang_next("users.info")
+    started = time.monotonic()
+    response, url = harness.command("runs")
+    acked = time.monotonic() - started
+    assert response.status_code == 200 and acked < 3.0  # the lazy listener is the one waiting on Slack
+    harness.slack.wait_for("users.info")  # the lazy listener is now blocked on the hanging call
+    assert harness.slack.calls("response_url") == []
+    harness.slack.release()
+    (answer,) = harness.respond_to(url)
+    assert "Nothing left to review" in answer["text"]
