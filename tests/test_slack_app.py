@@ -464,3 +464,27 @@ def test_a_slow_slack_api_does_not_delay_the_ack_and_the_answer_lands_later(harn
     harness.slack.release()
     (answer,) = harness.respond_to(url)
     assert "Nothing left to review" in answer["text"]
+
+
+def test_a_failure_without_a_response_url_apologises_by_direct_message(harness: Harness) -> None:
+    harness.slack.fail_next("users.info", status=500, times=5)
+    assert harness.home_opened().status_code == 200
+    (dm,) = harness.slack.wait_for("chat.postMessage")
+    assert (dm.args["channel"], dm.args["text"]) == (ADA, blocks.APOLOGY)
+    assert harness.slack.calls("views.publish") == []
+
+
+def test_a_modal_saving_someone_elses_run_is_refused_by_direct_message(harness: Harness) -> None:
+    from bot.slack_requests import modal_values
+    from storage.runs import own_run
+
+    with Session(harness.engine, expire_on_commit=False) as session:
+        person(session, ADA)
+        graces = run(session, person(session, GRACE), "Grace's run")
+        view = blocks.note_modal(own_run(session, graces.id or 0, graces.person_id), {"run_id": graces.id})
+        session.commit()
+    response = harness.submit(view, modal_values(view, {"verdict": "useful", "note": "mine now"}))
+    assert response.status_code == 200
+    (dm,) = harness.slack.wait_for("chat.postMessage")
+    assert dm.args["channel"] == ADA and "only review your own runs" in dm.args["text"]
+    assert annotations(harness.engine) == []
