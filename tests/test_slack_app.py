@@ -488,3 +488,18 @@ def test_a_modal_saving_someone_elses_run_is_refused_by_direct_message(harness: 
     (dm,) = harness.slack.wait_for("chat.postMessage")
     assert dm.args["channel"] == ADA and "only review your own runs" in dm.args["text"]
     assert annotations(harness.engine) == []
+
+
+def test_two_quick_clicks_on_one_run_leave_one_annotation(harness: Harness) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Session(harness.engine, expire_on_commit=False) as session:
+        target = run(session, person(session, ADA), "Double click")
+        session.commit()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        clicks = list(pool.map(lambda action: harness.click(action, str(target.id)), ["run_useful", "run_partly"]))
+    for response, url in clicks:
+        assert response.status_code == 200
+        harness.respond_to(url)
+    (stored,) = annotations(harness.engine)
+    assert stored.verdict in {"useful", "partly"}
