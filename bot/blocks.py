@@ -279,33 +279,33 @@ def runs_message(runs: Sequence[RunView], tz: str, reviewed: RunView | None = No
 
 
 def connect_message(public_url: str) -> Message:
+    """How to send usage: the ingest URL, Claude Code's OpenTelemetry variables, the import commands."""
     base = public_url.rstrip("/")
     otel = "\n".join(
         [
             "export CLAUDE_CODE_ENABLE_TELEMETRY=1",
             "export OTEL_METRICS_EXPORTER=otlp",
-            "export OTEL_LOGS_EXPORTER=otlp",
-            "export OTEL_EXPORTER_OTLP_PROTOCOL=http/json",
+            "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
             f"export OTEL_EXPORTER_OTLP_ENDPOINT={base}/v1/otlp",
-            'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer <your source token>"',
+            'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer <source token>"',
         ]
     )
     blocks = [
         header("Send your AI usage to Tokenwise"),
         section(
-            f"*1. Get a source token* from your Tokenwise admin (`tokenwise source create NAME`).\n"
-            f"*2. Ingest URL:* `{base}/v1/` (`usage`, `runs`, `outcomes`; JSON batches, "
-            "`Authorization: Bearer <token>`)."
+            "*1. A source token* from your Tokenwise admin: `tokenwise source create NAME --kind otlp`.\n"
+            f"*2. The ingest URL* is `{base}/v1/`: `POST /v1/usage`, `/v1/runs`, `/v1/outcomes` (JSON batches, "
+            "`Authorization: Bearer <source token>`) and OTLP at `/v1/otlp`."
         ),
-        section(f"*3. Claude Code* (OpenTelemetry), in your shell profile:\n```{otel}```"),
+        section(f"*3. Claude Code* (OpenTelemetry), in your shell profile or managed settings:\n```{otel}```"),
         section(
-            "*4. Import a file* you already have:\n"
-            f"```curl -X POST {base}/v1/usage -H 'Authorization: Bearer <token>' "
-            "-H 'Content-Type: application/json' --data @usage.json```"
+            "*4. Import what you already have:*\n"
+            "```tokenwise import claude-code ~/.claude --email you@company.com\n"
+            "tokenwise import csv usage.csv```"
         ),
-        context("Tokenwise stores token counts and costs, never your prompts or completions."),
+        context("Tokenwise stores token counts, costs and outcomes, never your prompts or completions."),
     ]
-    return message(f"How to send usage: ingest URL {base}/v1/, OTLP endpoint {base}/v1/otlp.", blocks)
+    return message(f"How to send usage: ingest URL {base}/v1/, OpenTelemetry endpoint {base}/v1/otlp.", blocks)
 
 
 # -- modal -----------------------------------------------------------------------------------------
