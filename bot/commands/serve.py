@@ -8,7 +8,6 @@ import typer
 
 from bot.app import build_services, create_app
 from bot.cli import app, fail, open_engine, out, settings
-from bot.slack_app import SlackNotConfigured
 
 
 @app.command()
@@ -21,6 +20,8 @@ def serve(
 ) -> None:
     """Serve the ingest API and Slack's endpoints over HTTP (or Slack over Socket Mode with --socket)."""
     import uvicorn
+
+    from bot.slack_app import SlackNotConfigured
 
     config = settings()
     if socket and not (config.slack_app_token or "").startswith("xapp-"):
