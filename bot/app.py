@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from bot.config import Settings
+from handlers.ingest import router as ingest_router
 from storage.db import make_engine, upgrade
 
 
@@ -43,5 +44,7 @@ def create_app(services: Services) -> FastAPI:
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
+
+    api.include_router(ingest_router)
 
     return api
