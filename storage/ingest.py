@@ -201,8 +201,13 @@ def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
     inserted = 0
     for start in range(0, len(rows), CHUNK):
         chunk = list(rows[start : start + CHUNK])
-        statement = dialect_insert(session, table).values(chunk).on_conflict_do_nothing(index_elements=list(key))
-        inserted += session.connection().execute(statement).rowcount
+        statement = (
+            dialect_insert(session, table)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=list(key))
+            .returning(table.c.id)
+        )
+        inserted += len(session.connection().execute(statement).all())  # rowcount is unreliable here
     return inserted
 
 
