@@ -420,6 +420,7 @@ class SeenRun:
     agent: str
     started_at: datetime
     slack_user_id: str | None = None
+    ended_at: datetime | None = None
 
 
 @dataclass
@@ -456,10 +457,12 @@ def ingest_telemetry(
     running total (`max`), replaced (`replace`) or written once (`new`); outcomes are written once.
     """
     people = PersonCache(session)
-    earliest: dict[str, SeenRun] = {}
+    bounds: dict[str, SeenRun] = {}
     for run in telemetry.runs:
-        if run.external_id not in earliest or run.started_at < earliest[run.external_id].started_at:
-            earliest[run.external_id] = run
+        seen = bounds.setdefault(run.external_id, SeenRun(**{**run.__dict__}))
+        seen.started_at = min(seen.started_at, run.started_at)
+        ends = [t for t in (seen.ended_at, run.ended_at) if t is not None]
+        seen.ended_at = max(ends) if ends else None
     run_rows = [
         {
             "source_id": source_id,
@@ -467,11 +470,12 @@ def ingest_telemetry(
             "person_id": people.id_for(run.email, run.slack_user_id),
             "agent": run.agent,
             "started_at": run.started_at,
+            "ended_at": run.ended_at,
         }
-        for run in earliest.values()
+        for run in bounds.values()
     ]
     result = BatchResult()
-    result.notes["runs"] = insert_new(session, RUNS, run_rows, ("source_id", "external_id"))
+    result.notes["runs"] = _widen_runs(session, run_rows)
     runs = run_ids(
         session,
         source_id,
@@ -518,6 +522,27 @@ def ingest_telemetry(
         )
     result.notes["outcomes"] = insert_new(session, OUTCOMES, outcome_rows, ("source_id", "external_id"))
     return result
+
+
+def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Create runs first seen here; a run seen again keeps its earliest start and latest end."""
+    for start in range(0, len(rows), CHUNK):
+        statement = dialect_insert(session, RUNS).values(list(rows[start : start + CHUNK]))
+        new = statement.excluded
+        least = func.least if session.get_bind().dialect.name == "postgresql" else func.min
+        statement = statement.on_conflict_do_update(
+            index_elements=["source_id", "external_id"],
+            set_={
+                "started_at": least(RUNS.c.started_at, new.started_at),
+                "ended_at": _greatest(
+                    session,
+                    func.coalesce(RUNS.c.ended_at, new.ended_at),
+                    func.coalesce(new.ended_at, RUNS.c.ended_at),
+                ),
+            },
+        )
+        session.connection().execute(statement)
+    return len(rows)
 
 
 def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int = 3) -> T:
