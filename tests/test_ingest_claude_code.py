@@ -152,7 +152,7 @@ def test_re_importing_the_same_logs_adds_nothing(tmp_path: Path, engine: Engine)
 
 
 def test_a_folder_without_logs_is_a_clear_error(tmp_path: Path, engine: Engine) -> None:
-    with pytest.raises(LogsNotFound, match="No \\*.jsonl session logs"):
+    with pytest.raises(LogsNotFound, match=r"No \*.jsonl session logs"):
         import_logs(engine, tmp_path, "ana@example.com", weight_for)
     with pytest.raises(LogsNotFound, match="No folder"):
         import_logs(engine, tmp_path / "nope", "ana@example.com", weight_for)
