@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from openai import OpenAI
 from sqlalchemy import Engine, text
 
 from bot.config import Settings
+from bot.importers.openai_usage import build_admin_client
 from handlers.ingest import router as ingest_router
 from storage.db import make_engine, upgrade
 
@@ -23,12 +25,13 @@ class Services:
 
     settings: Settings
     engine: Engine
+    openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
     engine = engine or make_engine(settings.database_url)
     upgrade(engine)
-    return Services(settings=settings, engine=engine)
+    return Services(settings=settings, engine=engine, openai_admin=build_admin_client(settings))
 
 
 def create_app(services: Services) -> FastAPI:
