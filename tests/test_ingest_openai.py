@@ -125,7 +125,7 @@ def fake() -> Iterator[tuple[FakeOpenAI, str]]:
     state = FakeOpenAI()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
             state.requests.append((url.path, query, self.headers.get("Authorization", "")))
