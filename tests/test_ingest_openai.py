@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,9 +121,9 @@ class FakeOpenAI:
         return 404, {"error": {"message": f"no route {path}"}}
 
 
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAI, str]]:
-    state = FakeOpenAI()
+@contextmanager
+def serve(state: FakeOpenAI) -> Iterator[tuple[FakeOpenAI, str]]:
+    """The fake on a real HTTP server at 127.0.0.1 on a free port; yields (state, base URL)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -148,6 +149,12 @@ def fake() -> Iterator[tuple[FakeOpenAI, str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeOpenAI, str]]:
+    with serve(FakeOpenAI()) as served:
+        yield served
 
 
 def weight_for(kind: str) -> Decimal:
