@@ -33,6 +33,7 @@ from storage.ingest import SeenOutcome, SeenRun, SeenUsage, Telemetry
 
 Signal = Literal["metrics", "logs", "traces"]
 DELTA, CUMULATIVE = 1, 2
+LATEST_NANOS = 4_102_444_800 * 10**9  # 2100-01-01: later timestamps are broken clocks, not data
 MAX_UNITS_PER_POINT = 1000  # a commit counter beyond this is a broken exporter, not a day's work
 
 TOKEN_TYPES = {
@@ -128,7 +129,7 @@ def _nanos(value: Any) -> int | None:
         nanos = int(value)
     except (TypeError, ValueError):
         return None
-    return nanos if nanos > 0 else None
+    return nanos if 0 < nanos < LATEST_NANOS else None
 
 
 def _time(nanos: int) -> datetime:

@@ -116,6 +116,14 @@ def _items_of(payload: Any, kind: BatchKind, max_items: int) -> list[Any]:
     return items
 
 
+def _parse_batch(body: bytes, kind: BatchKind, max_items: int) -> list[Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Rejected(415, f"The body is not JSON: {error}") from error
+    return validate_batch(kind, _items_of(payload, kind, max_items))
+
+
 async def _batch(request: Request, kind: BatchKind) -> Response:
     services = _services(request)
     settings = services.settings
@@ -125,12 +133,7 @@ async def _batch(request: Request, kind: BatchKind) -> Response:
         if media != "application/json" and not media.endswith("+json"):
             raise Rejected(415, "Send the batch as JSON with 'Content-Type: application/json'.")
         body = await _body(request, settings.ingest_max_bytes)
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise Rejected(415, f"The body is not JSON: {error}") from error
-        items = _items_of(payload, kind, settings.ingest_max_items)
-        parsed = validate_batch(kind, items)
+        parsed = await run_in_threadpool(_parse_batch, body, kind, settings.ingest_max_items)
 
         def write(session: Any) -> BatchResult:
             if kind == "records":
@@ -196,10 +199,9 @@ async def _otlp(request: Request, signal: Signal) -> Response:
         body = await _body(request, services.settings.ingest_max_bytes)
         protobuf = encoding == "protobuf"
         try:
-            export = decode(signal, body, protobuf)
+            telemetry = await run_in_threadpool(lambda: to_telemetry(signal, decode(signal, body, protobuf)))
         except OtlpError as error:
             raise Rejected(400, str(error)) from error
-        telemetry = to_telemetry(signal, export)
         weight_for = services.settings.weight_for
         await run_in_threadpool(
             write_atomically, services.engine, lambda s: ingest_telemetry(s, source_id, telemetry, weight_for)

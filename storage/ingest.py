@@ -199,6 +199,9 @@ def dialect_insert(session: Session, table: Table) -> Any:
 def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
     """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates)."""
     inserted = 0
+    # One key order for every writer, so concurrent overlapping batches never deadlock on PostgreSQL
+    # (the sort is stable: of two rows with one key, the first sent is the one kept).
+    rows = sorted(rows, key=lambda row: tuple(str(row[k]) for k in key))
     for start in range(0, len(rows), CHUNK):
         chunk = list(rows[start : start + CHUNK])
         statement = (
@@ -240,7 +243,7 @@ def merge_usage_totals(
             into[column] = max(into[column], row[column]) if mode == "max" else row[column]
         costs = [c for c in (into.get("cost_usd"), row.get("cost_usd")) if c is not None]
         into["cost_usd"] = (max(costs) if mode == "max" else row.get("cost_usd")) if costs else None
-    values = list(merged.values())
+    values = sorted(merged.values(), key=lambda row: (row["source_id"], row["dedupe_key"]))
     for start in range(0, len(values), CHUNK):
         chunk = values[start : start + CHUNK]
         statement = dialect_insert(session, USAGE).values(chunk)
@@ -526,6 +529,7 @@ def ingest_telemetry(
 
 def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
     """Create runs first seen here; a run seen again keeps its earliest start and latest end."""
+    rows = sorted(rows, key=lambda row: (row["source_id"], row["external_id"]))
     for start in range(0, len(rows), CHUNK):
         statement = dialect_insert(session, RUNS).values(list(rows[start : start + CHUNK]))
         new = statement.excluded
@@ -545,6 +549,12 @@ def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
     return len(rows)
 
 
+def _worth_retrying(error: OperationalError) -> bool:
+    """SQLite busy, or a PostgreSQL deadlock or serialization failure: the retry will see the winner's rows."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate in {"40P01", "40001"} or "locked" in str(error).lower()
+
+
 def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int = 3) -> T:
     """Run `work` in one transaction, retried when a concurrent writer won a race (a new person, a lock)."""
     for attempt in range(1, attempts + 1):
@@ -555,7 +565,7 @@ def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int
             if attempt == attempts:
                 raise
         except OperationalError as error:
-            if attempt == attempts or "locked" not in str(error).lower():
+            if attempt == attempts or not _worth_retrying(error):
                 raise
     raise AssertionError("unreachable")
 

@@ -13,6 +13,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -22,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
+from bot.otlp import OtlpError, decode, to_telemetry
 from storage.models import AgentRun, Outcome, Person, UsageRecord
 from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
 
@@ -320,3 +323,110 @@ def test_claude_code_exports_over_real_http_land_once(engine: Engine, db_url: st
         proto_headers = {**headers, "Content-Type": "application/x-protobuf"}
         assert http.post("/v1/otlp/v1/logs", content=logs.SerializeToString(), headers=proto_headers).status_code == 200
     assert totals(engine) == AFTER_BOTH_CUMULATIVE
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=12)
+    | st.sampled_from(["1764057600000000000", "input", "cacheRead", "a@b.c", "NaN", "1e999", "-5"])
+)
+attribute_lists = st.lists(
+    st.fixed_dictionaries(
+        {
+            "key": st.sampled_from(
+                [
+                    "user.email",
+                    "session.id",
+                    "type",
+                    "model",
+                    "event.name",
+                    "input_tokens",
+                    "gen_ai.usage.input_tokens",
+                    "x",
+                ]
+            ),
+            "value": st.dictionaries(
+                st.sampled_from(["stringValue", "intValue", "doubleValue", "boolValue"]), scalars, max_size=1
+            ),
+        }
+    ),
+    max_size=5,
+)
+points = st.fixed_dictionaries(
+    {},
+    optional={
+        "attributes": attribute_lists,
+        "startTimeUnixNano": scalars,
+        "timeUnixNano": scalars,
+        "asDouble": scalars,
+        "asInt": scalars,
+    },
+)
+metrics = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(
+            [
+                "claude_code.token.usage",
+                "claude_code.cost.usage",
+                "claude_code.commit.count",
+                "claude_code.session.count",
+                "other",
+            ]
+        )
+    },
+    optional={
+        "sum": st.fixed_dictionaries(
+            {}, optional={"aggregationTemporality": scalars, "dataPoints": st.lists(points | scalars, max_size=3)}
+        )
+    },
+)
+exports = st.fixed_dictionaries(
+    {},
+    optional={
+        "resourceMetrics": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "resource": st.fixed_dictionaries({"attributes": attribute_lists}),
+                    "scopeMetrics": st.lists(
+                        st.fixed_dictionaries({"metrics": st.lists(metrics | scalars, max_size=3)}), max_size=2
+                    ),
+                },
+            ),
+            max_size=2,
+        ),
+        "resourceLogs": st.lists(
+            st.fixed_dictionaries(
+                {"scopeLogs": st.lists(st.fixed_dictionaries({"logRecords": st.lists(points, max_size=3)}), max_size=2)}
+            ),
+            max_size=2,
+        ),
+    },
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(export=exports)
+def test_any_otlp_json_maps_to_records_or_rejections_never_a_crash(export: dict[str, Any]) -> None:
+    for signal in ("metrics", "logs", "traces"):
+        telemetry = to_telemetry(signal, export)  # type: ignore[arg-type]
+        assert telemetry.rejected >= 0
+        for record in telemetry.usage:
+            assert (
+                min(record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_write_tokens) >= 0
+            )
+            assert record.email and "@" in record.email
+
+
+@settings(max_examples=100, deadline=None)
+@given(body=st.binary(max_size=200))
+def test_any_protobuf_body_decodes_or_is_a_clear_error(body: bytes) -> None:
+    try:
+        export = decode("metrics", body, protobuf=True)
+    except OtlpError as error:
+        assert "protobuf" in str(error)
+        return
+    assert isinstance(to_telemetry("metrics", export).usage, list)
