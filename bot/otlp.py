@@ -1,9 +1,9 @@
 """OTLP/HTTP exports (JSON or protobuf) turned into usage, runs and outcomes.
 
-Claude Code reports `claude_code.*` metrics and `claude_code.api_request` log events; other tools use
-the GenAI semantic conventions (`gen_ai.usage.*`) on spans and log records. Prompt and completion text
-may ride along in log records: nothing here reads a body or an attribute it does not map, so none of it
-is ever stored.
+Claude Code reports `claude_code.*` metrics (its log events repeat the same tokens and are not
+counted); other tools use the GenAI semantic conventions (`gen_ai.usage.*`) on spans and log records.
+Prompt and completion text may ride along in log records: nothing here reads a body or an attribute it
+does not map, so none of it is ever stored.
 
 Re-sent exports must not double count. A cumulative sum is kept as one running total per series
 (merged with max, so the latest total wins whatever the order); a delta point is keyed by its interval;
@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from storage.ingest import SeenOutcome, SeenRun, SeenUsage, Telemetry
+from storage.pricing import price
 
 Signal = Literal["metrics", "logs", "traces"]
 DELTA, CUMULATIVE = 1, 2
@@ -273,34 +274,38 @@ def _list(value: Any) -> list[dict[str, Any]]:
 
 
 def _event_usage(attrs: Mapping[str, Any], agent: str, when: int, identity: str) -> tuple[SeenUsage | None, str | None]:
-    """A usage record from a Claude Code api_request event or GenAI semantic-convention attributes."""
-    claude = attrs.get("event.name") in ("api_request", "claude_code.api_request")
-    genai = "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs
-    if not claude and not genai:
+    """A usage record from GenAI semantic-convention attributes, or (None, None) when there are none.
+
+    Claude Code's own `api_request` log events are not counted: the same tokens arrive in its metrics,
+    and counting both would double them.
+    """
+    if "gen_ai.usage.input_tokens" not in attrs and "gen_ai.usage.output_tokens" not in attrs:
         return None, None
     email = _person(attrs)
     if email is None:
         return None, "no user.email attribute"
-    if claude:
-        fields = {
-            "input_tokens": attrs.get("input_tokens", 0),
-            "output_tokens": attrs.get("output_tokens", 0),
-            "cache_read_tokens": attrs.get("cache_read_tokens", 0),
-            "cache_write_tokens": attrs.get("cache_creation_tokens", 0),
-        }
-        model = attrs.get("model")
-    else:
-        fields = {
-            "input_tokens": attrs.get("gen_ai.usage.input_tokens", 0),
-            "output_tokens": attrs.get("gen_ai.usage.output_tokens", 0),
-            "cache_read_tokens": attrs.get("gen_ai.usage.cache_read.input_tokens", 0),
-            "cache_write_tokens": attrs.get("gen_ai.usage.cache_creation.input_tokens", 0),
-        }
-        model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
+    fields = {
+        "input_tokens": attrs.get("gen_ai.usage.input_tokens", 0),
+        "output_tokens": attrs.get("gen_ai.usage.output_tokens", 0),
+        "cache_read_tokens": attrs.get("gen_ai.usage.cache_read.input_tokens", 0),
+        "cache_write_tokens": attrs.get("gen_ai.usage.cache_creation.input_tokens", 0),
+    }
+    model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
     counts = {column: _count(value) for column, value in fields.items()}
     if any(v is None for v in counts.values()):
         return None, "token counts must be non-negative integers"
+    # GenAI conventions count cached tokens inside input_tokens; Tokenwise keeps them beside it.
+    cached = (counts["cache_read_tokens"] or 0) + (counts["cache_write_tokens"] or 0)
+    counts["input_tokens"] = max((counts["input_tokens"] or 0) - cached, 0)
     cost = _number(attrs["cost_usd"]) if "cost_usd" in attrs else None
+    if cost is None:
+        cost = price(
+            str(model or ""),
+            counts["input_tokens"] or 0,
+            counts["output_tokens"] or 0,
+            counts["cache_read_tokens"] or 0,
+            counts["cache_write_tokens"] or 0,
+        )
     session_id = str(attrs.get("session.id") or "") or None
     record = SeenUsage(
         dedupe_key=_key("otlp:e", identity),
@@ -326,7 +331,7 @@ def _event_identity(attrs: Mapping[str, Any], when: int) -> str:
 
 
 def from_logs(export: Mapping[str, Any]) -> Telemetry:
-    """Usage from log records (Claude Code's api_request events, GenAI attributes); bodies are never read."""
+    """Usage from log records with GenAI attributes; bodies are never read."""
     telemetry = Telemetry()
     for resource_logs in _list(export.get("resourceLogs")):
         resource = attributes((resource_logs.get("resource") or {}).get("attributes"))
@@ -339,7 +344,7 @@ def from_logs(export: Mapping[str, Any]) -> Telemetry:
                     stamp = attrs.get("event.timestamp")
                     when = _iso_nanos(stamp) if isinstance(stamp, str) else None
                 if when is None:
-                    if attrs.get("event.name") or "gen_ai.usage.input_tokens" in attrs:
+                    if "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs:
                         telemetry.rejected += 1
                         telemetry.problems.append("log record without a time")
                     continue

@@ -26,6 +26,7 @@ from sqlmodel import Session, select
 
 from bot.otlp import OtlpError, decode, to_telemetry
 from storage.models import AgentRun, Outcome, Person, UsageRecord
+from storage.pricing import price
 from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -156,56 +157,39 @@ SECRET = "please refactor the payroll module"  # prompt text that must never be 
 
 def logs_export() -> dict[str, Any]:
     common = [attr("user.email", "Bo@Example.com"), attr("session.id", "s-logs")]
-    api_request = [
+    api_request = [  # Claude Code's event: the same tokens arrive in its metrics, so it is not counted
         *common,
         attr("event.name", "api_request"),
         attr("model", "claude-opus-4-1-20250805"),
         attr("input_tokens", 10),
         attr("output_tokens", 20),
-        attr("cache_read_tokens", 300),
-        attr("cache_creation_tokens", 40),
         {"key": "cost_usd", "value": {"doubleValue": 0.05}},
     ]
     prompt = [*common, attr("event.name", "user_prompt"), attr("prompt", SECRET), attr("prompt_length", 34)]
     genai = [
-        attr("user.email", "bo@example.com"),
+        *common,
         attr("gen_ai.request.model", "gpt-4o"),
-        attr("gen_ai.usage.input_tokens", 7),
-        attr("gen_ai.usage.output_tokens", 3),
+        attr("gen_ai.usage.input_tokens", 1000),  # includes the 400 cached ones
+        attr("gen_ai.usage.cache_read.input_tokens", 400),
+        attr("gen_ai.usage.output_tokens", 30),
+        attr("gen_ai.prompt", SECRET),
     ]
-    no_person = [attr("event.name", "api_request"), attr("model", "x"), attr("input_tokens", 1)]
-    return {
-        "resourceLogs": [
-            {
-                "resource": {"attributes": [attr("service.name", "claude-code")]},
-                "scopeLogs": [
-                    {
-                        "logRecords": [
-                            {
-                                "timeUnixNano": "1764057600000000000",
-                                "body": {"stringValue": "claude_code.api_request"},
-                                "attributes": api_request,
-                            },
-                            {
-                                "timeUnixNano": "1764057601000000000",
-                                "body": {"stringValue": SECRET},
-                                "attributes": prompt,
-                            },
-                            {
-                                "timeUnixNano": "1764057602000000000",
-                                "body": {"stringValue": SECRET},
-                                "attributes": genai,
-                            },
-                            {"timeUnixNano": "1764057603000000000", "attributes": no_person},
-                        ]
-                    }
-                ],
-            }
-        ]
-    }
+    no_person = [attr("gen_ai.request.model", "gpt-4o"), attr("gen_ai.usage.input_tokens", 1)]
+    records = [
+        {
+            "timeUnixNano": "1764057600000000000",
+            "body": {"stringValue": "claude_code.api_request"},
+            "attributes": api_request,
+        },
+        {"timeUnixNano": "1764057601000000000", "body": {"stringValue": SECRET}, "attributes": prompt},
+        {"timeUnixNano": "1764057602000000000", "body": {"stringValue": SECRET}, "attributes": genai},
+        {"timeUnixNano": "1764057603000000000", "attributes": no_person},
+    ]
+    resource = {"attributes": [attr("service.name", "claude-code")]}
+    return {"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": records}]}]}
 
 
-def test_log_records_give_usage_drop_prompts_and_report_what_was_rejected(
+def test_log_records_give_genai_usage_drop_prompts_and_report_what_was_rejected(
     client: TestClient, auth: dict[str, str], engine: Engine
 ) -> None:
     body = json.dumps(logs_export()).encode()
@@ -215,13 +199,13 @@ def test_log_records_give_usage_drop_prompts_and_report_what_was_rejected(
     post_json(client, auth, body, "logs")
     assert row_counts(engine) == counts
     with Session(engine) as session:
-        records = session.exec(select(UsageRecord).order_by(UsageRecord.occurred_at)).all()
-    assert [(r.model, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) for r in records] == [
-        ("claude-opus-4-1-20250805", 10, 20, 300, 40),
-        ("gpt-4o", 7, 3, 0, 0),
+        records = session.exec(select(UsageRecord)).all()
+        runs = session.exec(select(AgentRun)).all()
+    assert [(r.model, r.input_tokens, r.output_tokens, r.cache_read_tokens) for r in records] == [
+        ("gpt-4o", 600, 30, 400)
     ]
-    assert records[0].cost_usd == Decimal("0.05") and records[0].run_id is not None
-    assert records[1].cost_usd is None
+    assert records[0].cost_usd == price("gpt-4o", 600, 30, 400) and records[0].cost_usd is not None
+    assert [r.external_id for r in runs] == ["s-logs"] and records[0].run_id == runs[0].id
     with engine.connect() as connection:
         for table in ("usage_record", "agent_run", "outcome", "person", "source"):
             dump = repr(connection.execute(text(f"SELECT * FROM {table}")).all())
