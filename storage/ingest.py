@@ -272,7 +272,14 @@ class PersonCache:
     def id_for(self, email: str | None, slack_user_id: str | None) -> int:
         key = (email, slack_user_id)
         if key not in self._ids:
-            person = get_or_create_person(self.session, email=email, slack_user_id=slack_user_id)
+            if self.session.get_bind().dialect.name != "postgresql":  # SQLite writers take turns (BEGIN IMMEDIATE)
+                person = get_or_create_person(self.session, email=email, slack_user_id=slack_user_id)
+            else:
+                try:
+                    with self.session.begin_nested():  # a concurrent batch may be creating this person too
+                        person = get_or_create_person(self.session, email=email, slack_user_id=slack_user_id)
+                except IntegrityError:  # it won, and has committed: use its row
+                    person = get_or_create_person(self.session, email=email, slack_user_id=slack_user_id)
             assert person.id is not None
             self._ids[key] = person.id
         return self._ids[key]
@@ -560,6 +567,10 @@ def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int
     for attempt in range(1, attempts + 1):
         try:
             with session_scope(engine) as session:
+                if engine.dialect.name == "sqlite":
+                    # Take the write lock up front (waiting up to busy_timeout) instead of failing when a
+                    # read transaction cannot be upgraded because another writer got there first.
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
                 return work(session)
         except IntegrityError:
             if attempt == attempts:

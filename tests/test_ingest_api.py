@@ -274,8 +274,9 @@ def test_concurrent_overlapping_batches_over_real_http_end_with_exactly_the_dist
 ) -> None:
     token = new_token(engine)
     batches = [
-        {"records": [usage(f"k{i}", email=f"p{i % 3}@example.com") for i in range(s, s + 60)]} for s in (0, 20, 40, 30)
-    ]
+        {"records": [usage(f"k{i}", email=f"p{i % 3}@example.com") for i in range(start, start + 60)][::step]}
+        for start, step in ((0, 1), (20, -1), (40, 1), (30, -1))
+    ]  # overlapping keys, and new people met in opposite orders
     results: list[dict[str, int]] = []
     errors: list[BaseException] = []
     start = threading.Barrier(len(batches))
