@@ -234,7 +234,7 @@ def _map_point(
         if units is None:
             return f"{name}: value is not a non-negative number"
         kind = OUTCOME_METRICS[name]
-        window = (start,) if temporality == CUMULATIVE else (start, time)
+        window = (start, _series(attrs)) if temporality == CUMULATIVE else (start, time, _series(attrs))
         for unit in range(1, min(units, MAX_UNITS_PER_POINT) + 1):
             telemetry.outcomes.append(
                 SeenOutcome(
@@ -248,9 +248,9 @@ def _map_point(
         return None
     model = str(attrs.get("model") or "unknown")[:120]
     if temporality == CUMULATIVE:
-        key, when = _key("otlp:c", series, model, start), _time(start)
+        key, when = _key("otlp:c", series, model, start, _series(attrs)), _time(start)
     else:
-        key, when = _key("otlp:d", series, model, start, time), _time(time)
+        key, when = _key("otlp:d", series, model, start, time, _series(attrs)), _time(time)
     record = usage.setdefault(
         key,
         SeenUsage(dedupe_key=key, email=email, occurred_at=when, agent=agent, model=model, run_external_id=session_id),
@@ -267,6 +267,16 @@ def _map_point(
         return f"{name}: needs a type of {', '.join(TOKEN_TYPES)} and a non-negative value"
     setattr(record, column, max(getattr(record, column), tokens))
     return None
+
+
+def _series(attrs: Mapping[str, Any]) -> str:
+    """A short id of a point's attribute set: points that differ in any attribute are separate series.
+
+    `type` is left out because it only says which token column a value fills, so a session's input,
+    output and cache points (and its cost point) share one usage record.
+    """
+    blob = json.dumps(sorted((k, str(v)) for k, v in attrs.items() if k != "type"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _list(value: Any) -> list[dict[str, Any]]:

@@ -100,6 +100,14 @@ def test_outcomes_take_the_run_owner_and_the_default_weight(
     assert response.json() == {"accepted": 2, "duplicates": 0}
     response = client.post("/v1/usage", json={"records": [usage("u9", run_external_id="r1")]}, headers=auth)
     assert response.json() == {"accepted": 1, "duplicates": 0}
+    counts = row_counts(engine)
+    assert client.post("/v1/runs", json={"runs": [run("r1", title="Renamed")]}, headers=auth).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+    }
+    again = client.post("/v1/outcomes", json={"outcomes": [linked, unlinked]}, headers=auth)
+    assert again.json() == {"accepted": 0, "duplicates": 2}
+    assert row_counts(engine) == counts
     with Session(engine) as session:
         the_run = session.exec(select(AgentRun)).one()
         outcomes = {o.external_id: o for o in session.exec(select(Outcome)).all()}

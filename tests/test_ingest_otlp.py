@@ -414,3 +414,27 @@ def test_any_protobuf_body_decodes_or_is_a_clear_error(body: bytes) -> None:
         assert "protobuf" in str(error)
         return
     assert isinstance(to_telemetry("metrics", export).usage, list)
+
+
+def test_points_that_differ_in_any_attribute_are_separate_series_and_add_up(
+    client: TestClient, auth: dict[str, str], engine: Engine
+) -> None:
+    export = json.loads(sample("delta"))
+    token_metric = next(
+        m for m in export["resourceMetrics"][0]["scopeMetrics"][0]["metrics"] if m["name"] == "claude_code.token.usage"
+    )
+    extra = json.loads(json.dumps(token_metric["sum"]["dataPoints"]))
+    for point in extra:  # the same session, model and type, from a sub-agent
+        point["attributes"].append(attr("query_source", "subagent"))
+    token_metric["sum"]["dataPoints"].extend(extra)
+    body = json.dumps(export).encode()
+    post_json(client, auth, body)
+    post_json(client, auth, body)
+    result = totals(engine)
+    assert (result["input"], result["output"], result["cache_read"], result["cache_write"]) == (
+        2400,
+        6800,
+        196000,
+        11200,
+    )
+    assert result["cost"] == Decimal("0.1234")
