@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Engine, Table, func, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -54,6 +54,9 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
+
 class _Item(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -70,7 +73,7 @@ class UsageIn(_Item):
     """One billed model call or usage bucket, as a source sends it."""
 
     dedupe_key: Annotated[str, Field(min_length=1, max_length=300)]
-    occurred_at: AwareDatetime
+    occurred_at: Rfc3339
     agent: Annotated[str, Field(min_length=1, max_length=64)]
     model: Annotated[str, Field(min_length=1, max_length=120)]
     input_tokens: TokenCount
@@ -79,8 +82,6 @@ class UsageIn(_Item):
     cache_write_tokens: TokenCount = 0
     cost_usd: Annotated[Decimal, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
     run_external_id: Text200 | None = None
-
-    _check_time = field_validator("occurred_at", mode="before")(classmethod(lambda cls, v: _rfc3339_text(v)))
 
     @field_validator("cost_usd", mode="before")
     @classmethod
@@ -95,15 +96,11 @@ class RunIn(_Item):
 
     external_id: Text200
     agent: Annotated[str, Field(min_length=1, max_length=64)]
-    started_at: AwareDatetime
-    ended_at: AwareDatetime | None = None
+    started_at: Rfc3339
+    ended_at: Rfc3339 | None = None
     title: Annotated[str, Field(max_length=300)] | None = None
     repo: Annotated[str, Field(max_length=300)] | None = None
     status: Annotated[str, Field(max_length=40)] | None = None
-
-    _check_times = field_validator("started_at", "ended_at", mode="before")(
-        classmethod(lambda cls, v: v if v is None else _rfc3339_text(v))
-    )
 
 
 class OutcomeIn(_Item):
@@ -114,11 +111,7 @@ class OutcomeIn(_Item):
     kind: str
     weight: Annotated[Decimal, Field(ge=0, le=10**6, allow_inf_nan=False)] | None = None
     url: Annotated[str, Field(max_length=2000)] | None = None
-    occurred_at: AwareDatetime | None = None
-
-    _check_time = field_validator("occurred_at", mode="before")(
-        classmethod(lambda cls, v: v if v is None else _rfc3339_text(v))
-    )
+    occurred_at: Rfc3339 | None = None
 
     @field_validator("kind")
     @classmethod
@@ -178,12 +171,6 @@ class BatchResult:
     accepted: int = 0
     duplicates: int = 0
     notes: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: BatchResult) -> None:
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        for key, value in other.notes.items():
-            self.notes[key] = self.notes.get(key, 0) + value
 
     def as_json(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates}
