@@ -53,6 +53,12 @@ class Rejected(Exception):
         return JSONResponse({"errors": self.errors}, status_code=self.status, headers=headers)
 
 
+def _apology() -> JSONResponse:
+    """An unexpected failure: the transaction was rolled back, so the sender can simply retry."""
+    message = "Sorry, something went wrong on our side and nothing was written; please retry the batch."
+    return JSONResponse({"errors": [batch_error(None, None, message)]}, status_code=500)
+
+
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
@@ -147,6 +153,9 @@ async def _batch(request: Request, kind: BatchKind) -> Response:
         return JSONResponse({"errors": invalid.errors}, status_code=422)
     except Rejected as rejected:
         return rejected.response()
+    except Exception:
+        log.exception("Ingest of %s failed; nothing was written", kind)
+        return _apology()
     return JSONResponse(result.as_json())
 
 
@@ -208,6 +217,9 @@ async def _otlp(request: Request, signal: Signal) -> Response:
         )
     except Rejected as rejected:
         return rejected.response()
+    except Exception:
+        log.exception("OTLP %s export failed; nothing was written", signal)
+        return _apology()
     content, media_type = response_body(signal, telemetry, protobuf)
     return Response(content=content, media_type=media_type)
 
