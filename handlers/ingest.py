@@ -110,12 +110,12 @@ async def _body(request: Request, limit: int) -> bytes:
 
 def _items_of(payload: Any, kind: BatchKind, max_items: int) -> list[Any]:
     if not isinstance(payload, dict) or not isinstance(payload.get(kind), list):
-        raise Rejected(
-            422, f'The body must be a JSON object with a "{kind}" list.', [batch_error(None, kind, "required list")]
-        )
+        message = f'the body must be a JSON object with a "{kind}" list'
+        raise Rejected(422, message, [batch_error(None, kind, message)])
     unknown = sorted(set(payload) - {kind})
     if unknown:
-        raise Rejected(422, "unknown keys", [batch_error(None, key, "unknown top-level key") for key in unknown])
+        errors = [batch_error(None, key, f'unknown top-level key; send only "{kind}"') for key in unknown]
+        raise Rejected(422, "unknown keys", errors)
     items: list[Any] = payload[kind]
     if len(items) > max_items:
         raise Rejected(413, f"The batch has {len(items)} items; the limit is {max_items}. Split it.")
