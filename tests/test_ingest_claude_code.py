@@ -91,6 +91,7 @@ def write_log_set(root: Path) -> Path:
         assistant("sa", "2026-11-24T23:59:59.500Z", "m2", "r2", (5, 20, 0, 0), sidechain=True, cost=0.01),
         "this line is not json",
         assistant("sa", "2026-11-25T00:00:01.000Z", "m3", "r3", (7, 70, 700, 7)),
+        assistant("sa", "2026-11-25T00:00:02.000Z", "m7", "r7", (0, 0, 0, 0)).replace(SONNET, "<synthetic>"),
         '{"type":"assistant","sessionId":"sa","message":{"id":"m4","usage":{"input_tok',  # truncated, no newline
     ]
     (a / "sa.jsonl").write_text("\n".join(session_a))

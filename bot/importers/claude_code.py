@@ -90,6 +90,8 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
     message = line.get("message")
     if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
         return None
+    if message.get("model") == "<synthetic>":
+        return None  # Claude Code's own placeholder messages (errors, interruptions): no API call, no tokens
     usage = message["usage"]
     stamp = line.get("timestamp")
     when = _parse_time(stamp) if isinstance(stamp, str) else None
