@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from openai import OpenAI
 from sqlalchemy import Engine, text
 
 from bot.config import Settings
+from bot.importers.openai_usage import build_admin_client
 from bot.people import SlackPeople
+from handlers.ingest import router as ingest_router
 from storage.db import make_engine, upgrade
 
 log = logging.getLogger("tokenwise")
@@ -27,6 +30,7 @@ class Services:
     settings: Settings
     engine: Engine
     people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
+    openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
 
     def __deepcopy__(self, _memo: dict[int, object]) -> Services:
         """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
@@ -36,7 +40,12 @@ class Services:
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
     engine = engine or make_engine(settings.database_url)
     upgrade(engine)
-    return Services(settings=settings, engine=engine, people=SlackPeople(settings.slack_user_cache_seconds))
+    return Services(
+        settings=settings,
+        engine=engine,
+        people=SlackPeople(settings.slack_user_cache_seconds),
+        openai_admin=build_admin_client(settings),
+    )
 
 
 def create_app(services: Services) -> FastAPI:
@@ -52,6 +61,8 @@ def create_app(services: Services) -> FastAPI:
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
+
+    api.include_router(ingest_router)
 
     mount_slack(api, services)
     return api

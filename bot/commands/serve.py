@@ -8,6 +8,7 @@ import typer
 
 from bot.app import build_services, create_app
 from bot.cli import app, fail, open_engine, out, settings
+from bot.scheduler import build_scheduler
 
 
 @app.command()
@@ -16,6 +17,12 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
     socket: Annotated[
         bool, typer.Option("--socket", help="Take Slack's requests over Socket Mode (SLACK_APP_TOKEN) instead of HTTP.")
+    ] = False,
+    no_scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--no-scheduler", help="Do not run background jobs here (digests, nudges, retention, usage pulls)."
+        ),
     ] = False,
 ) -> None:
     """Serve the ingest API and Slack's endpoints over HTTP (or Slack over Socket Mode with --socket)."""
@@ -39,5 +46,14 @@ def serve(
             fail("Socket Mode needs Slack settings: SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN.")
         SocketModeHandler(bolt, config.slack_app_token).connect()  # a background thread; Slack over WebSocket
         out.print("Slack connected over Socket Mode.")
+    scheduler = None
+    if not no_scheduler:
+        scheduler = build_scheduler(services)
+        scheduler.start()
+        out.print("Scheduler running: digests, nudges, retention, usage pulls (`--no-scheduler` turns it off).")
     out.print(f"Tokenwise listening on http://{host}:{port} (OpenAPI at /openapi.json)")
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="info")
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
