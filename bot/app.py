@@ -18,6 +18,8 @@ from bot.config import Settings
 from bot.importers.openai_usage import build_admin_client
 from bot.people import SlackPeople
 from handlers.ingest import router as ingest_router
+from handlers.rate_limit import SourceRateLimit
+from handlers.retries import Deliveries
 from storage.db import make_engine, upgrade
 
 log = logging.getLogger("tokenwise")
@@ -31,6 +33,12 @@ class Services:
     engine: Engine
     people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
     openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
+    ingest_rate: SourceRateLimit | None = None  # per-source request budget; built from settings when None
+    slack_deliveries: Deliveries = field(default_factory=Deliveries)  # Slack deliveries seen (retries skipped)
+
+    def __post_init__(self) -> None:
+        if self.ingest_rate is None:
+            self.ingest_rate = SourceRateLimit(self.settings.ingest_rate_limit)
 
     def __deepcopy__(self, _memo: dict[int, object]) -> Services:
         """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
@@ -59,7 +67,9 @@ def create_app(services: Services) -> FastAPI:
             with services.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception:
-            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+            retry_after = str(services.settings.ingest_retry_after_seconds)
+            body = {"status": "unavailable", "database": "down"}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})
         return JSONResponse({"status": "ok", "database": "up"})
 
     api.include_router(ingest_router)

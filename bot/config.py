@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # Ingest (docs/ingest.md)
     ingest_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, validation_alias=AliasChoices("TOKENWISE_INGEST_MAX_BYTES"))
     ingest_max_items: int = Field(10_000, ge=1, validation_alias=AliasChoices("TOKENWISE_INGEST_MAX_ITEMS"))
+    ingest_rate_limit: int = Field(6000, ge=0, validation_alias=AliasChoices("TOKENWISE_INGEST_RATE_LIMIT"))
+    ingest_retry_after_seconds: int = Field(
+        5, ge=1, le=3600, validation_alias=AliasChoices("TOKENWISE_INGEST_RETRY_AFTER_SECONDS")
+    )
     openai_admin_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     openai_usage_days: int = Field(2, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_OPENAI_USAGE_DAYS"))

@@ -86,7 +86,7 @@ def oauth_state_store(engine: Engine) -> SQLAlchemyOAuthStateStore:
 
 def create_bolt_app(services: Services) -> App:
     """The Slack app with every listener registered; raises SlackNotConfigured without its settings."""
-    from handlers import actions, commands, events, views
+    from handlers import actions, commands, events, retries, views
     from handlers.bolt import provide_services
 
     settings = services.settings
@@ -127,6 +127,7 @@ def create_bolt_app(services: Services) -> App:
             "Set SLACK_BOT_TOKEN (one workspace), or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (OAuth install)."
         )
     provide_services(app, services)
+    retries.register(app, services.slack_deliveries)
     for module in (commands, actions, views, events):
         module.register(app)
     return app

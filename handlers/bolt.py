@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from bot.blocks import Message, apology
+from bot.log_safety import log_failure
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -70,12 +71,12 @@ def apologetic(func: Callable[..., None]) -> Callable[[Args], None]:
         kwargs = {name: getattr(args, name) if hasattr(args, name) else args.context.get(name) for name in names}
         try:
             func(**kwargs)
-        except Exception:
-            log.exception("Slack listener %s failed (user %s)", func.__name__, user_of(args.body))
+        except Exception as error:
+            log_failure(log, "Slack listener %s failed (user %s)", func.__name__, user_of(args.body), error=error)
             try:
                 tell(args.body, args.client, apology())
-            except Exception:
-                log.exception("Could not send the apology for %s", func.__name__)
+            except Exception as second:
+                log_failure(log, "Could not send the apology for %s", func.__name__, error=second)
 
     # Copy the name for Bolt's logs, but no __wrapped__: Bolt must inject `args`, not func's arguments.
     run.__name__, run.__qualname__, run.__doc__ = func.__name__, func.__qualname__, func.__doc__

@@ -2,7 +2,8 @@
 
 Status codes are part of the contract (docs/ingest.md): 401 missing or revoked token, 413 body over
 the byte or item limit, 415 body that is not JSON (or, for OTLP, not JSON or protobuf), 422 invalid
-batch with every problem listed, 200 with what was accepted.
+batch with every problem listed, 429 over the source's request budget and 503 while the database does
+not answer (both with Retry-After; nothing written), 200 with what was accepted.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from bot.log_safety import log_failure
 from bot.otlp import OtlpError, Signal, decode, response_body, to_telemetry
-from storage.db import session_scope
+from storage.db import database_unreachable, session_scope
 from storage.ingest import (
     ITEM_MODELS,
     BatchInvalid,
@@ -43,18 +45,40 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 class Rejected(Exception):
     """An answer other than 200, with the message a sender needs to fix the request."""
 
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.errors = errors or [batch_error(None, None, message)]
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse({"errors": self.errors}, status_code=self.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+        return JSONResponse({"errors": self.errors}, status_code=self.status, headers=headers | self.headers)
 
 
-def _apology() -> JSONResponse:
-    """An unexpected failure: the transaction was rolled back, so the sender can simply retry."""
+def _failure(error: Exception, services: Services, what: str) -> JSONResponse:
+    """An unexpected failure; the transaction was rolled back, so the sender can simply retry.
+
+    A database that does not answer is 503 with Retry-After (exporters back off and retry by
+    themselves); anything else is logged with its traceback and answered 500. Logs at INFO and above
+    name the error's type, never its message: database errors can quote rows (emails, notes).
+    """
+    if database_unreachable(error):
+        log.warning(
+            "%s: the database is unreachable (%s); answered 503, nothing was written", what, type(error).__name__
+        )
+        seconds = services.settings.ingest_retry_after_seconds
+        message = f"The database is not answering; nothing was written. Retry the same batch in {seconds} s."
+        return JSONResponse(
+            {"errors": [batch_error(None, None, message)]}, status_code=503, headers={"Retry-After": str(seconds)}
+        )
+    log_failure(log, "%s failed; nothing was written", what, error=error)
     message = "Sorry, something went wrong on our side and nothing was written; please retry the batch."
     return JSONResponse({"errors": [batch_error(None, None, message)]}, status_code=500)
 
@@ -78,6 +102,14 @@ async def _source_id(request: Request, services: Services) -> int:
     source_id = await run_in_threadpool(lookup)
     if source_id is None:
         raise Rejected(401, "This token is unknown or revoked; create a new one with `tokenwise source create`.")
+    wait = services.ingest_rate.allow(source_id) if services.ingest_rate else 0
+    if wait:
+        per_minute = services.settings.ingest_rate_limit
+        raise Rejected(
+            429,
+            f"This source is over its {per_minute} requests a minute; retry in {wait} s, or send bigger batches.",
+            headers={"Retry-After": str(wait)},
+        )
     return source_id
 
 
@@ -153,9 +185,8 @@ async def _batch(request: Request, kind: BatchKind) -> Response:
         return JSONResponse({"errors": invalid.errors}, status_code=422)
     except Rejected as rejected:
         return rejected.response()
-    except Exception:
-        log.exception("Ingest of %s failed; nothing was written", kind)
-        return _apology()
+    except Exception as error:
+        return _failure(error, services, f"Ingest of {kind}")
     return JSONResponse(result.as_json())
 
 
@@ -172,6 +203,8 @@ def _batch_doc(kind: BatchKind, summary: str) -> dict[str, Any]:
             413: {"description": "Body over 5 MB or more than 10 000 items"},
             415: {"description": "Body is not JSON"},
             422: {"description": '{"errors": [{"index", "field", "message"}]}; nothing was written'},
+            429: {"description": "Over the source's requests a minute; retry after Retry-After seconds"},
+            503: {"description": "The database is not answering; nothing was written; retry after Retry-After"},
         },
     }
 
@@ -217,9 +250,8 @@ async def _otlp(request: Request, signal: Signal) -> Response:
         )
     except Rejected as rejected:
         return rejected.response()
-    except Exception:
-        log.exception("OTLP %s export failed; nothing was written", signal)
-        return _apology()
+    except Exception as error:
+        return _failure(error, services, f"OTLP {signal} export")
     content, media_type = response_body(signal, telemetry, protobuf)
     return Response(content=content, media_type=media_type)
 

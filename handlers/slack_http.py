@@ -3,7 +3,8 @@ GET /slack/install and GET /slack/oauth_redirect.
 
 Bolt's FastAPI adapter runs the app's synchronous dispatch on the event loop; ours runs the same
 adapter code in a worker thread, so a slow authorize (a database read, a token rotation) never stalls
-the other requests this process serves, such as the ingest API.
+the other requests this process serves, such as the ingest API. Bodies over SLACK_MAX_BYTES (Slack's
+own payloads are far smaller) are refused with 413 before any signature work.
 """
 
 from __future__ import annotations
@@ -18,12 +19,34 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.slack_app import EVENTS_PATH, INSTALL_PATH, REDIRECT_PATH
 
+SLACK_MAX_BYTES = 1024 * 1024  # a full modal submission is tens of KB
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def bounded_body(req: Request, limit: int = SLACK_MAX_BYTES) -> bytes:
+    """The body, or BodyTooLarge as soon as it (or its declared length) passes `limit`."""
+    declared = req.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    received = bytearray()
+    async for chunk in req.stream():
+        received.extend(chunk)
+        if len(received) > limit:
+            raise BodyTooLarge
+    return bytes(received)
+
 
 class ThreadedSlackRequestHandler(SlackRequestHandler):
     """SlackRequestHandler whose Bolt work happens off the event loop."""
 
     async def handle(self, req: Request, addition_context_properties: dict[str, Any] | None = None) -> Response:
-        body = await req.body()
+        try:
+            body = await bounded_body(req)
+        except BodyTooLarge:
+            return Response(status_code=413, content="Request body too large")
         bolt_request = to_bolt_request(req, body, addition_context_properties)
         flow = self.app.oauth_flow
         if req.method == "GET" and flow is not None and req.url.path == flow.install_path:

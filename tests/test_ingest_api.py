@@ -316,16 +316,17 @@ def test_concurrent_overlapping_batches_over_real_http_end_with_exactly_the_dist
     assert counts["person"] == 3
 
 
-def test_an_unreachable_database_gets_a_500_apology_not_a_traceback(tmp_path: Any) -> None:
+def test_an_unreachable_database_gets_a_503_with_retry_after_not_a_traceback(tmp_path: Any) -> None:
     dead = make_engine(f"sqlite:///{tmp_path}/missing-dir/x.db")
     app = create_app(Services(settings=Settings(database_url="sqlite://"), engine=dead))  # type: ignore[call-arg]
     client = TestClient(app, raise_server_exceptions=False)
     response = client.post("/v1/usage", json={"records": [usage()]}, headers={"Authorization": "Bearer tw_x"})
-    assert response.status_code == 500
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
     assert "nothing was written" in response.json()["errors"][0]["message"]
     response = client.post(
         "/v1/otlp/v1/metrics",
         content=b"{}",
         headers={"Authorization": "Bearer tw_x", "Content-Type": "application/json"},
     )
-    assert response.status_code == 500
+    assert response.status_code == 503

@@ -1,0 +1,76 @@
+"""Slack's retries repeat no side effect.
+
+Slack re-sends an event (and, rarely, other requests) with `X-Slack-Retry-Num` when it did not see our
+answer in time. Every delivery's identity (its event_id, else its trigger_id, else a hash of the body
+Slack signed) is remembered for RETRY_MEMORY_SECONDS; a retry of a delivery already taken is acked at
+once and goes no further. A retry of one never seen (say, the process restarted) is handled as new, so
+nothing is lost. The memory is this process's: run one `tokenwise serve` behind Slack's endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import App, BoltRequest, BoltResponse
+
+RETRY_MEMORY_SECONDS = 15 * 60  # Slack retries three times within about five minutes
+RETRY_MEMORY_SIZE = 100_000
+
+
+def delivery_key(body: dict[str, Any], raw_body: str) -> str:
+    """What stays the same across Slack's retries of one delivery."""
+    for name in ("event_id", "trigger_id"):
+        value = body.get(name)
+        if isinstance(value, str) and value:
+            return f"{name}:{value}"
+    return "body:" + hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
+
+
+class Deliveries:
+    """Delivery keys seen lately, oldest first, bounded in time and count."""
+
+    def __init__(self, seconds: float = RETRY_MEMORY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.skipped = 0
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, key: str) -> bool:
+        """Remember `key`; whether it was new."""
+        now = self.clock()
+        with self._lock:
+            while self._seen and (
+                len(self._seen) >= RETRY_MEMORY_SIZE or now - next(iter(self._seen.values())) > self.seconds
+            ):
+                self._seen.popitem(last=False)
+            if key in self._seen:
+                return False
+            self._seen[key] = now
+            return True
+
+
+def header(request: BoltRequest, name: str) -> str | None:
+    values = request.headers.get(name.lower()) or []
+    return values[0] if values else None
+
+
+def register(app: App, deliveries: Deliveries | None = None) -> Deliveries:
+    """Install the check as a global middleware: it runs after Bolt has verified the signature."""
+    deliveries = deliveries or Deliveries()
+
+    def skip_repeated_retries(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse | None:
+        fresh = deliveries.first_time(delivery_key(req.body, req.raw_body))
+        if not fresh and header(req, "X-Slack-Retry-Num") is not None:
+            with deliveries._lock:
+                deliveries.skipped += 1
+            return BoltResponse(status=200, body="")
+        return next()
+
+    app.use(skip_repeated_retries)
+    return deliveries
