@@ -47,6 +47,10 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
             body = await bounded_body(req)
         except BodyTooLarge:
             return Response(status_code=413, content="Request body too large")
+        timestamp = req.headers.get("x-slack-request-timestamp")
+        if req.method == "POST" and timestamp is not None and not timestamp.strip().isdigit():
+            # slack_sdk's verifier would raise on int("...") and answer 500; a forged header is a 401
+            return Response(status_code=401, content='{"error":"invalid request"}', media_type="application/json")
         bolt_request = to_bolt_request(req, body, addition_context_properties)
         flow = self.app.oauth_flow
         if req.method == "GET" and flow is not None and req.url.path == flow.install_path:
