@@ -12,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from bot.periods import zone
 from storage.directory import get_or_create_person
 from storage.models import Person
+
+FIRST_CONTACT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,28 @@ class SlackPeople:
     def resolve(
         self, session: Session, client: WebClient, user_id: str, workspace: str = ""
     ) -> tuple[Person, SlackProfile]:
-        """The person behind a Slack user (created on first contact), their time zone kept current."""
+        """The person behind a Slack user (created on first contact), their time zone kept current.
+
+        Call it first in a transaction: when two requests of a new user race to create them, the loser
+        rolls its (still empty) transaction back and finds the winner's row.
+        """
         profile = self.profile(client, user_id, workspace)
-        person = get_or_create_person(session, email=profile.email, slack_user_id=user_id, display_name=profile.name)
-        if person.timezone != profile.tz:
-            person.timezone = profile.tz
-            session.add(person)
-            session.flush()
-        return person, profile
+        for attempt in range(1, FIRST_CONTACT_ATTEMPTS + 1):
+            try:
+                person = get_or_create_person(
+                    session, email=profile.email, slack_user_id=user_id, display_name=profile.name
+                )
+                if person.timezone != profile.tz:
+                    person.timezone = profile.tz
+                    session.add(person)
+                    session.flush()
+                return person, profile
+            except (IntegrityError, OperationalError) as error:
+                lost_race = isinstance(error, IntegrityError) or "locked" in str(error).lower()
+                if attempt == FIRST_CONTACT_ATTEMPTS or not lost_race:
+                    raise
+                session.rollback()
+        raise AssertionError("unreachable")
 
 
 def profile_of(user: dict) -> SlackProfile:  # type: ignore[type-arg]
