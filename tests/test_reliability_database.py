@@ -4,6 +4,7 @@ touched); SQLite's unreachable case is a file the process cannot open."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,8 +60,9 @@ def direct(pg_url: str) -> Iterator[Engine]:
 
 
 def test_postgresql_stopped_mid_batch_gets_503_writes_nothing_and_the_service_recovers_by_itself(
-    proxied: tuple[CuttableProxy, str], direct: Engine
+    proxied: tuple[CuttableProxy, str], direct: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="handlers.ingest")  # a 503 for another reason says which
     proxy, url = proxied
     token = new_token(direct)
     auth = {"Authorization": f"Bearer {token}"}
@@ -74,7 +76,7 @@ def test_postgresql_stopped_mid_batch_gets_503_writes_nothing_and_the_service_re
 
             proxy.cut_when(b"INSERT INTO usage_record", occurrence=2)  # after 500 rows went in, before the rest
             response = http.post("/v1/usage", json=batch, headers=auth)
-            assert proxy.tripped.is_set()
+            assert proxy.tripped.is_set(), (response.status_code, response.text, caplog.text[-3000:])
             assert response.status_code == 503
             assert response.headers["Retry-After"] == "5"
             assert "nothing was written" in response.json()["errors"][0]["message"]
