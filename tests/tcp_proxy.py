@@ -81,6 +81,7 @@ class CuttableProxy:
                 _reset(client)
                 continue
             try:
+                client.settimeout(None)
                 server = socket.create_connection(self.upstream, timeout=5)
                 server.settimeout(None)
             except OSError:
