@@ -42,6 +42,22 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias=AliasChoices("TOKENWISE_OUTCOME_WEIGHTS")
     )
 
+    digest_grace_hours: float = Field(
+        12, ge=0, le=168, validation_alias=AliasChoices("TOKENWISE_DIGEST_GRACE_HOURS")
+    )
+    digest_lease_minutes: float = Field(
+        10, gt=0, le=1440, validation_alias=AliasChoices("TOKENWISE_DIGEST_LEASE_MINUTES")
+    )
+    digest_tick_seconds: int = Field(60, ge=5, le=3600, validation_alias=AliasChoices("TOKENWISE_DIGEST_TICK_SECONDS"))
+    retention_days: int = Field(400, ge=30, validation_alias=AliasChoices("TOKENWISE_RETENTION_DAYS"))
+    openai_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    llm_model: str = Field("gpt-4o-mini", min_length=1, validation_alias=AliasChoices("TOKENWISE_LLM_MODEL"))
+    llm_timeout_seconds: float = Field(
+        20, gt=0, le=300, validation_alias=AliasChoices("TOKENWISE_LLM_TIMEOUT_SECONDS")
+    )
+    llm_max_retries: int = Field(1, ge=0, le=5, validation_alias=AliasChoices("TOKENWISE_LLM_MAX_RETRIES"))
+
     @field_validator("outcome_weights")
     @classmethod
     def _known_kinds_only(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
