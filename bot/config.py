@@ -42,9 +42,9 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias=AliasChoices("TOKENWISE_OUTCOME_WEIGHTS")
     )
 
-    digest_grace_hours: float = Field(
-        12, ge=0, le=168, validation_alias=AliasChoices("TOKENWISE_DIGEST_GRACE_HOURS")
-    )
+    slack_bot_token: str | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL"))
+    digest_grace_hours: float = Field(12, ge=0, le=168, validation_alias=AliasChoices("TOKENWISE_DIGEST_GRACE_HOURS"))
     digest_lease_minutes: float = Field(
         10, gt=0, le=1440, validation_alias=AliasChoices("TOKENWISE_DIGEST_LEASE_MINUTES")
     )
@@ -53,9 +53,7 @@ class Settings(BaseSettings):
     openai_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     llm_model: str = Field("gpt-4o-mini", min_length=1, validation_alias=AliasChoices("TOKENWISE_LLM_MODEL"))
-    llm_timeout_seconds: float = Field(
-        20, gt=0, le=300, validation_alias=AliasChoices("TOKENWISE_LLM_TIMEOUT_SECONDS")
-    )
+    llm_timeout_seconds: float = Field(20, gt=0, le=300, validation_alias=AliasChoices("TOKENWISE_LLM_TIMEOUT_SECONDS"))
     llm_max_retries: int = Field(1, ge=0, le=5, validation_alias=AliasChoices("TOKENWISE_LLM_MAX_RETRIES"))
 
     @field_validator("outcome_weights")

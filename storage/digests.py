@@ -393,6 +393,26 @@ def unreviewed_runs(session: Session, scope: Scope, start: datetime, end: dateti
     )
 
 
+def latest_unreviewed_runs(
+    session: Session, person_id: int, start: datetime, end: datetime, limit: int = 5
+) -> list[AgentRun]:
+    """A person's own runs in the range that they have not annotated yet, newest first."""
+    owner_annotated = select(A.id).where(A.run_id == R.id, A.person_id == R.person_id).exists()
+    return list(
+        session.scalars(
+            select(AgentRun)
+            .where(
+                col(AgentRun.person_id) == person_id,
+                col(AgentRun.started_at) >= start,
+                col(AgentRun.started_at) < end,
+                ~owner_annotated,
+            )
+            .order_by(col(AgentRun.started_at).desc(), col(AgentRun.id).desc())
+            .limit(limit)
+        )
+    )
+
+
 @dataclass(frozen=True)
 class SharedWin:
     """A run its owner marked as a win to share: what they wrote, never who or how much."""

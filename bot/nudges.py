@@ -1,0 +1,51 @@
+"""Monday review reminders: a private DM to each person with runs they have not reviewed yet."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from slack_sdk import WebClient
+from sqlalchemy import Engine
+
+from storage.db import session_scope
+from storage.digests import DueNudge, claim_nudge, due_nudges, finish_nudge, latest_unreviewed_runs
+
+log = logging.getLogger(__name__)
+LOOKBACK_DAYS = 7
+
+
+@dataclass(frozen=True)
+class NudgeResult:
+    person_id: int
+    status: str  # sent, failed, skipped
+    error: str | None = None
+
+
+def send_nudges(engine: Engine, client: WebClient, now: datetime | None = None) -> list[NudgeResult]:
+    """DM everyone who is due a nudge; each person at most once a week (claimed before sending)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with session_scope(engine) as session:
+        due = due_nudges(session, now)
+    return [_send_one(engine, client, nudge, now) for nudge in due]
+
+
+def _send_one(engine: Engine, client: WebClient, nudge: DueNudge, now: datetime) -> NudgeResult:
+    from bot.blocks import nudge_message
+
+    nudge_id = claim_nudge(engine, nudge, now)
+    if nudge_id is None:
+        return NudgeResult(nudge.person_id, "skipped")
+    try:
+        with session_scope(engine) as session:
+            runs = latest_unreviewed_runs(session, nudge.person_id, now - timedelta(days=LOOKBACK_DAYS), now)
+        text, blocks = nudge_message(nudge.unreviewed, runs)
+        client.chat_postMessage(channel=nudge.slack_user_id, text=text, blocks=blocks)
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        log.warning("review nudge for person %s failed: %s", nudge.person_id, reason)
+        finish_nudge(engine, nudge_id, now, reason)
+        return NudgeResult(nudge.person_id, "failed", reason)
+    finish_nudge(engine, nudge_id, now)
+    return NudgeResult(nudge.person_id, "sent")

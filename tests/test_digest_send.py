@@ -1,0 +1,184 @@
+"""Posting digests through the Slack stand-in: once each, retried, with the chart, withheld when small."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from bot.config import Settings
+from bot.digest import METADATA_EVENT, build_slack_client, send_due
+from bot.slack_standin import SlackStandIn, iter_blocks_text
+from storage.db import session_scope
+from storage.digests import Schedule, claim_digest, due_digests, subscribe
+from storage.models import DigestPost
+from tests.digest_seed import seed_team
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MONDAY_0900_BERLIN = Schedule(weekday=0, hour=9, minute=0, timezone="Europe/Berlin")
+NOW = datetime(2026, 3, 30, 7, 0, tzinfo=UTC)  # 09:00 in Berlin, the first Monday of summer time
+FIRST_WEEK = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # four seeded weeks: Mar 2, 9, 16, 23
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandIn]:
+    with SlackStandIn(token="xoxb-test") as standin:
+        yield standin
+
+
+@pytest.fixture
+def client(slack: SlackStandIn) -> WebClient:
+    return build_slack_client("xoxb-test", slack.url)
+
+
+def config(db_url: str) -> Settings:
+    return Settings(database_url=db_url, min_group_size=5)
+
+
+def setup_team(engine: Engine, size: int = 5, channels: tuple[str, ...] = ("C222",), name: str = "platform") -> int:
+    with session_scope(engine) as session:
+        seeded = seed_team(session, name, size, FIRST_WEEK, weeks=4)
+        for channel in channels:
+            subscribe(session, channel_id=channel, team_id=seeded.team.id, schedule=MONDAY_0900_BERLIN)
+        return seeded.team.id or 0
+
+
+def posts(engine: Engine) -> list[DigestPost]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(DigestPost).order_by(DigestPost.id)).all())  # type: ignore[arg-type]
+
+
+def delivered(slack: SlackStandIn, method: str = "chat.postMessage") -> list[Any]:
+    return [call for call in slack.calls(method) if call.status == 200 and call.response.get("ok")]
+
+
+def all_text(call: Any) -> str:
+    return call.args.get("text", "") + "\n" + "\n".join(iter_blocks_text(call.args.get("blocks") or []))
+
+
+def test_a_due_digest_is_posted_once_with_a_marker_and_hand_checked_numbers(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    results = send_due(engine, config(db_url), lambda _due: client, NOW)
+    assert [r.status for r in results] == ["posted"]
+    (call,) = delivered(slack)
+    assert call.args["channel"] == "C222"
+    assert call.args["metadata"]["event_type"] == METADATA_EVENT
+    text = all_text(call)
+    # 5 people x 2 runs x $2.50 = $25.00; the 5 useful runs' $12.50 is verified; one merged PR (weight 3).
+    assert "50%" in text and "$5.00" in text and "$25.00" in text
+    assert "Merged PRs with agent help*\n1" in text
+    assert "Mar 23 – Mar 29, 2026 (Europe/Berlin)" in text
+    assert "Fixed the flaky deploy for platform" in text  # the win its owner chose to share
+    (post,) = posts(engine)
+    assert (post.status, post.message_ts, post.attempts) == ("posted", call.response["ts"], 1)
+    assert send_due(engine, config(db_url), lambda _due: client, NOW + timedelta(minutes=5)) == []
+    assert len(delivered(slack)) == 1
+
+
+def test_a_digest_never_names_a_person_or_shows_run_titles(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    send_due(engine, config(db_url), lambda _due: client, NOW)
+    text = all_text(delivered(slack)[0]).lower()
+    for word in ("person", "@example.com", "secret title", "uplat", "rank"):
+        assert word not in text
+
+
+def test_the_chart_png_is_uploaded_through_the_stand_in_into_the_digest_thread(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    (result,) = send_due(engine, config(db_url), lambda _due: client, NOW)
+    (upload,) = [u for u in slack.uploads.values() if u.get("completed")]
+    assert upload["content"].startswith(PNG_MAGIC)
+    assert upload["channel_id"] == "C222"
+    (complete,) = delivered(slack, "files.completeUploadExternal")
+    assert complete.args["thread_ts"] == result.message_ts
+
+
+def test_a_digest_for_a_four_person_team_is_withheld(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine, size=4)
+    assert [r.status for r in send_due(engine, config(db_url), lambda _due: client, NOW)] == ["posted"]
+    text = all_text(delivered(slack)[0])
+    assert "Withheld: fewer than 5 people" in text
+    assert "$" not in text and "%" not in text
+    assert slack.calls("files.getUploadURLExternal") == []
+
+
+def test_a_429_storm_still_delivers_each_digest_exactly_once(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine, channels=("C111", "C222"))
+    slack.fail_next("chat.postMessage", status=429, retry_after=0, times=4)
+    slack.fail_next("files.getUploadURLExternal", status=429, retry_after=0, times=2)
+    results = send_due(engine, config(db_url), lambda _due: client, NOW)
+    assert sorted(r.status for r in results) == ["posted", "posted"]
+    assert len([c for c in slack.calls("chat.postMessage") if c.status == 429]) == 4
+    assert sorted(c.args["channel"] for c in delivered(slack)) == ["C111", "C222"]
+    assert len([u for u in slack.uploads.values() if u.get("completed")]) == 2
+    assert {p.status for p in posts(engine)} == {"posted"}
+
+
+def test_a_server_error_is_recorded_then_retried_on_the_next_tick_without_a_double_post(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    slack.fail_next("chat.postMessage", status=500, times=1)
+    (first,) = send_due(engine, config(db_url), lambda _due: client, NOW)
+    assert first.status == "failed" and "500" in (first.error or "")
+    (post,) = posts(engine)
+    assert (post.status, post.attempts) == ("failed", 1)
+    assert "500" in (post.last_error or "")
+    (second,) = send_due(engine, config(db_url), lambda _due: client, NOW + timedelta(minutes=1))
+    assert second.status == "posted"
+    assert len(delivered(slack)) == 1
+    assert len(slack.calls("conversations.history")) == 1  # the retry looked for an earlier post first
+    (post,) = posts(engine)
+    assert (post.status, post.attempts) == ("posted", 2)
+
+
+def test_a_retry_that_finds_its_digest_already_posted_records_it_instead_of_posting_again(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    settings = config(db_url)
+    with session_scope(engine) as session:
+        (due,) = due_digests(session, NOW)
+    claim = claim_digest(engine, due, NOW, timedelta(minutes=10))
+    assert claim is not None
+    # The "interrupted" attempt: posted with its marker, then died before recording it.
+    client.chat_postMessage(
+        channel="C222",
+        text="digest",
+        metadata={"event_type": METADATA_EVENT, "event_payload": {"digest_post_id": claim.post_id}},
+    )
+    client.chat_postMessage(channel="C222", text="someone else's message")
+    assert send_due(engine, settings, lambda _due: client, NOW + timedelta(minutes=5)) == []  # lease holds
+    (result,) = send_due(engine, settings, lambda _due: client, NOW + timedelta(minutes=11))
+    assert result.status == "recovered"
+    assert len(delivered(slack)) == 2  # the two above, nothing new
+    (post,) = posts(engine)
+    assert (post.status, post.message_ts, post.attempts) == ("posted", result.message_ts, 2)
+
+
+def test_a_digest_that_keeps_failing_stays_recorded_as_failed_with_its_error(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    slack.fail_next("chat.postMessage", status=200, error="not_in_channel", times=5)
+    for minute in range(3):
+        (result,) = send_due(engine, config(db_url), lambda _due: client, NOW + timedelta(minutes=minute))
+        assert result.status == "failed"
+    (post,) = posts(engine)
+    assert (post.status, post.attempts) == ("failed", 3)
+    assert "not_in_channel" in (post.last_error or "")
