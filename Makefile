@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := sqlite:///./tokenwise-demo.db
+DEMO_PERSON := alex.rivera@example.com
 
 .PHONY: demo test lint typecheck pytest bench clean
 
@@ -16,7 +17,7 @@ demo: $(BIN)/tokenwise
 	rm -f ./tokenwise-demo.db
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise db upgrade
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 6 --seed 7
-	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --person $$(DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise demo-person)
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --person $(DEMO_PERSON)
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --team platform
 
 lint: $(BIN)/tokenwise

@@ -113,7 +113,3 @@ def main() -> None:
     import bot.commands  # noqa: F401  (registers every subcommand on `app`)
 
     app()
-
-
-if __name__ == "__main__":
-    main()

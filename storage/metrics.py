@@ -123,10 +123,11 @@ def _cost_sum(expression: Any) -> Any:
 
 def verified_run(run_id: Any) -> ColumnElement[bool]:
     """SQL condition: the run has a useful/partly verdict from its owner, or a recorded outcome."""
-    owner_says_useful = exists().where(
-        A.run_id == run_id,
-        A.verdict.in_(("useful", "partly")),
-        A.person_id == select(R.person_id).where(R.id == run_id).scalar_subquery(),
+    owner_says_useful = (
+        select(1)
+        .select_from(table_of(Annotation).join(table_of(AgentRun), A.run_id == R.id))
+        .where(R.id == run_id, A.person_id == R.person_id, A.verdict.in_(("useful", "partly")))
+        .exists()
     )
     has_outcome = exists().where(OC.run_id == run_id)
     return and_(run_id.is_not(None), or_(owner_says_useful, has_outcome))
