@@ -40,6 +40,18 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def plain_lines(blocks: list[Block]) -> list[str]:
+    """The text of blocks, one line per text element, for terminals and logs."""
+    lines: list[str] = []
+    for block in blocks:
+        if "text" in block and isinstance(block["text"], dict):
+            lines.extend(str(block["text"].get("text", "")).splitlines())
+        for item in block.get("fields", []) + block.get("elements", []):
+            if isinstance(item, dict) and isinstance(item.get("text"), str):
+                lines.extend(item["text"].splitlines())
+    return lines
+
+
 # -- digests ---------------------------------------------------------------------------------------
 
 PRIVACY_NOTE = "Team figures only: nobody is ranked and no one's individual numbers are shown."

@@ -108,7 +108,9 @@ def test_every_occurrence_is_one_local_week_after_the_last_at_the_chosen_local_t
         assert after.since - before.since == timedelta(days=7)
         local = current.astimezone(ZoneInfo(tz))
         assert local.weekday() == weekday
-        assert (local.hour, local.minute) == (hour, minute) or local.utcoffset() != (local - timedelta(hours=3)).utcoffset()
+        assert (local.hour, local.minute) == (hour, minute) or local.utcoffset() != (
+            local - timedelta(hours=3)
+        ).utcoffset()
         previous = current
 
 
