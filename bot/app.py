@@ -6,14 +6,18 @@ their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from bot.config import Settings
+from bot.people import SlackPeople
 from storage.db import make_engine, upgrade
+
+log = logging.getLogger("tokenwise")
 
 
 @dataclass
@@ -22,12 +26,17 @@ class Services:
 
     settings: Settings
     engine: Engine
+    people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
+
+    def __deepcopy__(self, _memo: dict[int, object]) -> Services:
+        """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
+        return self
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
     engine = engine or make_engine(settings.database_url)
     upgrade(engine)
-    return Services(settings=settings, engine=engine)
+    return Services(settings=settings, engine=engine, people=SlackPeople(settings.slack_user_cache_seconds))
 
 
 def create_app(services: Services) -> FastAPI:
@@ -44,4 +53,18 @@ def create_app(services: Services) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
+    mount_slack(api, services)
     return api
+
+
+def mount_slack(api: FastAPI, services: Services) -> None:
+    """Slack's endpoints, when Slack is configured (the ingest API works without Slack)."""
+    from bot.slack_app import create_bolt_app, slack_configured
+    from handlers.slack_http import slack_router
+
+    if not slack_configured(services.settings):
+        log.info("Slack is not configured (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN); serving without /slack/events.")
+        return
+    bolt = create_bolt_app(services)
+    api.state.bolt = bolt
+    api.include_router(slack_router(bolt))

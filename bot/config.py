@@ -42,8 +42,30 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias=AliasChoices("TOKENWISE_OUTCOME_WEIGHTS")
     )
 
+    # Slack (docs/slack.md)
     slack_bot_token: str | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_signing_secret: str | None = Field(None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL"))
+    slack_app_token: str | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
+    slack_client_id: str | None = Field(None, validation_alias=AliasChoices("SLACK_CLIENT_ID"))
+    slack_client_secret: str | None = Field(None, validation_alias=AliasChoices("SLACK_CLIENT_SECRET"))
+    slack_user_cache_seconds: int = Field(
+        3600, ge=0, validation_alias=AliasChoices("TOKENWISE_SLACK_USER_CACHE_SECONDS")
+    )
+    public_url: str = Field("http://localhost:3000", validation_alias=AliasChoices("TOKENWISE_PUBLIC_URL"))
+    coaching_min_tokens: int = Field(500_000, ge=1, validation_alias=AliasChoices("TOKENWISE_COACHING_MIN_TOKENS"))
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def slack_oauth_enabled(self) -> bool:
+        """Many workspaces (OAuth install flow) instead of one bot token."""
+        return bool(self.slack_client_id and self.slack_client_secret)
+
+    # Digests, nudges, retention and manager summaries (docs/digests.md, docs/summaries.md)
     digest_grace_hours: float = Field(12, ge=0, le=168, validation_alias=AliasChoices("TOKENWISE_DIGEST_GRACE_HOURS"))
     digest_lease_minutes: float = Field(
         10, gt=0, le=1440, validation_alias=AliasChoices("TOKENWISE_DIGEST_LEASE_MINUTES")

@@ -92,11 +92,15 @@ def slack_retry_handlers(rate_limit_retries: int = 8, server_error_retries: int 
     ]
 
 
-def build_slack_client(token: str | None, base_url: str | None = None, timeout: int = 30) -> WebClient:
-    """The Web API client the scheduler posts with (built once per process)."""
-    client = WebClient(token=token, base_url=base_url or WebClient.BASE_URL, timeout=timeout)
+def with_digest_retries(client: WebClient) -> WebClient:
+    """The client's retry handlers replaced by ours (see `slack_retry_handlers`); the same client back."""
     client.retry_handlers = slack_retry_handlers()
     return client
+
+
+def build_slack_client(token: str | None, base_url: str | None = None, timeout: int = 30) -> WebClient:
+    """A Web API client with the digest retry policy (tests and single-token tools)."""
+    return with_digest_retries(WebClient(token=token, base_url=base_url or WebClient.BASE_URL, timeout=timeout))
 
 
 # -- what a digest says ----------------------------------------------------------------------------
@@ -274,11 +278,11 @@ def send_digest(engine: Engine, settings: Settings, client: WebClient, due: DueD
                 return SendResult(due.key, due.channel_id, "recovered", earlier)
         from bot.blocks import digest_message
 
-        text, blocks = digest_message(digest)
+        posted = digest_message(digest)
         response = client.chat_postMessage(
             channel=due.channel_id,
-            text=text,
-            blocks=blocks,
+            text=posted.text,
+            blocks=posted.blocks,
             unfurl_links=False,
             metadata={
                 "event_type": METADATA_EVENT,
@@ -375,4 +379,5 @@ __all__: list[Any] = [
     "render_chart",
     "send_digest",
     "send_due",
+    "with_digest_retries",
 ]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 
 from storage.db import session_scope
-from storage.digests import DueNudge, claim_nudge, due_nudges, finish_nudge, latest_unreviewed_runs
+from storage.digests import DueNudge, claim_nudge, due_nudges, finish_nudge
+from storage.runs import unreviewed_runs
 
 log = logging.getLogger(__name__)
-LOOKBACK_DAYS = 7
+RUNS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,9 @@ def _send_one(engine: Engine, client: WebClient, nudge: DueNudge, now: datetime)
         return NudgeResult(nudge.person_id, "skipped")
     try:
         with session_scope(engine) as session:
-            runs = latest_unreviewed_runs(session, nudge.person_id, now - timedelta(days=LOOKBACK_DAYS), now)
-        text, blocks = nudge_message(nudge.unreviewed, runs)
-        client.chat_postMessage(channel=nudge.slack_user_id, text=text, blocks=blocks)
+            runs = unreviewed_runs(session, nudge.person_id, RUNS_SHOWN)
+        reminder = nudge_message(nudge.unreviewed, runs, nudge.timezone)
+        client.chat_postMessage(channel=nudge.slack_user_id, **reminder.as_kwargs())
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         log.warning("review nudge for person %s failed: %s", nudge.person_id, reason)

@@ -11,24 +11,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
-from storage.db import is_postgres
-from storage.models import (
-    AgentRun,
-    Annotation,
-    Membership,
-    Outcome,
-    Person,
-    Source,
-    Team,
-    UsageRecord,
-    table_of,
-)
+from storage.bulk import advance_sequences, copy_rows
+from storage.models import Membership, Person, Source, Team, table_of
 from storage.pricing import price
 
 TEAM_NAMES = ["platform", "data", "mobile", "web", "infra", "payments", "search", "growth", "security", "billing"]
@@ -88,13 +77,12 @@ def team_name(index: int) -> str:
     return TEAM_NAMES[index] if index < len(TEAM_NAMES) else f"team-{index + 1}"
 
 
-def _rates(model: str) -> tuple[Decimal, Decimal, Decimal, Decimal] | None:
-    """Per-token USD rates (input, output, cache read, cache write), or None for an unknown model."""
-    per = Decimal(1000)
+def _rates(model: str) -> tuple[int, int, int, int] | None:
+    """Integer nano-dollars per token (input, output, cache read, cache write), or None when unknown."""
     parts = [price(model, 1000, 0), price(model, 0, 1000), price(model, 0, 0, 1000, 0), price(model, 0, 0, 0, 1000)]
     if any(p is None for p in parts):
         return None
-    return tuple(p / per for p in parts)  # type: ignore[return-value,operator]
+    return tuple(int(p * 1_000_000) for p in parts if p is not None)  # type: ignore[return-value]
 
 
 @dataclass
@@ -105,35 +93,68 @@ class _Persona:
     agents: list[str]
 
 
-class _Writer:
-    """Buffers rows per table and flushes them in bulk, keeping ids explicit and in order."""
+RUN_COLUMNS = (
+    "id",
+    "source_id",
+    "external_id",
+    "person_id",
+    "agent",
+    "started_at",
+    "ended_at",
+    "title",
+    "repo",
+    "status",
+)
+USAGE_COLUMNS = (
+    "id", "source_id", "person_id", "run_id", "occurred_at", "agent", "model", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "cost_usd", "dedupe_key",
+)  # fmt: skip
+OUTCOME_COLUMNS = ("id", "source_id", "external_id", "run_id", "person_id", "kind", "weight", "url", "occurred_at")
+ANNOTATION_COLUMNS = (
+    "id", "run_id", "person_id", "verdict", "note", "link", "share_as_win", "created_at", "updated_at",
+)  # fmt: skip
+TABLES = {
+    "agent_run": RUN_COLUMNS,
+    "usage_record": USAGE_COLUMNS,
+    "outcome": OUTCOME_COLUMNS,
+    "annotation": ANNOTATION_COLUMNS,
+}
+MILLI_WEIGHTS = {kind: int(weight * 1000) for kind, weight in DEFAULT_OUTCOME_WEIGHTS.items()}
 
-    def __init__(self, connection: Any, chunk: int = 5000) -> None:
+
+class _Writer:
+    """Buffers storage-value tuples per table and writes them in bulk, parents before children."""
+
+    def __init__(self, connection: Connection, chunk: int = 50_000) -> None:
         self.connection = connection
         self.chunk = chunk
-        self.buffers: dict[str, list[dict[str, Any]]] = {}
+        self.buffers: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self.next_ids: dict[str, int] = {}
-        self.order = ["agent_run", "usage_record", "outcome", "annotation"]
+        for name in TABLES:
+            current = connection.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {name}")).scalar_one()
+            self.next_ids[name] = int(current) + 1
+        self.pending = 0
 
     def next_id(self, table: str) -> int:
-        if table not in self.next_ids:
-            current = self.connection.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
-            self.next_ids[table] = int(current) + 1
         value = self.next_ids[table]
         self.next_ids[table] = value + 1
         return value
 
-    def add(self, table: str, row: dict[str, Any]) -> None:
-        self.buffers.setdefault(table, []).append(row)
-        if len(self.buffers[table]) >= self.chunk:
+    def add(self, table: str, row: tuple[Any, ...]) -> None:
+        self.buffers[table].append(row)
+        self.pending += 1
+
+    def maybe_flush(self) -> None:
+        if self.pending >= self.chunk:
             self.flush()
 
     def flush(self) -> None:
-        tables = {t.name: t for t in (table_of(m) for m in (AgentRun, UsageRecord, Outcome, Annotation))}
-        for name in self.order:  # parents before children
-            rows = self.buffers.pop(name, [])
+        for name, columns in TABLES.items():
+            rows = self.buffers[name]
             if rows:
-                self.connection.execute(insert(tables[name]), rows)
+                copy_rows(self.connection, name, columns, rows)
+                rows.clear()
+        self.pending = 0
 
 
 def seed_organisation(
@@ -203,14 +224,11 @@ def seed_organisation(
             week_start = first_day + timedelta(days=7 * week)
             for index, persona in enumerate(personas):
                 _person_week(writer, rng, summary, source_id, index + 1, persona, week_start, rates)
+                writer.maybe_flush()
                 if progress:
                     progress(1)
         writer.flush()
-        if is_postgres(engine):
-            for table in ("team", "person", "membership", "agent_run", "usage_record", "outcome", "annotation"):
-                connection.execute(
-                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 1)) FROM {table}")
-                )
+        advance_sequences(connection, ["team", "person", "membership", *TABLES])
     return summary
 
 
@@ -237,102 +255,65 @@ def _person_week(
     person_id: int,
     persona: _Persona,
     week_start: date,
-    rates: dict[str, tuple[Decimal, Decimal, Decimal, Decimal] | None],
+    rates: dict[str, tuple[int, int, int, int] | None],
 ) -> None:
-    runs = rng.randint(12, 24) if persona.tokenmaxxer else rng.randint(2, 9)
+    """One person's week of runs, usage, outcomes and verdicts (cheap random calls: this is the hot loop)."""
+    chance = rng.random
+    runs = 12 + int(chance() * 13) if persona.tokenmaxxer else 2 + int(chance() * 8)
     scale = 3 if persona.tokenmaxxer else 1
+    extra_steps = 3 if persona.tokenmaxxer else 0
+    base = datetime.combine(week_start, time(7), tzinfo=UTC).replace(tzinfo=None)
     for _ in range(runs):
-        agent = rng.choice(persona.agents)
-        day = week_start + timedelta(days=rng.randint(0, 6))
-        started = datetime.combine(day, time(rng.randint(7, 18), rng.randint(0, 59)), tzinfo=UTC)
-        ended = started + timedelta(minutes=rng.randint(3, 95))
+        agent = persona.agents[int(chance() * len(persona.agents))]
+        models = AGENTS[agent]
+        started = base + timedelta(days=int(chance() * 7), minutes=int(chance() * 720))
+        ended = started + timedelta(minutes=3 + int(chance() * 93))
         run_id = writer.next_id("agent_run")
+        title = f"{VERBS[int(chance() * len(VERBS))]} {THINGS[int(chance() * len(THINGS))]}"
+        repo = REPOS[int(chance() * len(REPOS))]
         writer.add(
             "agent_run",
-            {
-                "id": run_id,
-                "source_id": source_id,
-                "external_id": f"seed-run-{run_id}",
-                "person_id": person_id,
-                "agent": agent,
-                "started_at": started,
-                "ended_at": ended,
-                "title": f"{rng.choice(VERBS)} {rng.choice(THINGS)}",
-                "repo": rng.choice(REPOS),
-                "status": "completed",
-            },
+            (run_id, source_id, f"seed-run-{run_id}", person_id, agent, started, ended, title, repo, "completed"),
         )
         summary.runs += 1
-        for step in range(rng.randint(1, 6) + (3 if persona.tokenmaxxer else 0)):
-            model = rng.choice(AGENTS[agent])
-            tokens = (
-                rng.randint(2_000, 40_000) * scale,
-                rng.randint(200, 5_000) * scale,
-                rng.randint(0, 150_000) * scale,
-                rng.randint(0, 15_000) * scale,
-            )
+        for step in range(1 + int(chance() * 6) + extra_steps):
+            model = models[int(chance() * len(models))]
+            tin = (2_000 + int(chance() * 38_000)) * scale
+            tout = (200 + int(chance() * 4_800)) * scale
+            tcr = int(chance() * 150_000) * scale
+            tcw = int(chance() * 15_000) * scale
             rate = rates[model]
-            cost = (
-                None if rate is None else sum((Decimal(t) * r for t, r in zip(tokens, rate, strict=True)), Decimal(0))
-            )
+            cost = None if rate is None else tin * rate[0] + tout * rate[1] + tcr * rate[2] + tcw * rate[3]
             record_id = writer.next_id("usage_record")
-            unlinked = agent == "openai-api" and rng.random() < 0.2
+            unlinked = agent == "openai-api" and chance() < 0.2
             writer.add(
                 "usage_record",
-                {
-                    "id": record_id,
-                    "source_id": source_id,
-                    "person_id": person_id,
-                    "run_id": None if unlinked else run_id,
-                    "occurred_at": started + timedelta(seconds=30 * step),
-                    "agent": agent,
-                    "model": model,
-                    "input_tokens": tokens[0],
-                    "output_tokens": tokens[1],
-                    "cache_read_tokens": tokens[2],
-                    "cache_write_tokens": tokens[3],
-                    "cost_usd": cost,
-                    "dedupe_key": f"seed-usage-{record_id}",
-                },
-            )
+                (
+                    record_id, source_id, person_id, None if unlinked else run_id,
+                    started + timedelta(seconds=30 * step), agent, model, tin, tout, tcr, tcw, cost,
+                    f"seed-usage-{record_id}",
+                ),
+            )  # fmt: skip
             summary.usage_records += 1
         kinds = [] if persona.tokenmaxxer else _outcome_kinds(rng, persona.productivity)
         for kind in kinds:
             outcome_id = writer.next_id("outcome")
+            url = f"https://github.com/{repo}/pull/{100 + int(chance() * 9900)}" if kind.startswith("pr_") else None
+            when = ended + timedelta(minutes=5 + int(chance() * 595))
             writer.add(
                 "outcome",
-                {
-                    "id": outcome_id,
-                    "source_id": source_id,
-                    "external_id": f"seed-outcome-{outcome_id}",
-                    "run_id": run_id,
-                    "person_id": person_id,
-                    "kind": kind,
-                    "weight": DEFAULT_OUTCOME_WEIGHTS[kind],
-                    "url": f"https://github.com/{rng.choice(REPOS)}/pull/{rng.randint(100, 9999)}"
-                    if kind.startswith("pr_")
-                    else None,
-                    "occurred_at": ended + timedelta(minutes=rng.randint(5, 600)),
-                },
-            )
+                (outcome_id, source_id, f"seed-outcome-{outcome_id}", run_id, person_id, kind,
+                 MILLI_WEIGHTS[kind], url, when),
+            )  # fmt: skip
             summary.outcomes += 1
         review_chance = 0.05 if persona.tokenmaxxer else persona.diligence
-        if rng.random() < review_chance:
+        if chance() < review_chance:
             verdict = _verdict(rng, bool(kinds))
-            reviewed = ended + timedelta(minutes=rng.randint(10, 300))
+            reviewed = ended + timedelta(minutes=10 + int(chance() * 290))
+            win = verdict == "useful" and chance() < 0.2
             writer.add(
                 "annotation",
-                {
-                    "id": writer.next_id("annotation"),
-                    "run_id": run_id,
-                    "person_id": person_id,
-                    "verdict": verdict,
-                    "note": None,
-                    "link": None,
-                    "share_as_win": verdict == "useful" and rng.random() < 0.2,
-                    "created_at": reviewed,
-                    "updated_at": reviewed,
-                },
+                (writer.next_id("annotation"), run_id, person_id, verdict, None, None, win, reviewed, reviewed),
             )
             summary.annotations += 1
 
@@ -340,7 +321,7 @@ def _person_week(
 def _outcome_kinds(rng: random.Random, productivity: float) -> list[str]:
     kinds: list[str] = []
     if rng.random() < productivity:
-        kinds.append(rng.choice(["pr_opened", "commit", "tests_passed"]))
+        kinds.append(("pr_opened", "commit", "tests_passed")[int(rng.random() * 3)])
         if rng.random() < 0.6:
             kinds.append("pr_merged")
     if rng.random() < 0.08:
@@ -349,5 +330,6 @@ def _outcome_kinds(rng: random.Random, productivity: float) -> list[str]:
 
 
 def _verdict(rng: random.Random, produced: bool) -> str:
-    weights = (0.7, 0.2, 0.1) if produced else (0.15, 0.35, 0.5)
-    return rng.choices(["useful", "partly", "not_useful"], weights=weights)[0]
+    useful, partly = (0.7, 0.9) if produced else (0.15, 0.5)
+    roll = rng.random()
+    return "useful" if roll < useful else "partly" if roll < partly else "not_useful"

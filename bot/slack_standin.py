@@ -282,6 +282,30 @@ class SlackStandIn:
                     raise TimeoutError(f"{len(found)} of {count} {method} call(s) within {timeout}s; saw {seen}")
                 self._changed.wait(left)
 
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Block until `predicate()` (checked whenever a call is recorded) is true. Raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"Condition not met within {timeout}s")
+                self._changed.wait(left)
+
+    def wait_for_new(self, methods: Iterable[str], since: int, timeout: float = 10.0) -> list[Call]:
+        """Block until a call of one of `methods` arrives after the first `since` calls; the new ones."""
+        wanted = set(methods)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [c for c in self._calls[since:] if c.method in wanted]
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"No {sorted(wanted)} call within {timeout}s")
+                self._changed.wait(left)
+
     def _record(self, call: Call) -> None:
         with self._changed:
             self._calls.append(call)

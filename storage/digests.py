@@ -393,26 +393,6 @@ def unreviewed_runs(session: Session, scope: Scope, start: datetime, end: dateti
     )
 
 
-def latest_unreviewed_runs(
-    session: Session, person_id: int, start: datetime, end: datetime, limit: int = 5
-) -> list[AgentRun]:
-    """A person's own runs in the range that they have not annotated yet, newest first."""
-    owner_annotated = select(A.id).where(A.run_id == R.id, A.person_id == R.person_id).exists()
-    return list(
-        session.scalars(
-            select(AgentRun)
-            .where(
-                col(AgentRun.person_id) == person_id,
-                col(AgentRun.started_at) >= start,
-                col(AgentRun.started_at) < end,
-                ~owner_annotated,
-            )
-            .order_by(col(AgentRun.started_at).desc(), col(AgentRun.id).desc())
-            .limit(limit)
-        )
-    )
-
-
 @dataclass(frozen=True)
 class SharedWin:
     """A run its owner marked as a win to share: what they wrote, never who or how much."""
@@ -454,6 +434,7 @@ class DueNudge:
     slack_user_id: str
     week_start: date
     unreviewed: int
+    timezone: str
 
 
 NUDGE_HOUR = 9
@@ -481,7 +462,7 @@ def due_nudges(session: Session, now: datetime, *, lookback_days: int = 7) -> li
             continue
         count = unreviewed_runs(session, Scope.person(person.id or 0), now - timedelta(days=lookback_days), now)
         if count:
-            due.append(DueNudge(person.id or 0, person.slack_user_id or "", week_start, count))
+            due.append(DueNudge(person.id or 0, person.slack_user_id or "", week_start, count, tz.key))
     return due
 
 

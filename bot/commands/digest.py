@@ -159,8 +159,7 @@ def preview_command(
         monday = today - timedelta(days=today.weekday())
         period = Period(monday - timedelta(days=7), monday - timedelta(days=1), tz)
         digest = build_digest(session, scope_for(session, team_id), period, config.min_group_size)
-    _text, blocks = digest_message(digest)
-    for line in plain_lines(blocks):
+    for line in plain_lines(digest_message(digest).blocks):
         out.print(line, highlight=False)
 
 

@@ -7,18 +7,32 @@ from typing import Annotated
 import typer
 
 from bot.app import build_services, create_app
-from bot.cli import app, open_engine, out, settings
+from bot.cli import app, fail, open_engine, out, settings
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    socket: Annotated[
+        bool, typer.Option("--socket", help="Take Slack's requests over Socket Mode (SLACK_APP_TOKEN) instead of HTTP.")
+    ] = False,
 ) -> None:
-    """Serve the ingest API and Slack's endpoints over HTTP."""
+    """Serve the ingest API and Slack's endpoints over HTTP (or Slack over Socket Mode with --socket)."""
     import uvicorn
 
     config = settings()
+    if socket and not (config.slack_app_token or "").startswith("xapp-"):
+        fail("Socket Mode needs SLACK_APP_TOKEN, an app-level token starting with xapp- (scope connections:write).")
     services = build_services(config, open_engine(config))
+    api = create_app(services)
+    if socket:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        bolt = getattr(api.state, "bolt", None)
+        if bolt is None:
+            fail("Socket Mode needs Slack settings: SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN.")
+        SocketModeHandler(bolt, config.slack_app_token).connect()  # a background thread; Slack over WebSocket
+        out.print("Slack connected over Socket Mode.")
     out.print(f"Tokenwise listening on http://{host}:{port} (OpenAPI at /openapi.json)")
-    uvicorn.run(create_app(services), host=host, port=port, log_level="info")
+    uvicorn.run(api, host=host, port=port, log_level="info")

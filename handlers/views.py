@@ -1,0 +1,77 @@
+"""The note modal: validated in the ack (so Slack shows errors under the fields), saved lazily."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, App, BoltContext
+from slack_sdk import WebClient
+from slack_sdk.webhook import WebhookClient
+
+from bot import blocks
+from handlers.actions import RUNS_SHOWN, metadata_of
+from handlers.bolt import apologetic, tell, workspace_of
+from handlers.events import publish_home
+from storage.db import session_scope
+from storage.runs import (
+    AnnotationError,
+    NotYourRun,
+    RunNotFound,
+    annotate_run,
+    clean_link,
+    clean_note,
+    own_run,
+    unreviewed_runs,
+)
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+VIEWS = blocks.VIEWS
+
+
+def register(app: App) -> None:
+    app.view(blocks.VIEW_NOTE)(ack=validate_note, lazy=[save_note])
+
+
+def validate_note(ack: Ack, view: dict[str, Any]) -> None:
+    """Pure checks only, so the ack stays fast; Slack shows each error under its field."""
+    values = blocks.note_values(view.get("state") or {})
+    errors: dict[str, str] = {}
+    if values["verdict"] not in blocks.ACTION_VERDICT:
+        errors["verdict"] = "Pick whether the run was useful."
+    for block_id, check in (("note", clean_note), ("link", clean_link)):
+        try:
+            check(values[block_id])
+        except AnnotationError as error:
+            errors[block_id] = str(error)
+    if not isinstance(metadata_of(view).get("run_id"), int):
+        errors["verdict"] = "This form is out of date; close it and press Add note again."
+    if errors:
+        ack(response_action="errors", errors=errors)
+    else:
+        ack()
+
+
+@apologetic
+def save_note(
+    body: dict[str, Any], view: dict[str, Any], client: WebClient, context: BoltContext, services: Services
+) -> None:
+    values = blocks.note_values(view.get("state") or {})
+    origin = metadata_of(view)
+    user_id = body["user"]["id"]
+    try:
+        with session_scope(services.engine) as session:
+            person, profile = services.people.resolve(session, client, user_id, workspace_of(context))
+            assert person.id is not None
+            annotate_run(session, origin["run_id"], person.id, **values)
+            reviewed = own_run(session, origin["run_id"], person.id)
+            remaining = unreviewed_runs(session, person.id, RUNS_SHOWN)
+    except (NotYourRun, RunNotFound, AnnotationError) as error:
+        tell(body, client, blocks.error_message(str(error)))
+        return
+    if origin.get("home"):
+        publish_home(services, client, user_id, workspace_of(context))
+    elif origin.get("response_url"):
+        message = blocks.runs_message(remaining, profile.tz, reviewed)
+        WebhookClient(origin["response_url"], timeout=10).send(**message.as_kwargs(), replace_original=True)
