@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 
 from bot.config import Settings
 from bot.people import SlackPeople
+from bot.summaries import SummaryWriter, build_summary_writer
 from storage.db import make_engine, upgrade
 
 log = logging.getLogger("tokenwise")
@@ -27,6 +28,7 @@ class Services:
     settings: Settings
     engine: Engine
     people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
+    summary_writer: SummaryWriter | None = None  # the OpenAI-compatible client, when OPENAI_API_KEY is set
 
     def __deepcopy__(self, _memo: dict[int, object]) -> Services:
         """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
@@ -36,7 +38,12 @@ class Services:
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
     engine = engine or make_engine(settings.database_url)
     upgrade(engine)
-    return Services(settings=settings, engine=engine, people=SlackPeople(settings.slack_user_cache_seconds))
+    return Services(
+        settings=settings,
+        engine=engine,
+        people=SlackPeople(settings.slack_user_cache_seconds),
+        summary_writer=build_summary_writer(settings),
+    )
 
 
 def create_app(services: Services) -> FastAPI:

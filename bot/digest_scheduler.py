@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -25,12 +26,15 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from bot.config import Settings
-from bot.digest import SlackFor, send_due
+from bot.digest import SlackFor, send_due, with_digest_retries
 from bot.nudges import send_nudges
 from bot.periods import zone
 from storage.db import session_scope
-from storage.digests import Schedule, purge_expired, schedule_of
+from storage.digests import DueDigest, Schedule, purge_expired, schedule_of
 from storage.models import DigestSubscription
+
+if TYPE_CHECKING:
+    from bot.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +129,37 @@ def sync_subscription_jobs(scheduler: BaseScheduler, jobs: DigestJobs) -> SyncRe
             scheduler.reschedule_job(job_id, trigger=cron_trigger(schedule))
             report.changed.append(subscription_id)
     return report
+
+
+def digest_slack_for(services: Services) -> SlackFor:
+    """A Web API client for each digest's workspace (OAuth installs rotate their token first), with the
+    digest retry policy."""
+    from bot.slack_app import slack_client_for
+
+    def client_for(due: DueDigest) -> WebClient:
+        client = slack_client_for(services, team_id=due.slack_team_id, enterprise_id=due.enterprise_id)
+        return with_digest_retries(client)
+
+    return client_for
+
+
+def nudge_client_for(services: Services) -> WebClient | None:
+    """Nudges are DMs in the bot token's workspace; with only OAuth installs they are off (docs/digests.md)."""
+    from bot.slack_app import build_slack_client
+
+    if not services.settings.slack_bot_token:
+        return None
+    return with_digest_retries(build_slack_client(services.settings, services.settings.slack_bot_token))
+
+
+def start_scheduler(services: Services) -> BackgroundScheduler:
+    """A running BackgroundScheduler with the digest, nudge and retention jobs (for `serve`)."""
+    scheduler = BackgroundScheduler(timezone=UTC)
+    add_digest_jobs(
+        scheduler, services.engine, services.settings, digest_slack_for(services), nudge_client_for(services)
+    )
+    scheduler.start()
+    return scheduler
 
 
 def add_digest_jobs(

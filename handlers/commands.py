@@ -7,7 +7,7 @@ caller and the parsed request and returns a Message. Adding a subcommand: docs/s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,10 @@ from bot.commands_parser import COMMAND, CommandRequest, help_lines, parse_comma
 from bot.people import SlackProfile
 from bot.periods import PeriodError, parse_period, zone
 from bot.reports import build_report
+from handlers import digest_commands
 from handlers.bolt import apologetic, workspace_of
 from storage.db import session_scope
+from storage.digests import SubscriptionError
 from storage.directory import NotFound, find_team, team_names, teams_of
 from storage.metrics import Scope
 from storage.models import AuditEvent, Person
@@ -44,6 +46,7 @@ class Caller:
     services: Services
     client: WebClient
     workspace: str = ""
+    command: dict[str, Any] = field(default_factory=dict)  # the slash command payload (channel_id, team_id...)
 
     @property
     def person_id(self) -> int:
@@ -97,10 +100,10 @@ def answer(
         return  # already answered in the ack
     with session_scope(services.engine) as session:
         person, profile = services.people.resolve(session, client, command["user_id"], workspace_of(context))
-        caller = Caller(session, person, profile, services, client, workspace_of(context))
+        caller = Caller(session, person, profile, services, client, workspace_of(context), command)
         try:
             reply = HANDLERS[request.name](caller, request)
-        except (NotFound, PeriodError) as error:
+        except (NotFound, PeriodError, SubscriptionError) as error:
             reply = blocks.error_message(str(error))
     respond(response_type="ephemeral", replace_original=False, **reply.as_kwargs())
 
@@ -156,4 +159,5 @@ HANDLERS: dict[str, Handler] = {
     "runs": runs,
     "team": team,
     "connect": connect,
+    **digest_commands.HANDLERS,
 }

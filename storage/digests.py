@@ -76,6 +76,9 @@ class Schedule:
     def label(self) -> str:
         return f"{WEEKDAYS[self.weekday].capitalize()} {self.hour:02d}:{self.minute:02d} {self.timezone}"
 
+    def zone_info(self) -> ZoneInfo:
+        return zone(self.timezone)
+
 
 def schedule_of(subscription: DigestSubscription) -> Schedule:
     return Schedule(subscription.weekday, subscription.hour, subscription.minute, subscription.timezone)

@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from slack_sdk import WebClient
 
 from bot.cli import UserError, app, database, err, fail, open_engine, out, print_json, settings
 from bot.config import Settings
-from bot.digest import build_digest, build_slack_client, scope_for, send_due, summary_line
+from bot.digest import build_digest, scope_for, send_due, summary_line
 from bot.periods import Period, zone
 from bot.subscriptions import parse_time, parse_weekday
 from storage.digests import Schedule, SubscriptionError, list_subscriptions, recent_posts, subscribe, unsubscribe
@@ -33,10 +32,12 @@ def parse_now(text: str | None) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def slack_client_or_fail(config: Settings) -> WebClient:
-    if not config.slack_bot_token:
-        fail("Set SLACK_BOT_TOKEN (and SLACK_API_URL for a stand-in) so digests can be posted.")
-    return build_slack_client(config.slack_bot_token, config.slack_api_url)
+def check_slack(config: Settings) -> None:
+    if not (config.slack_bot_token or config.slack_oauth_enabled):
+        fail(
+            "Set SLACK_BOT_TOKEN (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for OAuth installs) so digests can be "
+            "posted; SLACK_API_URL points at a stand-in."
+        )
 
 
 @digest_app.command("send-due")
@@ -44,12 +45,15 @@ def send_due_command(
     now: Annotated[str | None, typer.Option("--now", help="Act as if it were this ISO time (default: now).")] = None,
 ) -> None:
     """Send every digest that is due (for cron-style deployments); exit 1 if any failed."""
+    from bot.app import build_services
+    from bot.digest_scheduler import digest_slack_for
+
     config = settings()
     moment = parse_now(now)
-    client = slack_client_or_fail(config)
+    check_slack(config)
     engine = open_engine(config)
     try:
-        results = send_due(engine, config, lambda _due: client, moment)
+        results = send_due(engine, config, digest_slack_for(build_services(config, engine)), moment)
     finally:
         engine.dispose()
     for result in results:
@@ -166,20 +170,17 @@ def preview_command(
 @app.command("scheduler")
 def scheduler_command() -> None:
     """Run the scheduler alone (digests, nudges, retention), without the HTTP server."""
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    from bot.digest_scheduler import add_digest_jobs
+    from bot.app import build_services
+    from bot.digest_scheduler import start_scheduler
 
     config = settings()
-    client = slack_client_or_fail(config)
+    check_slack(config)
     engine = open_engine(config)
-    scheduler = BackgroundScheduler(timezone=UTC)
-    add_digest_jobs(scheduler, engine, config, lambda _due: client, nudge_client=client)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    scheduler.start()
-    err.print("Tokenwise scheduler running; Ctrl-C stops it.")
+    scheduler = start_scheduler(build_services(config, engine))
+    err.print("Tokenwise scheduler running (digests, nudges, retention); Ctrl-C stops it.")
     stop.wait()
     scheduler.shutdown(wait=True)
     engine.dispose()

@@ -17,6 +17,9 @@ def serve(
     socket: Annotated[
         bool, typer.Option("--socket", help="Take Slack's requests over Socket Mode (SLACK_APP_TOKEN) instead of HTTP.")
     ] = False,
+    no_scheduler: Annotated[
+        bool, typer.Option("--no-scheduler", help="Do not run digests, nudges and retention in this process.")
+    ] = False,
 ) -> None:
     """Serve the ingest API and Slack's endpoints over HTTP (or Slack over Socket Mode with --socket)."""
     import uvicorn
@@ -34,5 +37,15 @@ def serve(
             fail("Socket Mode needs Slack settings: SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN.")
         SocketModeHandler(bolt, config.slack_app_token).connect()  # a background thread; Slack over WebSocket
         out.print("Slack connected over Socket Mode.")
+    scheduler = None
+    if not no_scheduler:
+        from bot.digest_scheduler import start_scheduler
+
+        scheduler = start_scheduler(services)
+        out.print("Scheduler running: digests, nudges, retention (`--no-scheduler` turns it off).")
     out.print(f"Tokenwise listening on http://{host}:{port} (OpenAPI at /openapi.json)")
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="info")
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
