@@ -202,9 +202,7 @@ def run(
         )
     )
     if outcome:
-        session.add(
-            Outcome(run_id=made.id, person_id=made.person_id, kind="pr_merged", weight=Decimal(3), occurred_at=started)
-        )
+        session.add(Outcome(run_id=made.id, person_id=made.person_id, kind="pr_merged", weight=Decimal(3), occurred_at=started))
     session.flush()
     return made
 

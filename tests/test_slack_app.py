@@ -337,11 +337,7 @@ def test_a_bad_signature_gets_401_and_changes_nothing(harness: Harness) -> None:
     with Session(harness.engine, expire_on_commit=False) as session:
         target = run(session, person(session, ADA), "Protected")
         session.commit()
-    payload = {
-        "type": "block_actions",
-        "user": {"id": ADA},
-        "actions": [{"action_id": "run_useful", "value": str(target.id)}],
-    }
+    payload = {"type": "block_actions", "user": {"id": ADA}, "actions": [{"action_id": "run_useful", "value": str(target.id)}]}
     request = harness.signer.interactive(payload)
     tampered = request.body.replace("run_useful", "run_partly")
     response = harness.http.post("/slack/events", content=tampered, headers=request.headers)
