@@ -19,6 +19,7 @@ demo: $(BIN)/tokenwise
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 6 --seed 7
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --person $(DEMO_PERSON)
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --team platform
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise console --as $(DEMO_PERSON)
 
 lint: $(BIN)/tokenwise
 	$(BIN)/ruff format --check bot handlers storage tests

@@ -281,7 +281,8 @@ class ConsoleLoop:
         self.show(self.slack.click(self.renderer.buttons[number - 1]))
 
     def show(self, exchange: Exchange) -> None:
-        self.renderer.buttons = []
+        if _has_content(exchange.ack) or any(c.method != "views.open" for c in exchange.outputs):
+            self.renderer.buttons = []  # a new message: its buttons replace the old ones (a modal keeps them)
         if exchange.status != 200:
             self.console.print(f"[red]The app answered HTTP {exchange.status}.[/red]")
             return
@@ -298,6 +299,22 @@ class ConsoleLoop:
                 self.renderer.message(call.args, "Tokenwise (only visible to you)")
 
     def fill_modal(self, view: dict[str, Any]) -> None:
+        """Ask for each input; like Slack, the modal stays open until it validates (or input ends)."""
+        for _attempt in range(3):
+            answers = self.ask_modal(view)
+            if answers is None:
+                self.console.print("[yellow]Modal closed without saving.[/yellow]")
+                return
+            exchange = self.slack.submit(view, answers)
+            if isinstance(exchange.ack, dict) and exchange.ack.get("response_action") == "errors":
+                for block_id, error in exchange.ack.get("errors", {}).items():
+                    self.console.print(f"[red]{rich_escape(block_id)}: {rich_escape(error)}[/red]")
+                continue
+            self.show(Exchange(exchange.status, None, exchange.outputs))
+            return
+        self.console.print("[yellow]Modal closed without saving.[/yellow]")
+
+    def ask_modal(self, view: dict[str, Any]) -> dict[str, Any] | None:
         self.console.print(Rule(self.renderer.text_of(view.get("title")), style="magenta"))
         answers: dict[str, Any] = {}
         for block in view.get("blocks", []):
@@ -310,21 +327,20 @@ class ConsoleLoop:
                 options = element["options"]
                 for i, option in enumerate(options, 1):
                     self.console.print(f"  {i}. {self.renderer.text_of(option['text'])}")
-                choice = (
-                    self.read_line(f"{label} (number{', or empty' if block.get('optional') else ''}): ") or ""
-                ).strip()
-                picked = (
-                    options[int(choice) - 1]["value"] if choice.isdigit() and 1 <= int(choice) <= len(options) else None
-                )
+                optional = ", or empty" if block.get("optional") else ""
+                line = self.read_line(f"{label} (number{optional}): ")
+                if line is None:
+                    return None
+                choice = line.strip()
+                valid = choice.isdigit() and 1 <= int(choice) <= len(options)
+                picked = options[int(choice) - 1]["value"] if valid else None
                 answers[block["block_id"]] = [picked] if element["type"] == "checkboxes" and picked else picked
             else:
-                answers[block["block_id"]] = (self.read_line(f"{label}: ") or "").strip()
-        exchange = self.slack.submit(view, answers)
-        if isinstance(exchange.ack, dict) and exchange.ack.get("response_action") == "errors":
-            for block_id, error in exchange.ack.get("errors", {}).items():
-                self.console.print(f"[red]{block_id}: {rich_escape(error)}[/red]")
-            return
-        self.show(Exchange(exchange.status, None, exchange.outputs))
+                line = self.read_line(f"{label}: ")
+                if line is None:
+                    return None
+                answers[block["block_id"]] = line.strip()
+        return answers
 
 
 def line_reader(stream: TextIO, console: Console, interactive: bool) -> Callable[[str], str | None]:

@@ -136,7 +136,9 @@ class SlackStandIn:
         if self._server is None:
             self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
             self._server.daemon_threads = True
-            self._thread = threading.Thread(target=self._server.serve_forever, name="slack-standin", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, args=(0.05,), name="slack-standin", daemon=True
+            )
             self._thread.start()
         return self
 

@@ -137,8 +137,8 @@ def make_settings(slack: SlackStandIn, db_url: str, **extra: Any) -> Settings:
     )
 
 
-@pytest.fixture
-def harness(engine: Engine, db_url: str) -> Iterator[Harness]:
+@pytest.fixture(name="harness")
+def harness_fixture(engine: Engine, db_url: str) -> Iterator[Harness]:
     with SlackStandIn(token=BOT_TOKEN) as slack:
         settings = make_settings(slack, db_url)
         services = Services(settings=settings, engine=engine, people=SlackPeople(60))
@@ -202,7 +202,9 @@ def run(
         )
     )
     if outcome:
-        session.add(Outcome(run_id=made.id, person_id=made.person_id, kind="pr_merged", weight=Decimal(3), occurred_at=started))
+        session.add(
+            Outcome(run_id=made.id, person_id=made.person_id, kind="pr_merged", weight=Decimal(3), occurred_at=started)
+        )
     session.flush()
     return made
 

@@ -20,7 +20,7 @@ from tests.slack_harness import (  # noqa: F401  (fixtures)
     Harness,
     annotations,
     count,
-    harness,
+    harness_fixture,
     person,
     run,
     sample,
@@ -50,7 +50,7 @@ def test_url_verification_echoes_the_challenge(harness: Harness) -> None:
 
 
 def test_empty_text_answers_help_in_the_ack_itself(harness: Harness) -> None:
-    response, url = harness.command("")
+    response, _url = harness.command("")
     assert response.status_code == 200
     body = response.json()
     assert body["response_type"] == "ephemeral"
@@ -337,7 +337,11 @@ def test_a_bad_signature_gets_401_and_changes_nothing(harness: Harness) -> None:
     with Session(harness.engine, expire_on_commit=False) as session:
         target = run(session, person(session, ADA), "Protected")
         session.commit()
-    payload = {"type": "block_actions", "user": {"id": ADA}, "actions": [{"action_id": "run_useful", "value": str(target.id)}]}
+    payload = {
+        "type": "block_actions",
+        "user": {"id": ADA},
+        "actions": [{"action_id": "run_useful", "value": str(target.id)}],
+    }
     request = harness.signer.interactive(payload)
     tampered = request.body.replace("run_useful", "run_partly")
     response = harness.http.post("/slack/events", content=tampered, headers=request.headers)
