@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import queue
 import os
+import queue
 import subprocess
 import sys
 from collections.abc import Iterator

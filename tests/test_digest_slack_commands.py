@@ -23,7 +23,7 @@ from tests.slack_harness import (  # noqa: F401  (fixtures)
     GRACE,
     Harness,
     annotations,
-    harness,
+    harness_fixture,
     person,
     run,
     team,
