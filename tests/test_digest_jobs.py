@@ -260,7 +260,8 @@ def test_add_manager_then_a_summary_then_audit_lists_both(engine: Engine, db_url
     assert {e["scope"] for e in audit} == {"team:platform"}
 
 
-def test_cli_errors_are_one_line_with_exit_status_two(db_url: str) -> None:
+def test_cli_errors_are_one_line_with_exit_status_two(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
     missing = tokenwise(db_url, "digest", "send-due")
     assert missing.returncode == 2 and "Set SLACK_BOT_TOKEN" in missing.stderr
     bad_now = tokenwise(db_url, "digest", "send-due", "--now", "yesterday", SLACK_BOT_TOKEN="xoxb-test")
@@ -269,7 +270,8 @@ def test_cli_errors_are_one_line_with_exit_status_two(db_url: str) -> None:
     assert no_team.returncode == 2 and "No team called 'nope'" in no_team.stderr
 
 
-def test_send_due_with_nothing_due_says_so(db_url: str, slack: SlackStandIn) -> None:
+def test_send_due_with_nothing_due_says_so(tmp_path: Path, slack: SlackStandIn) -> None:
+    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
     result = tokenwise(db_url, "digest", "send-due", SLACK_BOT_TOKEN="xoxb-test", SLACK_API_URL=slack.url)
     assert (result.returncode, result.stdout.strip()) == (0, "Nothing due.")
 
