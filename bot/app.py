@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from openai import OpenAI
 from sqlalchemy import Engine, text
 
 from bot.config import Settings
+from bot.importers.openai_usage import build_admin_client
 from bot.people import SlackPeople
 from bot.summaries import SummaryWriter, build_summary_writer
+from handlers.ingest import router as ingest_router
 from storage.db import make_engine, upgrade
 
 log = logging.getLogger("tokenwise")
@@ -29,6 +32,7 @@ class Services:
     engine: Engine
     people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
     summary_writer: SummaryWriter | None = None  # the OpenAI-compatible client, when OPENAI_API_KEY is set
+    openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
 
     def __deepcopy__(self, _memo: dict[int, object]) -> Services:
         """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
@@ -43,6 +47,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         engine=engine,
         people=SlackPeople(settings.slack_user_cache_seconds),
         summary_writer=build_summary_writer(settings),
+        openai_admin=build_admin_client(settings),
     )
 
 
@@ -59,6 +64,8 @@ def create_app(services: Services) -> FastAPI:
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
+
+    api.include_router(ingest_router)
 
     mount_slack(api, services)
     return api

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(20, gt=0, le=300, validation_alias=AliasChoices("TOKENWISE_LLM_TIMEOUT_SECONDS"))
     llm_max_retries: int = Field(1, ge=0, le=5, validation_alias=AliasChoices("TOKENWISE_LLM_MAX_RETRIES"))
 
+    # Ingest (docs/ingest.md)
+    ingest_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, validation_alias=AliasChoices("TOKENWISE_INGEST_MAX_BYTES"))
+    ingest_max_items: int = Field(10_000, ge=1, validation_alias=AliasChoices("TOKENWISE_INGEST_MAX_ITEMS"))
+    openai_admin_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY"))
+    openai_usage_days: int = Field(2, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_OPENAI_USAGE_DAYS"))
+
     @field_validator("outcome_weights")
     @classmethod
     def _known_kinds_only(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:

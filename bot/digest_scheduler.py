@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -152,14 +151,21 @@ def nudge_client_for(services: Services) -> WebClient | None:
     return with_digest_retries(build_slack_client(services.settings, services.settings.slack_bot_token))
 
 
-def start_scheduler(services: Services) -> BackgroundScheduler:
-    """A running BackgroundScheduler with the digest, nudge and retention jobs (for `serve`)."""
-    scheduler = BackgroundScheduler(timezone=UTC)
-    add_digest_jobs(
-        scheduler, services.engine, services.settings, digest_slack_for(services), nudge_client_for(services)
-    )
-    scheduler.start()
-    return scheduler
+def add_service_jobs(scheduler: BaseScheduler, services: Services) -> DigestJobs | None:
+    """What `bot.scheduler.build_scheduler` adds: the digest and nudge jobs when Slack is configured
+    (a bot token, or OAuth installs), and the retention purge always."""
+    settings = services.settings
+    if settings.slack_bot_token or settings.slack_oauth_enabled:
+        return add_digest_jobs(
+            scheduler, services.engine, settings, digest_slack_for(services), nudge_client_for(services)
+        )
+    log.info("Slack is not configured: no digests or nudges are scheduled, only the retention purge.")
+    add_retention_job(scheduler, DigestJobs(services.engine, settings, _no_slack))
+    return None
+
+
+def _no_slack(_due: DueDigest) -> WebClient:
+    raise RuntimeError("Slack is not configured.")
 
 
 def add_digest_jobs(
@@ -183,6 +189,12 @@ def add_digest_jobs(
         max_instances=1,
         replace_existing=True,
     )
+    add_retention_job(scheduler, jobs)
+    return jobs
+
+
+def add_retention_job(scheduler: BaseScheduler, jobs: DigestJobs) -> None:
+    """The daily purge of data older than TOKENWISE_RETENTION_DAYS."""
     scheduler.add_job(
         jobs.purge,
         CronTrigger(hour=3, minute=30, timezone=UTC),
@@ -192,4 +204,3 @@ def add_digest_jobs(
         max_instances=1,
         replace_existing=True,
     )
-    return jobs

@@ -171,7 +171,7 @@ def preview_command(
 def scheduler_command() -> None:
     """Run the scheduler alone (digests, nudges, retention), without the HTTP server."""
     from bot.app import build_services
-    from bot.digest_scheduler import start_scheduler
+    from bot.scheduler import build_scheduler
 
     config = settings()
     check_slack(config)
@@ -179,8 +179,9 @@ def scheduler_command() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    scheduler = start_scheduler(build_services(config, engine))
-    err.print("Tokenwise scheduler running (digests, nudges, retention); Ctrl-C stops it.")
+    scheduler = build_scheduler(build_services(config, engine))
+    scheduler.start()
+    err.print("Tokenwise scheduler running (digests, nudges, retention, usage pulls); Ctrl-C stops it.")
     stop.wait()
     scheduler.shutdown(wait=True)
     engine.dispose()

@@ -8,6 +8,7 @@ import typer
 
 from bot.app import build_services, create_app
 from bot.cli import app, fail, open_engine, out, settings
+from bot.scheduler import build_scheduler
 
 
 @app.command()
@@ -18,7 +19,10 @@ def serve(
         bool, typer.Option("--socket", help="Take Slack's requests over Socket Mode (SLACK_APP_TOKEN) instead of HTTP.")
     ] = False,
     no_scheduler: Annotated[
-        bool, typer.Option("--no-scheduler", help="Do not run digests, nudges and retention in this process.")
+        bool,
+        typer.Option(
+            "--no-scheduler", help="Do not run background jobs here (digests, nudges, retention, usage pulls)."
+        ),
     ] = False,
 ) -> None:
     """Serve the ingest API and Slack's endpoints over HTTP (or Slack over Socket Mode with --socket)."""
@@ -39,10 +43,9 @@ def serve(
         out.print("Slack connected over Socket Mode.")
     scheduler = None
     if not no_scheduler:
-        from bot.digest_scheduler import start_scheduler
-
-        scheduler = start_scheduler(services)
-        out.print("Scheduler running: digests, nudges, retention (`--no-scheduler` turns it off).")
+        scheduler = build_scheduler(services)
+        scheduler.start()
+        out.print("Scheduler running: digests, nudges, retention, usage pulls (`--no-scheduler` turns it off).")
     out.print(f"Tokenwise listening on http://{host}:{port} (OpenAPI at /openapi.json)")
     try:
         uvicorn.run(api, host=host, port=port, log_level="info")

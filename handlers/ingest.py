@@ -1,0 +1,239 @@
+"""HTTP ingest routes: authenticate, bound the body, parse, call one domain function, answer.
+
+Status codes are part of the contract (docs/ingest.md): 401 missing or revoked token, 413 body over
+the byte or item limit, 415 body that is not JSON (or, for OTLP, not JSON or protobuf), 422 invalid
+batch with every problem listed, 200 with what was accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from bot.otlp import OtlpError, Signal, decode, response_body, to_telemetry
+from storage.db import session_scope
+from storage.ingest import (
+    ITEM_MODELS,
+    BatchInvalid,
+    BatchKind,
+    BatchResult,
+    batch_error,
+    ingest_outcomes,
+    ingest_runs,
+    ingest_telemetry,
+    ingest_usage,
+    validate_batch,
+    write_atomically,
+)
+from storage.sources import authenticate
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+
+class Rejected(Exception):
+    """An answer other than 200, with the message a sender needs to fix the request."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or [batch_error(None, None, message)]
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse({"errors": self.errors}, status_code=self.status, headers=headers)
+
+
+def _apology() -> JSONResponse:
+    """An unexpected failure: the transaction was rolled back, so the sender can simply retry."""
+    message = "Sorry, something went wrong on our side and nothing was written; please retry the batch."
+    return JSONResponse({"errors": [batch_error(None, None, message)]}, status_code=500)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def _source_id(request: Request, services: Services) -> int:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Rejected(401, "Send 'Authorization: Bearer <token>'; create a token with `tokenwise source create`.")
+
+    def lookup() -> int | None:
+        with session_scope(services.engine) as session:
+            source = authenticate(session, token.strip())
+            return source.id if source else None
+
+    source_id = await run_in_threadpool(lookup)
+    if source_id is None:
+        raise Rejected(401, "This token is unknown or revoked; create a new one with `tokenwise source create`.")
+    return source_id
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it (or its gzip expansion) exceeds `limit` bytes."""
+    too_big = Rejected(413, f"The body is over {limit} bytes; split it into smaller batches.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    received = bytearray()
+    async for chunk in request.stream():
+        received.extend(chunk)
+        if len(received) > limit:
+            raise too_big
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            expanded = inflater.decompress(bytes(received), limit + 1)
+        except zlib.error as error:
+            raise Rejected(400, f"The body is not valid gzip: {error}") from error
+        if len(expanded) > limit:
+            raise too_big
+        return expanded
+    return bytes(received)
+
+
+def _items_of(payload: Any, kind: BatchKind, max_items: int) -> list[Any]:
+    if not isinstance(payload, dict) or not isinstance(payload.get(kind), list):
+        message = f'the body must be a JSON object with a "{kind}" list'
+        raise Rejected(422, message, [batch_error(None, kind, message)])
+    unknown = sorted(set(payload) - {kind})
+    if unknown:
+        errors = [batch_error(None, key, f'unknown top-level key; send only "{kind}"') for key in unknown]
+        raise Rejected(422, "unknown keys", errors)
+    items: list[Any] = payload[kind]
+    if len(items) > max_items:
+        raise Rejected(413, f"The batch has {len(items)} items; the limit is {max_items}. Split it.")
+    return items
+
+
+def _parse_batch(body: bytes, kind: BatchKind, max_items: int) -> list[Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Rejected(415, f"The body is not JSON: {error}") from error
+    return validate_batch(kind, _items_of(payload, kind, max_items))
+
+
+async def _batch(request: Request, kind: BatchKind) -> Response:
+    services = _services(request)
+    settings = services.settings
+    try:
+        source_id = await _source_id(request, services)
+        media = _media_type(request)
+        if media != "application/json" and not media.endswith("+json"):
+            raise Rejected(415, "Send the batch as JSON with 'Content-Type: application/json'.")
+        body = await _body(request, settings.ingest_max_bytes)
+        parsed = await run_in_threadpool(_parse_batch, body, kind, settings.ingest_max_items)
+
+        def write(session: Any) -> BatchResult:
+            if kind == "records":
+                return ingest_usage(session, source_id, parsed)
+            if kind == "runs":
+                return ingest_runs(session, source_id, parsed)
+            return ingest_outcomes(session, source_id, parsed, settings.weight_for)
+
+        result = await run_in_threadpool(write_atomically, services.engine, write)
+    except BatchInvalid as invalid:
+        return JSONResponse({"errors": invalid.errors}, status_code=422)
+    except Rejected as rejected:
+        return rejected.response()
+    except Exception:
+        log.exception("Ingest of %s failed; nothing was written", kind)
+        return _apology()
+    return JSONResponse(result.as_json())
+
+
+def _batch_doc(kind: BatchKind, summary: str) -> dict[str, Any]:
+    schema = ITEM_MODELS[kind].model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    body = {"type": "object", "required": [kind], "properties": {kind: {"type": "array", "items": schema}}}
+    return {
+        "summary": summary,
+        "openapi_extra": {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}},
+        "responses": {
+            200: {"description": '{"accepted": n, "duplicates": m}'},
+            401: {"description": "Missing, unknown or revoked token"},
+            413: {"description": "Body over 5 MB or more than 10 000 items"},
+            415: {"description": "Body is not JSON"},
+            422: {"description": '{"errors": [{"index", "field", "message"}]}; nothing was written'},
+        },
+    }
+
+
+@router.post("/usage", **_batch_doc("records", "Ingest usage records"))
+async def post_usage(request: Request) -> Response:
+    return await _batch(request, "records")
+
+
+@router.post("/runs", **_batch_doc("runs", "Ingest agent runs"))
+async def post_runs(request: Request) -> Response:
+    return await _batch(request, "runs")
+
+
+@router.post("/outcomes", **_batch_doc("outcomes", "Ingest outcomes"))
+async def post_outcomes(request: Request) -> Response:
+    return await _batch(request, "outcomes")
+
+
+OTLP_TYPES: dict[str, Literal["json", "protobuf"]] = {
+    "application/json": "json",
+    "application/x-protobuf": "protobuf",
+    "application/protobuf": "protobuf",
+}
+
+
+async def _otlp(request: Request, signal: Signal) -> Response:
+    services = _services(request)
+    try:
+        source_id = await _source_id(request, services)
+        encoding = OTLP_TYPES.get(_media_type(request))
+        if encoding is None:
+            raise Rejected(415, "Send OTLP as application/json or application/x-protobuf.")
+        body = await _body(request, services.settings.ingest_max_bytes)
+        protobuf = encoding == "protobuf"
+        try:
+            telemetry = await run_in_threadpool(lambda: to_telemetry(signal, decode(signal, body, protobuf)))
+        except OtlpError as error:
+            raise Rejected(400, str(error)) from error
+        weight_for = services.settings.weight_for
+        await run_in_threadpool(
+            write_atomically, services.engine, lambda s: ingest_telemetry(s, source_id, telemetry, weight_for)
+        )
+    except Rejected as rejected:
+        return rejected.response()
+    except Exception:
+        log.exception("OTLP %s export failed; nothing was written", signal)
+        return _apology()
+    content, media_type = response_body(signal, telemetry, protobuf)
+    return Response(content=content, media_type=media_type)
+
+
+@router.post("/otlp/v1/metrics", summary="OTLP/HTTP metrics (Claude Code's claude_code.* metrics)")
+async def post_otlp_metrics(request: Request) -> Response:
+    return await _otlp(request, "metrics")
+
+
+@router.post("/otlp/v1/logs", summary="OTLP/HTTP logs (api_request events, GenAI attributes)")
+async def post_otlp_logs(request: Request) -> Response:
+    return await _otlp(request, "logs")
+
+
+@router.post("/otlp/v1/traces", summary="OTLP/HTTP traces (spans with GenAI attributes)")
+async def post_otlp_traces(request: Request) -> Response:
+    return await _otlp(request, "traces")

@@ -1,0 +1,590 @@
+"""Validate and write ingest batches: all of a batch or none of it, and never a record twice.
+
+Every write is an `INSERT ... ON CONFLICT DO NOTHING` on the natural key (source + dedupe key or
+external id), so a re-sent batch, or two overlapping batches racing each other, end with exactly the
+distinct records. Totals that a source re-reports as they grow (OTLP cumulative sums, OpenAI daily
+buckets) are merged with `ON CONFLICT DO UPDATE` instead, so the latest running total wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Engine, Table, func, select, type_coerce
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session
+
+from bot.config import OUTCOME_KINDS
+from storage.db import session_scope
+from storage.directory import get_or_create_person, normalize_email
+from storage.models import AgentRun, Outcome, UsageRecord, table_of
+from storage.types import UTCDateTime
+
+USAGE = table_of(UsageRecord)
+RUNS = table_of(AgentRun)
+OUTCOMES = table_of(Outcome)
+CHUNK = 500  # rows per INSERT: far below SQLite's bound-parameter limit
+
+TokenCount = Annotated[int, Field(ge=0, le=10**15, strict=True)]
+Text200 = Annotated[str, Field(min_length=1, max_length=200)]
+T = TypeVar("T")
+
+
+class BatchInvalid(ValueError):
+    """The batch was rejected whole; `errors` say which item and field, and why."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid item(s)")
+        self.errors = errors
+
+
+def batch_error(index: int | None, field_name: str | None, message: str) -> dict[str, Any]:
+    return {"index": index, "field": field_name, "message": message}
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string with a time-zone offset, e.g. 2026-11-25T14:03:00Z")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    slack_user_id: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return normalize_email(value) if value else value
+
+
+class UsageIn(_Item):
+    """One billed model call or usage bucket, as a source sends it."""
+
+    dedupe_key: Annotated[str, Field(min_length=1, max_length=300)]
+    occurred_at: Rfc3339
+    agent: Annotated[str, Field(min_length=1, max_length=64)]
+    model: Annotated[str, Field(min_length=1, max_length=120)]
+    input_tokens: TokenCount
+    output_tokens: TokenCount
+    cache_read_tokens: TokenCount = 0
+    cache_write_tokens: TokenCount = 0
+    cost_usd: Annotated[Decimal, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
+    run_external_id: Text200 | None = None
+
+    @field_validator("cost_usd", mode="before")
+    @classmethod
+    def _decimal_text_or_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | None):
+            raise ValueError('must be a decimal string such as "0.0123" or a number')
+        return value
+
+
+class RunIn(_Item):
+    """One agent session or job."""
+
+    external_id: Text200
+    agent: Annotated[str, Field(min_length=1, max_length=64)]
+    started_at: Rfc3339
+    ended_at: Rfc3339 | None = None
+    title: Annotated[str, Field(max_length=300)] | None = None
+    repo: Annotated[str, Field(max_length=300)] | None = None
+    status: Annotated[str, Field(max_length=40)] | None = None
+
+
+class OutcomeIn(_Item):
+    """Something a run produced: linked to a run, or to a person and a time."""
+
+    external_id: Text200
+    run_external_id: Text200 | None = None
+    kind: str
+    weight: Annotated[Decimal, Field(ge=0, le=10**6, allow_inf_nan=False)] | None = None
+    url: Annotated[str, Field(max_length=2000)] | None = None
+    occurred_at: Rfc3339 | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in OUTCOME_KINDS:
+            raise ValueError(f"unknown outcome kind '{value}'; valid kinds are {', '.join(OUTCOME_KINDS)}")
+        return value
+
+
+BatchKind = Literal["records", "runs", "outcomes"]
+ITEM_MODELS: dict[str, type[_Item]] = {"records": UsageIn, "runs": RunIn, "outcomes": OutcomeIn}
+
+
+def _cross_checks(item: _Item) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    names_person = bool(item.email or item.slack_user_id)
+    if isinstance(item, UsageIn | RunIn) and not names_person:
+        problems.append(("email", "name the person by email or slack_user_id"))
+    if isinstance(item, RunIn) and item.ended_at is not None and item.ended_at < item.started_at:
+        problems.append(("ended_at", "must not be before started_at"))
+    if isinstance(item, OutcomeIn) and item.run_external_id is None:
+        if not names_person:
+            problems.append(("run_external_id", "link the outcome to a run, or give email (or slack_user_id)"))
+        if item.occurred_at is None:
+            problems.append(("occurred_at", "required when the outcome is not linked to a run"))
+    return problems
+
+
+def validate_batch(kind: BatchKind, items: Sequence[Any], first_index: int = 0) -> list[Any]:
+    """Every item parsed, or BatchInvalid listing every problem (index, field, message)."""
+    model = ITEM_MODELS[kind]
+    parsed: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    for offset, raw in enumerate(items):
+        index = first_index + offset
+        if not isinstance(raw, dict):
+            errors.append(batch_error(index, None, "must be a JSON object"))
+            continue
+        try:
+            item = model.model_validate(raw)
+        except ValidationError as error:
+            for problem in error.errors(include_url=False):
+                where = ".".join(str(part) for part in problem["loc"]) or None
+                message = str(problem["msg"]).removeprefix("Value error, ")
+                errors.append(batch_error(index, where, message))
+            continue
+        problems = _cross_checks(item)
+        errors.extend(batch_error(index, where, message) for where, message in problems)
+        parsed.append(item)
+    if errors:
+        raise BatchInvalid(errors)
+    return parsed
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    duplicates: int = 0
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates}
+
+
+def dialect_insert(session: Session, table: Table) -> Any:
+    """INSERT with ON CONFLICT support for the session's database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
+    """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates)."""
+    inserted = 0
+    # One key order for every writer, so concurrent overlapping batches never deadlock on PostgreSQL
+    # (the sort is stable: of two rows with one key, the first sent is the one kept).
+    rows = sorted(rows, key=lambda row: tuple(str(row[k]) for k in key))
+    for start in range(0, len(rows), CHUNK):
+        chunk = list(rows[start : start + CHUNK])
+        statement = (
+            dialect_insert(session, table)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=list(key))
+            .returning(table.c.id)
+        )
+        inserted += len(session.connection().execute(statement).all())  # rowcount is unreliable here
+    return inserted
+
+
+def _greatest(session: Session, left: Any, right: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.greatest(left, right)
+    return func.max(left, right)  # SQLite's two-argument max() is a scalar function
+
+
+TOTAL_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def merge_usage_totals(
+    session: Session, rows: Sequence[Mapping[str, Any]], mode: Literal["max", "replace"] = "max"
+) -> int:
+    """Upsert usage rows that carry running totals for their dedupe key.
+
+    `max` keeps the larger of the stored and the new value per column, which is the latest running total
+    of a monotonic counter whatever order exports arrive in, and a no-op when one is re-sent. `replace`
+    takes the new values (a day bucket re-pulled while the day is still going).
+    """
+    merged: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["source_id"], row["dedupe_key"])
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        into = merged[key]
+        for column in TOTAL_COLUMNS:
+            into[column] = max(into[column], row[column]) if mode == "max" else row[column]
+        costs = [c for c in (into.get("cost_usd"), row.get("cost_usd")) if c is not None]
+        into["cost_usd"] = (max(costs) if mode == "max" else row.get("cost_usd")) if costs else None
+    values = sorted(merged.values(), key=lambda row: (row["source_id"], row["dedupe_key"]))
+    for start in range(0, len(values), CHUNK):
+        chunk = values[start : start + CHUNK]
+        statement = dialect_insert(session, USAGE).values(chunk)
+        new = statement.excluded
+        if mode == "max":
+            updates = {c: _greatest(session, USAGE.c[c], new[c]) for c in TOTAL_COLUMNS}
+            updates["cost_usd"] = _greatest(
+                session,
+                func.coalesce(USAGE.c.cost_usd, new.cost_usd),
+                func.coalesce(new.cost_usd, USAGE.c.cost_usd),
+            )
+        else:
+            updates = {c: new[c] for c in (*TOTAL_COLUMNS, "cost_usd", "model", "occurred_at", "person_id")}
+        statement = statement.on_conflict_do_update(index_elements=["source_id", "dedupe_key"], set_=updates)
+        session.connection().execute(statement)
+    return len(values)
+
+
+class PersonCache:
+    """Resolve people once per batch (unknown people are created, to be linked to Slack later)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._ids: dict[tuple[str | None, str | None], int] = {}
+
+    def id_for(self, email: str | None, slack_user_id: str | None) -> int:
+        key = (email, slack_user_id)
+        if key not in self._ids:
+            if self.session.get_bind().dialect.name != "postgresql":  # SQLite writers take turns (BEGIN IMMEDIATE)
+                person = get_or_create_person(self.session, email=email, slack_user_id=slack_user_id)
+            else:
+                try:
+                    with self.session.begin_nested():  # a concurrent batch may be creating this person too
+                        person = get_or_create_person(self.session, email=email, slack_user_id=slack_user_id)
+                except IntegrityError:  # it won, and has committed: use its row
+                    person = get_or_create_person(self.session, email=email, slack_user_id=slack_user_id)
+            assert person.id is not None
+            self._ids[key] = person.id
+        return self._ids[key]
+
+
+def run_ids(session: Session, source_id: int, external_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """external id -> (run id, person id) for this source's runs."""
+    wanted = sorted(set(external_ids))
+    found: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        query = select(RUNS.c.external_id, RUNS.c.id, RUNS.c.person_id).where(
+            RUNS.c.source_id == source_id, RUNS.c.external_id.in_(chunk)
+        )
+        for external_id, run_id, person_id in session.connection().execute(query):
+            found[external_id] = (run_id, person_id)
+    return found
+
+
+def _missing_runs(items: Sequence[UsageIn | OutcomeIn], known: Mapping[str, Any], first_index: int) -> None:
+    errors = [
+        batch_error(
+            first_index + index,
+            "run_external_id",
+            f"no run '{item.run_external_id}' from this source; send it to /v1/runs first",
+        )
+        for index, item in enumerate(items)
+        if item.run_external_id is not None and item.run_external_id not in known
+    ]
+    if errors:
+        raise BatchInvalid(errors)
+
+
+def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], first_index: int = 0) -> BatchResult:
+    """Write usage records; a dedupe key this source has sent before is a duplicate, not an error."""
+    runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
+    _missing_runs(items, runs, first_index)
+    people = PersonCache(session)
+    rows = [
+        {
+            "source_id": source_id,
+            "person_id": people.id_for(item.email, item.slack_user_id),
+            "run_id": runs[item.run_external_id][0] if item.run_external_id else None,
+            "occurred_at": item.occurred_at,
+            "agent": item.agent,
+            "model": item.model,
+            "input_tokens": item.input_tokens,
+            "output_tokens": item.output_tokens,
+            "cache_read_tokens": item.cache_read_tokens,
+            "cache_write_tokens": item.cache_write_tokens,
+            "cost_usd": item.cost_usd,
+            "dedupe_key": item.dedupe_key,
+        }
+        for item in items
+    ]
+    accepted = insert_new(session, USAGE, rows, ("source_id", "dedupe_key"))
+    return BatchResult(accepted=accepted, duplicates=len(rows) - accepted)
+
+
+def ingest_runs(session: Session, source_id: int, items: Sequence[RunIn]) -> BatchResult:
+    people = PersonCache(session)
+    rows = [
+        {
+            "source_id": source_id,
+            "external_id": item.external_id,
+            "person_id": people.id_for(item.email, item.slack_user_id),
+            "agent": item.agent,
+            "started_at": item.started_at,
+            "ended_at": item.ended_at,
+            "title": item.title,
+            "repo": item.repo,
+            "status": item.status,
+        }
+        for item in items
+    ]
+    accepted = insert_new(session, RUNS, rows, ("source_id", "external_id"))
+    return BatchResult(accepted=accepted, duplicates=len(rows) - accepted)
+
+
+def ingest_outcomes(
+    session: Session,
+    source_id: int,
+    items: Sequence[OutcomeIn],
+    weight_for: Callable[[str], Decimal],
+    first_index: int = 0,
+) -> BatchResult:
+    """Write outcomes; the person comes from the linked run when there is one."""
+    runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
+    _missing_runs(items, runs, first_index)
+    run_times = _run_times(session, [run_id for run_id, _ in runs.values()])
+    people = PersonCache(session)
+    rows = []
+    for item in items:
+        if item.run_external_id:
+            run_id, person_id = runs[item.run_external_id]
+            occurred_at = item.occurred_at or run_times[run_id]
+        else:
+            run_id, person_id = None, people.id_for(item.email, item.slack_user_id)
+            assert item.occurred_at is not None
+            occurred_at = item.occurred_at
+        rows.append(
+            {
+                "source_id": source_id,
+                "external_id": item.external_id,
+                "run_id": run_id,
+                "person_id": person_id,
+                "kind": item.kind,
+                "weight": item.weight if item.weight is not None else weight_for(item.kind),
+                "url": item.url,
+                "occurred_at": occurred_at,
+            }
+        )
+    accepted = insert_new(session, OUTCOMES, rows, ("source_id", "external_id"))
+    return BatchResult(accepted=accepted, duplicates=len(rows) - accepted)
+
+
+def _run_times(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
+    """When each run's outcomes happened by default: its end, else its start."""
+    if not ids:
+        return {}
+    when = type_coerce(func.coalesce(RUNS.c.ended_at, RUNS.c.started_at), UTCDateTime())
+    query = select(RUNS.c.id, when).where(RUNS.c.id.in_(ids))
+    return {run_id: moment for run_id, moment in session.connection().execute(query)}
+
+
+@dataclass
+class SeenUsage:
+    """Usage totals reported under one dedupe key (a running total, an interval or one event)."""
+
+    dedupe_key: str
+    email: str | None
+    occurred_at: datetime
+    agent: str
+    model: str
+    run_external_id: str | None = None
+    slack_user_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: Decimal | None = None
+
+
+@dataclass
+class SeenRun:
+    external_id: str
+    email: str | None
+    agent: str
+    started_at: datetime
+    slack_user_id: str | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass
+class SeenOutcome:
+    external_id: str
+    email: str | None
+    run_external_id: str | None
+    kind: str
+    occurred_at: datetime
+    slack_user_id: str | None = None
+
+
+@dataclass
+class Telemetry:
+    """What one telemetry export (OTLP, a log file chunk, an API page) says, before people are resolved."""
+
+    usage: list[SeenUsage] = field(default_factory=list)
+    runs: list[SeenRun] = field(default_factory=list)
+    outcomes: list[SeenOutcome] = field(default_factory=list)
+    rejected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def ingest_telemetry(
+    session: Session,
+    source_id: int,
+    telemetry: Telemetry,
+    weight_for: Callable[[str], Decimal],
+    usage_mode: Literal["max", "replace", "new"] = "max",
+) -> BatchResult:
+    """Write runs, usage and outcomes that a telemetry source reported, idempotently.
+
+    Runs are created on first sight (the earliest start wins); usage under a dedupe key is merged as a
+    running total (`max`), replaced (`replace`) or written once (`new`); outcomes are written once.
+    """
+    people = PersonCache(session)
+    bounds: dict[str, SeenRun] = {}
+    for run in telemetry.runs:
+        seen = bounds.setdefault(run.external_id, SeenRun(**{**run.__dict__}))
+        seen.started_at = min(seen.started_at, run.started_at)
+        ends = [t for t in (seen.ended_at, run.ended_at) if t is not None]
+        seen.ended_at = max(ends) if ends else None
+    run_rows = [
+        {
+            "source_id": source_id,
+            "external_id": run.external_id,
+            "person_id": people.id_for(run.email, run.slack_user_id),
+            "agent": run.agent,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+        }
+        for run in bounds.values()
+    ]
+    result = BatchResult()
+    result.notes["runs"] = _widen_runs(session, run_rows)
+    runs = run_ids(
+        session,
+        source_id,
+        [u.run_external_id for u in telemetry.usage if u.run_external_id]
+        + [o.run_external_id for o in telemetry.outcomes if o.run_external_id],
+    )
+    usage_rows = [
+        {
+            "source_id": source_id,
+            "person_id": people.id_for(u.email, u.slack_user_id),
+            "run_id": runs[u.run_external_id][0] if u.run_external_id in runs else None,
+            "occurred_at": u.occurred_at,
+            "agent": u.agent,
+            "model": u.model,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "cost_usd": u.cost_usd,
+            "dedupe_key": u.dedupe_key,
+        }
+        for u in telemetry.usage
+    ]
+    if usage_mode == "new":
+        accepted = insert_new(session, USAGE, usage_rows, ("source_id", "dedupe_key"))
+        result.accepted += accepted
+        result.duplicates += len(usage_rows) - accepted
+    else:
+        result.accepted += merge_usage_totals(session, usage_rows, usage_mode)
+    outcome_rows = []
+    for o in telemetry.outcomes:
+        linked = runs.get(o.run_external_id) if o.run_external_id else None
+        outcome_rows.append(
+            {
+                "source_id": source_id,
+                "external_id": o.external_id,
+                "run_id": linked[0] if linked else None,
+                "person_id": linked[1] if linked else people.id_for(o.email, o.slack_user_id),
+                "kind": o.kind,
+                "weight": weight_for(o.kind),
+                "url": None,
+                "occurred_at": o.occurred_at,
+            }
+        )
+    result.notes["outcomes"] = insert_new(session, OUTCOMES, outcome_rows, ("source_id", "external_id"))
+    return result
+
+
+def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Create runs first seen here; a run seen again keeps its earliest start and latest end."""
+    rows = sorted(rows, key=lambda row: (row["source_id"], row["external_id"]))
+    for start in range(0, len(rows), CHUNK):
+        statement = dialect_insert(session, RUNS).values(list(rows[start : start + CHUNK]))
+        new = statement.excluded
+        least = func.least if session.get_bind().dialect.name == "postgresql" else func.min
+        statement = statement.on_conflict_do_update(
+            index_elements=["source_id", "external_id"],
+            set_={
+                "started_at": least(RUNS.c.started_at, new.started_at),
+                "ended_at": _greatest(
+                    session,
+                    func.coalesce(RUNS.c.ended_at, new.ended_at),
+                    func.coalesce(new.ended_at, RUNS.c.ended_at),
+                ),
+            },
+        )
+        session.connection().execute(statement)
+    return len(rows)
+
+
+def _worth_retrying(error: OperationalError) -> bool:
+    """SQLite busy, or a PostgreSQL deadlock or serialization failure: the retry will see the winner's rows."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate in {"40P01", "40001"} or "locked" in str(error).lower()
+
+
+def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int = 3) -> T:
+    """Run `work` in one transaction, retried when a concurrent writer won a race (a new person, a lock)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with session_scope(engine) as session:
+                if engine.dialect.name == "sqlite":
+                    # Take the write lock up front (waiting up to busy_timeout) instead of failing when a
+                    # read transaction cannot be upgraded because another writer got there first.
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                return work(session)
+        except IntegrityError:
+            if attempt == attempts:
+                raise
+        except OperationalError as error:
+            if attempt == attempts or not _worth_retrying(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+__all__ = [
+    "BatchInvalid",
+    "BatchResult",
+    "OutcomeIn",
+    "RunIn",
+    "SeenOutcome",
+    "SeenRun",
+    "SeenUsage",
+    "Telemetry",
+    "UsageIn",
+    "batch_error",
+    "ingest_outcomes",
+    "ingest_runs",
+    "ingest_telemetry",
+    "ingest_usage",
+    "insert_new",
+    "merge_usage_totals",
+    "validate_batch",
+    "write_atomically",
+]

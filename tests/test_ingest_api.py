@@ -1,0 +1,331 @@
+"""The HTTP ingest API, through the real app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from bot.app import Services, create_app
+from bot.config import Settings
+from storage.db import make_engine, session_scope
+from storage.models import AgentRun, Outcome, Person, UsageRecord
+from storage.sources import revoke_source
+from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
+
+
+def usage(key: str = "u1", **overrides: Any) -> dict[str, Any]:
+    record = {
+        "dedupe_key": key,
+        "email": "ana@example.com",
+        "occurred_at": "2026-11-24T10:00:00Z",
+        "agent": "claude-code",
+        "model": "claude-sonnet-4-20250514",
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cache_read_tokens": 1000,
+        "cache_write_tokens": 10,
+        "cost_usd": "0.0123",
+    }
+    record.update(overrides)
+    return record
+
+
+def run(external_id: str = "r1", **overrides: Any) -> dict[str, Any]:
+    item = {
+        "external_id": external_id,
+        "email": "ana@example.com",
+        "agent": "claude-code",
+        "started_at": "2026-11-24T09:00:00Z",
+        "ended_at": "2026-11-24T09:30:00+00:00",
+        "title": "Fix flaky test",
+        "repo": "acme/api",
+        "status": "done",
+    }
+    item.update(overrides)
+    return item
+
+
+@pytest.fixture
+def client(engine: Engine, db_url: str) -> TestClient:
+    return TestClient(make_app(engine, db_url))
+
+
+@pytest.fixture
+def auth(engine: Engine) -> dict[str, str]:
+    return {"Authorization": f"Bearer {new_token(engine)}"}
+
+
+def test_a_usage_batch_is_written_once_and_resending_it_changes_nothing(
+    client: TestClient, auth: dict[str, str], engine: Engine
+) -> None:
+    batch = {"records": [usage("u1"), usage("u2", slack_user_id="U123", email=None, cost_usd=0.5), usage("u1")]}
+    first = client.post("/v1/usage", json=batch, headers=auth)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"accepted": 2, "duplicates": 1}
+    counts = row_counts(engine)
+    again = client.post("/v1/usage", json=batch, headers=auth)
+    assert again.json() == {"accepted": 0, "duplicates": 3}
+    assert row_counts(engine) == counts
+    with Session(engine) as session:
+        records = session.exec(select(UsageRecord).order_by(UsageRecord.dedupe_key)).all()
+        assert [r.cost_usd for r in records] == [Decimal("0.0123"), Decimal("0.5")]
+        assert records[0].cache_read_tokens == 1000
+        people = session.exec(select(Person).order_by(Person.id)).all()
+        assert [(p.email, p.slack_user_id) for p in people] == [("ana@example.com", None), (None, "U123")]
+
+
+def test_outcomes_take_the_run_owner_and_the_default_weight(
+    client: TestClient, auth: dict[str, str], engine: Engine
+) -> None:
+    assert client.post("/v1/runs", json={"runs": [run("r1")]}, headers=auth).json() == {"accepted": 1, "duplicates": 0}
+    linked = {"external_id": "o1", "run_external_id": "r1", "kind": "pr_merged", "url": "https://x/pr/1"}
+    unlinked = {
+        "external_id": "o2",
+        "email": "bo@example.com",
+        "occurred_at": "2026-11-24T12:00:00Z",
+        "kind": "deploy",
+        "weight": "0.25",
+    }
+    response = client.post("/v1/outcomes", json={"outcomes": [linked, unlinked]}, headers=auth)
+    assert response.json() == {"accepted": 2, "duplicates": 0}
+    response = client.post("/v1/usage", json={"records": [usage("u9", run_external_id="r1")]}, headers=auth)
+    assert response.json() == {"accepted": 1, "duplicates": 0}
+    counts = row_counts(engine)
+    assert client.post("/v1/runs", json={"runs": [run("r1", title="Renamed")]}, headers=auth).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+    }
+    again = client.post("/v1/outcomes", json={"outcomes": [linked, unlinked]}, headers=auth)
+    assert again.json() == {"accepted": 0, "duplicates": 2}
+    assert row_counts(engine) == counts
+    with Session(engine) as session:
+        the_run = session.exec(select(AgentRun)).one()
+        outcomes = {o.external_id: o for o in session.exec(select(Outcome)).all()}
+        record = session.exec(select(UsageRecord)).one()
+    assert outcomes["o1"].run_id == the_run.id and outcomes["o1"].person_id == the_run.person_id
+    assert outcomes["o1"].weight == Decimal("3")  # pr_merged default
+    assert outcomes["o1"].occurred_at == the_run.ended_at  # no time given: the run's end
+    assert outcomes["o2"].run_id is None and outcomes["o2"].weight == Decimal("0.25")
+    assert record.run_id == the_run.id
+
+
+def test_configured_weights_apply_to_outcomes(engine: Engine, db_url: str) -> None:
+    client = TestClient(make_app(engine, db_url, outcome_weights={"commit": Decimal("0.75")}))
+    token = new_token(engine)
+    item = {"external_id": "c1", "email": "a@x.io", "occurred_at": "2026-11-24T12:00:00Z", "kind": "commit"}
+    client.post("/v1/outcomes", json={"outcomes": [item]}, headers={"Authorization": f"Bearer {token}"})
+    with Session(engine) as session:
+        assert session.exec(select(Outcome.weight)).one() == Decimal("0.75")
+
+
+BAD_BATCHES: list[tuple[str, str, Any, str]] = [
+    ("usage", "negative tokens", {"records": [usage("a"), usage("b", input_tokens=-1)]}, "input_tokens"),
+    ("usage", "fractional tokens", {"records": [usage("b", output_tokens=1.5)]}, "output_tokens"),
+    ("usage", "no person", {"records": [usage("b", email=None)]}, "email"),
+    ("usage", "naive time", {"records": [usage("b", occurred_at="2026-11-24T10:00:00")]}, "occurred_at"),
+    ("usage", "epoch time", {"records": [usage("b", occurred_at=1764000000)]}, "occurred_at"),
+    ("usage", "bad cost", {"records": [usage("b", cost_usd="cheap")]}, "cost_usd"),
+    ("usage", "unknown run", {"records": [usage("b", run_external_id="nope")]}, "run_external_id"),
+    ("usage", "prompt text", {"records": [usage("b", prompt="secret")]}, "prompt"),
+    ("usage", "not an object", {"records": [usage("a"), 7]}, None),
+    ("usage", "no list", {"items": []}, "records"),
+    ("runs", "end before start", {"runs": [run(ended_at="2026-11-24T08:00:00Z")]}, "ended_at"),
+    ("outcomes", "unknown kind", {"outcomes": [{"external_id": "x", "email": "a@b.c", "kind": "vibes"}]}, "kind"),
+    (
+        "outcomes",
+        "unlinked without time",
+        {"outcomes": [{"external_id": "x", "email": "a@b.c", "kind": "doc"}]},
+        "occurred_at",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "case", "body", "field"), BAD_BATCHES, ids=[c[1] for c in BAD_BATCHES])
+def test_an_invalid_batch_is_rejected_whole_with_422_and_writes_nothing(
+    client: TestClient, auth: dict[str, str], engine: Engine, path: str, case: str, body: Any, field: str | None
+) -> None:
+    before = row_counts(engine)
+    response = client.post(f"/v1/{path}", json=body, headers=auth)
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert any(e["field"] == field for e in errors), errors
+    assert all(set(e) == {"index", "field", "message"} and e["message"] for e in errors)
+    assert row_counts(engine) == before
+
+
+def test_an_unknown_outcome_kind_names_the_valid_kinds(client: TestClient, auth: dict[str, str]) -> None:
+    item = {"external_id": "x", "email": "a@b.c", "kind": "vibes", "occurred_at": "2026-11-24T12:00:00Z"}
+    response = client.post("/v1/outcomes", json={"outcomes": [item]}, headers=auth)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {
+            "index": 0,
+            "field": "kind",
+            "message": "unknown outcome kind 'vibes'; valid kinds are pr_merged, pr_opened, commit, tests_passed, "
+            "deploy, ticket_closed, doc, other",
+        }
+    ]
+
+
+def test_every_problem_in_a_batch_is_reported_with_its_index(client: TestClient, auth: dict[str, str]) -> None:
+    body = {"records": [usage("a"), usage("b", input_tokens=-1), usage("c", model="")]}
+    errors = client.post("/v1/usage", json=body, headers=auth).json()["errors"]
+    assert [(e["index"], e["field"]) for e in errors] == [(1, "input_tokens"), (2, "model")]
+
+
+def test_missing_unknown_and_revoked_tokens_get_401_and_write_nothing(
+    client: TestClient, engine: Engine, auth: dict[str, str]
+) -> None:
+    before = row_counts(engine)
+    body = {"records": [usage()]}
+    assert client.post("/v1/usage", json=body).status_code == 401
+    assert client.post("/v1/usage", json=body, headers={"Authorization": "Bearer tw_nope"}).status_code == 401
+    assert client.post("/v1/usage", json=body, headers={"Authorization": "Basic abc"}).status_code == 401
+    with session_scope(engine) as session:
+        revoke_source(session, "ci")
+    response = client.post("/v1/usage", json=body, headers=auth)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "revoked" in response.json()["errors"][0]["message"]
+    assert row_counts(engine) == before
+
+
+def test_a_body_that_is_not_json_gets_415_and_writes_nothing(
+    client: TestClient, auth: dict[str, str], engine: Engine
+) -> None:
+    before = row_counts(engine)
+    as_json = {**auth, "Content-Type": "application/json"}
+    assert client.post("/v1/usage", content=b"records=1", headers=as_json).status_code == 415
+    assert client.post("/v1/usage", content=b"\xff\xfe", headers=as_json).status_code == 415
+    as_csv = {**auth, "Content-Type": "text/csv"}
+    assert client.post("/v1/runs", content=json.dumps({"runs": [run()]}), headers=as_csv).status_code == 415
+    assert row_counts(engine) == before
+
+
+def test_a_body_over_5_mb_or_10000_items_gets_413_and_writes_nothing(
+    client: TestClient, auth: dict[str, str], engine: Engine
+) -> None:
+    before = row_counts(engine)
+    padding = "x" * 300
+    big = {"records": [usage(f"k{i}", agent=padding[:64], model=padding[:120]) for i in range(20_000)]}
+    body = json.dumps(big).encode()
+    assert len(body) > 5 * 1024 * 1024
+    response = client.post("/v1/usage", content=body, headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 413
+    many = {"records": [usage(f"k{i}") for i in range(10_001)]}
+    response = client.post("/v1/usage", json=many, headers=auth)
+    assert response.status_code == 413
+    assert "10000" in response.json()["errors"][0]["message"]
+    assert row_counts(engine) == before
+
+
+def test_exactly_10000_items_are_accepted(client: TestClient, auth: dict[str, str], engine: Engine) -> None:
+    many = {"records": [usage(f"k{i}") for i in range(10_000)]}
+    assert client.post("/v1/usage", json=many, headers=auth).json() == {"accepted": 10_000, "duplicates": 0}
+    assert row_counts(engine)["usage_record"] == 10_000
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    broken=st.fixed_dictionaries({}, optional={k: json_values for k in usage()}) | json_values,
+    position=st.integers(0, 2),
+)
+def test_any_batch_gets_200_or_422_and_a_rejected_one_writes_nothing(
+    client: TestClient, auth: dict[str, str], engine: Engine, broken: Any, position: int
+) -> None:
+    items: list[Any] = [usage("good-1"), usage("good-2")]
+    items.insert(position, broken)
+    before = row_counts(engine)
+    response = client.post("/v1/usage", json={"records": items}, headers=auth)
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 422:
+        assert row_counts(engine) == before
+        assert {e["index"] for e in response.json()["errors"]} == {position}
+
+
+def test_healthz_reports_503_when_the_database_does_not_answer(tmp_path: Any, engine: Engine, db_url: str) -> None:
+    assert TestClient(make_app(engine, db_url)).get("/healthz").status_code == 200
+    dead = make_engine(f"sqlite:///{tmp_path}/missing-dir/x.db")
+    app = create_app(Services(settings=Settings(database_url="sqlite://"), engine=dead))  # type: ignore[call-arg]
+    response = TestClient(app).get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["database"] == "down"
+
+
+def test_openapi_documents_the_ingest_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/usage", "/v1/runs", "/v1/outcomes", "/v1/otlp/v1/metrics", "/v1/otlp/v1/logs"):
+        assert path in paths
+    schema = paths["/v1/usage"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "dedupe_key" in schema["properties"]["records"]["items"]["properties"]
+
+
+def test_concurrent_overlapping_batches_over_real_http_end_with_exactly_the_distinct_records(
+    engine: Engine, db_url: str
+) -> None:
+    token = new_token(engine)
+    batches = [
+        {"records": [usage(f"k{i}", email=f"p{i % 3}@example.com") for i in range(start, start + 60)][::step]}
+        for start, step in ((0, 1), (20, -1), (40, 1), (30, -1))
+    ]  # overlapping keys, and new people met in opposite orders
+    results: list[dict[str, int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(batches))
+
+    with running_server(make_app(engine, db_url)) as base:
+
+        def send(batch: dict[str, Any]) -> None:
+            try:
+                start.wait()
+                with httpx.Client(base_url=base, timeout=30) as http:
+                    response = http.post("/v1/usage", json=batch, headers={"Authorization": f"Bearer {token}"})
+                    response.raise_for_status()
+                    results.append(response.json())
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=send, args=(b,)) for b in batches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert httpx.get(f"{base}/healthz").json()["database"] == "up"
+    assert not errors, errors
+    distinct = 100  # keys k0..k99
+    assert sum(r["accepted"] for r in results) == distinct
+    assert sum(r["accepted"] + r["duplicates"] for r in results) == 240
+    counts = row_counts(engine)
+    assert counts["usage_record"] == distinct
+    assert counts["person"] == 3
+
+
+def test_an_unreachable_database_gets_a_500_apology_not_a_traceback(tmp_path: Any) -> None:
+    dead = make_engine(f"sqlite:///{tmp_path}/missing-dir/x.db")
+    app = create_app(Services(settings=Settings(database_url="sqlite://"), engine=dead))  # type: ignore[call-arg]
+    client = TestClient(app, raise_server_exceptions=False)
+    response = client.post("/v1/usage", json={"records": [usage()]}, headers={"Authorization": "Bearer tw_x"})
+    assert response.status_code == 500
+    assert "nothing was written" in response.json()["errors"][0]["message"]
+    response = client.post(
+        "/v1/otlp/v1/metrics",
+        content=b"{}",
+        headers={"Authorization": "Bearer tw_x", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 500

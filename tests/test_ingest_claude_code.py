@@ -1,0 +1,212 @@
+"""Claude Code session logs: streamed duplicates, sidechains, a truncated line, sessions across midnight."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from bot.config import DEFAULT_OUTCOME_WEIGHTS
+from bot.importers.claude_code import LogsNotFound, import_logs, usage_of
+from storage.models import AgentRun, UsageRecord
+from tests.ingest_fixtures import row_counts
+
+SONNET = "claude-sonnet-4-20250514"
+
+
+def weight_for(kind: str) -> Decimal:
+    return DEFAULT_OUTCOME_WEIGHTS[kind]
+
+
+def assistant(
+    session: str,
+    when: str,
+    message_id: str | None,
+    request_id: str | None,
+    tokens: tuple[int, int, int, int],
+    sidechain: bool = False,
+    cost: float | None = None,
+) -> str:
+    inp, out, cache_read, cache_write = tokens
+    line: dict[str, Any] = {
+        "parentUuid": None,
+        "isSidechain": sidechain,
+        "userType": "external",
+        "cwd": "/home/ana/api",
+        "sessionId": session,
+        "version": "1.0.98",
+        "type": "assistant",
+        "uuid": f"u-{when}",
+        "timestamp": when,
+        "message": {
+            "type": "message",
+            "role": "assistant",
+            "model": SONNET,
+            "content": [{"type": "text", "text": "never stored"}],
+            "usage": {
+                "input_tokens": inp,
+                "cache_creation_input_tokens": cache_write,
+                "cache_read_input_tokens": cache_read,
+                "output_tokens": out,
+                "service_tier": "standard",
+            },
+        },
+    }
+    if message_id:
+        line["message"]["id"] = message_id
+    if request_id:
+        line["requestId"] = request_id
+    if cost is not None:
+        line["costUSD"] = cost
+    return json.dumps(line)
+
+
+def user(session: str, when: str) -> str:
+    return json.dumps(
+        {"type": "user", "sessionId": session, "timestamp": when, "message": {"role": "user", "content": "hi"}}
+    )
+
+
+def write_log_set(root: Path) -> Path:
+    """Two projects, two sessions; per-day totals by hand are in EXPECTED below."""
+    a = root / "projects" / "-home-ana-api"
+    b = root / "projects" / "-home-ana-web"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    m1 = ("sa", "m1", "r1", (10, 100, 1000, 50))
+    session_a = [
+        user("sa", "2026-11-24T23:49:59.000Z"),
+        assistant(*m1[:1], "2026-11-24T23:50:01.000Z", *m1[1:]),  # streamed: three lines, one call
+        assistant(*m1[:1], "2026-11-24T23:50:02.000Z", *m1[1:]),
+        assistant(*m1[:1], "2026-11-24T23:50:03.000Z", *m1[1:]),
+        assistant("sa", "2026-11-24T23:59:59.500Z", "m2", "r2", (5, 20, 0, 0), sidechain=True, cost=0.01),
+        "this line is not json",
+        assistant("sa", "2026-11-25T00:00:01.000Z", "m3", "r3", (7, 70, 700, 7)),
+        assistant("sa", "2026-11-25T00:00:02.000Z", "m7", "r7", (0, 0, 0, 0)).replace(SONNET, "<synthetic>"),
+        '{"type":"assistant","sessionId":"sa","message":{"id":"m4","usage":{"input_tok',  # truncated, no newline
+    ]
+    (a / "sa.jsonl").write_text("\n".join(session_a))
+    session_b = [
+        user("sb", "2026-11-25T08:00:00.000Z"),
+        assistant("sb", "2026-11-25T08:00:01.000Z", "m3", "r3", (7, 70, 700, 7)),  # resumed: copied history
+        assistant("sb", "2026-11-25T08:01:00.000Z", "m5", "r5", (1, 2, 3, 4)),
+        assistant("sb", "2026-11-25T08:02:00.000Z", "m6", None, (100, 0, 0, 0)),  # no requestId: counted each time
+        assistant("sb", "2026-11-25T08:03:00.000Z", "m6", None, (100, 0, 0, 0)),
+        "",
+    ]
+    (b / "sb.jsonl").write_text("\n".join(session_b) + "\n")
+    return root
+
+
+EXPECTED = {  # (input, output, cache read, cache write) per UTC day, by hand
+    "2026-11-24": (10 + 5, 100 + 20, 1000, 50),
+    "2026-11-25": (7 + 1 + 100 + 100, 70 + 2, 700 + 3, 7 + 4),
+}
+
+
+def per_day(engine: Engine) -> dict[str, tuple[int, int, int, int]]:
+    """Stored tokens summed per UTC day (ccusage's daily report with --timezone UTC)."""
+    days: dict[str, tuple[int, int, int, int]] = {}
+    with Session(engine) as session:
+        for r in session.exec(select(UsageRecord)).all():
+            day = r.occurred_at.astimezone(UTC).date().isoformat()
+            before = days.get(day, (0, 0, 0, 0))
+            row = (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens)
+            days[day] = (before[0] + row[0], before[1] + row[1], before[2] + row[2], before[3] + row[3])
+    return days
+
+
+def test_a_generated_log_set_imports_to_the_hand_computed_per_day_totals(tmp_path: Path, engine: Engine) -> None:
+    root = write_log_set(tmp_path / ".claude")
+    summary = import_logs(engine, root, "Ana@Example.com", weight_for)
+    assert per_day(engine) == EXPECTED
+    assert (summary.files, summary.malformed, summary.sessions) == (2, 2, 2)
+    assert summary.usage_lines == 9 and summary.written == 6 and summary.duplicates == 3
+    with Session(engine) as session:
+        runs = {r.external_id: r for r in session.exec(select(AgentRun)).all()}
+        records = {r.dedupe_key: r for r in session.exec(select(UsageRecord)).all()}
+    assert runs["sa"].started_at == datetime(2026, 11, 24, 23, 50, 1, tzinfo=UTC)
+    assert runs["sa"].ended_at == datetime(2026, 11, 25, 0, 0, 1, tzinfo=UTC)
+    assert records["cc:m3:r3"].run_id == runs["sa"].id  # the first file to report it keeps it
+    assert records["cc:m2:r2"].cost_usd == Decimal("0.01")  # costUSD from the line
+    # genai-prices for Sonnet 4: $3 input, $15 output, $0.30 cache read, $3.75 cache write per million
+    assert records["cc:m1:r1"].cost_usd == Decimal("0.0020175")
+
+
+def test_re_importing_the_same_logs_adds_nothing(tmp_path: Path, engine: Engine) -> None:
+    root = write_log_set(tmp_path / ".claude")
+    import_logs(engine, root, "ana@example.com", weight_for)
+    counts = row_counts(engine)
+    again = import_logs(engine, root / "projects", "ana@example.com", weight_for, chunk_lines=2)
+    assert again.written == 0 and again.duplicates == 9
+    assert row_counts(engine) == counts
+    assert per_day(engine) == EXPECTED
+
+
+def test_a_folder_without_logs_is_a_clear_error(tmp_path: Path, engine: Engine) -> None:
+    with pytest.raises(LogsNotFound, match=r"No \*.jsonl session logs"):
+        import_logs(engine, tmp_path, "ana@example.com", weight_for)
+    with pytest.raises(LogsNotFound, match="No folder"):
+        import_logs(engine, tmp_path / "nope", "ana@example.com", weight_for)
+
+
+def _big_log(path: Path, lines: int) -> None:
+    path.mkdir(parents=True)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with (path / "big.jsonl").open("w") as handle:
+        for i in range(lines):
+            when = (start + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+            handle.write(assistant(f"s{i // 500}", when, f"m{i}", f"r{i}", (i % 7, 3, 0, 0), cost=0.001) + "\n")
+
+
+def _peak(engine: Engine, root: Path) -> int:
+    tracemalloc.start()
+    try:
+        import_logs(engine, root, "ana@example.com", weight_for, chunk_lines=100)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_log_size(tmp_path: Path, engine: Engine) -> None:
+    _big_log(tmp_path / "warm" / "projects" / "p", 100)
+    _big_log(tmp_path / "small" / "projects" / "p", 400)
+    _big_log(tmp_path / "large" / "projects" / "p", 1600)
+    _peak(engine, tmp_path / "warm")  # caches (SQL compilation, pricing) fill here
+    small = _peak(engine, tmp_path / "small")
+    large = _peak(engine, tmp_path / "large")
+    assert row_counts(engine)["usage_record"] == 1600  # the same keys: small is a prefix of large
+    assert large < small * 1.5 + 256 * 1024, (small, large)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["message", "timestamp", "requestId", "costUSD", "sessionId"]),
+        st.none()
+        | st.integers()
+        | st.text(max_size=10)
+        | st.dictionaries(
+            st.sampled_from(["id", "usage", "model"]),
+            st.none()
+            | st.text(max_size=5)
+            | st.dictionaries(st.sampled_from(["input_tokens", "output_tokens"]), st.integers() | st.text(max_size=3)),
+        ),
+    )
+)
+def test_any_log_line_gives_usage_nothing_or_a_skip_never_a_crash(line: dict[str, Any]) -> None:
+    try:
+        record = usage_of(line, "p/f.jsonl:1", "a@b.c")
+    except ValueError:
+        return
+    if record is not None:
+        assert record.input_tokens >= 0 and record.output_tokens >= 0

@@ -1,0 +1,78 @@
+"""`tokenwise serve` as a real process: the ingest API and OTLP over its own HTTP server."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from tests.ingest_fixtures import new_token, row_counts
+from tests.test_ingest_otlp import AFTER_BOTH_CUMULATIVE, sample, totals
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def served(db_url: str) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env |= {"DATABASE_URL": db_url, "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stderr is not None
+    stderr = process.stderr
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    try:
+        while True:
+            line = lines.get(timeout=60)
+            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                yield found.group(1)
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_tokenwise_serve_ingests_over_http_and_refuses_bad_input_without_writing(served: str, engine: Engine) -> None:
+    token = new_token(engine, "e2e", "otlp")
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=served, timeout=30) as http:
+        assert http.get("/healthz").json() == {"status": "ok", "database": "up"}
+        before = row_counts(engine)
+        run = {"external_id": "r1", "email": "ana@example.com", "agent": "devin", "started_at": "2026-11-24T09:00:00Z"}
+        assert http.post("/v1/runs", json={"runs": [run]}).status_code == 401
+        assert (
+            http.post("/v1/runs", content=b"<runs/>", headers={**auth, "Content-Type": "application/xml"}).status_code
+            == 415
+        )
+        bad = {**run, "started_at": "yesterday"}
+        response = http.post("/v1/runs", json={"runs": [run, bad]}, headers=auth)
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["index"] == 1
+        assert row_counts(engine) == before
+        assert http.post("/v1/runs", json={"runs": [run]}, headers=auth).json() == {"accepted": 1, "duplicates": 0}
+        assert http.post("/v1/runs", json={"runs": [run]}, headers=auth).json() == {"accepted": 0, "duplicates": 1}
+        headers = {**auth, "Content-Type": "application/json"}
+        for name in ("cumulative_2", "cumulative_1", "cumulative_2"):
+            assert http.post("/v1/otlp/v1/metrics", content=sample(name), headers=headers).status_code == 200
+        assert "/v1/usage" in http.get("/openapi.json").json()["paths"]
+    result = totals(engine)
+    assert {k: result[k] for k in ("input", "output", "cost", "commits", "prs")} == {
+        k: AFTER_BOTH_CUMULATIVE[k] for k in ("input", "output", "cost", "commits", "prs")
+    }
