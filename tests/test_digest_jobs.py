@@ -278,3 +278,15 @@ def test_send_due_with_nothing_due_says_so(tmp_path: Path, slack: SlackStandIn) 
 
 def test_the_monday_default_fires_at_nine_berlin_time(engine: Engine) -> None:
     assert MONDAY_0900_BERLIN.label() == "Monday 09:00 Europe/Berlin"
+
+
+def test_the_one_scheduler_holds_digest_tick_subscriptions_and_retention_when_slack_is_configured(
+    engine: Engine, db_url: str, slack: SlackStandIn
+) -> None:
+    from bot.app import Services
+    from bot.scheduler import build_scheduler
+
+    setup_team(engine)
+    settings = config(db_url, slack_bot_token="xoxb-test", slack_api_url=slack.url)
+    ids = {job.id for job in build_scheduler(Services(settings=settings, engine=engine)).get_jobs()}
+    assert {TICK_JOB, "retention:purge", f"{SUBSCRIPTION_JOB}1"} <= ids
