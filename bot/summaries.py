@@ -27,7 +27,7 @@ from bot.render_text import money, number, share
 from bot.reports import build_report, change
 from storage.audit import record_event
 from storage.digests import merged_prs_with_agent_help
-from storage.directory import find_team, is_manager
+from storage.directory import NotFound, find_team, is_manager
 from storage.metrics import Metrics, Scope
 from storage.models import Person, Source, Team, UsageRecord
 from storage.pricing import price
@@ -272,7 +272,10 @@ def record_own_usage(session: Session, person_id: int, narrative: Narrative, now
 def _choose_team(session: Session, requester: Person, team_name: str | None) -> Team | str:
     """The team to summarise, or a refusal sentence."""
     if team_name:
-        return find_team(session, team_name)
+        try:
+            return find_team(session, team_name)
+        except NotFound as error:
+            return str(error)
     teams = managed_teams(session, requester.id or 0)
     if len(teams) == 1:
         return teams[0]
@@ -297,7 +300,13 @@ def request_summary(
     chosen = _choose_team(session, requester, team_name)
     if isinstance(chosen, str):
         record_event(
-            session, actor=actor, action="summary.refused", scope="team:?", actor_person_id=requester.id, now=now
+            session,
+            actor=actor,
+            action="summary.refused",
+            scope=f"team:{team_name or '?'}",
+            actor_person_id=requester.id,
+            detail=chosen,
+            now=now,
         )
         return Summary(team=team_name or "", source="refused", refusal=chosen)
     team = chosen

@@ -68,7 +68,7 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
     if wanted.action == "list":
         rows = []
         now = datetime.now(UTC)
-        for subscription, name in list_subscriptions(session, channel_id=_channel(caller), slack_team_id=workspace):
+        for subscription, name in list_subscriptions(session, channel_id=_channel(caller)):
             schedule = schedule_of(subscription)
             when = next_occurrence(schedule, now).astimezone(schedule.zone_info()).strftime("%a %b %d %H:%M")
             rows.append((name, schedule.label(), when))
@@ -89,9 +89,7 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
     if wanted.action == "unsubscribe":
         channel = _channel(caller)
         team_id = find_team(session, wanted.team).id if wanted.team else None
-        removed = unsubscribe(
-            session, channel_id=channel, team_id=team_id, slack_team_id=workspace, every=team_id is None
-        )
+        removed = unsubscribe(session, channel_id=channel, team_id=team_id, every=team_id is None)
         if not removed:
             return blocks.notice_message("This channel has no such digest. `/tokenwise digest list` shows what it has.")
         record_event(

@@ -84,11 +84,6 @@ def schedule_of(subscription: DigestSubscription) -> Schedule:
     return Schedule(subscription.weekday, subscription.hour, subscription.minute, subscription.timezone)
 
 
-def _same_workspace(slack_team_id: str | None) -> ColumnElement[bool]:
-    column = col(DigestSubscription.slack_team_id)
-    return column.is_(None) if slack_team_id is None else column == slack_team_id
-
-
 def _same_team(team_id: int | None) -> ColumnElement[bool]:
     column = col(DigestSubscription.team_id)
     return column.is_(None) if team_id is None else column == team_id
@@ -106,22 +101,19 @@ def subscribe(
 ) -> tuple[DigestSubscription, bool]:
     """Subscribe a channel to a team's digest (None: the organisation); an existing one is rescheduled.
 
-    Returns the subscription and whether it is new.
+    Channel ids are unique across Slack, so a channel's subscription to a team is found whichever
+    workspace (or the CLI, which knows none) created it. Returns the subscription and whether it is new.
     """
     subscription = session.scalars(
-        select(DigestSubscription).where(
-            col(DigestSubscription.channel_id) == channel_id, _same_workspace(slack_team_id), _same_team(team_id)
-        )
+        select(DigestSubscription)
+        .where(col(DigestSubscription.channel_id) == channel_id, _same_team(team_id))
+        .order_by(col(DigestSubscription.id))
     ).first()
     created = subscription is None
     if subscription is None:
-        subscription = DigestSubscription(
-            channel_id=channel_id,
-            team_id=team_id,
-            slack_team_id=slack_team_id,
-            enterprise_id=enterprise_id,
-            created_by=created_by,
-        )
+        subscription = DigestSubscription(channel_id=channel_id, team_id=team_id, created_by=created_by)
+    subscription.slack_team_id = slack_team_id or subscription.slack_team_id
+    subscription.enterprise_id = enterprise_id or subscription.enterprise_id
     subscription.weekday = schedule.weekday
     subscription.hour = schedule.hour
     subscription.minute = schedule.minute
@@ -131,16 +123,9 @@ def subscribe(
     return subscription, created
 
 
-def unsubscribe(
-    session: Session,
-    *,
-    channel_id: str,
-    team_id: int | None = None,
-    slack_team_id: str | None = None,
-    every: bool = False,
-) -> int:
+def unsubscribe(session: Session, *, channel_id: str, team_id: int | None = None, every: bool = False) -> int:
     """Remove the channel's subscription to one team (or, with every=True, all of them); how many went."""
-    conditions = [col(DigestSubscription.channel_id) == channel_id, _same_workspace(slack_team_id)]
+    conditions = [col(DigestSubscription.channel_id) == channel_id]
     if not every:
         conditions.append(_same_team(team_id))
     found = list(session.scalars(select(DigestSubscription).where(*conditions)))

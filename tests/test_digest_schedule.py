@@ -186,3 +186,14 @@ def test_subscribing_again_reschedules_and_unsubscribing_removes(engine: Engine)
         assert unsubscribe(session, channel_id="C222", team_id=1) == 1
     with session_scope(engine) as session:
         assert list_subscriptions(session) == []
+
+
+def test_a_channel_subscribed_from_the_cli_and_again_from_slack_keeps_one_subscription(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        subscription_id = _subscribe(session)  # as the CLI does: no workspace
+        again, created = subscribe(
+            session, channel_id="C222", team_id=1, schedule=BERLIN_MONDAY_9, slack_team_id="T111", enterprise_id="E1"
+        )
+        assert (created, again.id, again.slack_team_id, again.enterprise_id) == (False, subscription_id, "T111", "E1")
+    with session_scope(engine) as session:
+        assert len(list_subscriptions(session)) == 1

@@ -188,3 +188,11 @@ def test_the_prompt_lists_each_fact_once() -> None:
     from bot.summaries import Fact
 
     assert facts_prompt([Fact("a", "Runs", "3")]) == "Facts about the team:\n- Runs: 3"
+
+
+def test_an_unknown_team_is_refused_with_the_known_teams_and_audited(engine: Engine, db_url: str) -> None:
+    manager, _ = setup(engine)
+    summary = ask(engine, Settings(database_url=db_url, min_group_size=5), manager, None, team="platfrom")
+    assert summary.refusal == "No team called 'platfrom'. Teams: platform."
+    with session_scope(engine) as session:
+        assert audit(session) == [("summary.refused", "team:platfrom")]

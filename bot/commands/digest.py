@@ -93,12 +93,11 @@ def unsubscribe_command(
     channel: Annotated[str, typer.Option(help="Slack channel id.")],
     team: Annotated[str | None, typer.Option(help="Team name; omit for the organisation digest.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every digest in the channel.")] = False,
-    slack_team: Annotated[str | None, typer.Option(help="Slack workspace id.")] = None,
 ) -> None:
     """Stop a channel's digest."""
     with database() as session:
         team_id = find_team(session, team).id if team else None
-        removed = unsubscribe(session, channel_id=channel, team_id=team_id, slack_team_id=slack_team, every=every)
+        removed = unsubscribe(session, channel_id=channel, team_id=team_id, every=every)
         if not removed:
             raise UserError(f"{channel} has no such digest; see `tokenwise digest list`.")
         out.print(f"Removed {removed} subscription(s) from {channel}.")
