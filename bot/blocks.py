@@ -80,8 +80,11 @@ def header(text: str) -> dict[str, Any]:
     return {"type": "header", "text": plain(text, MAX_HEADER)}
 
 
-def section(text: str, fields: Sequence[str] = (), accessory: dict[str, Any] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": mrkdwn(text)}
+def section(text: str | None, fields: Sequence[str] = (), accessory: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A section; with fields only, no text at all (Slack refuses blank text)."""
+    block: dict[str, Any] = {"type": "section"}
+    if text or not fields:
+        block["text"] = mrkdwn(text or " ")
     if fields:
         block["fields"] = [mrkdwn(f, MAX_FIELD_TEXT) for f in fields[:MAX_FIELDS]]
     if accessory:
@@ -130,7 +133,7 @@ def help_message(lines: Sequence[tuple[str, str]], error: str | None = None) -> 
     body = "\n".join(f"`{usage}`  {summary}" for usage, summary in lines)
     blocks = []
     if error:
-        blocks.append(section(f":warning: {error}"))
+        blocks.append(section(f":warning: {escape(error)}"))
     blocks.append(section("*Tokenwise* measures AI use by outcomes, not token volume.\n" + body))
     blocks.append(context("Only you see these answers. Nobody sees another person's individual numbers."))
     text = (f"{error}\n" if error else "") + "\n".join(usage for usage, _ in lines)
@@ -184,7 +187,7 @@ def me_message(report: Report, unreviewed: int, coaching: str | None = None) -> 
         )
         text = f"Your Tokenwise numbers for {period}: no usage recorded yet."
     else:
-        blocks.append(section(" ", fields=_figure_fields(report)))
+        blocks.append(section(None, fields=_figure_fields(report)))
         text = (
             f"Your Tokenwise numbers for {period}: {number(metrics.runs)} runs, "
             f"{number(metrics.useful_runs)} useful, outcome value {number(metrics.outcome_value)}, "
@@ -214,7 +217,7 @@ def team_message(report: Report) -> Message:
         blocks.append(section(f":lock: {reason}"))
         return message(f"Team {name}, {period}: {reason}", blocks)
     metrics = report.totals.metrics
-    blocks.append(section(" ", fields=_figure_fields(report)))
+    blocks.append(section(None, fields=_figure_fields(report)))
     blocks.append(context(f"{metrics.active_people:,} people active in this period."))
     text = (
         f"Team {name}, {period}: {number(metrics.runs)} runs, {number(metrics.useful_runs)} useful, "
@@ -276,33 +279,33 @@ def runs_message(runs: Sequence[RunView], tz: str, reviewed: RunView | None = No
 
 
 def connect_message(public_url: str) -> Message:
+    """How to send usage: the ingest URL, Claude Code's OpenTelemetry variables, the import commands."""
     base = public_url.rstrip("/")
     otel = "\n".join(
         [
             "export CLAUDE_CODE_ENABLE_TELEMETRY=1",
             "export OTEL_METRICS_EXPORTER=otlp",
-            "export OTEL_LOGS_EXPORTER=otlp",
-            "export OTEL_EXPORTER_OTLP_PROTOCOL=http/json",
+            "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
             f"export OTEL_EXPORTER_OTLP_ENDPOINT={base}/v1/otlp",
-            'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer <your source token>"',
+            'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer <source token>"',
         ]
     )
     blocks = [
         header("Send your AI usage to Tokenwise"),
         section(
-            f"*1. Get a source token* from your Tokenwise admin (`tokenwise source create NAME`).\n"
-            f"*2. Ingest URL:* `{base}/v1/` (`usage`, `runs`, `outcomes`; JSON batches, "
-            "`Authorization: Bearer <token>`)."
+            "*1. A source token* from your Tokenwise admin: `tokenwise source create NAME --kind otlp`.\n"
+            f"*2. The ingest URL* is `{base}/v1/`: `POST /v1/usage`, `/v1/runs`, `/v1/outcomes` (JSON batches, "
+            "`Authorization: Bearer <source token>`) and OTLP at `/v1/otlp`."
         ),
-        section(f"*3. Claude Code* (OpenTelemetry), in your shell profile:\n```{otel}```"),
+        section(f"*3. Claude Code* (OpenTelemetry), in your shell profile or managed settings:\n```{otel}```"),
         section(
-            "*4. Import a file* you already have:\n"
-            f"```curl -X POST {base}/v1/usage -H 'Authorization: Bearer <token>' "
-            "-H 'Content-Type: application/json' --data @usage.json```"
+            "*4. Import what you already have:*\n"
+            "```tokenwise import claude-code ~/.claude --email you@company.com\n"
+            "tokenwise import csv usage.csv```"
         ),
-        context("Tokenwise stores token counts and costs, never your prompts or completions."),
+        context("Tokenwise stores token counts, costs and outcomes, never your prompts or completions."),
     ]
-    return message(f"How to send usage: ingest URL {base}/v1/, OTLP endpoint {base}/v1/otlp.", blocks)
+    return message(f"How to send usage: ingest URL {base}/v1/, OpenTelemetry endpoint {base}/v1/otlp.", blocks)
 
 
 # -- modal -----------------------------------------------------------------------------------------
@@ -378,7 +381,7 @@ def home_view(
     fields = _figure_fields(report)
     metrics = report.totals.metrics
     if fields and metrics is not None and (metrics.runs or metrics.total_tokens or metrics.outcomes):
-        blocks.append(section(" ", fields=fields))
+        blocks.append(section(None, fields=fields))
     else:
         blocks.append(section("No usage recorded for you this week yet. `/tokenwise connect` shows how to send it."))
     blocks += [divider(), header("Runs to review")]

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from slack_bolt import App
+from slack_bolt.error import BoltError
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
@@ -113,11 +114,16 @@ def create_bolt_app(services: Services) -> App:
             ),
         )
     elif settings.slack_bot_token:
-        app = App(
-            signing_secret=settings.slack_signing_secret,
-            client=build_slack_client(settings, settings.slack_bot_token),
-            process_before_response=True,
-        )
+        try:  # Bolt checks the token with auth.test here: a wrong token fails at start, not at first use
+            app = App(
+                signing_secret=settings.slack_signing_secret,
+                client=build_slack_client(settings, settings.slack_bot_token),
+                process_before_response=True,
+            )
+        except BoltError as error:
+            raise SlackNotConfigured(
+                f"Slack did not accept SLACK_BOT_TOKEN at {settings.slack_api_url} ({error}); check the token."
+            ) from error
     else:
         raise SlackNotConfigured(
             "Set SLACK_BOT_TOKEN (one workspace), or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (OAuth install)."

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 JSON_ARGS = ("blocks", "attachments", "view", "files", "metadata")
 RESPONSE_URL = "response_url"
+HANGING = 0  # the status of a recorded call that has not been answered yet (hang_next)
 UPLOAD = "upload"
 
 # Method name -> groups of required arguments; each group is satisfied by any one of its names.
@@ -134,7 +135,7 @@ class SlackStandIn:
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> SlackStandIn:
         if self._server is None:
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+            self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
             self._server.daemon_threads = True
             self._thread = threading.Thread(
                 target=self._server.serve_forever, args=(0.05,), name="slack-standin", daemon=True
@@ -546,7 +547,10 @@ class SlackStandIn:
                 args.setdefault("client_secret", basic[1])
             token = None
         fault = self._take_fault(method)
+        pending: Call | None = None
         if fault and fault.hang:
+            pending = Call(method, args, token, parts.path, HANGING)  # visible at once, answered on release
+            self._record(pending)
             self._release.wait(self.hang_seconds)
             fault = None
         if fault and fault.status != 200:
@@ -562,7 +566,12 @@ class SlackStandIn:
         else:
             with self._changed:  # one state change at a time, like a serial Slack
                 body = self.dispatch(method, args, token)
-        self._record(Call(method, args, token, parts.path, 200, body))
+        if pending is not None:
+            with self._changed:
+                pending.status, pending.response = 200, body
+                self._changed.notify_all()
+        else:
+            self._record(Call(method, args, token, parts.path, 200, body))
         if method == RESPONSE_URL:
             request.answer_text(200 if body.get("ok") else 404, "ok" if body.get("ok") else str(body["error"]))
         else:
@@ -585,6 +594,16 @@ DEFAULT_USERS: list[dict[str, Any]] = [
     {"id": "U111", "email": "grace@example.com", "name": "Grace Hopper", "tz": "America/New_York"},
     {"id": "U222", "email": "alan@example.com", "name": "Alan Turing", "tz": "Europe/Berlin"},
 ]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # a client that gave up (timeout tests) is expected
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -12,7 +12,8 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, exists, func, select, type_coerce
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from storage.directory import NotFound
@@ -155,36 +156,28 @@ def annotate_run(
     note, link = clean_note(note), clean_link(link)
     own_run(session, run_id, person_id)
     now = now or datetime.now(UTC)
-    for _attempt in range(2):
-        annotation = session.execute(
-            select(Annotation).where(Annotation.run_id == run_id, Annotation.person_id == person_id)  # type: ignore[arg-type]
-        ).scalar_one_or_none()
-        if annotation is not None:
-            annotation.verdict = verdict
-            if not keep_details:
-                annotation.note, annotation.link, annotation.share_as_win = note, link, share_as_win
-            annotation.updated_at = now
-            session.add(annotation)
-            session.flush()
-            return annotation
-        annotation = Annotation(
-            run_id=run_id,
-            person_id=person_id,
-            verdict=verdict,
-            note=note,
-            link=link,
-            share_as_win=share_as_win,
-            created_at=now,
-            updated_at=now,
+    changed = ["verdict", "updated_at"] if keep_details else ["verdict", "note", "link", "share_as_win", "updated_at"]
+    table = table_of(Annotation)
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).values(
+        run_id=run_id,
+        person_id=person_id,
+        verdict=verdict,
+        note=note,
+        link=link,
+        share_as_win=share_as_win,
+        created_at=now,
+        updated_at=now,
+    )
+    # One statement, so two quick clicks can never both insert (the unique key would refuse the second).
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[A.run_id, A.person_id], set_={name: statement.excluded[name] for name in changed}
         )
-        try:
-            with session.begin_nested():  # a concurrent first click may win the insert; then we update
-                session.add(annotation)
-                session.flush()
-            return annotation
-        except IntegrityError:
-            continue
-    raise AnnotationError("Your review clashed with another change; please try again.")
+    )
+    return session.execute(
+        select(Annotation).where(A.run_id == run_id, A.person_id == person_id).execution_options(populate_existing=True)
+    ).scalar_one()
 
 
 def _views(session: Session, run_ids: list[int]) -> list[RunView]:

@@ -53,6 +53,7 @@ class Harness:
     http: httpx.Client
     signer: SlackRequests
     engine: Engine
+    http_app: Any = None  # the FastAPI app (its state.bolt is the Bolt app)
 
     def post(self, request: SignedRequest) -> httpx.Response:
         return self.http.post("/slack/events", content=request.body, headers=request.headers)
@@ -142,9 +143,10 @@ def harness_fixture(engine: Engine, db_url: str) -> Iterator[Harness]:
     with SlackStandIn(token=BOT_TOKEN) as slack:
         settings = make_settings(slack, db_url)
         services = Services(settings=settings, engine=engine, people=SlackPeople(60))
-        with LocalServer(create_app(services)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        api = create_app(services)
+        with LocalServer(api) as server, httpx.Client(base_url=server.url, timeout=30) as http:
             slack.reset()  # forget the auth.test Bolt made at start-up: tests see only what requests cause
-            yield Harness(slack, services, http, SlackRequests(SIGNING_SECRET, team_id=slack.team_id), engine)
+            yield Harness(slack, services, http, SlackRequests(SIGNING_SECRET, team_id=slack.team_id), engine, api)
 
 
 # -- data ------------------------------------------------------------------------------------------

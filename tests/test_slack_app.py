@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from bot import blocks
@@ -401,3 +406,100 @@ def test_first_contact_creates_the_person_matched_by_email(harness: Harness) -> 
     assert found.email == "ada@example.com"
     assert found.timezone == "Europe/London"
     assert count(harness.engine, AgentRun) == 0
+
+
+def test_a_socket_mode_slash_command_reaches_the_same_listeners(harness: Harness) -> None:
+    """`tokenwise serve --socket` hands Slack's envelopes to this same Bolt app (no signature there)."""
+    from slack_bolt import BoltRequest
+
+    envelope = json.loads(sample("slack_socket_mode_envelope_slash_command.json"))
+    url = harness.slack.response_url()
+    payload = {**envelope["payload"], "command": "/tokenwise", "text": "connect", "user_id": ADA, "response_url": url}
+    payload["team_id"] = harness.slack.team_id
+    bolt = harness.http_app.state.bolt
+    response = bolt.dispatch(BoltRequest(body=payload, mode="socket_mode"))
+    assert response.status == 200
+    (answer,) = harness.respond_to(url)
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in texts(answer)
+
+
+def test_serve_socket_without_an_app_token_is_a_one_line_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--socket"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 2
+    assert "SLACK_APP_TOKEN" in result.stderr
+
+
+def test_a_bot_token_slack_refuses_stops_the_app_at_start_with_a_sentence(engine: Engine, db_url: str) -> None:
+    from bot.app import Services, create_app
+    from bot.slack_app import SlackNotConfigured
+    from bot.slack_standin import SlackStandIn
+    from tests.slack_harness import make_settings
+
+    with SlackStandIn(token="xoxb-the-real-one") as slack:
+        services = Services(settings=make_settings(slack, db_url), engine=engine)
+        with pytest.raises(SlackNotConfigured, match="did not accept SLACK_BOT_TOKEN"):
+            create_app(services)
+
+
+def test_without_slack_settings_the_app_serves_no_slack_route(engine: Engine, db_url: str) -> None:
+    from bot.app import Services, create_app
+    from bot.config import Settings
+
+    api = create_app(Services(settings=Settings(database_url=db_url, slack_signing_secret=None), engine=engine))
+    assert "/slack/events" not in {getattr(route, "path", "") for route in api.routes}
+
+
+def test_a_slow_slack_api_does_not_delay_the_ack_and_the_answer_lands_later(harness: Harness) -> None:
+    harness.slack.hang_next("users.info")
+    started = time.monotonic()
+    response, url = harness.command("runs")
+    acked = time.monotonic() - started
+    assert response.status_code == 200 and acked < 3.0  # the lazy listener is the one waiting on Slack
+    harness.slack.wait_for("users.info")  # the lazy listener is now blocked on the hanging call
+    assert harness.slack.calls("response_url") == []
+    harness.slack.release()
+    (answer,) = harness.respond_to(url)
+    assert "Nothing left to review" in answer["text"]
+
+
+def test_a_failure_without_a_response_url_apologises_by_direct_message(harness: Harness) -> None:
+    harness.slack.fail_next("users.info", status=500, times=5)
+    assert harness.home_opened().status_code == 200
+    (dm,) = harness.slack.wait_for("chat.postMessage")
+    assert (dm.args["channel"], dm.args["text"]) == (ADA, blocks.APOLOGY)
+    assert harness.slack.calls("views.publish") == []
+
+
+def test_a_modal_saving_someone_elses_run_is_refused_by_direct_message(harness: Harness) -> None:
+    from bot.slack_requests import modal_values
+    from storage.runs import own_run
+
+    with Session(harness.engine, expire_on_commit=False) as session:
+        person(session, ADA)
+        graces = run(session, person(session, GRACE), "Grace's run")
+        view = blocks.note_modal(own_run(session, graces.id or 0, graces.person_id), {"run_id": graces.id})
+        session.commit()
+    response = harness.submit(view, modal_values(view, {"verdict": "useful", "note": "mine now"}))
+    assert response.status_code == 200
+    (dm,) = harness.slack.wait_for("chat.postMessage")
+    assert dm.args["channel"] == ADA and "only review your own runs" in dm.args["text"]
+    assert annotations(harness.engine) == []
+
+
+def test_two_quick_clicks_on_one_run_leave_one_annotation(harness: Harness) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Session(harness.engine, expire_on_commit=False) as session:
+        target = run(session, person(session, ADA), "Double click")
+        session.commit()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        clicks = list(pool.map(lambda action: harness.click(action, str(target.id)), ["run_useful", "run_partly"]))
+    for response, url in clicks:
+        assert response.status_code == 200
+        harness.respond_to(url)
+    (stored,) = annotations(harness.engine)
+    assert stored.verdict in {"useful", "partly"}

@@ -162,3 +162,37 @@ def test_coaching_appears_only_for_many_tokens_with_no_outcome_and_no_review() -
     assert blocks.coaching_note(600_000, 1, 0, 500_000) is None
     assert blocks.coaching_note(600_000, 0, 1, 500_000) is None
     assert blocks.coaching_note(400_000, 0, 0, 500_000) is None
+
+
+def test_every_payload_round_trips_through_slack_sdks_block_kit_models() -> None:
+    """slack_sdk's models validate Slack's documented limits and drop unknown fields: equal means valid."""
+    from slack_sdk.models.blocks import Block
+    from slack_sdk.models.views import View
+
+    messages = [
+        blocks.help_message([("/tokenwise me", "x")], error="bad"),
+        blocks.me_message(a_report(Metrics(runs=2, input_tokens=5)), 3, "note"),
+        blocks.team_message(a_report(Metrics(runs=1), scope=Scope.team(1, "x"))),
+        blocks.team_message(a_report(None, "Withheld: too few.", Scope.team(1, "x"))),
+        blocks.runs_message(
+            [a_run(1), a_run(2, verdict="useful", note="n", link="https://e.com", share_as_win=True)],
+            "UTC",
+            reviewed=a_run(3, verdict="partly"),
+        ),
+        blocks.connect_message("https://x.example.com"),
+        blocks.apology(),
+    ]
+    for message in messages:
+        for block in message.blocks:
+            parsed = Block.parse(block)
+            assert parsed is not None
+            parsed.validate_json()
+            assert parsed.to_dict() == block
+    views = [
+        blocks.note_modal(a_run(1, verdict="useful", note="x", link="https://e.com", share_as_win=True), {"run_id": 1}),
+        blocks.home_view(a_report(Metrics(runs=2)), 3, [a_run(1)], [a_run(2, note="w")], "UTC"),
+    ]
+    for view in views:
+        model = View(**view)
+        model.validate_json()
+        assert model.to_dict() == view

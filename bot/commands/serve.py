@@ -28,11 +28,16 @@ def serve(
     """Serve the ingest API and Slack's endpoints over HTTP (or Slack over Socket Mode with --socket)."""
     import uvicorn
 
+    from bot.slack_app import SlackNotConfigured
+
     config = settings()
     if socket and not (config.slack_app_token or "").startswith("xapp-"):
         fail("Socket Mode needs SLACK_APP_TOKEN, an app-level token starting with xapp- (scope connections:write).")
     services = build_services(config, open_engine(config))
-    api = create_app(services)
+    try:
+        api = create_app(services)
+    except SlackNotConfigured as error:
+        fail(str(error))
     if socket:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
