@@ -126,9 +126,11 @@ def attributes(items: Any) -> dict[str, Any]:
 
 
 def _nanos(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
     try:
         nanos = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return nanos if 0 < nanos < LATEST_NANOS else None
 
@@ -402,7 +404,7 @@ def _iso_nanos(text: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
+    return _nanos(int(moment.timestamp()) * 10**9 + moment.microsecond * 1000)
 
 
 def to_telemetry(signal: Signal, export: Mapping[str, Any]) -> Telemetry:

@@ -256,6 +256,11 @@ class PersonCache:
         self.session = session
         self._ids: dict[tuple[str | None, str | None], int] = {}
 
+    def preload(self, people: Iterable[tuple[str | None, str | None]]) -> None:
+        """Resolve everyone up front in one sorted order, so concurrent batches lock people in the same order."""
+        for email, slack_user_id in sorted(set(people), key=lambda p: (p[0] or "", p[1] or "")):
+            self.id_for(email, slack_user_id)
+
     def id_for(self, email: str | None, slack_user_id: str | None) -> int:
         key = (email, slack_user_id)
         if key not in self._ids:
@@ -305,6 +310,7 @@ def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], fir
     runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
     _missing_runs(items, runs, first_index)
     people = PersonCache(session)
+    people.preload((item.email, item.slack_user_id) for item in items)
     rows = [
         {
             "source_id": source_id,
@@ -328,6 +334,7 @@ def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], fir
 
 def ingest_runs(session: Session, source_id: int, items: Sequence[RunIn]) -> BatchResult:
     people = PersonCache(session)
+    people.preload((item.email, item.slack_user_id) for item in items)
     rows = [
         {
             "source_id": source_id,
@@ -358,6 +365,7 @@ def ingest_outcomes(
     _missing_runs(items, runs, first_index)
     run_times = _run_times(session, [run_id for run_id, _ in runs.values()])
     people = PersonCache(session)
+    people.preload((item.email, item.slack_user_id) for item in items if not item.run_external_id)
     rows = []
     for item in items:
         if item.run_external_id:
@@ -454,6 +462,11 @@ def ingest_telemetry(
     running total (`max`), replaced (`replace`) or written once (`new`); outcomes are written once.
     """
     people = PersonCache(session)
+    people.preload(
+        [(r.email, r.slack_user_id) for r in telemetry.runs]
+        + [(u.email, u.slack_user_id) for u in telemetry.usage]
+        + [(o.email, o.slack_user_id) for o in telemetry.outcomes if not o.run_external_id]
+    )
     bounds: dict[str, SeenRun] = {}
     for run in telemetry.runs:
         seen = bounds.setdefault(run.external_id, SeenRun(**{**run.__dict__}))
@@ -549,7 +562,7 @@ def _worth_retrying(error: OperationalError) -> bool:
     return sqlstate in {"40P01", "40001"} or "locked" in str(error).lower()
 
 
-def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int = 3) -> T:
+def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int = 5) -> T:
     """Run `work` in one transaction, retried when a concurrent writer won a race (a new person, a lock)."""
     for attempt in range(1, attempts + 1):
         try:
