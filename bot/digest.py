@@ -354,7 +354,10 @@ def send_due(
             log.warning("no Slack client for digest %s: %s", item.key, error)
             results.append(SendResult(item.key, item.channel_id, "failed", error=str(error)))
             continue
-        results.append(send_digest(engine, settings, client, item, now))
+        result = send_digest(engine, settings, client, item, now)
+        if result.status in {"posted", "recovered"}:
+            log.info("digest %s %s to %s (ts %s)", result.key, result.status, result.channel_id, result.message_ts)
+        results.append(result)
     return results
 
 

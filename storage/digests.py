@@ -13,6 +13,7 @@ The claim protocol (docs/digests.md has the full argument):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -37,6 +38,8 @@ from storage.models import (
     UsageRecord,
     table_of,
 )
+
+log = logging.getLogger(__name__)
 
 POST_STATUSES = ("claimed", "posted", "failed")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -226,7 +229,11 @@ def due_digests(
         query = query.where(col(DigestSubscription.id).in_(list(subscription_ids)))
     due: list[DueDigest] = []
     for subscription in session.scalars(query).all():
-        schedule = schedule_of(subscription)
+        try:
+            schedule = schedule_of(subscription)
+        except SubscriptionError as error:  # e.g. a time zone the installed tzdata no longer knows
+            log.error("digest subscription %s is skipped: %s", subscription.id, error)
+            continue
         occurrence = latest_occurrence(schedule, now)
         if now - occurrence > grace:
             continue

@@ -20,7 +20,7 @@ from storage.models import DigestPost
 from tests.test_digest_send import NOW, delivered, setup_team
 
 ROOT = Path(__file__).resolve().parent.parent
-CHANNELS = ("C111", "C222", "C333")
+CHANNELS = ("C111", "C222", "C333", "C444", "C555", "C666")
 
 
 @pytest.fixture

@@ -182,3 +182,16 @@ def test_a_digest_that_keeps_failing_stays_recorded_as_failed_with_its_error(
     (post,) = posts(engine)
     assert (post.status, post.attempts) == ("failed", 3)
     assert "not_in_channel" in (post.last_error or "")
+
+
+def test_a_server_error_on_a_call_that_creates_nothing_is_retried_within_the_attempt(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    slack.fail_next("files.getUploadURLExternal", status=503, times=1)
+    (result,) = send_due(engine, config(db_url), lambda _due: client, NOW)
+    assert result.status == "posted"
+    assert [c.status for c in slack.calls("files.getUploadURLExternal")] == [503, 200]
+    assert len([u for u in slack.uploads.values() if u.get("completed")]) == 1
+    (post,) = posts(engine)
+    assert (post.status, post.last_error) == ("posted", None)
