@@ -91,3 +91,42 @@ def test_a_sender_killed_between_claim_and_record_gives_exactly_one_post_after_r
     assert ("recovered" if stage == "post" else "posted") in output
     assert len(delivered(slack)) == 1
     assert statuses(engine) == [("posted", 2)]
+
+
+def test_tokenwise_scheduler_runs_alone_catches_up_on_start_and_stops_cleanly(
+    tmp_path: Path, sqlite_template: Path, slack: SlackStandIn
+) -> None:
+    import shutil
+    import signal
+    from datetime import UTC, datetime
+
+    from storage.db import make_engine
+    from storage.digests import Schedule, subscribe
+    from tests.digest_seed import seed_team
+
+    shutil.copyfile(sqlite_template, tmp_path / "scheduler.db")
+    db_url = f"sqlite:///{tmp_path / 'scheduler.db'}"
+    engine = make_engine(db_url)
+    earlier = datetime.now(UTC) - timedelta(hours=1)
+    with session_scope(engine) as session:
+        team = seed_team(session, "platform", 5, datetime.now(UTC) - timedelta(days=9)).team
+        subscribe(
+            session,
+            channel_id="C111",
+            team_id=team.id,
+            schedule=Schedule(earlier.weekday(), earlier.hour, earlier.minute, "UTC"),
+        )
+    engine.dispose()
+    env = os.environ | {"DATABASE_URL": db_url, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": slack.url}
+    env.pop(CRASH_ENV, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "scheduler"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        (call,) = slack.wait_for("chat.postMessage", 1, timeout=60)
+        assert call.args["channel"] == "C111"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert b"scheduler running" in stderr

@@ -195,3 +195,34 @@ def test_a_server_error_on_a_call_that_creates_nothing_is_retried_within_the_att
     assert len([u for u in slack.uploads.values() if u.get("completed")]) == 1
     (post,) = posts(engine)
     assert (post.status, post.last_error) == ("posted", None)
+
+
+def test_across_the_spring_change_the_digest_goes_out_at_nine_berlin_time_not_an_hour_off(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    setup_team(engine)
+    # The week before, 09:00 Berlin was 08:00 UTC; after the change it is 07:00 UTC.
+    assert send_due(engine, config(db_url), lambda _due: client, NOW - timedelta(minutes=1)) == []
+    assert [r.status for r in send_due(engine, config(db_url), lambda _due: client, NOW)] == ["posted"]
+    assert send_due(engine, config(db_url), lambda _due: client, NOW + timedelta(hours=1)) == []
+    assert len(delivered(slack)) == 1
+
+
+def test_the_chart_draws_withheld_weeks_as_gaps() -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    from bot.digest import Digest, WeekPoint, render_chart
+    from bot.periods import Period
+    from storage.metrics import Metrics
+
+    weeks = [
+        Period(date(2026, 3, 2) + timedelta(days=7 * i), date(2026, 3, 8) + timedelta(days=7 * i)) for i in range(4)
+    ]
+    trend = [WeekPoint(weeks[0], None, None, None, None)] + [
+        WeekPoint(week, Decimal("5"), Decimal("7.5"), Decimal(i * 3), Decimal("0.4"))
+        for i, week in enumerate(weeks[1:])
+    ]
+    png = render_chart(Digest("platform", weeks[-1], None, metrics=Metrics(), trend=trend))
+    assert png is not None and png.startswith(PNG_MAGIC) and len(png) > 5_000
+    assert render_chart(Digest("platform", weeks[-1], "Withheld.")) is None
