@@ -350,9 +350,13 @@ def send_due(
     for item in due:
         try:
             client = slack_for(item)
-        except Exception as error:  # no installation for that workspace, for example
-            log.warning("no Slack client for digest %s: %s", item.key, error)
-            results.append(SendResult(item.key, item.channel_id, "failed", error=str(error)))
+        except Exception as error:  # no installation for that workspace, for example: recorded, retried
+            reason = f"no Slack client: {error}"
+            log.warning("digest %s: %s", item.key, reason)
+            claim = claim_digest(engine, item, now, timedelta(minutes=settings.digest_lease_minutes))
+            if claim is not None:
+                mark_failed(engine, claim, reason)
+            results.append(SendResult(item.key, item.channel_id, "failed", error=reason))
             continue
         result = send_digest(engine, settings, client, item, now)
         if result.status in {"posted", "recovered"}:

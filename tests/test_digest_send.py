@@ -226,3 +226,36 @@ def test_the_chart_draws_withheld_weeks_as_gaps() -> None:
     png = render_chart(Digest("platform", weeks[-1], None, metrics=Metrics(), trend=trend))
     assert png is not None and png.startswith(PNG_MAGIC) and len(png) > 5_000
     assert render_chart(Digest("platform", weeks[-1], "Withheld.")) is None
+
+
+def test_with_oauth_installs_each_workspace_gets_its_digest_with_its_own_token(
+    engine: Engine, db_url: str, slack: SlackStandIn
+) -> None:
+    from slack_sdk.oauth.installation_store import Installation
+
+    from bot.app import Services
+    from bot.digest_scheduler import digest_slack_for
+    from bot.slack_app import installation_store
+
+    settings = config(db_url).model_copy(
+        update={"slack_api_url": slack.url, "slack_client_id": "111.222", "slack_client_secret": "secret"}
+    )
+    store = installation_store(settings, engine)
+    for team_id, token in (("T111", "xoxb-one"), ("T222", "xoxb-two")):
+        slack.accept_token(token)
+        store.save(Installation(app_id="A1", team_id=team_id, bot_token=token, bot_user_id="UBOT", user_id="U1"))
+    with session_scope(engine) as session:
+        seeded = seed_team(session, "platform", 5, FIRST_WEEK, weeks=4)
+        for channel, workspace in (("C111", "T111"), ("C222", "T222"), ("C333", "T404")):
+            subscribe(
+                session,
+                channel_id=channel,
+                team_id=seeded.team.id,
+                schedule=MONDAY_0900_BERLIN,
+                slack_team_id=workspace,
+            )
+    results = send_due(engine, settings, digest_slack_for(Services(settings=settings, engine=engine)), NOW)
+    assert [r.status for r in results] == ["posted", "posted", "failed"]
+    assert "not installed in workspace T404" in (results[2].error or "")
+    assert [(p.status, p.attempts) for p in posts(engine)][-1] == ("failed", 1)  # recorded, retried next tick
+    assert {(c.args["channel"], c.token) for c in delivered(slack)} == {("C111", "xoxb-one"), ("C222", "xoxb-two")}
