@@ -437,27 +437,52 @@ NUDGE_HOUR = 9
 
 def due_nudges(session: Session, now: datetime, *, lookback_days: int = 7) -> list[DueNudge]:
     """People to remind: it is Monday from 09:00 in their time zone, they have unreviewed runs from the
-    last `lookback_days` days, nudges are on, and nobody has nudged them this week yet."""
+    last `lookback_days` days, nudges are on, and nobody has nudged them this week yet.
+
+    Three queries whatever the number of people, since the tick asks every minute all Monday.
+    """
     now = now.astimezone(UTC)
-    people = session.scalars(
-        select(Person).where(col(Person.nudges_enabled).is_(True), col(Person.slack_user_id).is_not(None))
+    rows = session.execute(
+        select(col(Person.id), col(Person.slack_user_id), col(Person.timezone)).where(
+            col(Person.nudges_enabled).is_(True), col(Person.slack_user_id).is_not(None)
+        )
     ).all()
-    due: list[DueNudge] = []
-    for person in people:
+    candidates: dict[int, tuple[str, date, str]] = {}
+    for person_id, slack_user_id, timezone in rows:
         try:
-            tz = zone(person.timezone or "UTC")
+            tz = zone(timezone or "UTC")
         except ValueError:
             tz = ZoneInfo("UTC")
         local = now.astimezone(tz)
-        if local.weekday() != 0 or local.hour < NUDGE_HOUR:
-            continue
-        week_start = local.date()
-        already = session.execute(select(NU.id).where(NU.person_id == person.id, NU.week_start == week_start)).first()
-        if already is not None:
-            continue
-        count = unreviewed_runs(session, Scope.person(person.id or 0), now - timedelta(days=lookback_days), now)
-        if count:
-            due.append(DueNudge(person.id or 0, person.slack_user_id or "", week_start, count, tz.key))
+        if local.weekday() == 0 and local.hour >= NUDGE_HOUR:
+            candidates[int(person_id)] = (str(slack_user_id), local.date(), tz.key)
+    if not candidates:
+        return []
+    nudged = {
+        (int(person_id), week_start)
+        for person_id, week_start in session.execute(
+            select(NU.person_id, NU.week_start).where(
+                NU.person_id.in_(list(candidates)), NU.week_start >= now.date() - timedelta(days=1)
+            )
+        )
+    }
+    owner_annotated = select(A.id).where(A.run_id == R.id, A.person_id == R.person_id).exists()
+    counts = session.execute(
+        select(R.person_id, func.count(R.id))
+        .where(
+            R.person_id.in_(list(candidates)),
+            R.started_at >= now - timedelta(days=lookback_days),
+            R.started_at < now,
+            ~owner_annotated,
+        )
+        .group_by(R.person_id)
+        .order_by(R.person_id)
+    ).all()
+    due = []
+    for person_id, count in counts:
+        slack_user_id, week_start, tz_name = candidates[int(person_id)]
+        if (int(person_id), week_start) not in nudged:
+            due.append(DueNudge(int(person_id), slack_user_id, week_start, int(count), tz_name))
     return due
 
 

@@ -290,3 +290,25 @@ def test_the_one_scheduler_holds_digest_tick_subscriptions_and_retention_when_sl
     settings = config(db_url, slack_bot_token="xoxb-test", slack_api_url=slack.url)
     ids = {job.id for job in build_scheduler(Services(settings=settings, engine=engine)).get_jobs()}
     assert {TICK_JOB, "retention:purge", f"{SUBSCRIPTION_JOB}1"} <= ids
+
+
+def test_a_nudge_waits_for_nine_on_monday_in_each_persons_own_time_zone(engine: Engine, client: WebClient) -> None:
+    _person_with_unreviewed_runs(engine)  # Europe/Berlin: 09:00 is 07:00 UTC
+    with session_scope(engine) as session:
+        source = session.exec(select(Source)).one()
+        grace = Person(email="grace@example.com", slack_user_id="U111", timezone="America/New_York")
+        session.add(grace)
+        session.flush()
+        session.add(
+            AgentRun(
+                source_id=source.id or 0,
+                external_id="g1",
+                person_id=grace.id or 0,
+                agent="codex",
+                started_at=NOW - timedelta(days=1),
+            )
+        )
+    assert [r.person_id for r in send_nudges(engine, client, NOW)] == [1]  # New York: 03:00
+    new_york_nine = NOW + timedelta(hours=6)  # 09:00 in New York (summer time since March 8)
+    assert [r.status for r in send_nudges(engine, client, new_york_nine)] == ["sent"]
+    assert send_nudges(engine, client, new_york_nine + timedelta(hours=1)) == []
