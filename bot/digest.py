@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -29,6 +29,7 @@ from slack_sdk.http_retry.state import RetryState
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from bot.blocks import digest_message
 from bot.config import Settings
 from bot.periods import Period
 from bot.reports import Figures, build_report, change, figures
@@ -276,8 +277,6 @@ def send_digest(engine: Engine, settings: Settings, client: WebClient, due: DueD
                 _record_posted(engine, claim, earlier, now, due)
                 _upload_chart(engine, client, claim, due, digest, earlier)
                 return SendResult(due.key, due.channel_id, "recovered", earlier)
-        from bot.blocks import digest_message
-
         posted = digest_message(digest)
         response = client.chat_postMessage(
             channel=due.channel_id,
@@ -365,18 +364,13 @@ def send_due(
     return results
 
 
-def preview(session: Session, team_id: int | None, settings: Settings, today_period: Period) -> Digest:
-    """The digest as it would look now, for `digest preview` (nothing is claimed or posted)."""
-    return build_digest(session, scope_for(session, team_id), today_period, settings.min_group_size)
-
-
 def summary_line(result: SendResult) -> str:
     extra = f" ts={result.message_ts}" if result.message_ts else ""
     error = f" ({result.error})" if result.error else ""
     return f"{result.status:9} {result.key} -> {result.channel_id}{extra}{error}"
 
 
-__all__: list[Any] = [
+__all__ = [
     "Digest",
     "SendResult",
     "WeekPoint",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 
+from bot.blocks import nudge_message
 from storage.db import session_scope
 from storage.digests import DueNudge, claim_nudge, due_nudges, finish_nudge
 from storage.runs import unreviewed_runs
@@ -33,8 +34,6 @@ def send_nudges(engine: Engine, client: WebClient, now: datetime | None = None) 
 
 
 def _send_one(engine: Engine, client: WebClient, nudge: DueNudge, now: datetime) -> NudgeResult:
-    from bot.blocks import nudge_message
-
     nudge_id = claim_nudge(engine, nudge, now)
     if nudge_id is None:
         return NudgeResult(nudge.person_id, "skipped")
