@@ -197,3 +197,35 @@ def test_a_channel_subscribed_from_the_cli_and_again_from_slack_keeps_one_subscr
         assert (created, again.id, again.slack_team_id, again.enterprise_id) == (False, subscription_id, "T111", "E1")
     with session_scope(engine) as session:
         assert len(list_subscriptions(session)) == 1
+
+
+def test_of_many_concurrent_claims_and_takeovers_exactly_one_wins_each_time(engine: Engine, session: Session) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.digests import Claim, mark_failed
+
+    _subscribe(session)
+    now = utc(2026, 3, 30, 7)
+    (due,) = due_digests(session, now)
+    lease = timedelta(minutes=10)
+
+    def race(at: datetime) -> list[Claim]:
+        start = threading.Barrier(8)
+
+        def contender(_: int) -> Claim | None:
+            start.wait()
+            return claim_digest(engine, due, at, lease)
+
+        with ThreadPoolExecutor(8) as pool:
+            return [claim for claim in pool.map(contender, range(8)) if claim is not None]
+
+    (first,) = race(now)  # eight inserts: one wins
+    assert mark_failed(engine, first, "boom")
+    (second,) = race(now + timedelta(minutes=1))  # eight takeovers of the failed row: one wins
+    assert second.attempts == 2 and second.retaken
+    assert race(now + timedelta(minutes=2)) == []  # a fresh claim is held
+    (third,) = race(now + timedelta(minutes=12))  # an abandoned claim: one takes it over
+    assert third.attempts == 3
+    assert not mark_posted(engine, second, "1.1", now)  # fenced: the older attempt lost
+    assert mark_posted(engine, third, "1.2", now)
