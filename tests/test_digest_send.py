@@ -259,3 +259,19 @@ def test_with_oauth_installs_each_workspace_gets_its_digest_with_its_own_token(
     assert "not installed in workspace T404" in (results[2].error or "")
     assert [(p.status, p.attempts) for p in posts(engine)][-1] == ("failed", 1)  # recorded, retried next tick
     assert {(c.args["channel"], c.token) for c in delivered(slack)} == {("C111", "xoxb-one"), ("C222", "xoxb-two")}
+
+
+def test_the_stand_in_pages_history_newest_first_and_shows_metadata_only_when_asked(
+    slack: SlackStandIn, client: WebClient
+) -> None:
+    for index in range(5):
+        client.chat_postMessage(
+            channel="C111", text=f"m{index}", metadata={"event_type": METADATA_EVENT, "event_payload": {"i": index}}
+        )
+    client.chat_postMessage(channel="C222", text="elsewhere")
+    first = client.conversations_history(channel="C111", limit=2, include_all_metadata=True)
+    assert [m["text"] for m in first["messages"]] == ["m4", "m3"] and first["has_more"]
+    assert first["messages"][0]["metadata"]["event_payload"] == {"i": 4}
+    rest = client.conversations_history(channel="C111", limit=10, cursor=first["response_metadata"]["next_cursor"])
+    assert [m["text"] for m in rest["messages"]] == ["m2", "m1", "m0"] and not rest["has_more"]
+    assert all("metadata" not in m for m in rest["messages"])
