@@ -238,15 +238,20 @@ def _crash_point(stage: str) -> None:
         os._exit(75)
 
 
-def find_posted_digest(client: WebClient, channel_id: str, post_id: int) -> str | None:
-    """The ts of a message in the channel carrying this digest's marker, if an earlier attempt posted it."""
+def find_posted_digest(client: WebClient, channel_id: str, post_id: int, key: str) -> str | None:
+    """The ts of a message in the channel carrying this digest's marker (its DigestPost id and its
+    subscription-and-week key, so another database's digest never matches), if an attempt posted it."""
     cursor: str | None = None
     for _ in range(HISTORY_PAGES):
         page = client.conversations_history(channel=channel_id, limit=200, include_all_metadata=True, cursor=cursor)
         for message in page.get("messages") or []:
             metadata = message.get("metadata") or {}
             payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == METADATA_EVENT and str(payload.get("digest_post_id")) == str(post_id):
+            if (
+                metadata.get("event_type") == METADATA_EVENT
+                and str(payload.get("digest_post_id")) == str(post_id)
+                and payload.get("digest_key") == key
+            ):
                 return str(message["ts"])
         cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
         if not page.get("has_more") or not cursor:
@@ -271,7 +276,7 @@ def send_digest(engine: Engine, settings: Settings, client: WebClient, due: DueD
         with session_scope(engine) as session:
             digest = build_digest(session, scope_for(session, due.team_id), due.period, settings.min_group_size)
         if claim.retaken:
-            earlier = find_posted_digest(client, due.channel_id, claim.post_id)
+            earlier = find_posted_digest(client, due.channel_id, claim.post_id, due.key)
             if earlier is not None:
                 log.info("digest %s was posted by an interrupted attempt; recording it", due.key)
                 _record_posted(engine, claim, earlier, now, due)

@@ -157,16 +157,27 @@ def test_a_retry_that_finds_its_digest_already_posted_records_it_instead_of_post
     claim = claim_digest(engine, due, NOW, timedelta(minutes=10))
     assert claim is not None
     # The "interrupted" attempt: posted with its marker, then died before recording it.
-    client.chat_postMessage(
+    ours = client.chat_postMessage(
         channel="C222",
         text="digest",
-        metadata={"event_type": METADATA_EVENT, "event_payload": {"digest_post_id": claim.post_id}},
+        metadata={
+            "event_type": METADATA_EVENT,
+            "event_payload": {"digest_post_id": claim.post_id, "digest_key": due.key},
+        },
+    )
+    client.chat_postMessage(  # later, another deployment's digest with the same row id: not ours
+        channel="C222",
+        text="digest",
+        metadata={
+            "event_type": METADATA_EVENT,
+            "event_payload": {"digest_post_id": claim.post_id, "digest_key": "99:2026-03-23"},
+        },
     )
     client.chat_postMessage(channel="C222", text="someone else's message")
     assert send_due(engine, settings, lambda _due: client, NOW + timedelta(minutes=5)) == []  # lease holds
     (result,) = send_due(engine, settings, lambda _due: client, NOW + timedelta(minutes=11))
-    assert result.status == "recovered"
-    assert len(delivered(slack)) == 2  # the two above, nothing new
+    assert (result.status, result.message_ts) == ("recovered", ours["ts"])
+    assert len(delivered(slack)) == 3  # the three above, nothing new
     (post,) = posts(engine)
     assert (post.status, post.message_ts, post.attempts) == ("posted", result.message_ts, 2)
 
