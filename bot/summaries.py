@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from openai import OpenAI
+from openai import APIStatusError, APITimeoutError, OpenAI
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -192,9 +192,7 @@ class SummaryWriter:
                 {"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": facts_prompt(facts)},
             ],
-            temperature=0.2,
-            max_tokens=400,
-        )
+        )  # no temperature or token cap: not every model accepts them, and the numbers check guards the text
         text = (response.choices[0].message.content or "").strip() if response.choices else ""
         usage = response.usage
         return Narrative(
@@ -369,11 +367,7 @@ def _narrative(
         written = writer.write(facts)
     except Exception as error:  # timeouts, connection errors, 5xx after the client's own retries
         log.warning("summary model call failed: %s", type(error).__name__)
-        reason = (
-            "the language model did not answer in time"
-            if "Timeout" in type(error).__name__
-            else ("the language model could not be reached")
-        )
+        reason = _failure_reason(error)
         return template_narrative(facts, reason), "template", reason
     record_own_usage(session, requester.id or 0, written, now)
     if not written.text:
@@ -385,3 +379,11 @@ def _narrative(
         reason = "the language model used a number that is not among the facts"
         return template_narrative(facts, reason), "template", reason
     return written.text, "llm", None
+
+
+def _failure_reason(error: Exception) -> str:
+    if isinstance(error, APITimeoutError):
+        return "the language model did not answer in time"
+    if isinstance(error, APIStatusError):
+        return f"the language model answered with an error (HTTP {error.status_code})"
+    return "the language model could not be reached"

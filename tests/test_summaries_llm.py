@@ -144,6 +144,16 @@ def test_a_failing_model_falls_back_too(engine: Engine, db_url: str, llm: LLMSta
     config = llm_settings(db_url, llm)
     llm.status = 500
     summary = ask(engine, config, manager, build_summary_writer(config))
+    assert (summary.source, summary.fallback_reason) == (
+        "template",
+        "the language model answered with an error (HTTP 500)",
+    )
+
+
+def test_an_unreachable_model_falls_back_too(engine: Engine, db_url: str, llm: LLMStandIn) -> None:
+    manager, _ = setup(engine)
+    config = llm_settings(db_url, llm).model_copy(update={"openai_base_url": "http://127.0.0.1:9/v1"})
+    summary = ask(engine, config, manager, build_summary_writer(config))
     assert (summary.source, summary.fallback_reason) == ("template", "the language model could not be reached")
 
 
