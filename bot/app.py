@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 from bot.config import Settings
 from bot.importers.openai_usage import build_admin_client
 from bot.people import SlackPeople
+from bot.summaries import SummaryWriter, build_summary_writer
 from handlers.ingest import router as ingest_router
 from handlers.rate_limit import SourceRateLimit
 from handlers.retries import Deliveries
@@ -32,6 +33,7 @@ class Services:
     settings: Settings
     engine: Engine
     people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
+    summary_writer: SummaryWriter | None = None  # the OpenAI-compatible client, when OPENAI_API_KEY is set
     openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
     ingest_rate: SourceRateLimit | None = None  # per-source request budget; built from settings when None
     slack_deliveries: Deliveries = field(default_factory=Deliveries)  # Slack deliveries seen (retries skipped)
@@ -52,6 +54,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings=settings,
         engine=engine,
         people=SlackPeople(settings.slack_user_cache_seconds),
+        summary_writer=build_summary_writer(settings),
         openai_admin=build_admin_client(settings),
     )
 
