@@ -31,6 +31,7 @@ from sqlmodel import Session
 
 from bot.blocks import digest_message
 from bot.config import Settings
+from bot.log_safety import log_failure
 from bot.periods import Period
 from bot.reports import Figures, build_report, change, figures
 from storage.db import session_scope
@@ -301,8 +302,13 @@ def send_digest(engine: Engine, settings: Settings, client: WebClient, due: DueD
         log.warning("digest %s for channel %s failed (attempt %d): %s", due.key, due.channel_id, claim.attempts, reason)
         try:
             mark_failed(engine, claim, reason)
-        except Exception:
-            log.exception("could not record the failure of digest %s; its lease will expire and it is retried", due.key)
+        except Exception as second:
+            log_failure(
+                log,
+                "could not record the failure of digest %s; its lease will expire and it is retried",
+                due.key,
+                error=second,
+            )
         return SendResult(due.key, due.channel_id, "failed", error=reason)
     _upload_chart(engine, client, claim, due, digest, ts)
     return SendResult(due.key, due.channel_id, "posted", ts)

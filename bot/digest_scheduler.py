@@ -26,6 +26,7 @@ from sqlmodel import select
 
 from bot.config import Settings
 from bot.digest import SlackFor, send_due, with_digest_retries
+from bot.log_safety import log_failure
 from bot.nudges import send_nudges
 from bot.periods import zone
 from storage.db import session_scope
@@ -92,8 +93,8 @@ class DigestJobs:
     def _guard(job: Callable[[], Any]) -> None:
         try:
             job()
-        except Exception:
-            log.exception("scheduled job failed; it runs again on the next tick")
+        except Exception as error:
+            log_failure(log, "scheduled job failed; it runs again on the next tick", error=error)
 
 
 def sync_subscription_jobs(scheduler: BaseScheduler, jobs: DigestJobs) -> SyncReport:
