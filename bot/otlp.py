@@ -120,7 +120,9 @@ def attributes(items: Any) -> dict[str, Any]:
         value = item.get("value") or {}
         for kind in ("stringValue", "intValue", "doubleValue", "boolValue"):
             if kind in value:
-                out[item["key"]] = value[kind]
+                scalar = value[kind]
+                # PostgreSQL text cannot hold NUL: drop it, so both databases store the same thing
+                out[item["key"]] = scalar.replace("\x00", "") if isinstance(scalar, str) else scalar
                 break
     return out
 

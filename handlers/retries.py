@@ -54,6 +54,10 @@ class Deliveries:
             self._seen[key] = now
             return True
 
+    def count_skipped(self) -> None:
+        with self._lock:
+            self.skipped += 1
+
 
 def header(request: BoltRequest, name: str) -> str | None:
     values = request.headers.get(name.lower()) or []
@@ -67,8 +71,7 @@ def register(app: App, deliveries: Deliveries | None = None) -> Deliveries:
     def skip_repeated_retries(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse | None:
         fresh = deliveries.first_time(delivery_key(req.body, req.raw_body))
         if not fresh and header(req, "X-Slack-Retry-Num") is not None:
-            with deliveries._lock:
-                deliveries.skipped += 1
+            deliveries.count_skipped()
             return BoltResponse(status=200, body="")
         return next()
 

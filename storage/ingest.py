@@ -68,6 +68,14 @@ class _Item(BaseModel):
     def _lower(cls, value: str | None) -> str | None:
         return normalize_email(value) if value else value
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """PostgreSQL text cannot hold NUL (SQLite can): refused here, so both databases answer 422 alike."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain the NUL character (\\u0000)")
+        return value
+
 
 class UsageIn(_Item):
     """One billed model call or usage bucket, as a source sends it."""

@@ -190,3 +190,48 @@ def test_any_slash_command_text_is_acked_at_once_with_help_or_nothing(harness: H
     if response.content:
         body = response.json()
         assert body["response_type"] == "ephemeral" and "/tokenwise" in body["text"] + json.dumps(body["blocks"])
+
+
+# -- found by schemathesis: PostgreSQL text cannot hold NUL, so it must never reach the database ----
+def test_a_nul_character_in_any_text_field_is_a_422_on_both_databases(
+    http: httpx.Client, server: tuple[str, dict[str, str], Engine]
+) -> None:
+    before = row_counts(server[2])
+    record = {**good_run(1), "agent": "dev\x00in"}
+    response = http.post("/v1/runs", json={"runs": [record]})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"index": 0, "field": "agent", "message": "must not contain the NUL character (\\u0000)"}
+    ]
+    assert row_counts(server[2]) == before
+
+
+def test_nul_characters_in_otlp_attributes_are_dropped_not_a_500(
+    http: httpx.Client, server: tuple[str, dict[str, str], Engine]
+) -> None:
+    def attribute(key: str, value: str) -> dict[str, Any]:
+        return {"key": key, "value": {"stringValue": value}}
+
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "name": "chat",
+        "startTimeUnixNano": "1764000000000000000",
+        "endTimeUnixNano": "1764000001000000000",
+        "attributes": [
+            attribute("gen_ai.request.model", "gpt-4o\x00"),
+            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "10"}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "5"}},
+        ],
+    }
+    export = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attribute("user.email", "ana\x00@example.com")]},
+                "scopeSpans": [{"spans": [span]}],
+            }
+        ]
+    }
+    response = http.post("/v1/otlp/v1/traces", content=json.dumps(export), headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert row_counts(server[2])["usage_record"] == 1
