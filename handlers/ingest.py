@@ -73,6 +73,7 @@ def _failure(error: Exception, services: Services, what: str) -> JSONResponse:
         log.warning(
             "%s: the database is unreachable (%s); answered 503, nothing was written", what, type(error).__name__
         )
+        log.debug("Details of the unreachable database", exc_info=error)
         seconds = services.settings.ingest_retry_after_seconds
         message = f"The database is not answering; nothing was written. Retry the same batch in {seconds} s."
         return JSONResponse(
