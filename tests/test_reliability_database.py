@@ -74,8 +74,16 @@ def test_postgresql_stopped_mid_batch_gets_503_writes_nothing_and_the_service_re
             assert http.post("/v1/usage", json={"records": [usage(0, "warm")]}, headers=auth).status_code == 200
             before = row_counts(direct)
 
-            proxy.cut_when(b"INSERT INTO usage_record", occurrence=2)  # after 500 rows went in, before the rest
-            response = http.post("/v1/usage", json=batch, headers=auth)
+            for _attempt in range(3):
+                proxy.cut_when(b"INSERT INTO usage_record", occurrence=2)  # after 500 rows went in, before the rest
+                response = http.post("/v1/usage", json=batch, headers=auth)
+                if proxy.tripped.is_set():
+                    break
+                # Failed before the cut for another reason (rarely seen on a loaded shared machine): it must
+                # still have been a 503 that wrote nothing; then the cut is tried again.
+                assert response.status_code == 503, (response.status_code, response.text, caplog.text[-3000:])
+                assert row_counts(direct) == before
+                proxy.restore()
             assert proxy.tripped.is_set(), (response.status_code, response.text, caplog.text[-3000:])
             assert response.status_code == 503
             assert response.headers["Retry-After"] == "5"
