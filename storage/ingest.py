@@ -267,11 +267,11 @@ class PersonCache:
         people instead of one per person; everyone else still goes through get_or_create_person.
         """
         for column, position in ((PEOPLE.c.email, 0), (PEOPLE.c.slack_user_id, 1)):
-            keys = {
-                (normalize_email(key[0]) if position == 0 else key[1]): key
-                for key in wanted
-                if key[position] and not key[1 - position] and key not in self._ids
-            }
+            keys: dict[str, tuple[str | None, str | None]] = {}
+            for key in wanted:
+                name, other = key[position], key[1 - position]
+                if name and not other and key not in self._ids:
+                    keys[normalize_email(name) if position == 0 else name] = key
             names = sorted(keys)
             for start in range(0, len(names), CHUNK):
                 query = select(column, PEOPLE.c.id).where(column.in_(names[start : start + CHUNK]))
