@@ -33,5 +33,10 @@ pytest: $(BIN)/tokenwise
 
 test: lint typecheck pytest
 
+# The benchmark suite behind docs/performance.md (minutes at full size; BENCH_SCALE=0.01 for a smoke run).
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--db sqlite --only slash,ingest".
+bench: $(BIN)/tokenwise
+	$(BIN)/python -m tests.benchmarks.bench_suite $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) tokenwise-demo.db .pytest_cache .mypy_cache .ruff_cache

@@ -461,7 +461,7 @@ def ccusage_command() -> list[str] | None:
     return ["npx", "-y", CCUSAGE, "daily", "--json", "--offline"]
 
 
-def bench_import(url: str, log_bytes: int) -> dict[str, Any]:
+def bench_import(url: str, log_bytes: int, compare: bool = True) -> dict[str, Any]:
     """`tokenwise import claude-code` on generated logs (time, peak RSS, totals) against ccusage on them."""
     root = bench_dir() / "claude-logs"
     truth = write_claude_logs(root, log_bytes)
@@ -490,7 +490,7 @@ def bench_import(url: str, log_bytes: int) -> dict[str, Any]:
         "tokenwise": ours,
         "parse_floor_seconds": parse_seconds,
     }
-    command = ccusage_command()
+    command = ccusage_command() if compare else None
     if command is not None:
         cc_seconds, cc_peak_mb, out = measured(command, {**os.environ, "CLAUDE_CONFIG_DIR": str(root)})
         totals = json.loads(out)["totals"]
@@ -550,6 +550,74 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
     return results
 
 
+# -- the report -----------------------------------------------------------------------------------
+def render(results: dict[str, Any]) -> str:
+    """Markdown tables of one results file, as docs/performance.md shows them."""
+    out: list[str] = []
+    databases = [k for k in ("sqlite", "postgresql") if k in results]
+    slash = [
+        (db, label, results[db]["seed"][label], row)
+        for db in databases
+        for label, row in results[db].get("slash", {}).items()
+    ]
+    if slash:
+        out += [
+            "| database | data | usage records | command | p50 ms | p95 ms | report alone p95 ms | floor p95 ms | p95 / floor |",  # noqa: E501
+            "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for db, label, seeded, row in slash:
+            for name in ("me", "team"):
+                p95, floor = row[name]["p95_ms"], row[f"{name}_floor"]["p95_ms"]
+                out.append(
+                    f"| {db} | {label} | {seeded['usage_records']:,} | /tokenwise {name} | {row[name]['p50_ms']:.1f} |"
+                    f" {p95:.1f} | {row[f'{name}_report']['p95_ms']:.1f} | {floor:.2f} | {p95 / floor:.0f}x |"
+                )
+        out.append("")
+    seeds = [(db, label, row) for db in databases for label, row in results[db].get("seed", {}).items()]
+    if seeds:
+        out += [
+            "| database | data | people / teams | usage records | all rows | seconds | s per 1 M records | floor s | ratio |",  # noqa: E501
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for db, label, row in seeds:
+            per_million = row["seconds"] / row["usage_records"] * 1e6
+            out.append(
+                f"| {db} | {label} | {row['people']:,} / {row['teams']:,} | {row['usage_records']:,} | {row['rows']:,} |"  # noqa: E501
+                f" {row['seconds']:.1f} | {per_million:.1f} | {row['floor_seconds']:.1f} |"
+                f" {row['seconds'] / row['floor_seconds']:.1f}x |"
+            )
+        out.append("")
+    ingests = [(db, results[db]["ingest"]) for db in databases if "ingest" in results[db]]
+    if ingests:
+        out += [
+            "| database | records | batch | records/s | batch p95 ms | floor records/s | floor / ours |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for db, row in ingests:
+            out.append(
+                f"| {db} | {row['records']:,} | {row['batch']:,} | {row['records_per_s']:,.0f} | {row['batch_p95_ms']:.0f} |"  # noqa: E501
+                f" {row['floor_records_per_s']:,.0f} | {row['floor_records_per_s'] / row['records_per_s']:.1f}x |"
+            )
+        out.append("")
+    imports = [(db, results[db]["import"]) for db in databases if "import" in results[db]]
+    for db, row in imports:
+        out += [
+            "| importer | logs | seconds | peak RSS MB | totals = hand count |",
+            "| --- | ---: | ---: | ---: | --- |",
+            f"| tokenwise import claude-code ({db}) | {row['log_bytes'] / 2**20:,.0f} MiB | {row['seconds']:.1f} |"
+            f" {row['peak_rss_mb']:.0f} | {row['totals_match_hand_count']} |",
+        ]
+        if "ccusage" in row:
+            cc = row["ccusage"]
+            out.append(
+                f"| ccusage 17.2.1 daily --json --offline | {row['log_bytes'] / 2**20:,.0f} MiB | {cc['seconds']:.1f} |"
+                f" {cc['peak_rss_mb']:.0f} | {row['ccusage_matches_hand_count']} |"
+            )
+        out.append(f"| floor: read + json.loads every line | | {row['parse_floor_seconds']:.1f} | | |")
+        out.append("")
+    return "\n".join(out)
+
+
 def _say(kind: str, what: str, value: Any) -> None:
     print(f"[{kind}] {what}: {json.dumps(value, default=str)}", flush=True)
 
@@ -559,7 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql or both (comma-separated)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections: {', '.join(SECTIONS)}")
     parser.add_argument("--samples", type=int, default=40, help="people sampled per slash command")
+    parser.add_argument("--report", type=Path, help="print the tables of a saved results file and stop")
     args = parser.parse_args(argv)
+    if args.report:
+        print(render(json.loads(args.report.read_text())))
+        return 0
     only = {part.strip() for part in args.only.split(",") if part.strip()}
     unknown = only - set(SECTIONS)
     if unknown:
@@ -567,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_suite([d.strip() for d in args.db.split(",")], only, scale(), args.samples)
     out = bench_dir() / f"results-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(results, indent=2, default=str))
+    print(render(results))
     print(f"Results: {out}")
     return 0
 
