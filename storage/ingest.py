@@ -187,16 +187,38 @@ def dialect_insert(session: Session, table: Table) -> Any:
 def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
     """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates).
 
-    One statement, compiled once and executed for all rows (SQLAlchemy's "insertmanyvalues" batches
-    them into multi-row INSERTs): compiling a 500-row VALUES clause per chunk cost more than the insert.
+    One statement, compiled once: on PostgreSQL an INSERT ... SELECT FROM unnest() of one array per column
+    (a dozen parameters however many rows), elsewhere SQLAlchemy's "insertmanyvalues" executemany.
+    Compiling (and, in psycopg, re-parsing) a multi-row VALUES clause per chunk cost more than inserting.
     """
     if not rows:
         return 0
     # One key order for every writer, so concurrent overlapping batches never deadlock on PostgreSQL
     # (the sort is stable: of two rows with one key, the first sent is the one kept).
     rows = sorted(rows, key=lambda row: tuple(str(row[k]) for k in key))
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_new_unnest(session, table, rows, key)
     statement = dialect_insert(session, table).on_conflict_do_nothing(index_elements=list(key)).returning(table.c.id)
     return len(session.connection().execute(statement, list(rows)).all())  # rowcount is unreliable here
+
+
+def _insert_new_unnest(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    arrays, casts = [], []
+    for name in names:
+        column_type = table.c[name].type
+        process = column_type.bind_processor(dialect)
+        values = [row[name] for row in rows]
+        arrays.append([process(v) for v in values] if process else values)
+        casts.append(f"%s::{column_type.compile(dialect=dialect)}[]")
+    quoted = ", ".join(f'"{name}"' for name in names)
+    statement = (
+        f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)})'
+        f" ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING id"
+    )
+    return len(connection.exec_driver_sql(statement, tuple(arrays)).all())
 
 
 def _greatest(session: Session, left: Any, right: Any) -> Any:
