@@ -88,8 +88,8 @@ def test_the_benchmark_suite_runs_at_a_tiny_scale(db_url: str, tmp_path: Path, m
     assert slash["problems"] == []
     assert slash["me"]["p95_ms"] > 0 and slash["team_floor"]["p95_ms"] > 0
 
-    ingest = bench_suite.bench_ingest(db_url, seeded["people"], batches=2, size=50)
-    assert ingest["records"] == 100 and ingest["records_per_s"] > 0 and ingest["floor_seconds"] > 0
+    ingest = bench_suite.bench_ingest(db_url, seeded["people"], batches=4, size=50, concurrency=2)
+    assert ingest["records"] == 200 and set(ingest["senders"]) == {"1", "2"} and ingest["floor_seconds"] > 0
 
     imported = bench_suite.bench_import(db_url, 200_000, compare=False)
     assert imported["totals_match_hand_count"] is True

@@ -21,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -280,9 +281,12 @@ def _report_and_floor(engine: Any, person_ids: list[int]) -> tuple[dict[str, lis
 
 
 # -- ingest ---------------------------------------------------------------------------------------
-def bench_ingest(url: str, people: int, batches: int = 30, size: int = 1_000, seed: int = 11) -> dict[str, Any]:
-    """POST /v1/usage in batches of `size`, one after another, through the real app on a loopback port;
-    the floor is the same rows (people already resolved) written by a bare COPY/executemany per batch."""
+def bench_ingest(
+    url: str, people: int, batches: int = 40, size: int = 1_000, concurrency: int = 4, seed: int = 11
+) -> dict[str, Any]:
+    """POST /v1/usage in batches of `size` through the real app on a loopback port: half the batches from
+    one sender, half from `concurrency` senders at once. The floor is the same rows (people already
+    resolved) written by a bare COPY/executemany, one transaction per batch."""
     people, _teams = org_shape(people)
     rng = random.Random(seed)
     engine = make_engine(url, pool_size=8)
@@ -312,28 +316,55 @@ def bench_ingest(url: str, people: int, batches: int = 30, size: int = 1_000, se
     settings = Settings(database_url=url, slack_bot_token=None, slack_signing_secret=None)
     services = Services(settings=settings, engine=engine)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    latencies = []
-    with LocalServer(create_app(services)) as server, httpx.Client(base_url=server.url, timeout=120) as http:
-        http.get("/healthz")
-        started = time.perf_counter()
-        for body in bodies:
-            sent = time.perf_counter()
-            response = http.post("/v1/usage", content=body, headers=headers)
-            latencies.append(time.perf_counter() - sent)
-            if response.status_code != 200 or response.json()["accepted"] != size:
-                raise RuntimeError(f"ingest answered {response.status_code}: {response.text[:300]}")
-        seconds = time.perf_counter() - started
+    runs: dict[str, dict[str, float]] = {}
+    with LocalServer(create_app(services)) as server:
+        half = len(bodies) // 2 if concurrency > 1 else len(bodies)
+        runs["1"] = _send_batches(server.url, bodies[:half], headers, 1, size)
+        if concurrency > 1:
+            runs[str(concurrency)] = _send_batches(server.url, bodies[half:], headers, concurrency, size)
     floor = _ingest_floor(engine, bodies, size)
     engine.dispose()
     total = batches * size
     return {
         "records": total,
         "batch": size,
-        "seconds": seconds,
-        "records_per_s": total / seconds,
-        "batch_p95_ms": percentile(latencies, 0.95) * 1000,
+        "senders": runs,
+        "records_per_s": max(run["records_per_s"] for run in runs.values()),
         "floor_seconds": floor,
         "floor_records_per_s": total / floor,
+    }
+
+
+def _send_batches(
+    base_url: str, bodies: list[bytes], headers: dict[str, str], senders: int, size: int
+) -> dict[str, float]:
+    """POST `bodies` from `senders` concurrent clients (threads); records/s over the whole run."""
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def send(mine: list[bytes]) -> None:
+        with httpx.Client(base_url=base_url, timeout=120) as http:
+            for body in mine:
+                sent = time.perf_counter()
+                response = http.post("/v1/usage", content=body, headers=headers)
+                latencies.append(time.perf_counter() - sent)
+                if response.status_code != 200 or response.json()["accepted"] != size:
+                    failures.append(f"{response.status_code}: {response.text[:300]}")
+
+    threads = [threading.Thread(target=send, args=(bodies[i::senders],)) for i in range(senders)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"ingest failed: {failures[0]}")
+    return {
+        "records": len(bodies) * size,
+        "seconds": seconds,
+        "records_per_s": len(bodies) * size / seconds,
+        "batch_p95_ms": percentile(latencies, 0.95) * 1000,
     }
 
 
@@ -540,7 +571,7 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
                         _say(kind, f"slash {label}", here["slash"][label])
                     if largest and "ingest" in only:
                         here["ingest"] = bench_ingest(
-                            url, seeded["people"], batches=max(5, round(30 * min(1, factor * 4)))
+                            url, seeded["people"], batches=max(8, round(40 * min(1, factor * 4)))
                         )
                         _say(kind, "ingest", here["ingest"])
         if "import" in only and kind == databases[0]:
@@ -590,14 +621,16 @@ def render(results: dict[str, Any]) -> str:
     ingests = [(db, results[db]["ingest"]) for db in databases if "ingest" in results[db]]
     if ingests:
         out += [
-            "| database | records | batch | records/s | batch p95 ms | floor records/s | floor / ours |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| database | senders | records | batch | records/s | batch p95 ms | floor records/s | floor / ours |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for db, row in ingests:
-            out.append(
-                f"| {db} | {row['records']:,} | {row['batch']:,} | {row['records_per_s']:,.0f} | {row['batch_p95_ms']:.0f} |"  # noqa: E501
-                f" {row['floor_records_per_s']:,.0f} | {row['floor_records_per_s'] / row['records_per_s']:.1f}x |"
-            )
+            for senders, run in row["senders"].items():
+                out.append(
+                    f"| {db} | {senders} | {run['records']:,} | {row['batch']:,} | {run['records_per_s']:,.0f} |"
+                    f" {run['batch_p95_ms']:.0f} | {row['floor_records_per_s']:,.0f} |"
+                    f" {row['floor_records_per_s'] / run['records_per_s']:.1f}x |"
+                )
         out.append("")
     imports = [(db, results[db]["import"]) for db in databases if "import" in results[db]]
     for db, row in imports:
