@@ -102,14 +102,15 @@ def _secondary_indexes(connection: Connection, tables: Sequence[str]) -> list[tu
     return [(name, sql) for name, sql in connection.execute(query, {f"t{i}": t for i, t in enumerate(tables)})]
 
 
-def _foreign_keys(connection: Connection, tables: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(table, name, definition) of each foreign key on `tables` (PostgreSQL only)."""
+def _constraints(connection: Connection, tables: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of each foreign key and unique constraint on `tables` (PostgreSQL only),
+    unique constraints first: the order to add them back in."""
     if connection.dialect.name != "postgresql":
         return []
     query = text(
         "SELECT t.relname, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
-        " JOIN pg_class t ON t.oid = c.conrelid WHERE c.contype = 'f' AND t.relname = ANY(:tables)"
-        " AND t.relnamespace = current_schema()::regnamespace ORDER BY t.relname, c.conname"
+        " JOIN pg_class t ON t.oid = c.conrelid WHERE c.contype IN ('f', 'u') AND t.relname = ANY(:tables)"
+        " AND t.relnamespace = current_schema()::regnamespace ORDER BY c.contype DESC, t.relname, c.conname"
     )
     return [
         (table, name, definition) for table, name, definition in connection.execute(query, {"tables": list(tables)})
@@ -120,15 +121,18 @@ def _foreign_keys(connection: Connection, tables: Sequence[str]) -> list[tuple[s
 def bulk_load(connection: Connection, tables: Sequence[str]) -> Iterator[None]:
     """Load `tables` the way databases like to be loaded: rows first, then indexes and checks.
 
-    Inside the connection's transaction, plain indexes (and on PostgreSQL foreign keys) of `tables` are
-    dropped, and re-created on the way out: one sort per index and one join per foreign key instead of a
-    lookup per row. Re-adding a foreign key checks every row, so nothing unchecked gets in; a failure
-    rolls the whole transaction back, schema included. For loading empty tables (seeding); the tables
-    are locked for writers meanwhile.
+    Inside the connection's transaction, plain indexes (and on PostgreSQL foreign keys and unique
+    constraints) of `tables` are dropped, and re-created on the way out: one sort per index and one join
+    per foreign key instead of a lookup per row. Re-adding a constraint checks every row, so nothing
+    unchecked gets in; a failure rolls the whole transaction back, schema included. For loading empty
+    tables (seeding); the tables are locked for writers meanwhile. (SQLite's unique constraints belong to
+    its tables and stay.)
     """
     indexes = _secondary_indexes(connection, tables)
-    keys = _foreign_keys(connection, tables)
-    for table, name, _definition in keys:
+    keys = _constraints(connection, tables)
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
+    for table, name, _definition in reversed(keys):
         connection.exec_driver_sql(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
     for name, _sql in indexes:
         connection.exec_driver_sql(f'DROP INDEX "{name}"')

@@ -52,12 +52,13 @@ def test_fast_price_changes_tier_where_genai_prices_does() -> None:
     assert fast_price(model, 200_001, 0) > fast_price(model, 200_000, 0) * 2  # type: ignore[operator]
 
 
-def _schema(engine: Engine) -> dict[str, tuple[list[str], list[str]]]:
+def _schema(engine: Engine) -> dict[str, tuple[list[str], list[str], list[str]]]:
     found = inspect(engine)
     return {
         table: (
             sorted(index["name"] or "" for index in found.get_indexes(table)),
             sorted(f"{fk['constrained_columns']}->{fk['referred_table']}" for fk in found.get_foreign_keys(table)),
+            sorted(f"{unique['name']}:{unique['column_names']}" for unique in found.get_unique_constraints(table)),
         )
         for table in ("agent_run", "usage_record", "outcome", "annotation")
     }
@@ -68,6 +69,7 @@ def test_seeding_leaves_every_index_and_foreign_key_as_the_migrations_made_them(
     summary = seed_organisation(engine, 12, 2, 2, seed=3, end=date(2026, 11, 25))
     assert summary.usage_records > 0
     assert _schema(engine) == before
+    assert all(unique for _indexes, _keys, unique in before.values() if _keys)  # uniques were compared too
     with pytest.raises(IntegrityError), engine.begin() as connection:  # the foreign keys are enforced again
         connection.execute(
             text(
