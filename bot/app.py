@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 from bot.config import Settings
 from bot.importers.openai_usage import build_admin_client
 from bot.people import SlackPeople
+from bot.summaries import SummaryWriter, build_summary_writer
 from handlers.ingest import router as ingest_router
 from storage.db import make_engine, upgrade
 
@@ -30,6 +31,7 @@ class Services:
     settings: Settings
     engine: Engine
     people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
+    summary_writer: SummaryWriter | None = None  # the OpenAI-compatible client, when OPENAI_API_KEY is set
     openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
 
     def __deepcopy__(self, _memo: dict[int, object]) -> Services:
@@ -44,6 +46,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings=settings,
         engine=engine,
         people=SlackPeople(settings.slack_user_cache_seconds),
+        summary_writer=build_summary_writer(settings),
         openai_admin=build_admin_client(settings),
     )
 

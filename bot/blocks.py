@@ -415,3 +415,138 @@ def coaching_note(total_tokens: int, outcomes: int, reviewed_runs: int, min_toke
             "only you see this note."
         )
     return None
+
+
+# -- digests (bot/digest.py) -----------------------------------------------------------------------
+DIGEST_PRIVACY_NOTE = "Team figures only: nobody is ranked and no one's individual numbers are shown."
+
+
+def _with_trend(value: str, change: float | None) -> str:
+    arrow = trend(change)
+    return f"{value}  _{arrow} vs the week before_" if arrow else value
+
+
+def digest_message(digest: Any) -> Message:
+    """A team's weekly digest (a bot.digest.Digest): outcome-weighted headline, four-week trend, the
+    reviewed share with a nudge, and the wins owners chose to share. Team figures only, no names."""
+    period = digest.period
+    when = f"{period.since.strftime('%b %d')} – {period.until.strftime('%b %d, %Y')} ({period.tz})"
+    title = f"Weekly AI outcomes · {digest.title}"
+    blocks: list[dict[str, Any]] = [header(title), context(when)]
+    if not digest.shown:
+        reason = digest.withheld or "Withheld to protect individuals."
+        blocks.append(section(f":lock: {reason}"))
+        return message(f"{title}: {reason}", blocks)
+    m = digest.metrics
+    changes = digest.changes
+    cost = money(m.cost_usd)
+    if m.cost_unknown_records:
+        cost += f" (+{m.cost_unknown_records:,} records of unknown cost)"
+    fields = [
+        f"*Verified-spend share*\n{_with_trend(share(m.verified_spend_share), changes.get('verified_spend_share'))}",
+        f"*Cost per useful run*\n{_with_trend(money(m.cost_per_useful_run), changes.get('cost_per_useful_run'))}",
+        f"*Outcome value*\n{_with_trend(number(m.outcome_value), changes.get('outcome_value'))}",
+        f"*Merged PRs with agent help*\n{number(digest.merged_prs_with_agent)}",
+        f"*Known spend*\n{cost}",
+        f"*Runs reviewed*\n{share(m.reviewed_share)} of {number(m.runs)}",
+    ]
+    blocks.append(section(" ", fields=fields))
+    if digest.trend:
+        values = " → ".join("withheld" if p.withheld else number(p.outcome_value) for p in digest.trend)
+        shares = " → ".join("withheld" if p.withheld else share(p.verified_spend_share) for p in digest.trend)
+        blocks.append(
+            section(f"*Last {len(digest.trend)} weeks*\nOutcome value: {values}\nVerified-spend share: {shares}")
+        )
+    if digest.unreviewed_runs:
+        runs = "run is" if digest.unreviewed_runs == 1 else "runs are"
+        blocks.append(
+            section(
+                f":mag: {number(digest.unreviewed_runs)} of last week's {runs} still unreviewed. "
+                "A one-click verdict on your own runs (`/tokenwise runs`) is what turns spend into verified spend."
+            )
+        )
+    if digest.wins:
+        lines = []
+        for win in digest.wins:
+            text = escape(clip(win.text, 280))
+            lines.append(f"• <{escape(win.link)}|{text}>" if win.link else f"• {text}")
+        blocks.append(section(":trophy: *Wins shared this week*\n" + "\n".join(lines)))
+    blocks.append(context(DIGEST_PRIVACY_NOTE))
+    text = (
+        f"{title}: verified-spend share {share(m.verified_spend_share)}, "
+        f"cost per useful run {money(m.cost_per_useful_run)}, outcome value {number(m.outcome_value)}."
+    )
+    return message(text, blocks)
+
+
+def plain_lines(blocks: list[dict[str, Any]]) -> list[str]:
+    """The text of blocks, one line per text element, for terminals and logs."""
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block.get("text"), dict):
+            lines.extend(str(block["text"].get("text", "")).strip().splitlines())
+        for item in block.get("fields", []) + block.get("elements", []):
+            if isinstance(item, dict) and isinstance(item.get("text"), str):
+                lines.extend(item["text"].splitlines())
+    return [line for line in lines if line.strip()]
+
+
+def nudge_message(unreviewed: int, runs: Sequence[RunView], tz: str) -> Message:
+    """The Monday DM: how many of your runs await a verdict, with the review buttons for the latest."""
+    noun = "run" if unreviewed == 1 else "runs"
+    text = f"You have {unreviewed:,} {noun} from last week to review. It takes one click each."
+    blocks: list[dict[str, Any]] = [section(f":wave: {text}")]
+    for run in runs:
+        blocks += run_blocks(run, tz)
+    blocks.append(context("Only you get this reminder. Turn it off with `/tokenwise nudges off`."))
+    return message(text, blocks)
+
+
+# -- manager summaries, nudges setting, forget-me (handlers/commands.py) ---------------------------
+
+
+def summary_message(summary: Any) -> Message:
+    """A manager's summary (a bot.summaries.Summary): the aggregates and the narrative, labelled."""
+    if summary.refused:
+        return message(summary.refusal, [section(f":no_entry: {escape(summary.refusal)}")])
+    period = summary.period
+    when = f"{period.label()} ({period.tz})" if period else ""
+    blocks: list[dict[str, Any]] = [header(f"Summary · {summary.team}"), context(f"{when} · for the team's managers")]
+    if summary.source == "withheld":
+        blocks.append(section(f":lock: {escape(summary.narrative)}"))
+        return message(f"Summary of {summary.team}: {summary.narrative}", blocks)
+    blocks.append(section(escape(summary.narrative)))
+    shown = [f for f in summary.facts if f.key not in {"since", "until", "days"}]
+    blocks.append(section(" ", fields=[f"*{escape(f.label)}*\n{f.text}" for f in shown[:MAX_FIELDS]]))
+    origin = (
+        "Narrative written by a language model from these aggregates only; every number in it was checked."
+        if summary.source == "llm"
+        else "Narrative from a template (no language model text was used)."
+    )
+    blocks.append(context(origin))
+    return message(f"Summary of {summary.team}: {summary.narrative}", blocks)
+
+
+def notice_message(text: str) -> Message:
+    """A short private confirmation."""
+    return message(text, [section(escape(text))])
+
+
+def forget_me_prompt(annotations: int) -> Message:
+    noun = "annotation" if annotations == 1 else "annotations"
+    text = (
+        f"This deletes your {annotations:,} {noun} (verdicts, notes, links and shared wins) for good. "
+        "Your usage records stay, as they come from your tools. To go ahead, type `/tokenwise forget-me confirm`."
+    )
+    return message(text, [section(f":warning: {text}")])
+
+
+def digest_list_message(rows: Sequence[tuple[str, str, str]]) -> Message:
+    """This channel's digests: (team, schedule, next time) each."""
+    if not rows:
+        text = "This channel has no digest yet. `/tokenwise digest subscribe [team]` adds one."
+        return message(text, [section(text)])
+    lines = [f"• *{escape(team)}*: {schedule} (next {when})" for team, schedule, when in rows]
+    return message(
+        f"{len(rows)} digest(s) in this channel.", [section("*Digests in this channel*\n" + "\n".join(lines))]
+    )

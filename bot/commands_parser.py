@@ -96,6 +96,58 @@ add_subcommand(Subcommand("team", "team [name]", "A team's totals (never anyone'
 add_subcommand(Subcommand("connect", "connect", "How to send your AI usage to Tokenwise.", no_arguments("connect")))
 
 
+def _digest_arguments(args: str) -> dict[str, Any]:
+    from bot.subscriptions import parse_digest
+    from storage.digests import SubscriptionError
+
+    try:
+        parse_digest(args, "UTC")  # validated here; the handler parses again in the caller's time zone
+    except SubscriptionError as error:
+        raise CommandError(str(error)) from error
+    return {"digest": args}
+
+
+def _switch_argument(parser_name: str) -> ArgumentParser:
+    def parse(args: str) -> dict[str, Any]:
+        from bot import subscriptions
+        from storage.digests import SubscriptionError
+
+        try:
+            return {"value": getattr(subscriptions, parser_name)(args)}
+        except SubscriptionError as error:
+            raise CommandError(str(error)) from error
+
+    return parse
+
+
+add_subcommand(
+    Subcommand(
+        "digest",
+        "digest subscribe [team] [weekday HH:MM] [time zone] | unsubscribe [team] | list | preview [team]",
+        "This channel's weekly team digest (team figures only, never a ranking).",
+        _digest_arguments,
+    )
+)
+add_subcommand(
+    Subcommand(
+        "summary", "summary [team]", "For a team's managers: its aggregates with a short summary.", team_argument
+    )
+)
+add_subcommand(
+    Subcommand(
+        "nudges", "nudges on|off", "Your private Monday reminder to review runs.", _switch_argument("parse_nudges")
+    )
+)
+add_subcommand(
+    Subcommand(
+        "forget-me",
+        "forget-me [confirm]",
+        "Delete all your annotations and notes (asks to confirm first).",
+        _switch_argument("parse_forget_me"),
+    )
+)
+
+
 def help_lines() -> list[tuple[str, str]]:
     """(usage, summary) of each subcommand once, in the order they were added."""
     seen: dict[str, Subcommand] = {}

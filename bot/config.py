@@ -65,11 +65,23 @@ class Settings(BaseSettings):
         """Many workspaces (OAuth install flow) instead of one bot token."""
         return bool(self.slack_client_id and self.slack_client_secret)
 
+    # Digests, nudges, retention and manager summaries (docs/digests.md, docs/summaries.md)
+    digest_grace_hours: float = Field(12, ge=0, le=168, validation_alias=AliasChoices("TOKENWISE_DIGEST_GRACE_HOURS"))
+    digest_lease_minutes: float = Field(
+        10, gt=0, le=1440, validation_alias=AliasChoices("TOKENWISE_DIGEST_LEASE_MINUTES")
+    )
+    digest_tick_seconds: int = Field(60, ge=5, le=3600, validation_alias=AliasChoices("TOKENWISE_DIGEST_TICK_SECONDS"))
+    retention_days: int = Field(400, ge=30, validation_alias=AliasChoices("TOKENWISE_RETENTION_DAYS"))
+    openai_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    llm_model: str = Field("gpt-4o-mini", min_length=1, validation_alias=AliasChoices("TOKENWISE_LLM_MODEL"))
+    llm_timeout_seconds: float = Field(20, gt=0, le=300, validation_alias=AliasChoices("TOKENWISE_LLM_TIMEOUT_SECONDS"))
+    llm_max_retries: int = Field(1, ge=0, le=5, validation_alias=AliasChoices("TOKENWISE_LLM_MAX_RETRIES"))
+
     # Ingest (docs/ingest.md)
     ingest_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, validation_alias=AliasChoices("TOKENWISE_INGEST_MAX_BYTES"))
     ingest_max_items: int = Field(10_000, ge=1, validation_alias=AliasChoices("TOKENWISE_INGEST_MAX_ITEMS"))
     openai_admin_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY"))
-    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     openai_usage_days: int = Field(2, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_OPENAI_USAGE_DAYS"))
 
     @field_validator("outcome_weights")

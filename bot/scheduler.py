@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.app import Services
+from bot.digest_scheduler import add_service_jobs
 from bot.importers.openai_usage import pull_recent_usage
 
 
@@ -27,4 +28,5 @@ def build_scheduler(services: Services) -> BackgroundScheduler:
             next_run_time=datetime.now(UTC),
             replace_existing=True,
         )
+    add_service_jobs(scheduler, services)  # digests, nudges, retention (docs/digests.md)
     return scheduler

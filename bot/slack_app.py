@@ -41,6 +41,8 @@ BOT_SCOPES = (
     "users:read.email",
     "usergroups:read",
     "files:write",
+    "channels:history",  # the digest's crash recovery looks for its own earlier post (docs/digests.md)
+    "groups:history",
 )
 EVENTS_PATH = "/slack/events"
 INSTALL_PATH = "/slack/install"

@@ -60,6 +60,7 @@ REQUIRED: dict[str, list[tuple[tuple[str, ...], str]]] = {
     "usergroups.list": [],
     "usergroups.users.list": [(("usergroup",), "no_such_subteam")],
     "conversations.info": [(("channel",), "channel_not_found")],
+    "conversations.history": [(("channel",), "channel_not_found")],
     "files.getUploadURLExternal": [(("filename",), "invalid_arguments"), (("length",), "invalid_arguments")],
     "files.completeUploadExternal": [(("files",), "invalid_arguments")],
 }
@@ -438,6 +439,26 @@ class SlackStandIn:
     def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self.channels.get(str(args["channel"]))
         return {"ok": True, "channel": channel} if channel else {"ok": False, "error": "channel_not_found"}
+
+    def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, paged by `limit` and `cursor`; `metadata` only with include_all_metadata, as Slack does."""
+        channel = str(args["channel"])
+        if not self._known_channel(channel):
+            return {"ok": False, "error": "channel_not_found"}
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
+        found = sorted(
+            (m for (c, _ts), m in self.messages.items() if c == channel), key=lambda m: float(m["ts"]), reverse=True
+        )
+        start = int(args.get("cursor") or 0)
+        limit = max(1, min(int(args.get("limit") or 100), 999))
+        page = [m if with_metadata else {k: v for k, v in m.items() if k != "metadata"} for m in found[start:]][:limit]
+        more = start + limit < len(found)
+        return {
+            "ok": True,
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
         try:

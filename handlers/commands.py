@@ -20,8 +20,10 @@ from bot.commands_parser import COMMAND, CommandRequest, help_lines, parse_comma
 from bot.people import SlackProfile
 from bot.periods import PeriodError, parse_period, zone
 from bot.reports import build_report
+from handlers import digest_commands
 from handlers.bolt import apologetic, workspace_of
 from storage.db import session_scope
+from storage.digests import SubscriptionError
 from storage.directory import NotFound, find_team, team_names, teams_of
 from storage.metrics import Scope
 from storage.models import AuditEvent, Person
@@ -101,7 +103,7 @@ def answer(
         caller = Caller(session, person, profile, services, client, workspace_of(context), command)
         try:
             reply = HANDLERS[request.name](caller, request)
-        except (NotFound, PeriodError) as error:
+        except (NotFound, PeriodError, SubscriptionError) as error:
             reply = blocks.error_message(str(error))
     respond(response_type="ephemeral", replace_original=False, **reply.as_kwargs())
 
@@ -157,4 +159,5 @@ HANDLERS: dict[str, Handler] = {
     "runs": runs,
     "team": team,
     "connect": connect,
+    **digest_commands.HANDLERS,
 }

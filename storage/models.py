@@ -6,7 +6,7 @@ revision (`tests/test_migrations.py` fails when models and migrations disagree).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Table, Text, UniqueConstraint
@@ -187,6 +187,19 @@ class DigestPost(SQLModel, table=True):
     claimed_at: datetime = Field(default_factory=utcnow, sa_column=_when())
     posted_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     message_ts: str | None = Field(default=None, max_length=32)
+    last_error: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+
+
+class Nudge(SQLModel, table=True):
+    """One Monday review reminder to one person; the unique key keeps it to one a week."""
+
+    __table_args__ = (UniqueConstraint("person_id", "week_start"),)
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", ondelete="CASCADE")
+    week_start: date
+    status: str = Field(default="claimed", max_length=16)
+    claimed_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+    sent_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     last_error: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
 
 

@@ -239,11 +239,11 @@ def test_the_hourly_job_exists_only_with_an_admin_key_and_pulls_recent_days(
 ) -> None:
     _, base = fake
     without = build_scheduler(Services(settings=Settings(), engine=engine))  # type: ignore[call-arg]
-    assert without.get_jobs() == []
+    assert [job.id for job in without.get_jobs()] == ["retention:purge"]  # no usage pull; retention always runs
     settings = Settings(openai_admin_key=ADMIN_KEY, openai_base_url=base, openai_usage_days=2)  # type: ignore[call-arg]
     services = Services(settings=settings, engine=engine, openai_admin=client_for(base))
     scheduler = build_scheduler(services)
-    [job] = scheduler.get_jobs()
-    assert job.id == "openai-usage" and job.trigger.interval.total_seconds() == 3600
+    [job] = [job for job in scheduler.get_jobs() if job.id == "openai-usage"]
+    assert job.trigger.interval.total_seconds() == 3600
     summary = job.func(*job.args, now=datetime(2026, 11, 24, 15, tzinfo=UTC))
     assert summary is not None and summary.records == 3

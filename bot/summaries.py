@@ -1,0 +1,389 @@
+"""Manager summaries: a team's aggregates and a short narrative that may only use the numbers given.
+
+The language model sees aggregates only (no names, no run titles, not even the team's name). Its text
+is accepted only if every number in it appears among the facts (`check_numbers`, rule in
+docs/summaries.md); otherwise, or without a configured model, or when the call fails, the summary is
+a deterministic template that says it is one. The bot's own tokens are recorded as usage of the
+`tokenwise` source, and every request leaves an AuditEvent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from openai import APIStatusError, APITimeoutError, OpenAI
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from bot.config import Settings
+from bot.periods import Period, zone
+from bot.render_text import money, number, share
+from bot.reports import build_report, change
+from storage.audit import record_event
+from storage.digests import merged_prs_with_agent_help
+from storage.directory import NotFound, find_team, is_manager
+from storage.metrics import Metrics, Scope
+from storage.models import Person, Source, Team, UsageRecord
+from storage.pricing import price
+from storage.roles import managed_teams
+
+log = logging.getLogger(__name__)
+
+SUMMARY_DAYS = 28
+TOKENWISE_SOURCE = "tokenwise"
+SYSTEM_PROMPT = (
+    "You write a short summary (three to five sentences) of one team's use of AI coding agents, for the "
+    "team's manager. Tokenwise measures AI use by outcomes, not token volume: lead with verified spend, "
+    "outcome value and merged pull requests, not with how much was spent. Use only the facts given. Copy "
+    "every number exactly as it is written in the facts; never compute, round, combine or invent a number, "
+    "and never spell a number out in words. The facts are team aggregates: do not mention or guess at "
+    "individuals. Plain prose, no headings, no lists."
+)
+
+
+# -- facts -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    key: str
+    label: str
+    text: str  # exactly as shown to the model and the manager
+
+
+def _signed_percent(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value * 100:+.0f}%"
+
+
+def team_facts(metrics: Metrics, previous: Metrics | None, merged_prs: int, period: Period) -> list[Fact]:
+    """The aggregates a summary may talk about, formatted once so model and check see the same text."""
+    facts = [
+        Fact("since", "First day", period.since.isoformat()),
+        Fact("until", "Last day", period.until.isoformat()),
+        Fact("days", "Days covered", str(period.days)),
+        Fact("active_people", "People active", number(metrics.active_people)),
+        Fact("runs", "Agent runs", number(metrics.runs)),
+        Fact("reviewed_share", "Share of runs reviewed by their owner", share(metrics.reviewed_share)),
+        Fact("useful_runs", "Useful runs (partly useful counts half)", number(metrics.useful_runs)),
+        Fact("useful_rate", "Useful rate of reviewed runs", share(metrics.useful_rate)),
+        Fact("cost_usd", "Known spend", money(metrics.cost_usd)),
+        Fact("verified_spend_share", "Verified-spend share", share(metrics.verified_spend_share)),
+        Fact("cost_per_useful_run", "Cost per useful run", money(metrics.cost_per_useful_run)),
+        Fact("outcome_value", "Outcome value (weighted outcomes)", number(metrics.outcome_value)),
+        Fact("merged_prs", "Merged pull requests with agent help", number(merged_prs)),
+    ]
+    for kind, count in sorted(metrics.outcomes_by_kind.items()):
+        facts.append(Fact(f"outcomes_{kind}", f"Outcomes of kind {kind}", number(count)))
+    if previous is not None:
+        from bot.reports import Figures
+
+        changes = change(Figures(period, metrics), Figures(period.previous(), previous))
+        for key, label in (
+            ("verified_spend_share", "Change in verified-spend share vs the previous period"),
+            ("cost_per_useful_run", "Change in cost per useful run vs the previous period"),
+            ("outcome_value", "Change in outcome value vs the previous period"),
+        ):
+            shown = _signed_percent(changes.get(key))
+            if shown is not None:
+                facts.append(Fact(f"change_{key}", label, shown))
+    return [fact for fact in facts if fact.text != "—"]
+
+
+def facts_prompt(facts: list[Fact]) -> str:
+    return "Facts about the team:\n" + "\n".join(f"- {fact.label}: {fact.text}" for fact in facts)
+
+
+# -- the numbers check -----------------------------------------------------------------------------
+
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_NUMBER = re.compile(r"(?<![\w.])[-+−]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?")
+# fmt: off
+NUMBER_WORDS = frozenset((
+    "zero", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty",
+    "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "hundreds", "thousand", "thousands",
+    "million", "millions", "billion", "dozen", "dozens", "twice", "thrice", "double", "doubled", "triple",
+    "tripled", "quadrupled", "half", "halved", "quarter",
+))
+# fmt: on
+_WORD = re.compile(r"[a-z]+")
+
+
+def normalise_number(token: str) -> Decimal | None:
+    """'$1,234.50' -> 1234.5, '12%' -> 12, '-3' -> 3 (signs are words' business: 'fell 3%')."""
+    cleaned = token.strip().lstrip("+-−").replace("$", "").replace(",", "").rstrip("%")
+    try:
+        return abs(Decimal(cleaned)).normalize()
+    except InvalidOperation:
+        return None
+
+
+def numbers_in(text: str) -> list[str]:
+    """Number tokens in a text, dates excluded (they are checked as whole dates)."""
+    return _NUMBER.findall(_DATE.sub(" ", text))
+
+
+def check_numbers(narrative: str, facts: list[Fact]) -> list[str]:
+    """What in the narrative is not backed by a fact: numbers, dates and spelled-out numbers. Empty = ok."""
+    fact_text = " ".join(fact.text for fact in facts)
+    allowed = {value for token in numbers_in(fact_text) if (value := normalise_number(token)) is not None}
+    allowed_dates = set(_DATE.findall(fact_text))
+    problems = [date for date in _DATE.findall(narrative) if date not in allowed_dates]
+    for token in numbers_in(narrative):
+        value = normalise_number(token)
+        if value is None or value not in allowed:
+            problems.append(token)
+    problems.extend(word for word in _WORD.findall(narrative.lower()) if word in NUMBER_WORDS)
+    return problems
+
+
+# -- the narrative ---------------------------------------------------------------------------------
+
+
+def template_narrative(facts: list[Fact], reason: str) -> str:
+    """Deterministic prose that uses the facts' own text, so it always passes the numbers check."""
+    f = {fact.key: fact.text for fact in facts}
+    sentences = [
+        f"Written from a template because {reason}.",
+        f"From {f['since']} to {f['until']} the team made {f['runs']} agent runs"
+        + (f" and reviewed {f['reviewed_share']} of them." if "reviewed_share" in f else "."),
+    ]
+    if "verified_spend_share" in f:
+        sentences.append(
+            f"{f['verified_spend_share']} of the known spend of {f['cost_usd']} went to runs with a useful "
+            "verdict or a recorded outcome."
+        )
+    if "cost_per_useful_run" in f:
+        sentences.append(f"Each useful run cost {f['cost_per_useful_run']} on average.")
+    sentences.append(
+        f"Outcome value was {f['outcome_value']}, with {f['merged_prs']} merged pull requests made with agent help."
+    )
+    return " ".join(sentences)
+
+
+@dataclass(frozen=True)
+class Narrative:
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    response_id: str | None
+
+
+class SummaryWriter:
+    """The OpenAI-compatible client, built once with a bounded timeout and retry count."""
+
+    def __init__(self, client: OpenAI, model: str) -> None:
+        self.client = client
+        self.model = model
+
+    def write(self, facts: list[Fact]) -> Narrative:
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=[
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": facts_prompt(facts)},
+            ],
+        )  # no temperature or token cap: not every model accepts them, and the numbers check guards the text
+        text = (response.choices[0].message.content or "").strip() if response.choices else ""
+        usage = response.usage
+        return Narrative(
+            text=text,
+            model=response.model or self.model,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            response_id=response.id,
+        )
+
+
+def build_summary_writer(settings: Settings) -> SummaryWriter | None:
+    """None when no model is configured (no OPENAI_API_KEY): summaries then use the template."""
+    if not settings.openai_api_key:
+        return None
+    client = OpenAI(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url or None,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+    )
+    return SummaryWriter(client, settings.llm_model)
+
+
+# -- the request -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    team: str
+    period: Period | None = None
+    facts: list[Fact] = field(default_factory=list)
+    narrative: str = ""
+    source: Literal["llm", "template", "withheld", "refused"] = "template"
+    fallback_reason: str | None = None
+    refusal: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
+
+
+def _tokenwise_source(session: Session) -> Source:
+    found = session.exec(select(Source).where(Source.name == TOKENWISE_SOURCE)).first()
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            source = Source(name=TOKENWISE_SOURCE, kind=TOKENWISE_SOURCE)
+            session.add(source)
+    except IntegrityError:  # created concurrently
+        return session.exec(select(Source).where(Source.name == TOKENWISE_SOURCE)).one()
+    return source
+
+
+def record_own_usage(session: Session, person_id: int, narrative: Narrative, now: datetime) -> UsageRecord:
+    """The bot's summary tokens, as usage of the `tokenwise` source on behalf of the requester."""
+    source = _tokenwise_source(session)
+    record = UsageRecord(
+        source_id=source.id or 0,
+        person_id=person_id,
+        occurred_at=now,
+        agent=TOKENWISE_SOURCE,
+        model=narrative.model[:120],
+        input_tokens=narrative.input_tokens,
+        output_tokens=narrative.output_tokens,
+        cost_usd=price(narrative.model, narrative.input_tokens, narrative.output_tokens),
+        dedupe_key=f"summary:{narrative.response_id or ''}:{uuid.uuid4().hex}"[:300],
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def _choose_team(session: Session, requester: Person, team_name: str | None) -> Team | str:
+    """The team to summarise, or a refusal sentence."""
+    if team_name:
+        try:
+            return find_team(session, team_name)
+        except NotFound as error:
+            return str(error)
+    teams = managed_teams(session, requester.id or 0)
+    if len(teams) == 1:
+        return teams[0]
+    if not teams:
+        return "Summaries are for team managers, and you are not a manager of any team in Tokenwise."
+    names = ", ".join(team.name for team in teams)
+    return f"You manage {names}; name one, for example `/tokenwise summary {teams[0].name}`."
+
+
+def request_summary(
+    session: Session,
+    *,
+    requester: Person,
+    actor: str,
+    team_name: str | None,
+    writer: SummaryWriter | None,
+    settings: Settings,
+    now: datetime | None = None,
+) -> Summary:
+    """A manager's summary of their team for the last 28 days (to yesterday, in their time zone)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    chosen = _choose_team(session, requester, team_name)
+    if isinstance(chosen, str):
+        record_event(
+            session,
+            actor=actor,
+            action="summary.refused",
+            scope=f"team:{team_name or '?'}",
+            actor_person_id=requester.id,
+            detail=chosen,
+            now=now,
+        )
+        return Summary(team=team_name or "", source="refused", refusal=chosen)
+    team = chosen
+    scope_label = f"team:{team.name}"
+    if not is_manager(session, requester.id or 0, team.id or 0):
+        record_event(
+            session,
+            actor=actor,
+            action="summary.refused",
+            scope=scope_label,
+            actor_person_id=requester.id,
+            detail="not a manager of this team",
+            now=now,
+        )
+        return Summary(
+            team=team.name,
+            source="refused",
+            refusal=(
+                f"Sorry, summaries of {team.name} are only for its managers. "
+                f"`/tokenwise team {team.name}` shows the team's figures to everyone."
+            ),
+        )
+    today = now.astimezone(zone(requester.timezone or "UTC")).date()
+    period = Period(today - timedelta(days=SUMMARY_DAYS), today - timedelta(days=1), requester.timezone or "UTC")
+    scope = Scope.team(team.id or 0, team.name)
+    report = build_report(session, scope, period, settings.min_group_size)
+    if report.totals.metrics is None:
+        record_event(
+            session,
+            actor=actor,
+            action="summary.withheld",
+            scope=scope_label,
+            actor_person_id=requester.id,
+            detail=period.label(),
+            now=now,
+        )
+        return Summary(team=team.name, period=period, narrative=report.totals.withheld or "", source="withheld")
+    merged = merged_prs_with_agent_help(session, scope, period.start, period.end)
+    facts = team_facts(report.totals.metrics, report.previous.metrics, merged, period)
+    narrative, source, reason = _narrative(session, requester, writer, facts, now)
+    record_event(
+        session,
+        actor=actor,
+        action="summary",
+        scope=scope_label,
+        actor_person_id=requester.id,
+        detail=f"{period.label()} {source}" + (f": {reason}" if reason else ""),
+        now=now,
+    )
+    return Summary(team.name, period, facts, narrative, source, reason)
+
+
+def _narrative(
+    session: Session, requester: Person, writer: SummaryWriter | None, facts: list[Fact], now: datetime
+) -> tuple[str, Literal["llm", "template"], str | None]:
+    if writer is None:
+        reason = "no language model is configured"
+        return template_narrative(facts, reason), "template", reason
+    try:
+        written = writer.write(facts)
+    except Exception as error:  # timeouts, connection errors, 5xx after the client's own retries
+        log.warning("summary model call failed: %s", type(error).__name__)
+        reason = _failure_reason(error)
+        return template_narrative(facts, reason), "template", reason
+    record_own_usage(session, requester.id or 0, written, now)
+    if not written.text:
+        reason = "the language model returned no text"
+        return template_narrative(facts, reason), "template", reason
+    invented = check_numbers(written.text, facts)
+    if invented:
+        log.info("summary narrative rejected: %d number(s) not among the facts", len(invented))
+        reason = "the language model used a number that is not among the facts"
+        return template_narrative(facts, reason), "template", reason
+    return written.text, "llm", None
+
+
+def _failure_reason(error: Exception) -> str:
+    if isinstance(error, APITimeoutError):
+        return "the language model did not answer in time"
+    if isinstance(error, APIStatusError):
+        return f"the language model answered with an error (HTTP {error.status_code})"
+    return "the language model could not be reached"
