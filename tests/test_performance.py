@@ -93,6 +93,9 @@ def test_the_benchmark_suite_runs_at_a_tiny_scale(db_url: str, tmp_path: Path, m
     ingest = bench_suite.bench_ingest(db_url, seeded["people"], batches=4, size=50, concurrency=2)
     assert ingest["records"] == 200 and set(ingest["senders"]) == {"1", "2"} and ingest["floor_seconds"] > 0
 
+    digests = bench_suite.bench_digest(db_url, teams=2, charts=True)
+    assert digests["teams"] == 2 and digests["seconds"] > 0 and digests["rss_mb_peak"] > 0
+
     imported = bench_suite.bench_import(db_url, 200_000, compare=False)
     assert imported["totals_match_hand_count"] is True
     assert imported["peak_rss_mb"] > 0

@@ -392,6 +392,66 @@ def _ingest_floor(engine: Any, bodies: list[bytes], size: int) -> float:
     return time.perf_counter() - started
 
 
+# -- weekly digests ------------------------------------------------------------------------------
+TEAM_FLOOR_ALL = """
+SELECT m.team_id, count(*), sum(u.input_tokens), sum(u.output_tokens), sum(u.cost_usd)
+FROM usage_record u JOIN membership m ON m.person_id = u.person_id
+WHERE u.occurred_at >= :start AND u.occurred_at < :end GROUP BY m.team_id
+"""
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_digest(url: str, teams: int | None = None, charts: bool = True) -> dict[str, Any]:
+    """Every team's weekly digest for last week, as the scheduler builds it (build_digest: the report,
+    four trend weeks, merged PRs, unreviewed runs, shared wins), one team after another, and its chart.
+    Memory is sampled after each team. The floor: one bare GROUP BY giving every team's week totals."""
+    from bot.digest import build_digest, render_chart
+
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        team_ids = [row[0] for row in connection.execute(text("SELECT id FROM team ORDER BY id"))]
+    team_ids = team_ids[:teams] if teams else team_ids
+    period = parse_period("last week", END, "UTC")
+    rss = [_rss_mb()]
+    shown = 0
+    build_seconds = chart_seconds = 0.0
+    for team_id in team_ids:
+        with session_scope(engine) as session:
+            started = time.perf_counter()
+            digest = build_digest(session, Scope.team(team_id, f"team {team_id}"), period, 5)
+            build_seconds += time.perf_counter() - started
+        if charts:
+            started = time.perf_counter()
+            render_chart(digest)
+            chart_seconds += time.perf_counter() - started
+        shown += digest.shown
+        rss.append(_rss_mb())
+    times = [bindparam("start", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime())]
+    with engine.connect() as connection:
+        started = time.perf_counter()
+        connection.execute(text(TEAM_FLOOR_ALL).bindparams(*times), {"start": period.start, "end": period.end}).all()
+        floor = time.perf_counter() - started
+    engine.dispose()
+    tenth = max(1, len(rss) // 10)
+    return {
+        "teams": len(team_ids),
+        "shown": shown,
+        "build_seconds": build_seconds,
+        "chart_seconds": chart_seconds,
+        "seconds": build_seconds + chart_seconds,
+        "rss_mb_after_first_tenth": rss[tenth],
+        "rss_mb_at_end": rss[-1],
+        "rss_mb_peak": max(rss),
+        "floor_seconds": floor,
+    }
+
+
 # -- Claude Code logs -----------------------------------------------------------------------------
 def write_claude_logs(root: Path, total_bytes: int, seed: int = 5) -> dict[str, Any]:
     """Claude Code-shaped session logs under root/projects, about `total_bytes` in all, and a hand count.
@@ -548,7 +608,7 @@ def _parse_floor(root: Path) -> float:
 
 
 # -- the suite ------------------------------------------------------------------------------------
-SECTIONS = ("seed", "slash", "ingest", "import")
+SECTIONS = ("seed", "slash", "ingest", "digest", "import")
 
 
 def run_suite(databases: list[str], only: set[str], factor: float, samples: int = 40) -> dict[str, Any]:
@@ -557,7 +617,7 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
         here: dict[str, Any] = {}
         results[kind] = here
         sizes = {"1x": FULL_PEOPLE * factor / 25, "5x": FULL_PEOPLE * factor / 5, "25x": FULL_PEOPLE * factor}
-        if only & {"seed", "slash", "ingest"}:
+        if only & {"seed", "slash", "ingest", "digest"}:
             for label, people in sizes.items():
                 largest = label == "25x"
                 if not largest and "slash" not in only:
@@ -574,6 +634,9 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
                             url, seeded["people"], batches=max(8, round(40 * min(1, factor * 4)))
                         )
                         _say(kind, "ingest", here["ingest"])
+                    if largest and "digest" in only:
+                        here["digest"] = bench_digest(url)
+                        _say(kind, "digest", here["digest"])
         if "import" in only and kind == databases[0]:
             with scratch_database(kind, "import") as url:
                 here["import"] = bench_import(url, max(1 << 20, round(FULL_LOG_BYTES * factor)))
@@ -631,6 +694,19 @@ def render(results: dict[str, Any]) -> str:
                     f" {run['batch_p95_ms']:.0f} | {row['floor_records_per_s']:,.0f} |"
                     f" {row['floor_records_per_s'] / run['records_per_s']:.1f}x |"
                 )
+        out.append("")
+    digests = [(db, results[db]["digest"]) for db in databases if "digest" in results[db]]
+    if digests:
+        out += [
+            "| database | teams | shown | build s | charts s | total s | RSS MB after 1/10, end, peak | floor s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        ]
+        for db, row in digests:
+            out.append(
+                f"| {db} | {row['teams']} | {row['shown']} | {row['build_seconds']:.1f} | {row['chart_seconds']:.1f} |"
+                f" {row['seconds']:.1f} | {row['rss_mb_after_first_tenth']:.0f}, {row['rss_mb_at_end']:.0f},"
+                f" {row['rss_mb_peak']:.0f} | {row['floor_seconds']:.2f} |"
+            )
         out.append("")
     imports = [(db, results[db]["import"]) for db in databases if "import" in results[db]]
     for db, row in imports:
