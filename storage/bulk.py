@@ -126,7 +126,7 @@ def bulk_load(connection: Connection, tables: Sequence[str]) -> Iterator[None]:
     per foreign key instead of a lookup per row. Re-adding a constraint checks every row, so nothing
     unchecked gets in; a failure rolls the whole transaction back, schema included. For loading empty
     tables (seeding); the tables are locked for writers meanwhile. (SQLite's unique constraints belong to
-    its tables and stay.)
+    its tables and stay.) The tables are analysed at the end.
     """
     indexes = _secondary_indexes(connection, tables)
     keys = _constraints(connection, tables)
@@ -141,3 +141,9 @@ def bulk_load(connection: Connection, tables: Sequence[str]) -> Iterator[None]:
         connection.exec_driver_sql(sql)
     for table, name, definition in keys:
         connection.exec_driver_sql(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
+    # Fresh statistics: without them PostgreSQL plans the first queries on millions of new rows as if the
+    # tables were empty until autovacuum gets round to them (SQLite: a sampled ANALYZE, a second or two).
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
+    for table in tables:
+        connection.exec_driver_sql(f'ANALYZE "{table}"')
