@@ -16,7 +16,7 @@ $(BIN)/tokenwise: pyproject.toml
 demo: $(BIN)/tokenwise
 	rm -f ./tokenwise-demo.db
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise db upgrade
-	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 6 --seed 7
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 9 --seed 7
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --person $(DEMO_PERSON)
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --team platform
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise console --as $(DEMO_PERSON)
