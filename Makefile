@@ -16,7 +16,7 @@ $(BIN)/tokenwise: pyproject.toml
 demo: $(BIN)/tokenwise
 	rm -f ./tokenwise-demo.db
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise db upgrade
-	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 6 --seed 7
+	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 9 --seed 7
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --person $(DEMO_PERSON)
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --team platform
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise console --as $(DEMO_PERSON)
@@ -37,6 +37,11 @@ audit: $(BIN)/tokenwise
 	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
 test: lint typecheck pytest audit
+
+# The benchmark suite behind docs/performance.md (minutes at full size; BENCH_SCALE=0.01 for a smoke run).
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--db sqlite --only slash,ingest".
+bench: $(BIN)/tokenwise
+	$(BIN)/python -m tests.benchmarks.bench_suite $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tokenwise-demo.db .pytest_cache .mypy_cache .ruff_cache

@@ -38,7 +38,8 @@ MAX_FALLBACK = 4000
 ACTION_VERDICT = {"useful": "run_useful", "partly": "run_partly", "not_useful": "run_not_useful"}
 ACTION_NOTE = "run_note"
 ACTION_REVIEW = "review_runs"
-ACTIONS = (*ACTION_VERDICT.values(), ACTION_NOTE, ACTION_REVIEW)
+ACTION_FORGET_ME = "forget_me"
+ACTIONS = (*ACTION_VERDICT.values(), ACTION_NOTE, ACTION_REVIEW, ACTION_FORGET_ME)
 VIEW_NOTE = "run_note_modal"
 VIEWS = (VIEW_NOTE,)
 BUTTON_LABELS = {"useful": "Useful", "partly": "Partly", "not_useful": "Not useful"}
@@ -533,12 +534,22 @@ def notice_message(text: str) -> Message:
 
 
 def forget_me_prompt(annotations: int) -> Message:
+    """What forget-me will delete, with a button that asks Slack's own "are you sure?" first."""
     noun = "annotation" if annotations == 1 else "annotations"
     text = (
         f"This deletes your {annotations:,} {noun} (verdicts, notes, links and shared wins) for good. "
-        "Your usage records stay, as they come from your tools. To go ahead, type `/tokenwise forget-me confirm`."
+        "Your usage records stay, as they come from your tools. To go ahead, press the button or type "
+        "`/tokenwise forget-me confirm`."
     )
-    return message(text, [section(f":warning: {text}")])
+    delete = button(f"Delete my {noun}", ACTION_FORGET_ME, "confirm", "danger")
+    delete["confirm"] = {
+        "title": plain("Delete for good?", 100),
+        "text": mrkdwn(f"Your {annotations:,} {noun} will be deleted. This cannot be undone.", 300),
+        "confirm": plain("Delete", 30),
+        "deny": plain("Keep them", 30),
+        "style": "danger",
+    }
+    return message(text, [section(f":warning: {text}"), actions(delete)])
 
 
 def digest_list_message(rows: Sequence[tuple[str, str, str]]) -> Message:

@@ -212,9 +212,11 @@ def render_chart(digest: Digest) -> bytes | None:
     handles = spend.get_legend_handles_labels()[0] + outcome.get_legend_handles_labels()[0]
     spend.legend(handles, [str(h.get_label()) for h in handles], loc="upper left", fontsize=8, frameon=False)
     spend.set_title(f"{digest.title}: spend and outcome value, last {len(labels)} weeks", fontsize=10)
-    figure.tight_layout()
+    # Fixed margins instead of tight_layout(), and light PNG compression: each halves the time of a
+    # chart (docs/performance.md), which matters when hundreds of teams' digests fall due at once.
+    figure.subplots_adjust(left=0.09, right=0.9, top=0.9, bottom=0.1)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 

@@ -13,6 +13,7 @@ from slack_bolt import App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot import blocks
+from handlers import digest_commands
 from handlers.bolt import ack_only, apologetic, tell, workspace_of
 from handlers.events import publish_home
 from storage.db import session_scope
@@ -32,6 +33,7 @@ def register(app: App) -> None:
         app.action(action_id)(ack=ack_only, lazy=[record_verdict])
     app.action(blocks.ACTION_NOTE)(ack=ack_only, lazy=[open_note])
     app.action(blocks.ACTION_REVIEW)(ack=ack_only, lazy=[show_runs])
+    app.action(blocks.ACTION_FORGET_ME)(ack=ack_only, lazy=[digest_commands.forget_me_pressed])
 
 
 def run_id_of(action: dict[str, Any]) -> int | None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import BoltContext, Respond
+from slack_sdk import WebClient
+from sqlmodel import Session
 
 from bot import blocks
 from bot.commands_parser import COMMAND, CommandRequest
@@ -16,7 +20,9 @@ from bot.digest import build_digest, scope_for
 from bot.periods import Period
 from bot.subscriptions import parse_digest
 from bot.summaries import request_summary
+from handlers.bolt import apologetic, workspace_of
 from storage.audit import record_event
+from storage.db import session_scope
 from storage.digests import (
     SubscriptionError,
     count_annotations,
@@ -32,6 +38,7 @@ from storage.directory import find_team, team_names, teams_of
 from storage.models import Team
 
 if TYPE_CHECKING:
+    from bot.app import Services
     from handlers.commands import Caller
 
 
@@ -151,17 +158,33 @@ def nudges(caller: Caller, request: CommandRequest) -> blocks.Message:
 def forget_me(caller: Caller, request: CommandRequest) -> blocks.Message:
     if not request.options.get("value"):
         return blocks.forget_me_prompt(count_annotations(caller.session, caller.person_id))
-    deleted = forget_annotations(caller.session, caller.person_id)
+    return _forget(caller.session, caller.person_id, _actor(caller))
+
+
+def _forget(session: Session, person_id: int, actor: str) -> blocks.Message:
+    deleted = forget_annotations(session, person_id)
     record_event(
-        caller.session,
-        actor=_actor(caller),
+        session,
+        actor=actor,
         action="forget-me",
-        scope=f"person:{caller.person_id}",
-        actor_person_id=caller.person_id,
+        scope=f"person:{person_id}",
+        actor_person_id=person_id,
         detail=f"{deleted} annotations deleted",
     )
     noun = "annotation" if deleted == 1 else "annotations"
     return blocks.notice_message(f"Done: deleted your {deleted:,} {noun}, with their notes and links.")
+
+
+@apologetic
+def forget_me_pressed(
+    body: dict[str, Any], respond: Respond, client: WebClient, context: BoltContext, services: Services
+) -> None:
+    """The forget-me button, pressed after Slack's confirmation dialog: only ever the presser's data."""
+    user_id = body["user"]["id"]
+    with session_scope(services.engine) as session:
+        person, _profile = services.people.resolve(session, client, user_id, workspace_of(context))
+        done = _forget(session, person.id or 0, f"slack:{user_id}")
+    respond(response_type="ephemeral", replace_original=True, **done.as_kwargs())
 
 
 HANDLERS: dict[str, Callable[[Caller, CommandRequest], blocks.Message]] = {

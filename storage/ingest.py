@@ -23,12 +23,13 @@ from sqlmodel import Session
 from bot.config import OUTCOME_KINDS
 from storage.db import session_scope
 from storage.directory import get_or_create_person, normalize_email
-from storage.models import AgentRun, Outcome, UsageRecord, table_of
+from storage.models import AgentRun, Outcome, Person, UsageRecord, table_of
 from storage.types import UTCDateTime
 
 USAGE = table_of(UsageRecord)
 RUNS = table_of(AgentRun)
 OUTCOMES = table_of(Outcome)
+PEOPLE = table_of(Person)
 CHUNK = 500  # rows per INSERT: far below SQLite's bound-parameter limit
 
 TokenCount = Annotated[int, Field(ge=0, le=10**15, strict=True)]
@@ -192,21 +193,40 @@ def dialect_insert(session: Session, table: Table) -> Any:
 
 
 def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
-    """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates)."""
-    inserted = 0
+    """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates).
+
+    One statement, compiled once: on PostgreSQL an INSERT ... SELECT FROM unnest() of one array per column
+    (a dozen parameters however many rows), elsewhere SQLAlchemy's "insertmanyvalues" executemany.
+    Compiling (and, in psycopg, re-parsing) a multi-row VALUES clause per chunk cost more than inserting.
+    """
+    if not rows:
+        return 0
     # One key order for every writer, so concurrent overlapping batches never deadlock on PostgreSQL
     # (the sort is stable: of two rows with one key, the first sent is the one kept).
     rows = sorted(rows, key=lambda row: tuple(str(row[k]) for k in key))
-    for start in range(0, len(rows), CHUNK):
-        chunk = list(rows[start : start + CHUNK])
-        statement = (
-            dialect_insert(session, table)
-            .values(chunk)
-            .on_conflict_do_nothing(index_elements=list(key))
-            .returning(table.c.id)
-        )
-        inserted += len(session.connection().execute(statement).all())  # rowcount is unreliable here
-    return inserted
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_new_unnest(session, table, rows, key)
+    statement = dialect_insert(session, table).on_conflict_do_nothing(index_elements=list(key)).returning(table.c.id)
+    return len(session.connection().execute(statement, list(rows)).all())  # rowcount is unreliable here
+
+
+def _insert_new_unnest(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    arrays, casts = [], []
+    for name in names:
+        column_type = table.c[name].type
+        process = column_type.bind_processor(dialect)
+        values = [row[name] for row in rows]
+        arrays.append([process(v) for v in values] if process else values)
+        casts.append(f"%s::{column_type.compile(dialect=dialect)}[]")
+    quoted = ", ".join(f'"{name}"' for name in names)
+    statement = (
+        f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)})'
+        f" ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING id"
+    )
+    return len(connection.exec_driver_sql(statement, tuple(arrays)).all())
 
 
 def _greatest(session: Session, left: Any, right: Any) -> Any:
@@ -239,9 +259,8 @@ def merge_usage_totals(
         costs = [c for c in (into.get("cost_usd"), row.get("cost_usd")) if c is not None]
         into["cost_usd"] = (max(costs) if mode == "max" else row.get("cost_usd")) if costs else None
     values = sorted(merged.values(), key=lambda row: (row["source_id"], row["dedupe_key"]))
-    for start in range(0, len(values), CHUNK):
-        chunk = values[start : start + CHUNK]
-        statement = dialect_insert(session, USAGE).values(chunk)
+    if values:  # one statement compiled once, executed for every row (see insert_new)
+        statement = dialect_insert(session, USAGE)
         new = statement.excluded
         if mode == "max":
             updates = {c: _greatest(session, USAGE.c[c], new[c]) for c in TOTAL_COLUMNS}
@@ -253,7 +272,7 @@ def merge_usage_totals(
         else:
             updates = {c: new[c] for c in (*TOTAL_COLUMNS, "cost_usd", "model", "occurred_at", "person_id")}
         statement = statement.on_conflict_do_update(index_elements=["source_id", "dedupe_key"], set_=updates)
-        session.connection().execute(statement)
+        session.connection().execute(statement, values)
     return len(values)
 
 
@@ -266,8 +285,28 @@ class PersonCache:
 
     def preload(self, people: Iterable[tuple[str | None, str | None]]) -> None:
         """Resolve everyone up front in one sorted order, so concurrent batches lock people in the same order."""
-        for email, slack_user_id in sorted(set(people), key=lambda p: (p[0] or "", p[1] or "")):
+        wanted = sorted(set(people), key=lambda p: (p[0] or "", p[1] or ""))
+        self._known(wanted)
+        for email, slack_user_id in wanted:
             self.id_for(email, slack_user_id)
+
+    def _known(self, wanted: Sequence[tuple[str | None, str | None]]) -> None:
+        """People named by email alone (or Slack id alone) who exist already, found in a few IN queries.
+
+        For them get_or_create_person would only read, so this gives the same ids with one query per 500
+        people instead of one per person; everyone else still goes through get_or_create_person.
+        """
+        for column, position in ((PEOPLE.c.email, 0), (PEOPLE.c.slack_user_id, 1)):
+            keys: dict[str, tuple[str | None, str | None]] = {}
+            for key in wanted:
+                name, other = key[position], key[1 - position]
+                if name and not other and key not in self._ids:
+                    keys[normalize_email(name) if position == 0 else name] = key
+            names = sorted(keys)
+            for start in range(0, len(names), CHUNK):
+                query = select(column, PEOPLE.c.id).where(column.in_(names[start : start + CHUNK]))
+                for name, person_id in self.session.connection().execute(query):
+                    self._ids[keys[name]] = person_id
 
     def id_for(self, email: str | None, slack_user_id: str | None) -> int:
         key = (email, slack_user_id)
@@ -545,8 +584,8 @@ def ingest_telemetry(
 def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
     """Create runs first seen here; a run seen again keeps its earliest start and latest end."""
     rows = sorted(rows, key=lambda row: (row["source_id"], row["external_id"]))
-    for start in range(0, len(rows), CHUNK):
-        statement = dialect_insert(session, RUNS).values(list(rows[start : start + CHUNK]))
+    if rows:  # one statement compiled once, executed for every row (see insert_new)
+        statement = dialect_insert(session, RUNS)
         new = statement.excluded
         least = func.least if session.get_bind().dialect.name == "postgresql" else func.min
         statement = statement.on_conflict_do_update(
@@ -560,7 +599,7 @@ def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
                 ),
             },
         )
-        session.connection().execute(statement)
+        session.connection().execute(statement, list(rows))
     return len(rows)
 
 

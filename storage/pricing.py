@@ -7,10 +7,12 @@ Anthropic-style usage reports cache tokens beside input tokens; genai-prices cou
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
 from genai_prices import Usage, calc_price
+from genai_prices.types import TieredPrices
 
 
 @lru_cache(maxsize=4096)
@@ -44,3 +46,81 @@ def price(
             return Decimal(calc_price(usage, model_ref=model).total_price)
         except (LookupError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A model's price inside one tier: a fixed part plus a rate per token of each kind."""
+
+    fixed: Decimal
+    rates: tuple[Decimal, Decimal, Decimal, Decimal]
+
+    def __call__(self, tokens: tuple[int, int, int, int]) -> Decimal:
+        return self.fixed + sum((rate * count for rate, count in zip(self.rates, tokens, strict=True)), Decimal(0))
+
+
+@lru_cache(maxsize=1024)
+def _tier_starts(model: str) -> tuple[int, ...] | None:
+    """Total-input-token thresholds above which the model's prices change; None when it has no price."""
+    if not model or not _known(model):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            prices = calc_price(Usage(input_tokens=1, output_tokens=1), model_ref=model).model_price
+        except (LookupError, ValueError):
+            return None
+    return tuple(sorted({t.start for v in vars(prices).values() if isinstance(v, TieredPrices) for t in v.tiers}))
+
+
+@lru_cache(maxsize=4096)
+def _linear(model: str, tier: int) -> _Linear | None:
+    """The model's price in one tier, read off price() at a few points and checked at another one.
+
+    None when the price is not linear there (then fast_price() asks genai-prices every time).
+    """
+    starts = _tier_starts(model) or ()
+    total = (starts[tier - 1] if tier else 0) + 2  # tiers apply above their start
+    end = starts[tier] if tier < len(starts) else None
+    if end is not None and total + 1_100 > end:
+        return None
+    points = [
+        price(model, total, 0),
+        price(model, total + 1, 0),
+        price(model, total, 1),
+        price(model, total - 1, 0, 1, 0),
+        price(model, total - 1, 0, 0, 0),
+        price(model, total - 1, 0, 0, 1),
+    ]
+    if any(p is None for p in points):
+        return None
+    base, one_more, with_output, with_read, less_one, with_write = (p for p in points if p is not None)
+    rates = (one_more - base, with_output - base, with_read - less_one, with_write - less_one)
+    linear = _Linear(base - rates[0] * total, rates)
+    check = (total + 1_000, 7, 11, 13)
+    expected = price(model, *check)
+    return linear if expected is not None and linear(check) == expected else None
+
+
+def fast_price(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> Decimal | None:
+    """Exactly price(), at the cost of a dictionary lookup: for importers that price every log line.
+
+    genai-prices takes about a third of a millisecond per call, which made pricing most of the time of a
+    large import. Within one price tier a model's cost is linear in its token counts, so the rates are
+    read once per model and tier (tests/test_performance.py checks the two agree).
+    """
+    starts = _tier_starts(model)
+    if starts is None:
+        return None
+    tokens = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+    total = input_tokens + cache_read_tokens + cache_write_tokens
+    linear = _linear(model, sum(1 for start in starts if total > start))
+    if linear is None:
+        return price(model, *tokens)
+    return linear(tokens)

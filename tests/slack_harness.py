@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -25,19 +24,16 @@ from bot.slack_requests import FORM, JSON, SignedRequest, SlackRequests
 from bot.slack_standin import Call, SlackStandIn
 from storage.directory import get_or_create_person
 from storage.models import AgentRun, Annotation, Membership, Outcome, Person, Source, Team, UsageRecord, table_of
+from tests.samples import SAMPLES
 
 SIGNING_SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test"
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 ADA, GRACE, ALAN = "W111", "U111", "U222"  # the stand-in's seeded users
 EMAILS = {ADA: "ada@example.com", GRACE: "grace@example.com", ALAN: "alan@example.com"}
 
 
 def sample(name: str) -> str:
-    path = SAMPLES / name
-    if not path.exists():
-        pytest.skip(f"shared sample {path} is not there")
-    return path.read_text()
+    return (SAMPLES / name).read_text()
 
 
 def sample_form(name: str) -> dict[str, str]:

@@ -207,3 +207,28 @@ def test_switches_parse_on_off_and_confirm() -> None:
     assert parse_forget_me("") is False and parse_forget_me("confirm") is True
     with pytest.raises(SubscriptionError):
         parse_forget_me("yes please")
+
+
+def test_forget_me_can_be_confirmed_with_the_button_behind_slacks_own_are_you_sure(harness: Harness) -> None:
+    from bot.blocks import ACTION_FORGET_ME
+
+    with Session(harness.engine, expire_on_commit=False) as session:
+        ada, grace = person(session, ADA), person(session, GRACE)
+        mine, theirs = run(session, ada, "Mine"), run(session, grace, "Theirs")
+        session.add(Annotation(run_id=mine.id or 0, person_id=ada.id or 0, verdict="useful", note="private note"))
+        session.add(Annotation(run_id=theirs.id or 0, person_id=grace.id or 0, verdict="partly"))
+        session.commit()
+    _, url = harness.command("forget-me")
+    (prompt,) = harness.respond_to(url)
+    (delete,) = [e for b in prompt["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert (delete["action_id"], delete["style"], delete["confirm"]["confirm"]["text"]) == (
+        ACTION_FORGET_ME,
+        "danger",
+        "Delete",
+    )
+    assert len(annotations(harness.engine)) == 2
+    _, click_url = harness.click(ACTION_FORGET_ME, delete["value"])
+    (done,) = harness.respond_to(click_url)
+    assert done["text"] == "Done: deleted your 1 annotation, with their notes and links."
+    assert done["replace_original"] is True
+    assert [a.person_id for a in annotations(harness.engine)] == [2]

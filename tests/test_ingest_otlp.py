@@ -6,7 +6,6 @@ import base64
 import gzip
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,10 +27,8 @@ from bot.otlp import OtlpError, decode, to_telemetry
 from storage.models import AgentRun, Outcome, Person, UsageRecord
 from storage.pricing import price
 from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
+from tests.samples import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-if not SAMPLES.exists():  # a worktree sits beside shared/; a clone of main has it one level up
-    SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 SESSION = "5d0d3c9e-3333-4c6d-9e8f-000000000003"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from storage.ingest import SeenRun, SeenUsage, Telemetry, ingest_telemetry, write_atomically
-from storage.pricing import price
+from storage.pricing import fast_price
 from storage.sources import internal_source
 
 AGENT = "claude-code"
@@ -120,7 +120,7 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
         if not cost.is_finite() or cost < 0:
             raise ValueError("costUSD is not a non-negative number")
     else:
-        cost = price(
+        cost = fast_price(
             model,
             counts["input_tokens"],
             counts["output_tokens"],

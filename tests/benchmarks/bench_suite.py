@@ -1,0 +1,757 @@
+"""The benchmark suite behind docs/performance.md. Not a test: `make bench` runs it, `make test` does not.
+
+    .venv/bin/python -m tests.benchmarks.bench_suite                      # everything, both databases
+    .venv/bin/python -m tests.benchmarks.bench_suite --db sqlite --only slash,ingest
+    BENCH_SCALE=0.01 .venv/bin/python -m tests.benchmarks.bench_suite     # a 1% smoke run
+
+BENCH_SCALE scales the organisation (1 = 5 000 people in 500 teams with ~5 M usage records; the slash
+commands are also measured at 1/25 and 1/5 of that) and the Claude Code logs (1 = 1 GB). Every figure is
+measured next to its database floor, in the same run: the same rows written by a bare COPY/executemany, the
+same sums read by a bare GROUP BY. Results are printed and saved as JSON under BENCH_DIR (default
+/tmp/tokenwise-bench). PostgreSQL databases are created as tokenwise_bench_* and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import make_url
+
+from bot.app import Services, create_app
+from bot.config import Settings
+from bot.console import LocalServer
+from bot.people import SlackPeople
+from bot.periods import parse_period
+from bot.reports import build_report
+from bot.seed import TIMEZONES, USAGE_COLUMNS, person_email, seed_organisation
+from bot.slack_requests import SlackRequests
+from bot.slack_standin import SlackStandIn
+from storage.bulk import copy_rows
+from storage.db import make_engine, normalize_url, session_scope, upgrade
+from storage.metrics import Scope
+from storage.sources import create_source
+from storage.types import UTCDateTime
+
+FULL_PEOPLE = 5_000
+PEOPLE_PER_TEAM = 10
+WEEKS = 37  # ~27 usage records per person-week in the seed: 5 000 people x 37 weeks ~ 5 M records
+FULL_LOG_BYTES = 1 << 30
+END = date(2026, 11, 25)  # a Wednesday: "this week" has data and a previous week
+SECRET = "bench-signing-secret-0123456789"
+BOT_TOKEN = "xoxb-bench"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CCUSAGE = "ccusage@17.2.1"
+
+
+def bench_dir() -> Path:
+    path = Path(os.environ.get("BENCH_DIR", "/tmp/tokenwise-bench"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def scale() -> float:
+    return float(os.environ.get("BENCH_SCALE", "1"))
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
+
+
+# -- databases ------------------------------------------------------------------------------------
+@contextmanager
+def scratch_database(kind: str, label: str) -> Iterator[str]:
+    """A new, migrated, empty database, removed afterwards."""
+    if kind == "sqlite":
+        path = bench_dir() / f"bench-{label}.db"
+        for leftover in path.parent.glob(path.name + "*"):
+            leftover.unlink()
+        url = f"sqlite:///{path}"
+        upgrade_url(url)
+        try:
+            yield url
+        finally:
+            for leftover in path.parent.glob(path.name + "*"):
+                leftover.unlink()
+        return
+    admin_url = normalize_url(
+        os.environ.get("TOKENWISE_BENCH_POSTGRES_URL")
+        or os.environ.get("TOKENWISE_TEST_POSTGRES_URL")
+        or DEFAULT_POSTGRES_URL
+    )
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"tokenwise_bench_{label}_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_url(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def upgrade_url(url: str) -> None:
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+
+
+def org_shape(people: int) -> tuple[int, int]:
+    people = max(PEOPLE_PER_TEAM * 2, people)
+    return people, people // PEOPLE_PER_TEAM
+
+
+# -- seed -----------------------------------------------------------------------------------------
+def bench_seed(url: str, people: int, weeks: int = WEEKS) -> dict[str, Any]:
+    """`tokenwise seed`'s work, timed; and the floor: a bare COPY of as many usage-shaped rows."""
+    people, teams = org_shape(people)
+    engine = make_engine(url)
+    started = time.perf_counter()
+    summary = seed_organisation(engine, people, teams, weeks, seed=1, end=END)
+    seconds = time.perf_counter() - started
+    floor = copy_floor(engine, summary.usage_records)
+    engine.dispose()
+    return {
+        "people": people,
+        "teams": teams,
+        "weeks": weeks,
+        "usage_records": summary.usage_records,
+        "rows": summary.usage_records + summary.runs + summary.outcomes + summary.annotations,
+        "seconds": seconds,
+        "floor_seconds": floor,
+    }
+
+
+def copy_floor(engine: Any, count: int) -> float:
+    """Seconds to COPY (PostgreSQL) / executemany (SQLite) `count` usage-shaped rows into a bare table.
+
+    The rows come from a cheap generator (about a microsecond each) and the table has no index, key or
+    constraint: what the database needs at least to take in that many rows. Rolled back afterwards.
+    """
+    base = datetime(2026, 1, 1)
+    rows = (
+        (i, 1, 1 + i % 5000, i // 4 + 1, base + timedelta(seconds=i), "claude-code", "claude-sonnet-4-5",
+         12_000, 2_000, 70_000, 7_000, 81_000_000, f"floor-{i}")
+        for i in range(1, count + 1)
+    )  # fmt: skip
+    with engine.connect() as connection:
+        connection.exec_driver_sql("CREATE TABLE bench_floor AS SELECT * FROM usage_record WHERE 1 = 0")
+        started = time.perf_counter()
+        copy_rows(connection, "bench_floor", USAGE_COLUMNS, rows)
+        seconds = time.perf_counter() - started
+        connection.rollback()
+    return seconds
+
+
+# -- slash commands -------------------------------------------------------------------------------
+def bench_slash(url: str, people: int, samples: int = 40, seed: int = 7) -> dict[str, Any]:
+    """/tokenwise me and /tokenwise team from signed request to the answer posted to response_url.
+
+    Each sampled person runs `me` (their Slack profile not yet cached, as on a first command) and then
+    `team` (their own team). Also timed, for the same people: the report alone (build_report, in process)
+    and the floor, a bare GROUP BY of the same usage rows.
+    """
+    people, _teams = org_shape(people)
+    rng = random.Random(seed)
+    picks = rng.sample(range(people), min(samples, people))
+    engine = make_engine(url, pool_size=8)
+    timings: dict[str, list[float]] = {"me": [], "team": []}
+    problems: list[str] = []
+    with SlackStandIn(token=BOT_TOKEN) as slack:
+        for index in picks:
+            slack.add_user(f"U{1000000 + index}", person_email(index), tz=TIMEZONES[index % len(TIMEZONES)])
+        settings = Settings(
+            database_url=url,
+            slack_bot_token=BOT_TOKEN,
+            slack_signing_secret=SECRET,
+            slack_api_url=slack.url,
+            slack_client_id=None,
+            slack_client_secret=None,
+            public_url="https://tokenwise.example.com",
+        )
+        services = Services(settings=settings, engine=engine, people=SlackPeople(3600))
+        signer = SlackRequests(SECRET, team_id=slack.team_id)
+        with LocalServer(create_app(services)) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+            for text_ in ("help",):  # warm up: imports, first connection
+                http.post("/slack/events", **_signed(signer, text_, "U1000000", slack.response_url()))
+            for text_ in ("me", "team"):
+                for index in picks:
+                    answer, seconds = _timed_command(http, slack, signer, text_, f"U{1000000 + index}")
+                    timings[text_].append(seconds)
+                    if "Sorry" in answer:
+                        problems.append(f"{text_} for person {index + 1}: {answer[:120]}")
+    report_times, floor_times = _report_and_floor(engine, [i + 1 for i in picks])
+    engine.dispose()
+    result: dict[str, Any] = {"people": people, "samples": len(picks), "problems": problems}
+    for name in ("me", "team"):
+        result[name] = _summary(timings[name])
+        result[f"{name}_report"] = _summary(report_times[name])
+        result[f"{name}_floor"] = _summary(floor_times[name])
+    return result
+
+
+def _signed(signer: SlackRequests, text_: str, user_id: str, response_url: str) -> dict[str, Any]:
+    request = signer.slash_command(text_, user_id, response_url)
+    return {"content": request.body, "headers": request.headers}
+
+
+def _timed_command(
+    http: httpx.Client, slack: SlackStandIn, signer: SlackRequests, text_: str, user_id: str
+) -> tuple[str, float]:
+    response_url = slack.response_url()
+    path = "/" + response_url.split("/", 3)[3]
+    started = time.perf_counter()
+    ack = http.post("/slack/events", **_signed(signer, text_, user_id, response_url))
+    if ack.status_code != 200:
+        raise RuntimeError(f"/tokenwise {text_} was answered {ack.status_code}: {ack.text[:200]}")
+
+    def answered() -> bool:
+        return any(call.path == path for call in slack.calls("response_url")[-8:])
+
+    slack.wait_until(answered, timeout=60)
+    seconds = time.perf_counter() - started
+    (call,) = [c for c in slack.calls("response_url") if c.path == path]
+    return str(call.args.get("text", "")), seconds
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": statistics.median(values) * 1000,
+        "p95_ms": percentile(values, 0.95) * 1000,
+        "max_ms": max(values) * 1000,
+    }
+
+
+ME_FLOOR = """
+SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd)
+FROM usage_record WHERE person_id = :who AND occurred_at >= :start AND occurred_at < :end
+"""
+TEAM_FLOOR = """
+SELECT u.person_id, count(*), sum(u.input_tokens), sum(u.output_tokens), sum(u.cost_usd)
+FROM usage_record u JOIN membership m ON m.person_id = u.person_id
+WHERE m.team_id = :who AND u.occurred_at >= :start AND u.occurred_at < :end GROUP BY u.person_id
+"""
+
+
+def _report_and_floor(engine: Any, person_ids: list[int]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The report alone (both windows, as the command builds it) and the bare GROUP BY, per person."""
+    reports: dict[str, list[float]] = {"me": [], "team": []}
+    floors: dict[str, list[float]] = {"me": [], "team": []}
+    times = [bindparam("start", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime())]
+    queries = {"me": text(ME_FLOOR).bindparams(*times), "team": text(TEAM_FLOOR).bindparams(*times)}
+    with session_scope(engine) as session:
+        for person_id in person_ids:
+            tz = TIMEZONES[(person_id - 1) % len(TIMEZONES)]
+            period = parse_period("", END, tz)
+            team_id = session.execute(
+                text("SELECT team_id FROM membership WHERE person_id = :p ORDER BY team_id"), {"p": person_id}
+            ).scalar_one()
+            for name, scope, who in (
+                ("me", Scope.person(person_id), person_id),
+                ("team", Scope.team(team_id), team_id),
+            ):
+                started = time.perf_counter()
+                build_report(session, scope, period, 5)
+                reports[name].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                session.execute(queries[name], {"who": who, "start": period.start, "end": period.end}).all()
+                floors[name].append(time.perf_counter() - started)
+    return reports, floors
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+def bench_ingest(
+    url: str, people: int, batches: int = 40, size: int = 1_000, concurrency: int = 4, seed: int = 11
+) -> dict[str, Any]:
+    """POST /v1/usage in batches of `size` through the real app on a loopback port: half the batches from
+    one sender, half from `concurrency` senders at once. The floor is the same rows (people already
+    resolved) written by a bare COPY/executemany, one transaction per batch."""
+    people, _teams = org_shape(people)
+    rng = random.Random(seed)
+    engine = make_engine(url, pool_size=8)
+    with session_scope(engine) as session:
+        token = create_source(session, f"bench-{uuid.uuid4().hex[:8]}", "api").token
+    base = datetime.combine(END, datetime.min.time(), tzinfo=UTC)
+    run_tag = uuid.uuid4().hex[:8]
+    bodies: list[bytes] = []
+    for b in range(batches):
+        records = []
+        for j in range(size):
+            records.append(
+                {
+                    "email": person_email(rng.randrange(people)),
+                    "dedupe_key": f"bench-{run_tag}-{b}-{j}",
+                    "occurred_at": (base - timedelta(seconds=rng.randrange(7 * 86400))).isoformat(),
+                    "agent": "claude-code",
+                    "model": "claude-sonnet-4-5",
+                    "input_tokens": rng.randrange(2_000, 40_000),
+                    "output_tokens": rng.randrange(200, 5_000),
+                    "cache_read_tokens": rng.randrange(150_000),
+                    "cache_write_tokens": rng.randrange(15_000),
+                    "cost_usd": f"{rng.randrange(1, 900_000) / 1_000_000:.6f}",
+                }
+            )
+        bodies.append(json.dumps({"records": records}).encode())
+    settings = Settings(database_url=url, slack_bot_token=None, slack_signing_secret=None)
+    services = Services(settings=settings, engine=engine)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    runs: dict[str, dict[str, float]] = {}
+    with LocalServer(create_app(services)) as server:
+        half = len(bodies) // 2 if concurrency > 1 else len(bodies)
+        runs["1"] = _send_batches(server.url, bodies[:half], headers, 1, size)
+        if concurrency > 1:
+            runs[str(concurrency)] = _send_batches(server.url, bodies[half:], headers, concurrency, size)
+    floor = _ingest_floor(engine, bodies, size)
+    engine.dispose()
+    total = batches * size
+    return {
+        "records": total,
+        "batch": size,
+        "senders": runs,
+        "records_per_s": max(run["records_per_s"] for run in runs.values()),
+        "floor_seconds": floor,
+        "floor_records_per_s": total / floor,
+    }
+
+
+def _send_batches(
+    base_url: str, bodies: list[bytes], headers: dict[str, str], senders: int, size: int
+) -> dict[str, float]:
+    """POST `bodies` from `senders` concurrent clients (threads); records/s over the whole run."""
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def send(mine: list[bytes]) -> None:
+        with httpx.Client(base_url=base_url, timeout=120) as http:
+            for body in mine:
+                sent = time.perf_counter()
+                response = http.post("/v1/usage", content=body, headers=headers)
+                latencies.append(time.perf_counter() - sent)
+                if response.status_code != 200 or response.json()["accepted"] != size:
+                    failures.append(f"{response.status_code}: {response.text[:300]}")
+
+    threads = [threading.Thread(target=send, args=(bodies[i::senders],)) for i in range(senders)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"ingest failed: {failures[0]}")
+    return {
+        "records": len(bodies) * size,
+        "seconds": seconds,
+        "records_per_s": len(bodies) * size / seconds,
+        "batch_p95_ms": percentile(latencies, 0.95) * 1000,
+    }
+
+
+def _ingest_floor(engine: Any, bodies: list[bytes], size: int) -> float:
+    with engine.connect() as connection:
+        ids = dict(connection.execute(text("SELECT email, id FROM person")).all())
+        source_id = connection.execute(text("SELECT max(id) FROM source")).scalar_one()
+    batches = []
+    for body in bodies:
+        rows = []
+        for item in json.loads(body)["records"]:
+            occurred = datetime.fromisoformat(item["occurred_at"]).astimezone(UTC).replace(tzinfo=None)
+            cost = int(Decimal(item["cost_usd"]) * 1_000_000_000)
+            rows.append(
+                (source_id, ids[item["email"]], None, occurred, item["agent"], item["model"], item["input_tokens"],
+                 item["output_tokens"], item["cache_read_tokens"], item["cache_write_tokens"], cost,
+                 "floor-" + item["dedupe_key"])
+            )  # fmt: skip
+        batches.append(rows)
+    columns = USAGE_COLUMNS[1:]
+    started = time.perf_counter()
+    for rows in batches:
+        with engine.begin() as connection:
+            copy_rows(connection, "usage_record", columns, rows)
+    return time.perf_counter() - started
+
+
+# -- weekly digests ------------------------------------------------------------------------------
+TEAM_FLOOR_ALL = """
+SELECT m.team_id, count(*), sum(u.input_tokens), sum(u.output_tokens), sum(u.cost_usd)
+FROM usage_record u JOIN membership m ON m.person_id = u.person_id
+WHERE u.occurred_at >= :start AND u.occurred_at < :end GROUP BY m.team_id
+"""
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_digest(url: str, teams: int | None = None, charts: bool = True) -> dict[str, Any]:
+    """Every team's weekly digest for last week, as the scheduler builds it (build_digest: the report,
+    four trend weeks, merged PRs, unreviewed runs, shared wins), one team after another, and its chart.
+    Memory is sampled after each team. The floor: one bare GROUP BY giving every team's week totals."""
+    from bot.digest import build_digest, render_chart
+
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        team_ids = [row[0] for row in connection.execute(text("SELECT id FROM team ORDER BY id"))]
+    team_ids = team_ids[:teams] if teams else team_ids
+    period = parse_period("last week", END, "UTC")
+    rss = [_rss_mb()]
+    shown = 0
+    build_seconds = chart_seconds = 0.0
+    for team_id in team_ids:
+        with session_scope(engine) as session:
+            started = time.perf_counter()
+            digest = build_digest(session, Scope.team(team_id, f"team {team_id}"), period, 5)
+            build_seconds += time.perf_counter() - started
+        if charts:
+            started = time.perf_counter()
+            render_chart(digest)
+            chart_seconds += time.perf_counter() - started
+        shown += digest.shown
+        rss.append(_rss_mb())
+    times = [bindparam("start", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime())]
+    with engine.connect() as connection:
+        started = time.perf_counter()
+        connection.execute(text(TEAM_FLOOR_ALL).bindparams(*times), {"start": period.start, "end": period.end}).all()
+        floor = time.perf_counter() - started
+    engine.dispose()
+    tenth = max(1, len(rss) // 10)
+    return {
+        "teams": len(team_ids),
+        "shown": shown,
+        "build_seconds": build_seconds,
+        "chart_seconds": chart_seconds,
+        "seconds": build_seconds + chart_seconds,
+        "rss_mb_after_first_tenth": rss[tenth],
+        "rss_mb_at_end": rss[-1],
+        "rss_mb_peak": max(rss),
+        "floor_seconds": floor,
+    }
+
+
+# -- Claude Code logs -----------------------------------------------------------------------------
+def write_claude_logs(root: Path, total_bytes: int, seed: int = 5) -> dict[str, Any]:
+    """Claude Code-shaped session logs under root/projects, about `total_bytes` in all, and a hand count.
+
+    Each session alternates user and assistant lines (text padded to real sizes, never stored by the
+    importer); one assistant line in ten is streamed again with the same message and request id, which
+    ccusage and the importer must count once.
+    """
+    rng = random.Random(seed)
+    projects = root / "projects"
+    if projects.exists():
+        shutil.rmtree(projects)
+    written = 0
+    counts = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "entries": 0}
+    days: dict[str, int] = {}
+    start = datetime(2026, 9, 1, 8, tzinfo=UTC)
+    session_number = 0
+    padding = "x" * 4000
+    while written < total_bytes:
+        session_number += 1
+        session_id = str(uuid.UUID(int=rng.getrandbits(128)))
+        folder = projects / f"-home-dev-repo{session_number % 20}"
+        folder.mkdir(parents=True, exist_ok=True)
+        moment = start + timedelta(minutes=session_number * 37 % (80 * 24 * 60))
+        lines = []
+        for turn in range(rng.randrange(20, 120)):
+            moment += timedelta(seconds=rng.randrange(5, 90))
+            stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            user = {"type": "user", "sessionId": session_id, "timestamp": stamp, "cwd": "/home/dev/repo",
+                    "message": {"role": "user", "content": padding[: rng.randrange(100, 2000)]}}  # fmt: skip
+            lines.append(json.dumps(user))
+            usage = {
+                "input_tokens": rng.randrange(1, 4_000),
+                "output_tokens": rng.randrange(1, 3_000),
+                "cache_read_input_tokens": rng.randrange(0, 150_000),
+                "cache_creation_input_tokens": rng.randrange(0, 15_000),
+            }
+            line = {
+                "type": "assistant", "sessionId": session_id, "timestamp": stamp,
+                "requestId": f"req_{session_number}_{turn}", "isSidechain": False, "version": "2.0.14",
+                "cwd": "/home/dev/repo",
+                "message": {"id": f"msg_{session_number}_{turn}", "type": "message", "role": "assistant",
+                            "model": "claude-sonnet-4-5-20250929", "usage": usage,
+                            "content": [{"type": "text", "text": padding[: rng.randrange(200, 3000)]}]},
+            }  # fmt: skip
+            text_ = json.dumps(line)
+            lines.append(text_)
+            if rng.random() < 0.1:
+                lines.append(text_)  # a streamed repeat
+            counts["input"] += usage["input_tokens"]
+            counts["output"] += usage["output_tokens"]
+            counts["cache_read"] += usage["cache_read_input_tokens"]
+            counts["cache_write"] += usage["cache_creation_input_tokens"]
+            counts["entries"] += 1
+            day = stamp[:10]
+            days[day] = days.get(day, 0) + 1
+        content = "\n".join(lines) + "\n"
+        (folder / f"{session_id}.jsonl").write_text(content)
+        written += len(content)
+    return {"bytes": written, "files": session_number, "days": len(days), **counts}
+
+
+def _rss_wrapper(command: list[str]) -> list[str]:
+    """Run `command` under a tiny Python parent that reports the peak RSS of its whole process tree."""
+    script = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]);"
+        "sys.stderr.write('\\nPEAK_RSS_KB=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+        "sys.exit(r.returncode)"
+    )
+    return [sys.executable, "-c", script, *command]
+
+
+def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    started = time.perf_counter()
+    process = subprocess.run(_rss_wrapper(command), env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {process.stderr[-800:]}")
+    peak_kb = int(process.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0])
+    return seconds, peak_kb / 1024, process.stdout
+
+
+def ccusage_command() -> list[str] | None:
+    """ccusage 17.2.1 run by node directly (npx itself would add its own start-up to the timing)."""
+    if shutil.which("npx") is None:
+        return None
+    found = subprocess.run(
+        ["npx", "-y", CCUSAGE, "--version"], capture_output=True, text=True, check=False, cwd=bench_dir()
+    )
+    if found.returncode != 0:
+        return None
+    cache = Path(os.environ.get("NPM_CONFIG_CACHE", Path.home() / ".npm")) / "_npx"
+    for package in sorted(cache.glob("*/node_modules/ccusage/package.json")):
+        if json.loads(package.read_text()).get("version") == "17.2.1":
+            entry = json.loads(package.read_text()).get("bin", {})
+            target = entry.get("ccusage") if isinstance(entry, dict) else entry
+            return ["node", str(package.parent / target), "daily", "--json", "--offline"]
+    return ["npx", "-y", CCUSAGE, "daily", "--json", "--offline"]
+
+
+def bench_import(url: str, log_bytes: int, compare: bool = True) -> dict[str, Any]:
+    """`tokenwise import claude-code` on generated logs (time, peak RSS, totals) against ccusage on them."""
+    root = bench_dir() / "claude-logs"
+    truth = write_claude_logs(root, log_bytes)
+    env = {**os.environ, "DATABASE_URL": url}
+    tokenwise = [str(Path(sys.executable).with_name("tokenwise")), "import", "claude-code", str(root), "--email"]
+    seconds, peak_mb, _out = measured([*tokenwise, "bench@example.com"], env)
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        sums = connection.execute(
+            text(
+                "SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
+                " sum(cache_write_tokens) FROM usage_record u JOIN source s ON s.id = u.source_id"
+                " WHERE s.name = 'claude-code-logs'"
+            )
+        ).one()
+    engine.dispose()
+    ours = dict(zip(("entries", "input", "output", "cache_read", "cache_write"), map(int, sums), strict=True))
+    parse_seconds = _parse_floor(root)
+    result: dict[str, Any] = {
+        "log_bytes": truth["bytes"],
+        "files": truth["files"],
+        "seconds": seconds,
+        "peak_rss_mb": peak_mb,
+        "totals_match_hand_count": all(ours[k] == truth[k] for k in ours),
+        "hand_count": truth,
+        "tokenwise": ours,
+        "parse_floor_seconds": parse_seconds,
+    }
+    command = ccusage_command() if compare else None
+    if command is not None:
+        cc_seconds, cc_peak_mb, out = measured(command, {**os.environ, "CLAUDE_CONFIG_DIR": str(root)})
+        totals = json.loads(out)["totals"]
+        result["ccusage"] = {
+            "seconds": cc_seconds,
+            "peak_rss_mb": cc_peak_mb,
+            "input": totals["inputTokens"],
+            "output": totals["outputTokens"],
+            "cache_read": totals["cacheReadTokens"],
+            "cache_write": totals["cacheCreationTokens"],
+        }
+        result["ccusage_matches_hand_count"] = all(result["ccusage"][k] == truth[k] for k in ours if k != "entries")
+    return result
+
+
+def _parse_floor(root: Path) -> float:
+    """Seconds to read every log line and json.loads it, nothing else: the floor of any importer in Python."""
+    started = time.perf_counter()
+    for path in sorted(root.glob("projects/*/*.jsonl")):
+        with path.open("rb") as handle:
+            for raw in handle:
+                json.loads(raw)
+    return time.perf_counter() - started
+
+
+# -- the suite ------------------------------------------------------------------------------------
+SECTIONS = ("seed", "slash", "ingest", "digest", "import")
+
+
+def run_suite(databases: list[str], only: set[str], factor: float, samples: int = 40) -> dict[str, Any]:
+    results: dict[str, Any] = {"scale": factor, "started": datetime.now(UTC).isoformat(timespec="seconds")}
+    for kind in databases:
+        here: dict[str, Any] = {}
+        results[kind] = here
+        sizes = {"1x": FULL_PEOPLE * factor / 25, "5x": FULL_PEOPLE * factor / 5, "25x": FULL_PEOPLE * factor}
+        if only & {"seed", "slash", "ingest", "digest"}:
+            for label, people in sizes.items():
+                largest = label == "25x"
+                if not largest and "slash" not in only:
+                    continue
+                with scratch_database(kind, label) as url:
+                    seeded = bench_seed(url, round(people))
+                    here.setdefault("seed", {})[label] = seeded
+                    _say(kind, f"seed {label}", seeded)
+                    if "slash" in only:
+                        here.setdefault("slash", {})[label] = bench_slash(url, seeded["people"], samples)
+                        _say(kind, f"slash {label}", here["slash"][label])
+                    if largest and "ingest" in only:
+                        here["ingest"] = bench_ingest(
+                            url, seeded["people"], batches=max(8, round(40 * min(1, factor * 4)))
+                        )
+                        _say(kind, "ingest", here["ingest"])
+                    if largest and "digest" in only:
+                        here["digest"] = bench_digest(url)
+                        _say(kind, "digest", here["digest"])
+        if "import" in only and kind == databases[0]:
+            with scratch_database(kind, "import") as url:
+                here["import"] = bench_import(url, max(1 << 20, round(FULL_LOG_BYTES * factor)))
+                _say(kind, "import", here["import"])
+    return results
+
+
+# -- the report -----------------------------------------------------------------------------------
+def render(results: dict[str, Any]) -> str:
+    """Markdown tables of one results file, as docs/performance.md shows them."""
+    out: list[str] = []
+    databases = [k for k in ("sqlite", "postgresql") if k in results]
+    slash = [
+        (db, label, results[db]["seed"][label], row)
+        for db in databases
+        for label, row in results[db].get("slash", {}).items()
+    ]
+    if slash:
+        out += [
+            "| database | data | usage records | command | p50 ms | p95 ms | report alone p95 ms | floor p95 ms | p95 / floor |",  # noqa: E501
+            "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for db, label, seeded, row in slash:
+            for name in ("me", "team"):
+                p95, floor = row[name]["p95_ms"], row[f"{name}_floor"]["p95_ms"]
+                out.append(
+                    f"| {db} | {label} | {seeded['usage_records']:,} | /tokenwise {name} | {row[name]['p50_ms']:.1f} |"
+                    f" {p95:.1f} | {row[f'{name}_report']['p95_ms']:.1f} | {floor:.2f} | {p95 / floor:.0f}x |"
+                )
+        out.append("")
+    seeds = [(db, label, row) for db in databases for label, row in results[db].get("seed", {}).items()]
+    if seeds:
+        out += [
+            "| database | data | people / teams | usage records | all rows | seconds | s per 1 M records | floor s | ratio |",  # noqa: E501
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for db, label, row in seeds:
+            per_million = row["seconds"] / row["usage_records"] * 1e6
+            out.append(
+                f"| {db} | {label} | {row['people']:,} / {row['teams']:,} | {row['usage_records']:,} | {row['rows']:,} |"  # noqa: E501
+                f" {row['seconds']:.1f} | {per_million:.1f} | {row['floor_seconds']:.1f} |"
+                f" {row['seconds'] / row['floor_seconds']:.1f}x |"
+            )
+        out.append("")
+    ingests = [(db, results[db]["ingest"]) for db in databases if "ingest" in results[db]]
+    if ingests:
+        out += [
+            "| database | senders | records | batch | records/s | batch p95 ms | floor records/s | floor / ours |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for db, row in ingests:
+            for senders, run in row["senders"].items():
+                out.append(
+                    f"| {db} | {senders} | {run['records']:,} | {row['batch']:,} | {run['records_per_s']:,.0f} |"
+                    f" {run['batch_p95_ms']:.0f} | {row['floor_records_per_s']:,.0f} |"
+                    f" {row['floor_records_per_s'] / run['records_per_s']:.1f}x |"
+                )
+        out.append("")
+    digests = [(db, results[db]["digest"]) for db in databases if "digest" in results[db]]
+    if digests:
+        out += [
+            "| database | teams | shown | build s | charts s | total s | RSS MB after 1/10, end, peak | floor s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        ]
+        for db, row in digests:
+            out.append(
+                f"| {db} | {row['teams']} | {row['shown']} | {row['build_seconds']:.1f} | {row['chart_seconds']:.1f} |"
+                f" {row['seconds']:.1f} | {row['rss_mb_after_first_tenth']:.0f}, {row['rss_mb_at_end']:.0f},"
+                f" {row['rss_mb_peak']:.0f} | {row['floor_seconds']:.2f} |"
+            )
+        out.append("")
+    imports = [(db, results[db]["import"]) for db in databases if "import" in results[db]]
+    for db, row in imports:
+        out += [
+            "| importer | logs | seconds | peak RSS MB | totals = hand count |",
+            "| --- | ---: | ---: | ---: | --- |",
+            f"| tokenwise import claude-code ({db}) | {row['log_bytes'] / 2**20:,.0f} MiB | {row['seconds']:.1f} |"
+            f" {row['peak_rss_mb']:.0f} | {row['totals_match_hand_count']} |",
+        ]
+        if "ccusage" in row:
+            cc = row["ccusage"]
+            out.append(
+                f"| ccusage 17.2.1 daily --json --offline | {row['log_bytes'] / 2**20:,.0f} MiB | {cc['seconds']:.1f} |"
+                f" {cc['peak_rss_mb']:.0f} | {row['ccusage_matches_hand_count']} |"
+            )
+        out.append(f"| floor: read + json.loads every line | | {row['parse_floor_seconds']:.1f} | | |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _say(kind: str, what: str, value: Any) -> None:
+    print(f"[{kind}] {what}: {json.dumps(value, default=str)}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql or both (comma-separated)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--samples", type=int, default=40, help="people sampled per slash command")
+    parser.add_argument("--report", type=Path, help="print the tables of a saved results file and stop")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(render(json.loads(args.report.read_text())))
+        return 0
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    results = run_suite([d.strip() for d in args.db.split(",")], only, scale(), args.samples)
+    out = bench_dir() / f"results-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(render(results))
+    print(f"Results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
