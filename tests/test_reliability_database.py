@@ -23,7 +23,7 @@ from tests.ingest_fixtures import new_token, row_counts, running_server
 from tests.slack_harness import ADA, BOT_TOKEN, SIGNING_SECRET, make_settings
 from tests.tcp_proxy import CuttableProxy, cuttable_proxy
 
-BATCH = 1200  # three INSERT chunks of at most 500 rows: the cut lands between the second and the third
+BATCH = 1200
 
 
 def usage(i: int, prefix: str = "k") -> dict[str, Any]:
@@ -75,7 +75,8 @@ def test_postgresql_stopped_mid_batch_gets_503_writes_nothing_and_the_service_re
             before = row_counts(direct)
 
             for _attempt in range(3):
-                proxy.cut_when(b"INSERT INTO usage_record", occurrence=2)  # after 500 rows went in, before the rest
+                # The batch's transaction has written its seven new people; it dies as its usage rows go out.
+                proxy.cut_when(b'INSERT INTO "usage_record"', occurrence=1)
                 response = http.post("/v1/usage", json=batch, headers=auth)
                 if proxy.tripped.is_set():
                     break
@@ -88,7 +89,7 @@ def test_postgresql_stopped_mid_batch_gets_503_writes_nothing_and_the_service_re
             assert response.status_code == 503
             assert response.headers["Retry-After"] == "5"
             assert "nothing was written" in response.json()["errors"][0]["message"]
-            assert row_counts(direct) == before  # not the first 500 rows, not the new people
+            assert row_counts(direct) == before  # not the new people, not a single usage row
 
             # Still down: new connections are refused, and everything says so without a traceback.
             assert http.post("/v1/usage", json=batch, headers=auth).status_code == 503
