@@ -36,7 +36,7 @@ pytest: $(BIN)/tokenwise
 audit: $(BIN)/tokenwise
 	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
-test: lint typecheck pytest audit
+test: lint typecheck audit pytest
 
 # The benchmark suite behind docs/performance.md (minutes at full size; BENCH_SCALE=0.01 for a smoke run).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--db sqlite --only slash,ingest".
