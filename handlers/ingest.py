@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.log_safety import log_failure
 from bot.otlp import OtlpError, Signal, decode, response_body, to_telemetry
+from handlers.bodies import BodyTooLarge, bounded_body
 from storage.db import database_unreachable, session_scope
 from storage.ingest import (
     ITEM_MODELS,
@@ -121,24 +122,20 @@ def _media_type(request: Request) -> str:
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it (or its gzip expansion) exceeds `limit` bytes."""
     too_big = Rejected(413, f"The body is over {limit} bytes; split it into smaller batches.")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_big
-    received = bytearray()
-    async for chunk in request.stream():
-        received.extend(chunk)
-        if len(received) > limit:
-            raise too_big
+    try:
+        received = await bounded_body(request, limit)
+    except BodyTooLarge:
+        raise too_big from None
     if request.headers.get("content-encoding", "").lower() == "gzip":
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            expanded = inflater.decompress(bytes(received), limit + 1)
+            expanded = inflater.decompress(received, limit + 1)
         except zlib.error as error:
             raise Rejected(400, f"The body is not valid gzip: {error}") from error
         if len(expanded) > limit:
             raise too_big
         return expanded
-    return bytes(received)
+    return received
 
 
 def _items_of(payload: Any, kind: BatchKind, max_items: int) -> list[Any]:

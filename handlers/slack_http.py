@@ -18,25 +18,9 @@ from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_r
 from starlette.concurrency import run_in_threadpool
 
 from bot.slack_app import EVENTS_PATH, INSTALL_PATH, REDIRECT_PATH
+from handlers.bodies import BodyTooLarge, bounded_body
 
 SLACK_MAX_BYTES = 1024 * 1024  # a full modal submission is tens of KB
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def bounded_body(req: Request, limit: int = SLACK_MAX_BYTES) -> bytes:
-    """The body, or BodyTooLarge as soon as it (or its declared length) passes `limit`."""
-    declared = req.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    received = bytearray()
-    async for chunk in req.stream():
-        received.extend(chunk)
-        if len(received) > limit:
-            raise BodyTooLarge
-    return bytes(received)
 
 
 class ThreadedSlackRequestHandler(SlackRequestHandler):
@@ -44,7 +28,7 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
 
     async def handle(self, req: Request, addition_context_properties: dict[str, Any] | None = None) -> Response:
         try:
-            body = await bounded_body(req)
+            body = await bounded_body(req, SLACK_MAX_BYTES)
         except BodyTooLarge:
             return Response(status_code=413, content="Request body too large")
         timestamp = req.headers.get("x-slack-request-timestamp")
