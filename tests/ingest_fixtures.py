@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import queue
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -60,3 +65,29 @@ def running_server(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve_process(env: dict[str, str]) -> Iterator[str]:
+    """`tokenwise serve --port 0` as its own process with `env`; yields its base URL, stops it after."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stderr is not None
+    stderr = process.stderr
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    try:
+        while True:
+            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", lines.get(timeout=60))
+            if found:
+                yield found.group(1)
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -3,50 +3,22 @@
 from __future__ import annotations
 
 import os
-import queue
-import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.ingest_fixtures import new_token, row_counts
+from tests.ingest_fixtures import new_token, row_counts, serve_process
 from tests.test_ingest_otlp import AFTER_BOTH_CUMULATIVE, sample, totals
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def served(db_url: str) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env |= {"DATABASE_URL": db_url, "COLUMNS": "200"}
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
-    try:
-        while True:
-            line = lines.get(timeout=60)
-            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
-            if found:
-                yield found.group(1)
-                break
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serve_process(env) as url:
+        yield url
 
 
 def test_tokenwise_serve_ingests_over_http_and_refuses_bad_input_without_writing(served: str, engine: Engine) -> None:

@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
-import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,10 +17,9 @@ from sqlalchemy import Engine
 
 from bot.slack_requests import SlackRequests
 from bot.slack_standin import SlackStandIn
-from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
+from tests.ingest_fixtures import make_app, new_token, row_counts, running_server, serve_process
 from tests.slack_harness import ADA, ALAN, BOT_TOKEN, GRACE, SIGNING_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = 200
 SLACK_ACK_LIMIT = 3.0
 CLIENTS = 50
@@ -48,27 +42,8 @@ def served(db_url: str, slack: SlackStandIn) -> Iterator[str]:
         "SLACK_API_URL": slack.url,
         "COLUMNS": "200",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
-    try:
-        while True:
-            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", lines.get(timeout=60))
-            if found:
-                yield found.group(1)
-                break
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serve_process(env) as url:
+        yield url
 
 
 async def fire(base: str, requests: list[Any]) -> list[tuple[int, bytes, float]]:
