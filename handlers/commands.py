@@ -22,11 +22,12 @@ from bot.periods import PeriodError, parse_period, zone
 from bot.reports import build_report
 from handlers import digest_commands
 from handlers.bolt import apologetic, workspace_of
+from storage.audit import record_event
 from storage.db import session_scope
 from storage.digests import SubscriptionError
 from storage.directory import NotFound, find_team, team_names, teams_of
 from storage.metrics import Scope
-from storage.models import AuditEvent, Person
+from storage.models import Person
 from storage.runs import count_unreviewed, unreviewed_runs
 
 if TYPE_CHECKING:
@@ -61,11 +62,14 @@ class Caller:
     def today(self) -> date:
         return datetime.now(zone(self.tz)).date()
 
-    def audit(self, action: str, scope: str) -> None:
-        self.session.add(
-            AuditEvent(
-                actor_person_id=self.person_id, actor=f"slack:{self.profile.user_id}", action=action, scope=scope
-            )
+    @property
+    def actor(self) -> str:
+        return f"slack:{self.profile.user_id}"
+
+    def audit(self, action: str, scope: str, detail: str | None = None) -> None:
+        """Record who looked at or changed what, in this request's transaction."""
+        record_event(
+            self.session, actor=self.actor, action=action, scope=scope, actor_person_id=self.person_id, detail=detail
         )
 
 

@@ -42,10 +42,6 @@ if TYPE_CHECKING:
     from handlers.commands import Caller
 
 
-def _actor(caller: Caller) -> str:
-    return f"slack:{caller.profile.user_id}"
-
-
 def _channel(caller: Caller) -> str:
     channel = str(caller.command.get("channel_id") or "")
     if not channel:
@@ -82,13 +78,7 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
         return blocks.digest_list_message(rows)
     if wanted.action == "preview":
         team = _team_or_mine(caller, wanted.team)
-        record_event(
-            session,
-            actor=_actor(caller),
-            action="digest.preview",
-            scope=f"team:{team.name}",
-            actor_person_id=caller.person_id,
-        )
+        caller.audit("digest.preview", f"team:{team.name}")
         built = build_digest(
             session, scope_for(session, team.id), last_week(caller), caller.services.settings.min_group_size
         )
@@ -99,14 +89,7 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
         removed = unsubscribe(session, channel_id=channel, team_id=team_id, every=team_id is None)
         if not removed:
             return blocks.notice_message("This channel has no such digest. `/tokenwise digest list` shows what it has.")
-        record_event(
-            session,
-            actor=_actor(caller),
-            action="digest.unsubscribe",
-            scope=f"channel:{channel}",
-            actor_person_id=caller.person_id,
-            detail=wanted.team,
-        )
+        caller.audit("digest.unsubscribe", f"channel:{channel}", wanted.team)
         return blocks.notice_message(f"Done: this channel will no longer get {removed} digest(s).")
     assert wanted.schedule is not None
     channel = _channel(caller)
@@ -120,14 +103,7 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
         enterprise_id=caller.command.get("enterprise_id") or None,
         created_by=caller.person_id,
     )
-    record_event(
-        session,
-        actor=_actor(caller),
-        action="digest.subscribe",
-        scope=f"team:{team.name}",
-        actor_person_id=caller.person_id,
-        detail=f"channel {channel}, {wanted.schedule.label()}",
-    )
+    caller.audit("digest.subscribe", f"team:{team.name}", f"channel {channel}, {wanted.schedule.label()}")
     verb = "This channel will get" if created else "Rescheduled: this channel gets"
     return blocks.notice_message(
         f"{verb} the {team.name} digest every {wanted.schedule.label()}. Team figures only, never a ranking; "
@@ -139,7 +115,7 @@ def summary(caller: Caller, request: CommandRequest) -> blocks.Message:
     result = request_summary(
         caller.session,
         requester=caller.person,
-        actor=_actor(caller),
+        actor=caller.actor,
         team_name=request.options.get("team"),
         writer=caller.services.summary_writer,
         settings=caller.services.settings,
@@ -158,7 +134,7 @@ def nudges(caller: Caller, request: CommandRequest) -> blocks.Message:
 def forget_me(caller: Caller, request: CommandRequest) -> blocks.Message:
     if not request.options.get("value"):
         return blocks.forget_me_prompt(count_annotations(caller.session, caller.person_id))
-    return _forget(caller.session, caller.person_id, _actor(caller))
+    return _forget(caller.session, caller.person_id, caller.actor)
 
 
 def _forget(session: Session, person_id: int, actor: str) -> blocks.Message:
