@@ -54,6 +54,9 @@ def settings() -> Settings:
 def open_engine(config: Settings | None = None) -> Engine:
     """The configured database, upgraded to the current schema (cheap when already current)."""
     config = config or settings()
+    backend = config.database_url.split(":", 1)[0].split("+", 1)[0]
+    if backend not in {"sqlite", "postgresql", "postgres"}:
+        fail(f"DATABASE_URL must be sqlite:///PATH or postgresql://…; got a '{backend}' URL.")
     try:
         engine = make_engine(config.database_url)
         upgrade(engine)

@@ -25,6 +25,8 @@ def seed(
     try:
         with user_errors():
             last_day = parse_date(end, "--end date") if end else None
+            if people < 1 or teams < 1 or weeks < 1 or teams > people:
+                raise UserError("--people, --teams and --weeks must be at least 1, with no more teams than people.")
             with Progress(
                 TextColumn("[bold]Seeding"),
                 BarColumn(),
