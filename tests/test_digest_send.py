@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
 from bot.config import Settings
-from bot.digest import METADATA_EVENT, build_slack_client, send_due
+from bot.digest import METADATA_EVENT, Digest, WeekPoint, build_slack_client, render_chart, send_due
+from bot.periods import Period
 from bot.slack_standin import SlackStandIn, iter_blocks_text
 from storage.db import session_scope
 from storage.digests import Schedule, claim_digest, due_digests, subscribe
+from storage.metrics import Metrics
 from storage.models import DigestPost
 from tests.digest_seed import seed_team
 
@@ -219,24 +226,135 @@ def test_across_the_spring_change_the_digest_goes_out_at_nine_berlin_time_not_an
     assert len(delivered(slack)) == 1
 
 
+# -- the chart, decoded back with Pillow -------------------------------------------------------------
+
+GREEN, GREY, BLUE, INK = (0x2E, 0x7D, 0x32), (0xB0, 0xBE, 0xC5), (0x15, 0x65, 0xC0), (0x33, 0x33, 0x33)
+CHART_WEEKS = [
+    Period(date(2026, 3, 2) + timedelta(days=7 * i), date(2026, 3, 8) + timedelta(days=7 * i)) for i in range(8)
+]
+
+
+def week(i: int, verified: str | None, unverified: str | None, value: str | None) -> WeekPoint:
+    def amount(text: str | None) -> Decimal | None:
+        return None if text is None else Decimal(text)
+
+    return WeekPoint(CHART_WEEKS[i], amount(verified), amount(unverified), amount(value), None)
+
+
+def withheld(i: int) -> WeekPoint:
+    return WeekPoint(CHART_WEEKS[i], None, None, None, None)
+
+
+def chart(trend: list[WeekPoint], title: str = "platform") -> Image.Image:
+    png = render_chart(Digest(title, trend[-1].period, None, metrics=Metrics(), trend=trend))
+    assert png is not None and png.startswith(PNG_MAGIC)
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image.convert("RGB")
+
+
+def plot_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """The plot's inside, found from the pixels: its two y axes are the tallest dark columns."""
+    pixels = image.load()
+    assert pixels is not None
+
+    def tallest_dark_run(x: int) -> tuple[int, int]:  # (length, top)
+        best, start = (0, 0), None
+        for y in range(image.height):
+            if pixels[x, y] != INK:
+                start = None
+                continue
+            start = y if start is None else start
+            best = max(best, (y - start + 1, start))
+        return best
+
+    runs = {x: tallest_dark_run(x) for x in range(image.width)}
+    left, right = sorted(sorted(runs, key=lambda x: runs[x], reverse=True)[:2])
+    length, top = runs[left]
+    return left + 1, top, right, top + length - 1
+
+
+def slot_colours(image: Image.Image, index: int, weeks: int) -> set[tuple[int, int, int]]:
+    """The colours inside the plot in week `index`'s slot (the weeks share the plot's width equally)."""
+    left, top, right, bottom = plot_box(image)
+    slot = (right - left) / weeks
+    crop = image.crop((round(left + slot * index) + 1, top, round(left + slot * (index + 1)) - 1, bottom))
+    return {colour for _count, colour in crop.getcolors(crop.width * crop.height) or []}
+
+
+def rows_of(image: Image.Image, index: int, weeks: int, colour: tuple[int, int, int], side: float) -> list[int]:
+    """The rows, counted up from the x axis, where a column of week `index`'s bar has `colour`: the column is
+    `side` of a slot left (negative) or right of the slot's middle, so the outcome line can be kept out of it."""
+    left, top, right, bottom = plot_box(image)
+    x = round(left + (right - left) / weeks * (index + 0.5 + side))
+    return [bottom - y for y in range(top, bottom) if image.getpixel((x, y)) == colour]
+
+
+def test_the_chart_is_a_fixed_size_png() -> None:
+    assert chart([week(i, "5", "7.5", str(i)) for i in range(4)]).size == (700, 360)
+
+
 def test_the_chart_draws_withheld_weeks_as_gaps() -> None:
-    from datetime import date
-    from decimal import Decimal
+    image = chart([withheld(0)] + [week(i, "5", "7.5", str(i * 3)) for i in range(1, 4)])
+    assert {GREEN, GREY, BLUE} <= slot_colours(image, 2, 4)
+    assert not {GREEN, GREY, BLUE} & slot_colours(image, 0, 4)
 
-    from bot.digest import Digest, WeekPoint, render_chart
-    from bot.periods import Period
-    from storage.metrics import Metrics
 
-    weeks = [
-        Period(date(2026, 3, 2) + timedelta(days=7 * i), date(2026, 3, 8) + timedelta(days=7 * i)) for i in range(4)
+def test_the_chart_stacks_unverified_spend_on_top_of_verified_spend() -> None:
+    image = chart([week(i, "40", "20", "1") for i in range(4)])
+    greens, greys = rows_of(image, 0, 4, GREEN, side=-0.2), rows_of(image, 0, 4, GREY, side=-0.2)
+    assert greens and greys and min(greens) == 1 and max(greens) < min(greys)
+    assert len(greens) == pytest.approx(2 * len(greys), abs=2)  # 40 and 20 on one scale
+
+
+def test_the_chart_breaks_the_outcome_line_where_a_week_is_withheld() -> None:
+    image = chart([week(0, "5", "5", "3"), withheld(1), week(2, "5", "5", "4"), week(3, "5", "5", "5")])
+    assert BLUE in slot_colours(image, 0, 4) and BLUE in slot_colours(image, 2, 4)
+    assert BLUE not in slot_colours(image, 1, 4)
+
+
+def test_a_chart_of_zeros_draws_no_bars() -> None:
+    image = chart([week(i, "0", "0", "0") for i in range(4)])
+    assert all(GREEN not in slot_colours(image, i, 4) for i in range(4))
+
+
+def test_a_chart_of_huge_values_draws_bars_to_scale() -> None:
+    image = chart([week(0, "1000000000", "0", "1e9"), week(1, "2e9", "1e9", "5e8")])
+    first, second = rows_of(image, 0, 2, GREEN, side=-0.2), rows_of(image, 1, 2, GREEN, side=0.2)
+    assert len(second) == pytest.approx(2 * len(first), abs=2)
+    assert GREY in slot_colours(image, 1, 2) and GREY not in slot_colours(image, 0, 2)
+
+
+def test_a_long_title_is_cut_to_fit_inside_the_chart() -> None:
+    image = chart([week(i, "5", "7.5", str(i)) for i in range(4)], title="a very long team name " * 20)
+    title_band = image.crop((0, 0, image.width, 30)).convert("L").point(lambda v: 255 if v < 200 else 0)
+    left, _top, right, _bottom = title_band.getbbox() or (0, 0, 0, 0)
+    assert left >= 8 and right <= image.width - 8  # not running off either side
+    assert right - left > image.width * 0.8  # but not cut to nothing either
+
+
+def test_there_is_no_chart_for_a_withheld_digest_or_an_empty_trend() -> None:
+    assert render_chart(Digest("platform", CHART_WEEKS[3], "Withheld.")) is None
+    assert render_chart(Digest("platform", CHART_WEEKS[3], None, metrics=Metrics(), trend=[])) is None
+
+
+amounts = st.one_of(
+    st.none(),
+    st.just(Decimal("NaN")),
+    st.decimals(min_value=0, max_value=10**9, allow_nan=False, allow_infinity=False, places=4),
+)
+weeks_of_a_trend = st.lists(st.one_of(st.none(), st.tuples(amounts, amounts, amounts)), min_size=1, max_size=8)
+
+
+@settings(max_examples=50, deadline=None)
+@given(weeks=weeks_of_a_trend, title=st.text(max_size=200))
+def test_any_trend_gives_a_chart_png_of_the_fixed_size(
+    weeks: list[tuple[Decimal | None, ...] | None], title: str
+) -> None:
+    trend = [
+        withheld(i) if values is None else WeekPoint(CHART_WEEKS[i], *values, None) for i, values in enumerate(weeks)
     ]
-    trend = [WeekPoint(weeks[0], None, None, None, None)] + [
-        WeekPoint(week, Decimal("5"), Decimal("7.5"), Decimal(i * 3), Decimal("0.4"))
-        for i, week in enumerate(weeks[1:])
-    ]
-    png = render_chart(Digest("platform", weeks[-1], None, metrics=Metrics(), trend=trend))
-    assert png is not None and png.startswith(PNG_MAGIC) and len(png) > 5_000
-    assert render_chart(Digest("platform", weeks[-1], "Withheld.")) is None
+    assert chart(trend, title).size == (700, 360)
 
 
 def test_with_oauth_installs_each_workspace_gets_its_digest_with_its_own_token(
