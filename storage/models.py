@@ -95,7 +95,6 @@ class UsageRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("source_id", "dedupe_key"),
         Index("ix_usage_person_time", "person_id", "occurred_at"),
-        Index("ix_usage_time", "occurred_at"),
         Index("ix_usage_run", "run_id"),
     )
     id: int | None = Field(
