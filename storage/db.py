@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -29,12 +32,24 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# Write throughput at millions of rows (docs/performance.md): a 64 MB page cache per connection (SQLite's
+# default is 2 MB) holds the index pages that ingest keeps touching, and the WAL is copied back into the
+# database every 10 000 pages (40 MB) instead of every 1 000, so a page written by many batches is copied
+# once. The file is cut back to 64 MB after each copy.
+SQLITE_CACHE_KIB = 65_536
+SQLITE_AUTOCHECKPOINT_PAGES = 10_000
+SQLITE_WAL_KEEP_BYTES = 64 * 1024 * 1024
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_KEEP_BYTES}")
     cursor.close()
 
 
@@ -97,3 +112,79 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def sqlite_writer(engine: Engine) -> Any:
+    """Held around a batch's write transaction: on SQLite, one writer of this process at a time.
+
+    SQLite lets one transaction write at a time and makes the others poll (busy_timeout sleeps 1 ms, then
+    up to 100 ms between tries), so concurrent batches in one process spent most of their time asleep.
+    Queuing them on a lock hands the database over as soon as it is free; other processes still wait on
+    SQLite's own lock. A no-op elsewhere: PostgreSQL writers run side by side.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    key = str(engine.url)
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
+class WalCheckpointer:
+    """Copies SQLite's write-ahead log back into the database from a background thread (SQLite only).
+
+    Otherwise the connection whose commit crosses wal_autocheckpoint does the copy, and its fsyncs,
+    inside its request: about 40 % of a batch's time at millions of rows (docs/performance.md). While
+    this runs, this process's connections leave checkpoints to it: every `interval` seconds a PASSIVE
+    checkpoint (it never blocks readers or writers; what it cannot copy yet it copies next time), and
+    when the log has grown past `max_pages` anyway (a writer that never pauses), a TRUNCATE checkpoint,
+    which waits for the writer in turn, copies everything and empties the file.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 1.0, max_pages: int = 50_000) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.max_pages = max_pages
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WalCheckpointer:
+        if self.engine.dialect.name != "sqlite" or self._thread is not None:
+            return self
+        event.listen(self.engine, "connect", _no_autocheckpoint)
+        self.engine.dispose()  # connections opened before now are reopened without autocheckpoints
+        self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpointer", daemon=True)
+        self._thread.start()
+        return self
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """(busy, pages in the log, pages copied), as SQLite reports them."""
+        with self.engine.connect() as connection:
+            row = connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").one()
+            return int(row[0]), int(row[1]), int(row[2])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                _busy, pages, _copied = self.checkpoint()
+                if pages > self.max_pages:
+                    self.checkpoint("TRUNCATE")
+            except Exception as error:
+                log.warning("WAL checkpoint failed (%s); retrying in %.0f s", type(error).__name__, self.interval)
+
+    def stop(self) -> None:
+        """Stop the thread and give checkpoints back to the connections (the pool is reopened)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._thread = None
+        event.remove(self.engine, "connect", _no_autocheckpoint)
+        self.engine.dispose()
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")

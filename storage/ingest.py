@@ -8,6 +8,7 @@ buckets) are merged with `ON CONFLICT DO UPDATE` instead, so the latest running 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,16 +22,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from bot.config import OUTCOME_KINDS
-from storage.db import session_scope
+from storage.db import session_scope, sqlite_writer
 from storage.directory import get_or_create_person, normalize_email
-from storage.models import AgentRun, Outcome, Person, UsageRecord, table_of
+from storage.models import AgentRun, Outcome, UsageRecord, table_of
 from storage.types import UTCDateTime
 
 USAGE = table_of(UsageRecord)
 RUNS = table_of(AgentRun)
 OUTCOMES = table_of(Outcome)
-PEOPLE = table_of(Person)
-CHUNK = 500  # rows per INSERT: far below SQLite's bound-parameter limit
 
 TokenCount = Annotated[int, Field(ge=0, le=10**15, strict=True)]
 Text200 = Annotated[str, Field(min_length=1, max_length=200)]
@@ -195,38 +194,93 @@ def dialect_insert(session: Session, table: Table) -> Any:
 def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
     """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates).
 
-    One statement, compiled once: on PostgreSQL an INSERT ... SELECT FROM unnest() of one array per column
-    (a dozen parameters however many rows), elsewhere SQLAlchemy's "insertmanyvalues" executemany.
-    Compiling (and, in psycopg, re-parsing) a multi-row VALUES clause per chunk cost more than inserting.
+    On PostgreSQL the rows are COPYed into a temporary table and moved with one `INSERT ... SELECT ...
+    ON CONFLICT DO NOTHING`; elsewhere one statement, compiled once, is executed for every row
+    (SQLAlchemy's "insertmanyvalues"). Either way every writer inserts in one key order, so concurrent
+    overlapping batches never deadlock, and of two rows with one key the first sent is the one kept.
     """
     if not rows:
         return 0
-    # One key order for every writer, so concurrent overlapping batches never deadlock on PostgreSQL
-    # (the sort is stable: of two rows with one key, the first sent is the one kept).
-    rows = sorted(rows, key=lambda row: tuple(str(row[k]) for k in key))
     if session.get_bind().dialect.name == "postgresql":
-        return _insert_new_unnest(session, table, rows, key)
-    statement = dialect_insert(session, table).on_conflict_do_nothing(index_elements=list(key)).returning(table.c.id)
-    return len(session.connection().execute(statement, list(rows)).all())  # rowcount is unreliable here
+        return _insert_new_copy(session, table, rows, key)
+    return _insert_new_json(session, table, rows, key)
 
 
-def _insert_new_unnest(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
+def _storage_rows(connection: Any, table: Table, names: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Any:
+    """Each row as a list of the values the driver is given, converted by the columns' own types."""
+    processors = [
+        (i, p)
+        for i, name in enumerate(names)
+        if (p := table.c[name].type.dialect_impl(connection.dialect).bind_processor(connection.dialect))
+    ]
+    for row in rows:
+        values = [row[name] for name in names]
+        for index, process in processors:
+            values[index] = process(values[index])
+        yield values
+
+
+def _insert_new_json(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
+    """One `INSERT ... SELECT ... FROM json_each(?) ... ON CONFLICT DO NOTHING` (SQLite): the whole batch is
+    one JSON parameter that SQLite unpacks itself, in the order it was sent, so of two rows sharing a key
+    the first sent is kept.
+
+    One statement is one call into SQLite. The driver's executemany makes a call per row, and gives up and
+    takes back Python's GIL for each; with other requests being parsed meanwhile, every one of those
+    waited its turn, and a batch took seconds (docs/performance.md). Values are converted by the columns'
+    own types first, so rows are stored exactly as the ORM stores them.
+    """
+    connection = session.connection()
+    names = list(rows[0])
+    quoted = ", ".join(f'"{name}"' for name in names)
+    values = ", ".join(f"json_extract(value, '$[{index}]')" for index in range(len(names)))
+    statement = (
+        f'INSERT INTO "{table.name}" ({quoted}) SELECT {values} FROM json_each(?) WHERE true'
+        f" ON CONFLICT ({', '.join(key)}) DO NOTHING"
+    )
+    batch = json.dumps(list(_storage_rows(connection, table, names, rows)), separators=(",", ":"))
+    raw = connection.connection.driver_connection
+    before = raw.total_changes  # type: ignore[union-attr]
+    cursor = raw.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement, (batch,))
+    finally:
+        cursor.close()
+    return int(raw.total_changes - before)  # type: ignore[union-attr]
+
+
+def _insert_new_copy(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
+    """COPY into a per-connection temporary table (emptied at every commit or rollback), then one INSERT.
+
+    COPY is PostgreSQL's fastest way in; it was a third faster than one `INSERT ... SELECT FROM unnest()`
+    of an array per column, the best single statement (docs/performance.md). The `ord` column keeps the
+    order rows were sent in, so that among rows sharing a key the first sent wins.
+    """
     connection = session.connection()
     dialect = connection.dialect
     names = list(rows[0])
-    arrays, casts = [], []
-    for name in names:
-        column_type = table.c[name].type
-        process = column_type.bind_processor(dialect)
-        values = [row[name] for row in rows]
-        arrays.append([process(v) for v in values] if process else values)
-        casts.append(f"%s::{column_type.compile(dialect=dialect)}[]")
-    quoted = ", ".join(f'"{name}"' for name in names)
-    statement = (
-        f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)})'
-        f" ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING id"
+    staging = f"tokenwise_new_{table.name}"
+    columns = ", ".join(f'"{name}" {table.c[name].type.compile(dialect=dialect)}' for name in names)
+    connection.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({columns}, ord integer) ON COMMIT DELETE ROWS"
     )
-    return len(connection.exec_driver_sql(statement, tuple(arrays)).all())
+    quoted = ", ".join(f'"{name}"' for name in names)
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {staging} ({quoted}, ord) FROM STDIN") as copy:
+            for ord_, values in enumerate(_storage_rows(connection, table, names, rows)):
+                values.append(ord_)
+                copy.write_row(values)
+        order = ", ".join(f'"{name}"' for name in key)
+        cursor.execute(
+            f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM {staging} ORDER BY {order}, ord'
+            f" ON CONFLICT ({order}) DO NOTHING"
+        )
+        inserted = cursor.rowcount
+        cursor.execute(f"DELETE FROM {staging}")  # empty for the next call in this transaction
+    finally:
+        cursor.close()
+    return inserted
 
 
 def _greatest(session: Session, left: Any, right: Any) -> Any:
@@ -276,6 +330,34 @@ def merge_usage_totals(
     return len(values)
 
 
+def lookup(
+    session: Session, table: str, key: str, columns: Sequence[str], names: Sequence[str], source_id: int | None = None
+) -> list[tuple[Any, ...]]:
+    """(key, *columns) of the rows of `table` whose `key` is one of `names` (and whose source is
+    `source_id`, when given): one statement, with one parameter, for any number of names.
+
+    An array on PostgreSQL; on SQLite a JSON list in, and the answer as one JSON value out, so the whole
+    look-up is one call into SQLite. Python's sqlite3 gives up the GIL for every row it steps through and
+    must win it back each time from whichever request is being parsed meanwhile, which under load cost
+    more than the query; and an `IN` with a parameter per name cost SQLAlchemy a compilation per chunk.
+    """
+    if not names:
+        return []
+    connection = session.connection()
+    wanted = ", ".join((key, *columns))
+    same_source = "" if source_id is None else " AND source_id = {}"
+    if connection.dialect.name == "postgresql":
+        query = f"SELECT {wanted} FROM {table} WHERE {key} = ANY(%(names)s){same_source.format('%(source)s')}"
+        found = connection.exec_driver_sql(query, {"names": list(names), "source": source_id}).all()
+        return [tuple(row) for row in found]
+    query = (
+        f"SELECT json_group_array(json_array({wanted})) FROM {table}"
+        f" WHERE {key} IN (SELECT value FROM json_each(?)){same_source.format('?')}"
+    )
+    parameters = (json.dumps(list(names)),) if source_id is None else (json.dumps(list(names)), source_id)
+    return [tuple(row) for row in json.loads(connection.exec_driver_sql(query, parameters).scalar_one())]
+
+
 class PersonCache:
     """Resolve people once per batch (unknown people are created, to be linked to Slack later)."""
 
@@ -291,22 +373,19 @@ class PersonCache:
             self.id_for(email, slack_user_id)
 
     def _known(self, wanted: Sequence[tuple[str | None, str | None]]) -> None:
-        """People named by email alone (or Slack id alone) who exist already, found in a few IN queries.
+        """People named by email alone (or Slack id alone) who exist already, found in one query per column.
 
-        For them get_or_create_person would only read, so this gives the same ids with one query per 500
-        people instead of one per person; everyone else still goes through get_or_create_person.
+        For them get_or_create_person would only read, so this gives the same ids with two queries per
+        batch instead of one per person; everyone else still goes through get_or_create_person.
         """
-        for column, position in ((PEOPLE.c.email, 0), (PEOPLE.c.slack_user_id, 1)):
+        for column, position in (("email", 0), ("slack_user_id", 1)):
             keys: dict[str, tuple[str | None, str | None]] = {}
             for key in wanted:
                 name, other = key[position], key[1 - position]
                 if name and not other and key not in self._ids:
                     keys[normalize_email(name) if position == 0 else name] = key
-            names = sorted(keys)
-            for start in range(0, len(names), CHUNK):
-                query = select(column, PEOPLE.c.id).where(column.in_(names[start : start + CHUNK]))
-                for name, person_id in self.session.connection().execute(query):
-                    self._ids[keys[name]] = person_id
+            for name, person_id in lookup(self.session, "person", column, ["id"], sorted(keys)):
+                self._ids[keys[name]] = person_id
 
     def id_for(self, email: str | None, slack_user_id: str | None) -> int:
         key = (email, slack_user_id)
@@ -326,16 +405,8 @@ class PersonCache:
 
 def run_ids(session: Session, source_id: int, external_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
     """external id -> (run id, person id) for this source's runs."""
-    wanted = sorted(set(external_ids))
-    found: dict[str, tuple[int, int]] = {}
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
-        query = select(RUNS.c.external_id, RUNS.c.id, RUNS.c.person_id).where(
-            RUNS.c.source_id == source_id, RUNS.c.external_id.in_(chunk)
-        )
-        for external_id, run_id, person_id in session.connection().execute(query):
-            found[external_id] = (run_id, person_id)
-    return found
+    found = lookup(session, "agent_run", "external_id", ["id", "person_id"], sorted(set(external_ids)), source_id)
+    return {external_id: (run_id, person_id) for external_id, run_id, person_id in found}
 
 
 def _missing_runs(items: Sequence[UsageIn | OutcomeIn], known: Mapping[str, Any], first_index: int) -> None:
@@ -613,7 +684,7 @@ def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int
     """Run `work` in one transaction, retried when a concurrent writer won a race (a new person, a lock)."""
     for attempt in range(1, attempts + 1):
         try:
-            with session_scope(engine) as session:
+            with sqlite_writer(engine), session_scope(engine) as session:
                 if engine.dialect.name == "sqlite":
                     # Take the write lock up front (waiting up to busy_timeout) instead of failing when a
                     # read transaction cannot be upgraded because another writer got there first.

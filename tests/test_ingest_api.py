@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -330,3 +331,57 @@ def test_an_unreachable_database_gets_a_503_with_retry_after_not_a_traceback(tmp
         headers={"Authorization": "Bearer tw_x", "Content-Type": "application/json"},
     )
     assert response.status_code == 503
+
+
+def test_rows_are_stored_exactly_as_sent_and_of_two_with_one_key_the_first_is_kept(
+    client: TestClient, auth: dict[str, str], engine: Engine
+) -> None:
+    """The bulk paths (COPY on PostgreSQL, one JSON statement on SQLite) convert values as the ORM does."""
+    batch = {
+        "records": [
+            usage("k", occurred_at="2026-11-24T12:30:00.123456+02:00", cost_usd="0.000000001", input_tokens=10**15),
+            usage("k", occurred_at="2026-11-01T00:00:00Z", cost_usd="9", input_tokens=1),
+            usage("z", cost_usd=None, model="o3", run_external_id=None),
+        ],
+        "runs": [run("r1"), run("r1", title="second"), run("r2", ended_at=None)],
+    }
+    records = client.post("/v1/usage", json={"records": batch["records"]}, headers=auth)
+    assert records.json() == {"accepted": 2, "duplicates": 1}
+    runs = client.post("/v1/runs", json={"runs": batch["runs"]}, headers=auth)
+    assert runs.json() == {"accepted": 2, "duplicates": 1}
+    with Session(engine) as session:
+        kept, other = session.exec(select(UsageRecord).order_by(UsageRecord.dedupe_key)).all()
+        assert kept.occurred_at == datetime(2026, 11, 24, 10, 30, 0, 123456, tzinfo=UTC)
+        assert (kept.cost_usd, kept.input_tokens) == (Decimal("0.000000001"), 10**15)
+        assert (other.cost_usd, other.model, other.run_id) == (None, "o3", None)
+        stored = session.exec(select(AgentRun).order_by(AgentRun.external_id)).all()
+        assert [(r.external_id, r.title, r.ended_at is None) for r in stored] == [
+            ("r1", "Fix flaky test", False),
+            ("r2", "Fix flaky test", True),
+        ]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    known=st.lists(st.integers(0, 30), max_size=12, unique=True),
+    asked=st.lists(st.integers(0, 60), max_size=40),
+)
+def test_lookup_finds_exactly_the_people_that_exist_in_one_statement(
+    engine: Engine, known: list[int], asked: list[int]
+) -> None:
+    from sqlalchemy import delete
+
+    from storage.ingest import lookup
+
+    with session_scope(engine) as session:
+        session.execute(delete(Person))
+        ids = {}
+        for number in known:
+            person = Person(email=f"p{number}@example.com")
+            session.add(person)
+            session.flush()
+            ids[f"p{number}@example.com"] = person.id
+    names = sorted({f"p{number}@example.com" for number in asked})
+    with session_scope(engine) as session:
+        found = lookup(session, "person", "email", ["id"], names)
+    assert sorted(found) == sorted((name, ids[name]) for name in names if name in ids)

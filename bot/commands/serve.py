@@ -9,6 +9,7 @@ import typer
 from bot.app import build_services, create_app
 from bot.cli import app, fail, open_engine, out, settings
 from bot.scheduler import build_scheduler
+from storage.db import WalCheckpointer
 
 
 @app.command()
@@ -51,9 +52,11 @@ def serve(
         scheduler = build_scheduler(services)
         scheduler.start()
         out.print("Scheduler running: digests, nudges, retention, usage pulls (`--no-scheduler` turns it off).")
+    checkpointer = WalCheckpointer(services.engine).start()  # SQLite: the WAL is copied back off-request
     out.print(f"Tokenwise listening on http://{host}:{port} (OpenAPI at /openapi.json)")
     try:
         uvicorn.run(api, host=host, port=port, log_level="info")
     finally:
+        checkpointer.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)

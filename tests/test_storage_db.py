@@ -1,0 +1,96 @@
+"""Engine settings that keep SQLite fast under ingest: the page cache, the writer queue, background checkpoints."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from storage.db import SQLITE_AUTOCHECKPOINT_PAGES, WalCheckpointer, make_engine, session_scope, sqlite_writer
+from storage.models import Person
+
+
+def _pragma(engine: Engine, name: str) -> int:
+    with engine.connect() as connection:
+        return int(connection.exec_driver_sql(f"PRAGMA {name}").scalar_one())
+
+
+def test_sqlite_connections_get_a_large_cache_and_rarer_checkpoints(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    assert _pragma(engine, "cache_size") == -65_536  # KiB: 64 MB instead of SQLite's 2 MB
+    assert _pragma(engine, "wal_autocheckpoint") == SQLITE_AUTOCHECKPOINT_PAGES
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+
+
+def test_writers_of_one_sqlite_file_queue_on_one_lock_and_postgres_writers_do_not(
+    tmp_path: Path, engine: Engine, db_url: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first, second = make_engine(url), make_engine(url)
+    assert sqlite_writer(first) is sqlite_writer(second)
+    assert sqlite_writer(first) is not sqlite_writer(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    if engine.dialect.name == "postgresql":
+        with sqlite_writer(engine), sqlite_writer(engine):  # a no-op: it would deadlock if it were a lock
+            pass
+    else:
+        lock = sqlite_writer(engine)
+        with lock:
+            taken = []
+            other = threading.Thread(target=lambda: taken.append(lock.acquire(timeout=0.1)))
+            other.start()
+            other.join()
+            assert taken == [False]  # a second writer of this file waits for the first
+        assert lock.acquire(blocking=False)
+        lock.release()
+
+
+def test_the_background_checkpointer_takes_checkpoints_over_and_gives_them_back(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x TEXT)")
+    checkpointer = WalCheckpointer(engine, interval=3600).start()
+    try:
+        assert _pragma(engine, "wal_autocheckpoint") == 0  # commits no longer copy the log themselves
+        for batch in range(30):
+            with engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "INSERT INTO t SELECT ? || value FROM json_each(?)", (str(batch), f"[{','.join(['1'] * 2000)}]")
+                )
+        busy, pages, copied = checkpointer.checkpoint()
+        assert busy == 0 and pages > 100 and copied == pages
+    finally:
+        checkpointer.stop()
+    assert _pragma(engine, "wal_autocheckpoint") == SQLITE_AUTOCHECKPOINT_PAGES
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 60_000
+
+
+def test_the_checkpointer_empties_a_log_that_outgrew_its_bound(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x TEXT)")
+    checkpointer = WalCheckpointer(engine, interval=0.05, max_pages=10).start()
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO t SELECT hex(randomblob(200)) FROM json_each(?)", (f"[{','.join(['1'] * 5000)}]",)
+            )
+        wal = Path(f"{tmp_path / 'e.db'}-wal")
+        for _ in range(200):
+            if wal.stat().st_size == 0:
+                break
+            threading.Event().wait(0.05)
+        assert wal.stat().st_size == 0  # TRUNCATE copied everything and emptied the file
+    finally:
+        checkpointer.stop()
+
+
+def test_the_checkpointer_does_nothing_on_postgresql(engine: Engine, db_url: str) -> None:
+    checkpointer = WalCheckpointer(engine).start()
+    if engine.dialect.name == "postgresql":
+        assert checkpointer._thread is None
+    checkpointer.stop()
+    with session_scope(engine) as session:  # the engine still works either way
+        session.add(Person(email="a@example.com"))
