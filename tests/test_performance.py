@@ -90,8 +90,9 @@ def test_the_benchmark_suite_runs_at_a_tiny_scale(db_url: str, tmp_path: Path, m
     assert slash["problems"] == []
     assert slash["me"]["p95_ms"] > 0 and slash["team_floor"]["p95_ms"] > 0
 
-    ingest = bench_suite.bench_ingest(db_url, seeded["people"], batches=4, size=50, concurrency=2)
+    ingest = bench_suite.bench_ingest(db_url, seeded["people"], batches=4, size=50, senders=(1, 2))
     assert ingest["records"] == 200 and set(ingest["senders"]) == {"1", "2"} and ingest["floor_seconds"] > 0
+    assert all(run["records"] == 200 for run in ingest["senders"].values())
 
     digests = bench_suite.bench_digest(db_url, teams=2, charts=True)
     assert digests["teams"] == 2 and digests["seconds"] > 0 and digests["rss_mb_peak"] > 0
