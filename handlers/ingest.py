@@ -30,9 +30,10 @@ from storage.ingest import (
     ingest_outcomes,
     ingest_runs,
     ingest_telemetry,
-    ingest_usage,
+    plan_usage,
     validate_batch,
     write_atomically,
+    write_prepared,
 )
 from storage.sources import authenticate
 
@@ -157,7 +158,7 @@ def _parse_batch(body: bytes, kind: BatchKind, max_items: int) -> list[Any]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise Rejected(415, f"The body is not JSON: {error}") from error
-    return validate_batch(kind, _items_of(payload, kind, max_items))
+    return validate_batch(kind, _items_of(payload, kind, max_items), nul_possible=b"\\u0000" in body)
 
 
 async def _batch(request: Request, kind: BatchKind) -> Response:
@@ -172,13 +173,16 @@ async def _batch(request: Request, kind: BatchKind) -> Response:
         parsed = await run_in_threadpool(_parse_batch, body, kind, settings.ingest_max_items)
 
         def write(session: Any) -> BatchResult:
-            if kind == "records":
-                return ingest_usage(session, source_id, parsed)
             if kind == "runs":
                 return ingest_runs(session, source_id, parsed)
             return ingest_outcomes(session, source_id, parsed, settings.weight_for)
 
-        result = await run_in_threadpool(write_atomically, services.engine, write)
+        if kind == "records":  # looked up before the write transaction (storage.ingest.write_prepared)
+            result = await run_in_threadpool(
+                write_prepared, services.engine, lambda session: plan_usage(session, source_id, parsed).write
+            )
+        else:
+            result = await run_in_threadpool(write_atomically, services.engine, write)
     except BatchInvalid as invalid:
         return JSONResponse({"errors": invalid.errors}, status_code=422)
     except Rejected as rejected:

@@ -138,10 +138,11 @@ class WalCheckpointer:
 
     Otherwise the connection whose commit crosses wal_autocheckpoint does the copy, and its fsyncs,
     inside its request: about 40 % of a batch's time at millions of rows (docs/performance.md). While
-    this runs, this process's connections leave checkpoints to it: every `interval` seconds a PASSIVE
-    checkpoint (it never blocks readers or writers; what it cannot copy yet it copies next time), and
-    when the log has grown past `max_pages` anyway (a writer that never pauses), a TRUNCATE checkpoint,
-    which waits for the writer in turn, copies everything and empties the file.
+    this runs, this process's connections leave checkpoints to it. Every `interval` seconds it takes a
+    PASSIVE checkpoint, which blocks neither readers nor writers, then a second one holding this process's
+    writer lock (`sqlite_writer`) for the few pages written meanwhile, so that the log is copied whole
+    and the next writer starts it over instead of growing it. If it still grows past `max_pages` (a
+    writer in another process), a TRUNCATE checkpoint copies everything and empties the file.
     """
 
     def __init__(self, engine: Engine, interval: float = 1.0, max_pages: int = 50_000) -> None:
@@ -169,8 +170,10 @@ class WalCheckpointer:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                _busy, pages, _copied = self.checkpoint()
-                if pages > self.max_pages:
+                self.checkpoint()  # most of the log, while this process's writers go on
+                with sqlite_writer(self.engine):  # the little they wrote meanwhile: then the log starts over
+                    _busy, pages, _copied = self.checkpoint()
+                if pages > self.max_pages:  # still growing: a writer in another process never pauses
                     self.checkpoint("TRUNCATE")
             except Exception as error:
                 log.warning("WAL checkpoint failed (%s); retrying in %.0f s", type(error).__name__, self.interval)

@@ -25,7 +25,7 @@ from bot.config import OUTCOME_KINDS
 from storage.db import session_scope, sqlite_writer
 from storage.directory import get_or_create_person, normalize_email
 from storage.models import AgentRun, Outcome, UsageRecord, table_of
-from storage.types import UTCDateTime
+from storage.types import UTCDateTime, as_utc
 
 USAGE = table_of(UsageRecord)
 RUNS = table_of(AgentRun)
@@ -67,14 +67,6 @@ class _Item(BaseModel):
     @classmethod
     def _lower(cls, value: str | None) -> str | None:
         return normalize_email(value) if value else value
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """PostgreSQL text cannot hold NUL (SQLite can): refused here, so both databases answer 422 alike."""
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain the NUL character (\\u0000)")
-        return value
 
 
 class UsageIn(_Item):
@@ -148,8 +140,16 @@ def _cross_checks(item: _Item) -> list[tuple[str, str]]:
     return problems
 
 
-def validate_batch(kind: BatchKind, items: Sequence[Any], first_index: int = 0) -> list[Any]:
-    """Every item parsed, or BatchInvalid listing every problem (index, field, message)."""
+NUL_MESSAGE = "must not contain the NUL character (\\u0000)"
+
+
+def validate_batch(kind: BatchKind, items: Sequence[Any], first_index: int = 0, nul_possible: bool = True) -> list[Any]:
+    """Every item parsed, or BatchInvalid listing every problem (index, field, message).
+
+    PostgreSQL text cannot hold NUL (SQLite can), so a NUL in any text is refused here and both databases
+    answer 422 alike. JSON can only carry NUL escaped, so a caller that saw no `\\u0000` in the body may
+    pass `nul_possible=False` and skip looking for it in every value.
+    """
     model = ITEM_MODELS[kind]
     parsed: list[Any] = []
     errors: list[dict[str, Any]] = []
@@ -158,6 +158,12 @@ def validate_batch(kind: BatchKind, items: Sequence[Any], first_index: int = 0) 
         if not isinstance(raw, dict):
             errors.append(batch_error(index, None, "must be a JSON object"))
             continue
+        if nul_possible:
+            errors.extend(
+                batch_error(index, str(key), NUL_MESSAGE)
+                for key, value in raw.items()
+                if isinstance(value, str) and "\x00" in value
+            )
         try:
             item = model.model_validate(raw)
         except ValidationError as error:
@@ -194,25 +200,42 @@ def dialect_insert(session: Session, table: Table) -> Any:
 def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
     """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates).
 
-    On PostgreSQL the rows are COPYed into a temporary table and moved with one `INSERT ... SELECT ...
-    ON CONFLICT DO NOTHING`; elsewhere one statement, compiled once, is executed for every row
-    (SQLAlchemy's "insertmanyvalues"). Either way every writer inserts in one key order, so concurrent
-    overlapping batches never deadlock, and of two rows with one key the first sent is the one kept.
+    On PostgreSQL the rows are COPYed into a temporary table and moved by one `INSERT ... SELECT ... ON
+    CONFLICT DO NOTHING` in key order, so concurrent overlapping batches never deadlock; on SQLite, whose
+    writers take turns, they go in multi-row `INSERT ... VALUES` statements. Of two rows with one key,
+    the first sent is the one kept.
     """
     if not rows:
         return 0
+    names = list(rows[0])
+    return insert_values(session, table, names, list(storage_values(session, table, names, rows)), key)
+
+
+def insert_values(
+    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+) -> int:
+    """`insert_new` for rows already converted by `storage_values`, as lists in the order of `names`."""
+    if not values:
+        return 0
     if session.get_bind().dialect.name == "postgresql":
-        return _insert_new_copy(session, table, rows, key)
-    return _insert_new_json(session, table, rows, key)
+        return _insert_new_copy(session, table, names, values, key)
+    return _insert_new_values(session, table, names, values, key)
 
 
-def _storage_rows(connection: Any, table: Table, names: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Any:
-    """Each row as a list of the values the driver is given, converted by the columns' own types."""
-    processors = [
-        (i, p)
-        for i, name in enumerate(names)
-        if (p := table.c[name].type.dialect_impl(connection.dialect).bind_processor(connection.dialect))
-    ]
+def storage_values(session: Session, table: Table, names: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Any:
+    """Each row as a list of the values the driver is given, converted by the columns' own types.
+
+    On SQLite, UTC times are written as SQLAlchemy writes them ("2026-11-25 14:03:00.000000", which is
+    what `isoformat` gives) by one C call instead of SQLAlchemy's Python formatting.
+    """
+    dialect = session.get_bind().dialect
+    processors = []
+    for index, name in enumerate(names):
+        column_type = table.c[name].type
+        if dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
+            processors.append((index, _sqlite_utc_text))
+        elif process := column_type.dialect_impl(dialect).bind_processor(dialect):
+            processors.append((index, process))
     for row in rows:
         values = [row[name] for name in names]
         for index, process in processors:
@@ -220,36 +243,49 @@ def _storage_rows(connection: Any, table: Table, names: Sequence[str], rows: Ite
         yield values
 
 
-def _insert_new_json(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
-    """One `INSERT ... SELECT ... FROM json_each(?) ... ON CONFLICT DO NOTHING` (SQLite): the whole batch is
-    one JSON parameter that SQLite unpacks itself, in the order it was sent, so of two rows sharing a key
-    the first sent is kept.
+def _sqlite_utc_text(value: datetime | None) -> str | None:
+    return None if value is None else as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
-    One statement is one call into SQLite. The driver's executemany makes a call per row, and gives up and
-    takes back Python's GIL for each; with other requests being parsed meanwhile, every one of those
-    waited its turn, and a batch took seconds (docs/performance.md). Values are converted by the columns'
-    own types first, so rows are stored exactly as the ORM stores them.
+
+SQLITE_MAX_PARAMETERS = 32_766  # SQLite's default bound since 3.32
+
+
+def _insert_new_values(
+    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+) -> int:
+    """`INSERT ... VALUES (...), (...), ... ON CONFLICT DO NOTHING` with many rows a statement (SQLite), in
+    the order they were sent, so of two rows sharing a key the first sent is kept.
+
+    One statement is one call into SQLite. The driver's executemany makes a call per row and gives up and
+    takes back Python's GIL for each; with other requests being parsed meanwhile, each of those waited its
+    turn, and a batch took seconds (docs/performance.md). A batch of up to 2 048 rows (SQLite's bound on
+    parameters, for usage records) is one statement. SQLite counts the rows it inserted (`total_changes`).
     """
     connection = session.connection()
-    names = list(rows[0])
     quoted = ", ".join(f'"{name}"' for name in names)
-    values = ", ".join(f"json_extract(value, '$[{index}]')" for index in range(len(names)))
-    statement = (
-        f'INSERT INTO "{table.name}" ({quoted}) SELECT {values} FROM json_each(?) WHERE true'
-        f" ON CONFLICT ({', '.join(key)}) DO NOTHING"
-    )
-    batch = json.dumps(list(_storage_rows(connection, table, names, rows)), separators=(",", ":"))
+    one = f"({', '.join('?' for _ in names)})"
+    largest = 1 << ((SQLITE_MAX_PARAMETERS // len(names)).bit_length() - 1)
     raw = connection.connection.driver_connection
     before = raw.total_changes  # type: ignore[union-attr]
     cursor = raw.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(statement, (batch,))
+        start = 0
+        while start < len(values):
+            size = min(largest, len(values) - start)
+            statement = (
+                f'INSERT INTO "{table.name}" ({quoted}) VALUES {", ".join([one] * size)}'
+                f" ON CONFLICT ({', '.join(key)}) DO NOTHING"
+            )
+            cursor.execute(statement, [value for row in values[start : start + size] for value in row])
+            start += size
     finally:
         cursor.close()
     return int(raw.total_changes - before)  # type: ignore[union-attr]
 
 
-def _insert_new_copy(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
+def _insert_new_copy(
+    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+) -> int:
     """COPY into a per-connection temporary table (emptied at every commit or rollback), then one INSERT.
 
     COPY is PostgreSQL's fastest way in; it was a third faster than one `INSERT ... SELECT FROM unnest()`
@@ -258,7 +294,6 @@ def _insert_new_copy(session: Session, table: Table, rows: Sequence[Mapping[str,
     """
     connection = session.connection()
     dialect = connection.dialect
-    names = list(rows[0])
     staging = f"tokenwise_new_{table.name}"
     columns = ", ".join(f'"{name}" {table.c[name].type.compile(dialect=dialect)}' for name in names)
     connection.exec_driver_sql(
@@ -268,9 +303,8 @@ def _insert_new_copy(session: Session, table: Table, rows: Sequence[Mapping[str,
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(f"COPY {staging} ({quoted}, ord) FROM STDIN") as copy:
-            for ord_, values in enumerate(_storage_rows(connection, table, names, rows)):
-                values.append(ord_)
-                copy.write_row(values)
+            for ord_, row in enumerate(values):
+                copy.write_row([*row, ord_])
         order = ", ".join(f'"{name}"' for name in key)
         cursor.execute(
             f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM {staging} ORDER BY {order}, ord'
@@ -372,6 +406,11 @@ class PersonCache:
         for email, slack_user_id in wanted:
             self.id_for(email, slack_user_id)
 
+    def find(self, people: Iterable[tuple[str | None, str | None]]) -> dict[tuple[str | None, str | None], int]:
+        """The ids of those of `people` who exist already (named by email alone, or Slack id alone); reads only."""
+        self._known(sorted(set(people), key=lambda p: (p[0] or "", p[1] or "")))
+        return dict(self._ids)
+
     def _known(self, wanted: Sequence[tuple[str | None, str | None]]) -> None:
         """People named by email alone (or Slack id alone) who exist already, found in one query per column.
 
@@ -423,31 +462,79 @@ def _missing_runs(items: Sequence[UsageIn | OutcomeIn], known: Mapping[str, Any]
         raise BatchInvalid(errors)
 
 
-def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], first_index: int = 0) -> BatchResult:
-    """Write usage records; a dedupe key this source has sent before is a duplicate, not an error."""
+USAGE_COLUMNS = (
+    "source_id",
+    "person_id",
+    "run_id",
+    "occurred_at",
+    "agent",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "dedupe_key",
+)
+PERSON = USAGE_COLUMNS.index("person_id")
+
+
+@dataclass
+class UsagePlan:
+    """A usage batch ready to write: values converted for the database, runs and known people resolved.
+
+    Everything here is read, so it is done before the write transaction (`write_prepared`), and on SQLite
+    outside the one writer's turn: the turn then holds only the INSERT and any new people.
+    """
+
+    values: list[list[Any]]
+    new_people: dict[tuple[str | None, str | None], list[int]]  # person -> their rows, when not found
+
+    def write(self, session: Session) -> BatchResult:
+        if self.new_people:
+            people = PersonCache(session)
+            people.preload(self.new_people)
+            for (email, slack_user_id), rows in self.new_people.items():
+                person_id = people.id_for(email, slack_user_id)
+                for row in rows:
+                    self.values[row][PERSON] = person_id
+        accepted = insert_values(session, USAGE, USAGE_COLUMNS, self.values, ("source_id", "dedupe_key"))
+        return BatchResult(accepted=accepted, duplicates=len(self.values) - accepted)
+
+
+def plan_usage(session: Session, source_id: int, items: Sequence[UsageIn], first_index: int = 0) -> UsagePlan:
+    """Check a usage batch's runs and look up its people (reads only); BatchInvalid when a run is unknown."""
     runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
     _missing_runs(items, runs, first_index)
-    people = PersonCache(session)
-    people.preload((item.email, item.slack_user_id) for item in items)
-    rows = [
-        {
-            "source_id": source_id,
-            "person_id": people.id_for(item.email, item.slack_user_id),
-            "run_id": runs[item.run_external_id][0] if item.run_external_id else None,
-            "occurred_at": item.occurred_at,
-            "agent": item.agent,
-            "model": item.model,
-            "input_tokens": item.input_tokens,
-            "output_tokens": item.output_tokens,
-            "cache_read_tokens": item.cache_read_tokens,
-            "cache_write_tokens": item.cache_write_tokens,
-            "cost_usd": item.cost_usd,
-            "dedupe_key": item.dedupe_key,
-        }
-        for item in items
-    ]
-    accepted = insert_new(session, USAGE, rows, ("source_id", "dedupe_key"))
-    return BatchResult(accepted=accepted, duplicates=len(rows) - accepted)
+    known = PersonCache(session).find((item.email, item.slack_user_id) for item in items)
+    new_people: dict[tuple[str | None, str | None], list[int]] = {}
+    rows = []
+    for index, item in enumerate(items):
+        person = (item.email, item.slack_user_id)
+        if person not in known:
+            new_people.setdefault(person, []).append(index)
+        rows.append(
+            {
+                "source_id": source_id,
+                "person_id": known.get(person),
+                "run_id": runs[item.run_external_id][0] if item.run_external_id else None,
+                "occurred_at": item.occurred_at,
+                "agent": item.agent,
+                "model": item.model,
+                "input_tokens": item.input_tokens,
+                "output_tokens": item.output_tokens,
+                "cache_read_tokens": item.cache_read_tokens,
+                "cache_write_tokens": item.cache_write_tokens,
+                "cost_usd": item.cost_usd,
+                "dedupe_key": item.dedupe_key,
+            }
+        )
+    return UsagePlan(list(storage_values(session, USAGE, USAGE_COLUMNS, rows)), new_people)
+
+
+def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], first_index: int = 0) -> BatchResult:
+    """Write usage records; a dedupe key this source has sent before is a duplicate, not an error."""
+    return plan_usage(session, source_id, items, first_index).write(session)
 
 
 def ingest_runs(session: Session, source_id: int, items: Sequence[RunIn]) -> BatchResult:
@@ -682,8 +769,20 @@ def _worth_retrying(error: OperationalError) -> bool:
 
 def write_atomically(engine: Engine, work: Callable[[Session], T], attempts: int = 5) -> T:
     """Run `work` in one transaction, retried when a concurrent writer won a race (a new person, a lock)."""
+    return write_prepared(engine, lambda _session: work, attempts)
+
+
+def write_prepared(engine: Engine, prepare: Callable[[Session], Callable[[Session], T]], attempts: int = 5) -> T:
+    """`write_atomically` for work with a read-only part: `prepare` reads in a transaction of its own
+    and returns the work that writes. Both are redone on a retry, so the writing never uses stale reads.
+
+    On SQLite the reading happens before this process's writer turn (`sqlite_writer`), while another
+    batch is being written, so a turn lasts only as long as the writing itself.
+    """
     for attempt in range(1, attempts + 1):
         try:
+            with session_scope(engine) as session:
+                work = prepare(session)
             with sqlite_writer(engine), session_scope(engine) as session:
                 if engine.dialect.name == "sqlite":
                     # Take the write lock up front (waiting up to busy_timeout) instead of failing when a
@@ -718,4 +817,5 @@ __all__ = [
     "merge_usage_totals",
     "validate_batch",
     "write_atomically",
+    "write_prepared",
 ]

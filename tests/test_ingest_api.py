@@ -359,6 +359,14 @@ def test_rows_are_stored_exactly_as_sent_and_of_two_with_one_key_the_first_is_ke
             ("r1", "Fix flaky test", False),
             ("r2", "Fix flaky test", True),
         ]
+        orm = UsageRecord(**{**kept.model_dump(exclude={"id"}), "dedupe_key": "orm"})
+        session.add(orm)
+        session.commit()
+    with engine.connect() as connection:  # the very same text or timestamp: range comparisons depend on it
+        stored_times = connection.exec_driver_sql(
+            "SELECT dedupe_key, occurred_at FROM usage_record WHERE dedupe_key IN ('k', 'orm')"
+        ).all()
+    assert len({time for _key, time in stored_times}) == 1 and len(stored_times) == 2
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -385,3 +393,15 @@ def test_lookup_finds_exactly_the_people_that_exist_in_one_statement(
     with session_scope(engine) as session:
         found = lookup(session, "person", "email", ["id"], names)
     assert sorted(found) == sorted((name, ids[name]) for name in names if name in ids)
+
+
+def test_a_nul_is_reported_with_the_other_problems_of_its_item() -> None:
+    from storage.ingest import BatchInvalid, validate_batch
+
+    with pytest.raises(BatchInvalid) as raised:
+        validate_batch("records", [usage("k", agent="a\x00b", input_tokens=-1)])
+    assert {(e["field"], e["message"].split(" ")[0]) for e in raised.value.errors} == {
+        ("agent", "must"),
+        ("input_tokens", "Input"),
+    }
+    assert validate_batch("records", [usage("k")], nul_possible=False)[0].agent == "claude-code"
