@@ -30,6 +30,7 @@ from storage.ingest import (
     ingest_outcomes,
     ingest_runs,
     ingest_telemetry,
+    parse_valid_batch,
     plan_usage,
     validate_batch,
     write_atomically,
@@ -154,6 +155,9 @@ def _items_of(payload: Any, kind: BatchKind, max_items: int) -> list[Any]:
 
 
 def _parse_batch(body: bytes, kind: BatchKind, max_items: int) -> list[Any]:
+    valid = parse_valid_batch(kind, body, max_items)
+    if valid is not None:
+        return valid
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

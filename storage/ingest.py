@@ -15,7 +15,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy import Engine, Table, func, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -178,6 +186,41 @@ def validate_batch(kind: BatchKind, items: Sequence[Any], first_index: int = 0, 
     if errors:
         raise BatchInvalid(errors)
     return parsed
+
+
+class _Records(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    records: list[UsageIn]
+
+
+class _Runs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runs: list[RunIn]
+
+
+class _Outcomes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcomes: list[OutcomeIn]
+
+
+_BATCH_MODELS: dict[str, type[BaseModel]] = {"records": _Records, "runs": _Runs, "outcomes": _Outcomes}
+
+
+def parse_valid_batch(kind: BatchKind, body: bytes, max_items: int) -> list[Any] | None:
+    """The items of a body that is a valid batch, parsed in one pass by pydantic's own JSON parser; None
+    for any other body, which the caller then parses with json.loads and `validate_batch`, so that every
+    problem is reported as always. Valid batches, the ones that matter for throughput, skip building
+    Python dicts first: a third of the parsing time.
+    """
+    if b"\\u0000" in body:  # a NUL, maybe: validate_batch reports it field by field
+        return None
+    try:
+        items: list[Any] = getattr(_BATCH_MODELS[kind].model_validate_json(body), kind)
+    except ValidationError:
+        return None
+    if len(items) > max_items or any(_cross_checks(item) for item in items):
+        return None
+    return items
 
 
 @dataclass

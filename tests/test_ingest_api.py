@@ -405,3 +405,44 @@ def test_a_nul_is_reported_with_the_other_problems_of_its_item() -> None:
         ("input_tokens", "Input"),
     }
     assert validate_batch("records", [usage("k")], nul_possible=False)[0].agent == "claude-code"
+
+
+_ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**16),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["", " ANA@Example.com ", "2026-11-24T10:00:00", "2026-11-24T10:00:00+02:00", "0.5", "1e3"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    overrides=st.lists(
+        st.dictionaries(
+            st.sampled_from(["email", "slack_user_id", "occurred_at", "cost_usd", "input_tokens", "agent", "extra"]),
+            _ODD_VALUES,
+            max_size=3,
+        ),
+        max_size=4,
+    ),
+    wrapper=st.sampled_from(["records", "runs", "other"]),
+)
+def test_the_one_pass_parser_accepts_only_what_the_careful_one_accepts_and_parses_it_alike(
+    overrides: list[dict[str, Any]], wrapper: str
+) -> None:
+    """parse_valid_batch is a fast path: it must decline (None) or agree with json.loads + validate_batch."""
+    from storage.ingest import BatchInvalid, parse_valid_batch, validate_batch
+
+    records = [{**usage(f"k{i}"), **changes} for i, changes in enumerate(overrides)]
+    body = json.dumps({wrapper: records}).encode()
+    fast = parse_valid_batch("records", body, max_items=3)
+    if fast is None:
+        return
+    assert wrapper == "records" and len(records) <= 3
+    try:
+        careful = validate_batch("records", json.loads(body)["records"])
+    except BatchInvalid as invalid:
+        raise AssertionError(f"the fast path accepted a batch the careful one rejects: {invalid.errors}") from None
+    assert [item.model_dump() for item in fast] == [item.model_dump() for item in careful]
