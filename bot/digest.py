@@ -38,7 +38,7 @@ from bot.blocks import digest_message
 from bot.config import Settings
 from bot.log_safety import log_failure
 from bot.periods import Period
-from bot.reports import Figures, build_report, change, figures
+from bot.reports import Figures, change, figures_for
 from storage.db import session_scope
 from storage.digests import (
     Claim,
@@ -159,21 +159,22 @@ def _week_point(item: Figures) -> WeekPoint:
 def build_digest(session: Session, scope: Scope, period: Period, min_group_size: int) -> Digest:
     """The digest for one team (or the organisation) and one week, privacy rule applied."""
     title = scope.name or scope.label()
-    report = build_report(session, scope, period, min_group_size)
-    if report.totals.metrics is None:
-        return Digest(title=title, period=period, withheld=report.totals.withheld)
     weeks = [period]
     for _ in range(TREND_WEEKS - 1):
         weeks.insert(0, weeks[0].previous())
+    weekly = figures_for(session, scope, weeks, min_group_size)  # the trend; its last two are this week and last
+    totals, previous = weekly[-1], weekly[-2]
+    if totals.metrics is None:
+        return Digest(title=title, period=period, withheld=totals.withheld)
     return Digest(
         title=title,
         period=period,
         withheld=None,
-        metrics=report.totals.metrics,
-        changes=change(report.totals, report.previous),
+        metrics=totals.metrics,
+        changes=change(totals, previous),
         merged_prs_with_agent=merged_prs_with_agent_help(session, scope, period.start, period.end),
         unreviewed_runs=unreviewed_runs(session, scope, period.start, period.end),
-        trend=[_week_point(figures(session, scope, week, min_group_size)) for week in weeks],
+        trend=[_week_point(item) for item in weekly],
         wins=shared_wins(session, scope, period.start, period.end),
     )
 

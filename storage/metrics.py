@@ -6,6 +6,8 @@ the database, so the same SQL gives the same answer on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -27,6 +29,7 @@ M = table_of(Membership).c
 
 ScopeKind = Literal["person", "team", "org"]
 ZERO = Decimal(0)
+Window = tuple[datetime, datetime]  # a half-open UTC range [start, end)
 
 
 @dataclass(frozen=True)
@@ -133,70 +136,144 @@ def verified_run(run_id: Any) -> ColumnElement[bool]:
     return and_(run_id.is_not(None), or_(owner_says_useful, has_outcome))
 
 
+def _window_of(column: Any, windows: Sequence[Window]) -> Any:
+    """SQL: the index of the window `column` falls in (NULL in none); windows never overlap."""
+    return case(*((and_(column >= start, column < end), index) for index, (start, end) in enumerate(windows)))
+
+
+def _span(column: Any, windows: Sequence[Window]) -> ColumnElement[bool]:
+    """SQL: `column` lies between the first window's start and the last one's end (an index range)."""
+    return and_(column >= min(start for start, _ in windows), column < max(end for _, end in windows))
+
+
+def _check_windows(windows: Sequence[Window]) -> None:
+    ordered = sorted(windows)
+    if any(end < start for start, end in ordered) or any(
+        end > next_start for (_, end), (next_start, _) in itertools.pairwise(ordered)
+    ):
+        raise ValueError("compute_windows takes windows that do not overlap")
+
+
 def compute(session: Session, scope: Scope, start: datetime, end: datetime) -> Metrics:
     """All metrics for `scope` over the half-open UTC range [start, end)."""
-    metrics = Metrics()
+    return compute_windows(session, scope, [(start, end)])[0]
+
+
+def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -> list[Metrics]:
+    """All metrics for `scope` in each of several half-open UTC windows that do not overlap.
+
+    One statement per table for all the windows (a report's two, a digest's four weeks) instead of one per
+    window: each row is counted in the window it falls in, so every figure is what `compute` gives for
+    that window alone (tests/test_metrics.py checks it).
+    """
+    if not windows:
+        return []
+    _check_windows(windows)
+    found = [Metrics() for _ in windows]
+
     u = U
-    in_usage = and_(u.occurred_at >= start, u.occurred_at < end, scope.covers(u.person_id))
-    usage = session.execute(
+    usage = (
         select(
-            func.coalesce(func.sum(u.input_tokens), 0),
-            func.coalesce(func.sum(u.output_tokens), 0),
-            func.coalesce(func.sum(u.cache_read_tokens), 0),
-            func.coalesce(func.sum(u.cache_write_tokens), 0),
-            _cost_sum(u.cost_usd),
-            func.coalesce(func.sum(case((u.cost_usd.is_(None), 1), else_=0)), 0),
-            _cost_sum(case((verified_run(u.run_id), u.cost_usd), else_=None)),
-        ).where(in_usage)
-    ).one()
-    (
-        metrics.input_tokens,
-        metrics.output_tokens,
-        metrics.cache_read_tokens,
-        metrics.cache_write_tokens,
-        metrics.cost_usd,
-        metrics.cost_unknown_records,
-        metrics.verified_cost_usd,
-    ) = (int(usage[0]), int(usage[1]), int(usage[2]), int(usage[3]), usage[4], int(usage[5]), usage[6])
+            _window_of(u.occurred_at, windows).label("w"),
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            u.cost_usd,
+            case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
+        )
+        .where(_span(u.occurred_at, windows), scope.covers(u.person_id))
+        .subquery()
+    )
+    for row in session.execute(
+        select(
+            usage.c.w,
+            func.coalesce(func.sum(usage.c.input_tokens), 0),
+            func.coalesce(func.sum(usage.c.output_tokens), 0),
+            func.coalesce(func.sum(usage.c.cache_read_tokens), 0),
+            func.coalesce(func.sum(usage.c.cache_write_tokens), 0),
+            _cost_sum(usage.c.cost_usd),
+            func.coalesce(func.sum(case((usage.c.cost_usd.is_(None), 1), else_=0)), 0),
+            _cost_sum(usage.c.verified_cost),
+        )
+        .where(usage.c.w.is_not(None))
+        .group_by(usage.c.w)
+    ):
+        m = found[row[0]]
+        m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens = map(int, row[1:5])
+        m.cost_usd, m.cost_unknown_records, m.verified_cost_usd = row[5], int(row[6]), row[7]
 
     r, a = R, A
-    in_runs = and_(r.started_at >= start, r.started_at < end, scope.covers(r.person_id))
     verdict_points = case((a.verdict == "useful", 2), (a.verdict == "partly", 1), else_=0)
-    runs = session.execute(
-        select(func.count(r.id), func.count(a.id), func.coalesce(func.sum(verdict_points), 0))
+    runs = (
+        select(
+            _window_of(r.started_at, windows).label("w"),
+            r.id.label("run"),
+            a.id.label("review"),
+            verdict_points.label("points"),
+        )
         .select_from(table_of(AgentRun))
         .outerjoin(table_of(Annotation), and_(a.run_id == r.id, a.person_id == r.person_id))
-        .where(in_runs)
-    ).one()
-    metrics.runs, metrics.reviewed_runs = int(runs[0]), int(runs[1])
-    metrics.useful_runs = Decimal(int(runs[2])) / 2
+        .where(_span(r.started_at, windows), scope.covers(r.person_id))
+        .subquery()
+    )
+    for w, count, reviewed, points in session.execute(
+        select(runs.c.w, func.count(runs.c.run), func.count(runs.c.review), func.coalesce(func.sum(runs.c.points), 0))
+        .where(runs.c.w.is_not(None))
+        .group_by(runs.c.w)
+    ):
+        found[w].runs, found[w].reviewed_runs = int(count), int(reviewed)
+        found[w].useful_runs = Decimal(int(points)) / 2
 
     o = OC
-    in_outcomes = and_(o.occurred_at >= start, o.occurred_at < end, scope.covers(o.person_id))
-    weight_sum = type_coerce(func.coalesce(func.sum(o.weight), 0), ScaledDecimal(MILLI))
-    for kind, count, value in session.execute(
-        select(o.kind, func.count(o.id), weight_sum).where(in_outcomes).group_by(o.kind).order_by(o.kind)
+    outcomes = (
+        select(_window_of(o.occurred_at, windows).label("w"), o.kind, o.id, o.weight)
+        .where(_span(o.occurred_at, windows), scope.covers(o.person_id))
+        .subquery()
+    )
+    weight_sum = type_coerce(func.coalesce(func.sum(outcomes.c.weight), 0), ScaledDecimal(MILLI))
+    for w, kind, count, value in session.execute(
+        select(outcomes.c.w, outcomes.c.kind, func.count(outcomes.c.id), weight_sum)
+        .where(outcomes.c.w.is_not(None))
+        .group_by(outcomes.c.w, outcomes.c.kind)
+        .order_by(outcomes.c.w, outcomes.c.kind)
     ):
-        metrics.outcomes_by_kind[kind] = int(count)
-        metrics.outcome_value += value
+        found[w].outcomes_by_kind[kind] = int(count)
+        found[w].outcome_value += value
 
     if scope.is_group:
-        metrics.active_people = active_people(session, scope, start, end)
+        for w, people in enumerate(active_people_windows(session, scope, windows)):
+            found[w].active_people = people
     else:
-        metrics.active_people = 1 if (metrics.runs or metrics.total_tokens or metrics.cost_unknown_records) else 0
-    return metrics
+        for m in found:
+            m.active_people = 1 if (m.runs or m.total_tokens or m.cost_unknown_records) else 0
+    return found
 
 
 def active_people(session: Session, scope: Scope, start: datetime, end: datetime) -> int:
     """People in the scope with any usage or run in the range: the group size privacy is judged by."""
+    return active_people_windows(session, scope, [(start, end)])[0]
+
+
+def active_people_windows(session: Session, scope: Scope, windows: Sequence[Window]) -> list[int]:
+    """`active_people` for each of several windows that do not overlap, in one statement."""
     u, r = U, R
     people = (
-        select(u.person_id)
-        .where(u.occurred_at >= start, u.occurred_at < end, scope.covers(u.person_id))
-        .union(select(r.person_id).where(r.started_at >= start, r.started_at < end, scope.covers(r.person_id)))
+        select(_window_of(u.occurred_at, windows).label("w"), u.person_id)
+        .where(_span(u.occurred_at, windows), scope.covers(u.person_id))
+        .union(
+            select(_window_of(r.started_at, windows).label("w"), r.person_id).where(
+                _span(r.started_at, windows), scope.covers(r.person_id)
+            )
+        )
         .subquery()
     )
-    return int(session.execute(select(func.count()).select_from(people)).scalar_one())
+    counts = [0] * len(windows)
+    for w, count in session.execute(
+        select(people.c.w, func.count()).where(people.c.w.is_not(None)).group_by(people.c.w)
+    ):
+        counts[w] = int(count)
+    return counts
 
 
-__all__ = ["Metrics", "Scope", "active_people", "compute", "verified_run"]
+__all__ = ["Metrics", "Scope", "Window", "active_people", "compute", "compute_windows", "verified_run"]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot.periods import Period
 from bot.reports import build_report, report_json
-from storage.metrics import Scope, compute
+from bot.seed import seed_organisation
+from storage.metrics import Scope, compute, compute_windows
 from tests import factories as f
 
 WEEK = Period(date(2026, 11, 2), date(2026, 11, 8))
@@ -152,3 +154,28 @@ def test_verified_spend_follows_the_owners_verdict(session: Session, verdict: st
     session.commit()
     m = compute(session, Scope.person(ada.id or 0), WEEK.start, WEEK.end)
     assert m.verified_spend_share == (Decimal(1) if verified else Decimal(0))
+
+
+def test_windows_read_together_give_what_each_window_gives_alone(engine: Engine) -> None:
+    """compute_windows (a report's two windows, a digest's four weeks) against compute, window by window."""
+    seed_organisation(engine, people=30, teams=3, weeks=6, seed=3, end=date(2026, 11, 25))
+    weeks = [Period(date(2026, 10, 26), date(2026, 11, 1), "Europe/Berlin")]  # the week DST ended in Berlin
+    for _ in range(4):
+        following = weeks[-1].since + timedelta(days=7)
+        weeks.append(Period(following, following + timedelta(days=6), "Europe/Berlin"))
+    windows = [(week.start, week.end) for week in weeks]
+    windows.insert(2, (weeks[1].end, weeks[1].end))  # an empty window between two weeks
+    with Session(engine) as session:
+        for scope in (Scope.person(1), Scope.person(17), Scope.team(2), Scope.org()):
+            together = compute_windows(session, scope, windows)
+            alone = [compute(session, scope, start, end) for start, end in windows]
+            assert together == alone
+            assert any(m.runs and m.outcomes and m.verified_cost_usd for m in together)
+            gap = compute_windows(session, scope, [windows[0], windows[3]])  # a week left out between them
+            assert gap == [alone[0], alone[3]]
+
+
+def test_overlapping_windows_are_refused(session: Session) -> None:
+    first = (WEEK.start, WEEK.end)
+    with pytest.raises(ValueError, match="do not overlap"):
+        compute_windows(session, Scope.org(), [first, (WEEK.start + timedelta(days=3), WEEK.end + timedelta(days=3))])
