@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
+from operator import itemgetter
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -27,13 +29,14 @@ from pydantic import (
 from sqlalchemy import Engine, Table, func, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
 from bot.config import OUTCOME_KINDS
 from storage.db import session_scope, sqlite_writer
 from storage.directory import get_or_create_person, normalize_email
 from storage.models import AgentRun, Outcome, UsageRecord, table_of
-from storage.types import UTCDateTime, as_utc
+from storage.types import UTCDateTime
 
 USAGE = table_of(UsageRecord)
 RUNS = table_of(AgentRun)
@@ -65,11 +68,19 @@ def _rfc3339_text(value: Any) -> Any:
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
+Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+SlackUserId = Annotated[str, Field(min_length=1, max_length=32)]
+DedupeKey = Annotated[str, Field(min_length=1, max_length=300)]
+AgentName = Annotated[str, Field(min_length=1, max_length=64)]
+ModelName = Annotated[str, Field(min_length=1, max_length=120)]
+Cost = Annotated[Decimal, Field(ge=0, le=10**9, allow_inf_nan=False)]
+
+
 class _Item(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    email: Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
-    slack_user_id: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    email: Email | None = None
+    slack_user_id: SlackUserId | None = None
 
     @field_validator("email")
     @classmethod
@@ -80,15 +91,15 @@ class _Item(BaseModel):
 class UsageIn(_Item):
     """One billed model call or usage bucket, as a source sends it."""
 
-    dedupe_key: Annotated[str, Field(min_length=1, max_length=300)]
+    dedupe_key: DedupeKey
     occurred_at: Rfc3339
-    agent: Annotated[str, Field(min_length=1, max_length=64)]
-    model: Annotated[str, Field(min_length=1, max_length=120)]
+    agent: AgentName
+    model: ModelName
     input_tokens: TokenCount
     output_tokens: TokenCount
     cache_read_tokens: TokenCount = 0
     cache_write_tokens: TokenCount = 0
-    cost_usd: Annotated[Decimal, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
+    cost_usd: Cost | None = None
     run_external_id: Text200 | None = None
 
     @field_validator("cost_usd", mode="before")
@@ -97,6 +108,31 @@ class UsageIn(_Item):
         if isinstance(value, bool) or not isinstance(value, str | int | float | None):
             raise ValueError('must be a decimal string such as "0.0123" or a number')
         return value
+
+
+class UsageJson(BaseModel):
+    """`UsageIn` for a JSON body, with no validator written in Python: pydantic's JSON parser does all of
+    it in Rust (a Python validator per field per record was a third of the parsing time). Where UsageIn's
+    validators refuse a JSON type, strict mode refuses it too: a time must be a string, a cost a string or a
+    number, never a boolean. The email is lower-cased afterwards (`parse_valid_batch`), as UsageIn does.
+    It accepts nothing UsageIn refuses and parses alike (tests/test_ingest_api.py); a body it refuses goes
+    to `validate_batch`, which reports every problem in UsageIn's words.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: Email | None = None
+    slack_user_id: SlackUserId | None = None
+    dedupe_key: DedupeKey
+    occurred_at: Annotated[AwareDatetime, Field(strict=True)]
+    agent: AgentName
+    model: ModelName
+    input_tokens: TokenCount
+    output_tokens: TokenCount
+    cache_read_tokens: TokenCount = 0
+    cache_write_tokens: TokenCount = 0
+    cost_usd: Annotated[Decimal, Field(strict=True, ge=0, le=10**9, allow_inf_nan=False)] | None = None
+    run_external_id: Text200 | None = None
 
 
 class RunIn(_Item):
@@ -190,7 +226,7 @@ def validate_batch(kind: BatchKind, items: Sequence[Any], first_index: int = 0, 
 
 class _Records(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    records: list[UsageIn]
+    records: list[UsageJson]
 
 
 class _Runs(BaseModel):
@@ -218,8 +254,16 @@ def parse_valid_batch(kind: BatchKind, body: bytes, max_items: int) -> list[Any]
         items: list[Any] = getattr(_BATCH_MODELS[kind].model_validate_json(body), kind)
     except ValidationError:
         return None
-    if len(items) > max_items or any(_cross_checks(item) for item in items):
+    if len(items) > max_items:
         return None
+    if kind != "records":
+        return None if any(_cross_checks(item) for item in items) else items
+    lowered: dict[str, str] = {}
+    for item in items:
+        if not (item.email or item.slack_user_id):  # _cross_checks
+            return None
+        if email := item.email:  # UsageIn._lower; already stripped
+            item.email = lowered.get(email) or lowered.setdefault(email, normalize_email(email))
     return items
 
 
@@ -243,8 +287,8 @@ def dialect_insert(session: Session, table: Table) -> Any:
 def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
     """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates).
 
-    On PostgreSQL the rows are COPYed into a temporary table and moved by one `INSERT ... SELECT ... ON
-    CONFLICT DO NOTHING` in key order, so concurrent overlapping batches never deadlock; on SQLite, whose
+    On PostgreSQL the rows are COPYed into a temporary table, in key order, and moved by one `INSERT ...
+    SELECT ... ON CONFLICT DO NOTHING` in that order, so concurrent overlapping batches never deadlock; on SQLite, whose
     writers take turns, they go in multi-row `INSERT ... VALUES` statements. Of two rows with one key,
     the first sent is the one kept.
     """
@@ -266,19 +310,8 @@ def insert_values(
 
 
 def storage_values(session: Session, table: Table, names: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Any:
-    """Each row as a list of the values the driver is given, converted by the columns' own types.
-
-    On SQLite, UTC times are written as SQLAlchemy writes them ("2026-11-25 14:03:00.000000", which is
-    what `isoformat` gives) by one C call instead of SQLAlchemy's Python formatting.
-    """
-    dialect = session.get_bind().dialect
-    processors = []
-    for index, name in enumerate(names):
-        column_type = table.c[name].type
-        if dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
-            processors.append((index, _sqlite_utc_text))
-        elif process := column_type.dialect_impl(dialect).bind_processor(dialect):
-            processors.append((index, process))
+    """Each row as a list of the values the driver is given, converted by the columns' own types."""
+    processors = column_processors(session.get_bind().dialect, table, names)
     for row in rows:
         values = [row[name] for name in names]
         for index, process in processors:
@@ -286,8 +319,47 @@ def storage_values(session: Session, table: Table, names: Sequence[str], rows: I
         yield values
 
 
+def column_processors(dialect: Any, table: Table, names: Sequence[str]) -> list[tuple[int, Callable[[Any], Any]]]:
+    """(index, conversion) for each of `names` whose column type converts values before the driver sees them.
+
+    A type decorator over a type the driver takes as it is (ScaledDecimal on both databases) is called
+    directly, one Python call a value instead of SQLAlchemy's wrapper around it; UTCDateTime's conversion
+    is `naive_utc` where the driver takes datetimes as they are (PostgreSQL). On SQLite, UTC
+    times are written as SQLAlchemy writes them ("2026-11-25 14:03:00.000000", which is what `isoformat`
+    gives) by one C call instead of SQLAlchemy's Python formatting.
+    """
+    processors: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, name in enumerate(names):
+        column_type = table.c[name].type
+        typed = column_type.dialect_impl(dialect)
+        if isinstance(typed, UTCDateTime) and typed.impl_instance.bind_processor(dialect) is None:
+            processors.append((index, naive_utc))
+        elif dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
+            processors.append((index, _sqlite_utc_text))
+        elif (
+            isinstance(typed, TypeDecorator)
+            and type(typed).process_bind_param is not TypeDecorator.process_bind_param
+            and typed.impl_instance.bind_processor(dialect) is None
+        ):
+            processors.append((index, partial(typed.process_bind_param, dialect=dialect)))
+        elif process := typed.bind_processor(dialect):
+            processors.append((index, process))
+    return processors
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    """What UTCDateTime gives the driver (`as_utc(value).replace(tzinfo=None)`; naive means UTC already), in
+    a third of the time: `replace` and `astimezone` parse keyword arguments, `combine` does not."""
+    if value is None:
+        return None
+    offset = value.utcoffset()
+    naive = datetime.combine(value.date(), value.time())
+    return naive - offset if offset else naive
+
+
 def _sqlite_utc_text(value: datetime | None) -> str | None:
-    return None if value is None else as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+    naive = naive_utc(value)
+    return None if naive is None else naive.isoformat(" ", "microseconds")
 
 
 SQLITE_MAX_PARAMETERS = 32_766  # SQLite's default bound since 3.32
@@ -332,32 +404,57 @@ def _insert_new_copy(
     """COPY into a per-connection temporary table (emptied at every commit or rollback), then one INSERT.
 
     COPY is PostgreSQL's fastest way in; it was a third faster than one `INSERT ... SELECT FROM unnest()`
-    of an array per column, the best single statement (docs/performance.md). The `ord` column keeps the
-    order rows were sent in, so that among rows sharing a key the first sent wins.
+    of an array per column, the best single statement (docs/performance.md). The COPY is binary, with the
+    columns' types given up front, so psycopg's C dumpers send each value as it is, without formatting
+    it as text for the server to parse again. The rows are sorted by key here (Python's order, the one
+    `merge_usage_totals` and `_widen_runs` lock rows in too), ties in the order they were sent, and `ord`
+    numbers them so: the INSERT takes them in that order (an integer sort, where sorting by the key
+    cost PostgreSQL a collation-aware comparison per pair), concurrent batches lock keys in one order and
+    never deadlock, and among rows sharing a key the first sent wins.
     """
     connection = session.connection()
     dialect = connection.dialect
     staging = f"tokenwise_new_{table.name}"
-    columns = ", ".join(f'"{name}" {table.c[name].type.compile(dialect=dialect)}' for name in names)
+    types = [table.c[name].type.compile(dialect=dialect) for name in names]
+    columns = ", ".join(f'"{name}" {sql_type}' for name, sql_type in zip(names, types, strict=True))
     connection.exec_driver_sql(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({columns}, ord integer) ON COMMIT DELETE ROWS"
     )
     quoted = ", ".join(f'"{name}"' for name in names)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        with cursor.copy(f"COPY {staging} ({quoted}, ord) FROM STDIN") as copy:
-            for ord_, row in enumerate(values):
-                copy.write_row([*row, ord_])
-        order = ", ".join(f'"{name}"' for name in key)
+        binary = _copy_types(cursor, [*types, "INTEGER"])
+        key_of = itemgetter(*(list(names).index(name) for name in key))
+        in_key_order = sorted(zip(map(key_of, values), range(len(values)), strict=True))  # ties: first sent first
+        with cursor.copy(f"COPY {staging} ({quoted}, ord) FROM STDIN{' (FORMAT BINARY)' if binary else ''}") as copy:
+            if binary:
+                copy.set_types(binary)
+            write = copy.write_row
+            for ord_, (_key, sent) in enumerate(in_key_order):
+                write([*values[sent], ord_])
+        conflict = ", ".join(f'"{name}"' for name in key)
         cursor.execute(
-            f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM {staging} ORDER BY {order}, ord'
-            f" ON CONFLICT ({order}) DO NOTHING"
+            f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM {staging} ORDER BY ord'
+            f" ON CONFLICT ({conflict}) DO NOTHING"
         )
         inserted = cursor.rowcount
         cursor.execute(f"DELETE FROM {staging}")  # empty for the next call in this transaction
     finally:
         cursor.close()
     return inserted
+
+
+def _copy_types(cursor: Any, sql_types: Sequence[str]) -> list[Any] | None:
+    """psycopg's type information for each SQL type ("VARCHAR(64)", "BIGINT", "TIMESTAMP WITHOUT TIME
+    ZONE"), for a binary COPY; None when one of them is not a type psycopg knows (then COPY is text)."""
+    registry = cursor.adapters.types
+    found = []
+    for sql_type in sql_types:
+        info = registry.get(sql_type.split("(")[0].strip().lower())
+        if info is None:
+            return None
+        found.append(info.oid)
+    return found
 
 
 def _greatest(session: Session, left: Any, right: Any) -> Any:
@@ -413,10 +510,11 @@ def lookup(
     """(key, *columns) of the rows of `table` whose `key` is one of `names` (and whose source is
     `source_id`, when given): one statement, with one parameter, for any number of names.
 
-    An array on PostgreSQL; on SQLite a JSON list in, and the answer as one JSON value out, so the whole
-    look-up is one call into SQLite. Python's sqlite3 gives up the GIL for every row it steps through and
-    must win it back each time from whichever request is being parsed meanwhile, which under load cost
-    more than the query; and an `IN` with a parameter per name cost SQLAlchemy a compilation per chunk.
+    An array on PostgreSQL (a semi-join with the rows of its `unnest`); on SQLite a JSON list in, and the
+    answer as one JSON value out, so the whole look-up is one call into SQLite. Python's sqlite3 gives up
+    the GIL for every row it steps through and must win it back each time from whichever request is being
+    parsed meanwhile, which under load cost more than the query; and an `IN` with a parameter per name
+    cost SQLAlchemy a compilation per chunk.
     """
     if not names:
         return []
@@ -424,7 +522,12 @@ def lookup(
     wanted = ", ".join((key, *columns))
     same_source = "" if source_id is None else " AND source_id = {}"
     if connection.dialect.name == "postgresql":
-        query = f"SELECT {wanted} FROM {table} WHERE {key} = ANY(%(names)s){same_source.format('%(source)s')}"
+        # Not `{key} = ANY(%(names)s)`: psycopg prepares a statement run five times, and the generic plan of
+        # that compares each row with every name in turn (12 ms for 600 names among 1 000 people; 1.5 ms so).
+        query = (
+            f"SELECT {wanted} FROM {table} WHERE {key} IN (SELECT unnest(%(names)s::text[]))"
+            f"{same_source.format('%(source)s')}"
+        )
         found = connection.exec_driver_sql(query, {"names": list(names), "source": source_id}).all()
         return [tuple(row) for row in found]
     query = (
@@ -491,7 +594,7 @@ def run_ids(session: Session, source_id: int, external_ids: Iterable[str]) -> di
     return {external_id: (run_id, person_id) for external_id, run_id, person_id in found}
 
 
-def _missing_runs(items: Sequence[UsageIn | OutcomeIn], known: Mapping[str, Any], first_index: int) -> None:
+def _missing_runs(items: Sequence[UsageIn | UsageJson | OutcomeIn], known: Mapping[str, Any], first_index: int) -> None:
     errors = [
         batch_error(
             first_index + index,
@@ -520,6 +623,8 @@ USAGE_COLUMNS = (
     "dedupe_key",
 )
 PERSON = USAGE_COLUMNS.index("person_id")
+OCCURRED = USAGE_COLUMNS.index("occurred_at")
+COST = USAGE_COLUMNS.index("cost_usd")
 
 
 @dataclass
@@ -545,34 +650,52 @@ class UsagePlan:
         return BatchResult(accepted=accepted, duplicates=len(self.values) - accepted)
 
 
-def plan_usage(session: Session, source_id: int, items: Sequence[UsageIn], first_index: int = 0) -> UsagePlan:
-    """Check a usage batch's runs and look up its people (reads only); BatchInvalid when a run is unknown."""
+def plan_usage(
+    session: Session, source_id: int, items: Sequence[UsageIn | UsageJson], first_index: int = 0
+) -> UsagePlan:
+    """Check a usage batch's runs and look up its people (reads only); BatchInvalid when a run is unknown.
+
+    The rows are built straight from the parsed items, as lists in the order of USAGE_COLUMNS, with the
+    columns' own conversions (`column_processors`) called inline: no dict per row.
+    """
     runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
     _missing_runs(items, runs, first_index)
     known = PersonCache(session).find((item.email, item.slack_user_id) for item in items)
+    processors = dict(column_processors(session.get_bind().dialect, USAGE, USAGE_COLUMNS))
+    occurred = processors.pop(OCCURRED, _same)
+    cost = processors.pop(COST, _same)
     new_people: dict[tuple[str | None, str | None], list[int]] = {}
-    rows = []
+    values = []
     for index, item in enumerate(items):
         person = (item.email, item.slack_user_id)
-        if person not in known:
+        person_id = known.get(person)
+        if person_id is None:
             new_people.setdefault(person, []).append(index)
-        rows.append(
-            {
-                "source_id": source_id,
-                "person_id": known.get(person),
-                "run_id": runs[item.run_external_id][0] if item.run_external_id else None,
-                "occurred_at": item.occurred_at,
-                "agent": item.agent,
-                "model": item.model,
-                "input_tokens": item.input_tokens,
-                "output_tokens": item.output_tokens,
-                "cache_read_tokens": item.cache_read_tokens,
-                "cache_write_tokens": item.cache_write_tokens,
-                "cost_usd": item.cost_usd,
-                "dedupe_key": item.dedupe_key,
-            }
+        run = item.run_external_id
+        values.append(
+            [
+                source_id,
+                person_id,
+                runs[run][0] if run else None,
+                occurred(item.occurred_at),
+                item.agent,
+                item.model,
+                item.input_tokens,
+                item.output_tokens,
+                item.cache_read_tokens,
+                item.cache_write_tokens,
+                cost(item.cost_usd),
+                item.dedupe_key,
+            ]
         )
-    return UsagePlan(list(storage_values(session, USAGE, USAGE_COLUMNS, rows)), new_people)
+    for position, process in processors.items():  # none today: the other columns are taken as they are
+        for row in values:
+            row[position] = process(row[position])
+    return UsagePlan(values, new_people)
+
+
+def _same(value: T) -> T:
+    return value
 
 
 def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], first_index: int = 0) -> BatchResult:
@@ -820,17 +943,21 @@ def write_prepared(engine: Engine, prepare: Callable[[Session], Callable[[Sessio
     and returns the work that writes. Both are redone on a retry, so the writing never uses stale reads.
 
     On SQLite the reading happens before this process's writer turn (`sqlite_writer`), while another
-    batch is being written, so a turn lasts only as long as the writing itself.
+    batch is being written, so a turn lasts only as long as the writing itself. On PostgreSQL, whose
+    writers do not take turns, both happen in one transaction: a connection checkout (and its ping)
+    and a commit fewer per batch.
     """
     for attempt in range(1, attempts + 1):
         try:
+            if engine.dialect.name != "sqlite":  # writers run side by side: read and write in one transaction
+                with session_scope(engine) as session:
+                    return prepare(session)(session)
             with session_scope(engine) as session:
                 work = prepare(session)
             with sqlite_writer(engine), session_scope(engine) as session:
-                if engine.dialect.name == "sqlite":
-                    # Take the write lock up front (waiting up to busy_timeout) instead of failing when a
-                    # read transaction cannot be upgraded because another writer got there first.
-                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                # Take the write lock up front (waiting up to busy_timeout) instead of failing when a
+                # read transaction cannot be upgraded because another writer got there first.
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
                 return work(session)
         except IntegrityError:
             if attempt == attempts:

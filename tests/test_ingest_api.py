@@ -446,3 +446,43 @@ def test_the_one_pass_parser_accepts_only_what_the_careful_one_accepts_and_parse
     except BatchInvalid as invalid:
         raise AssertionError(f"the fast path accepted a batch the careful one rejects: {invalid.errors}") from None
     assert [item.model_dump() for item in fast] == [item.model_dump() for item in careful]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(9998, 12, 30)),
+    offset_minutes=st.one_of(st.none(), st.integers(-23 * 60 - 59, 23 * 60 + 59)),
+)
+def test_the_bulk_time_conversion_gives_what_utcdatetime_gives(moment: datetime, offset_minutes: int | None) -> None:
+    """The COPY and SQLite bulk paths convert times with naive_utc instead of UTCDateTime's bind processor."""
+    from datetime import timedelta, timezone
+
+    from storage.ingest import _sqlite_utc_text, naive_utc
+    from storage.types import UTCDateTime
+
+    if offset_minutes is not None:
+        moment = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    expected = UTCDateTime().process_bind_param(moment, None)
+    assert naive_utc(moment) == expected and naive_utc(moment).tzinfo is None  # type: ignore[union-attr]
+    assert expected is not None and _sqlite_utc_text(moment) == expected.isoformat(" ", "microseconds")
+    assert naive_utc(None) is None
+
+
+def test_usage_rows_are_converted_by_the_columns_own_types(engine: Engine) -> None:
+    """plan_usage builds COPY rows itself: they must be the values SQLAlchemy would bind for the ORM."""
+    from storage.ingest import USAGE, USAGE_COLUMNS, parse_valid_batch, plan_usage
+
+    body = json.dumps(
+        {"records": [usage("a", occurred_at="2026-11-24T12:30:00.123456+02:00", cost_usd="0.0000000015")]}
+    ).encode()
+    items = parse_valid_batch("records", body, 10)
+    assert items is not None
+    with session_scope(engine) as session:
+        plan = plan_usage(session, 1, items)
+        dialect = session.get_bind().dialect
+    item = items[0]
+    row = dict(zip(USAGE_COLUMNS, plan.values[0], strict=True))
+    for name in ("occurred_at", "cost_usd", "agent", "input_tokens", "dedupe_key"):
+        process = USAGE.c[name].type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+        assert row[name] == process(getattr(item, name)), name
+    assert row["person_id"] is None and row["run_id"] is None and row["source_id"] == 1
