@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
-from storage.bulk import advance_sequences, bulk_load, copy_rows
+from storage.bulk import advance_sequences, bulk_load, bulk_transaction, copy_rows
 from storage.models import Membership, Person, Source, Team, table_of
 from storage.pricing import price
 
@@ -133,19 +133,9 @@ class _Writer:
         for name in TABLES:
             current = connection.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {name}")).scalar_one()
             self.next_ids[name] = int(current) + 1
-        self.pending = 0
-
-    def next_id(self, table: str) -> int:
-        value = self.next_ids[table]
-        self.next_ids[table] = value + 1
-        return value
-
-    def add(self, table: str, row: tuple[Any, ...]) -> None:
-        self.buffers[table].append(row)
-        self.pending += 1
 
     def maybe_flush(self) -> None:
-        if self.pending >= self.chunk:
+        if sum(map(len, self.buffers.values())) >= self.chunk:
             self.flush()
 
     def flush(self) -> None:
@@ -154,7 +144,6 @@ class _Writer:
             if rows:
                 copy_rows(self.connection, name, columns, rows)
                 rows.clear()
-        self.pending = 0
 
 
 def seed_organisation(
@@ -174,8 +163,8 @@ def seed_organisation(
     end = end or datetime.now(UTC).date()
     rng = random.Random(seed)
     summary = SeedSummary(people=people, teams=teams, first_email=person_email(0))
-    rates = {model: _rates(model) for models in AGENTS.values() for model in models}
-    with engine.begin() as connection:
+    models = {agent: [(model, _rates(model)) for model in names] for agent, names in AGENTS.items()}
+    with bulk_transaction(engine) as connection:
         existing = connection.execute(select(func.count()).select_from(table_of(Person))).scalar_one()
         if existing:
             raise SeedError(f"The database already has {existing} people; seed into an empty database.")
@@ -218,24 +207,23 @@ def seed_organisation(
         )
         personas = _personas(rng, people)
         summary.tokenmaxxers = [person_email(i) for i, p in enumerate(personas) if p.tokenmaxxer]
-        if connection.dialect.name == "sqlite":
-            # The unique (source, dedupe key) index takes keys in no particular order: with SQLite's default
-            # 2 MB page cache every insert into it misses once the index outgrows the cache.
-            connection.exec_driver_sql("PRAGMA cache_size = -262144")  # 256 MB, this connection, this seed
         writer = _Writer(connection)
+        first_ids = dict(writer.next_ids)
         first_day = end - timedelta(days=7 * weeks - 1)
+        as_text = connection.dialect.name == "sqlite"
         with bulk_load(connection, list(TABLES)):  # indexes and foreign keys built once, after the rows
             for week in range(weeks):
-                week_start = first_day + timedelta(days=7 * week)
+                clock = _clock(first_day + timedelta(days=7 * week), as_text)
                 for index, persona in enumerate(personas):
-                    _person_week(writer, rng, summary, source_id, index + 1, persona, week_start, rates)
+                    _person_week(writer, rng, source_id, index + 1, persona, clock, models)
                     writer.maybe_flush()
                     if progress:
                         progress(1)
             writer.flush()
+        written = {name: writer.next_ids[name] - first_ids[name] for name in TABLES}
+        summary.runs, summary.usage_records = written["agent_run"], written["usage_record"]
+        summary.outcomes, summary.annotations = written["outcome"], written["annotation"]
         advance_sequences(connection, ["team", "person", "membership", *TABLES])
-        if connection.dialect.name == "sqlite":
-            connection.exec_driver_sql("PRAGMA cache_size = -2000")  # SQLite's default, for the pool's next user
     return summary
 
 
@@ -254,75 +242,107 @@ def _personas(rng: random.Random, people: int) -> list[_Persona]:
     return personas
 
 
+# Every seed time is a whole half minute after the midnight that starts its week: runs start at 07:00 plus
+# whole minutes, their calls 30 s apart, and the rest follows in whole minutes. So the hot loop counts in
+# half minutes and looks the storage value up in a table of the week's (`_clock`) instead of adding a
+# timedelta per value and formatting each datetime as text for SQLite: some 3 s per million records.
+HALF_MINUTES_A_DAY = 2 * 24 * 60
+CLOCK_DAYS = 8  # the latest time a week's runs reach: day 6, 07:00 + 719 + 95 + 599 minutes, before day 8
+DAY_START = 2 * 7 * 60  # 07:00
+HALF_MINUTE_TEXT = [
+    time(k // 120, k // 2 % 60, k % 2 * 30).isoformat(timespec="microseconds") for k in range(HALF_MINUTES_A_DAY)
+]
+
+
+def _clock(week_start: date, as_text: bool) -> list[Any]:
+    """Each half minute of the `CLOCK_DAYS` days from `week_start`'s midnight, as storage values.
+
+    For SQLite the text `copy_rows` would make of the naive datetime (ISO, microseconds, a space), built by
+    concatenation; for PostgreSQL the datetimes themselves, so COPY gets exactly what it got before.
+    """
+    if as_text:
+        days = [(week_start + timedelta(days=day)).isoformat() for day in range(CLOCK_DAYS)]
+        return [f"{day} {moment}" for day in days for moment in HALF_MINUTE_TEXT]
+    midnight = datetime.combine(week_start, time())
+    return [midnight + timedelta(seconds=30 * k) for k in range(CLOCK_DAYS * HALF_MINUTES_A_DAY)]
+
+
 def _person_week(
     writer: _Writer,
     rng: random.Random,
-    summary: SeedSummary,
     source_id: int,
     person_id: int,
     persona: _Persona,
-    week_start: date,
-    rates: dict[str, tuple[int, int, int, int] | None],
+    clock: list[Any],
+    models_of: dict[str, list[tuple[str, tuple[int, int, int, int] | None]]],
 ) -> None:
-    """One person's week of runs, usage, outcomes and verdicts (cheap random calls: this is the hot loop)."""
+    """One person's week of runs, usage, outcomes and verdicts: the hot loop, so cheap random calls, locals
+    instead of attribute look-ups and times as half-minute indexes into `clock`.
+
+    The random numbers are drawn in the same order as ever: the same seed gives the same rows.
+    """
     chance = rng.random
-    runs = 12 + int(chance() * 13) if persona.tokenmaxxer else 2 + int(chance() * 8)
-    scale = 3 if persona.tokenmaxxer else 1
-    extra_steps = 3 if persona.tokenmaxxer else 0
-    base = datetime.combine(week_start, time(7), tzinfo=UTC).replace(tzinfo=None)
+    buffers = writer.buffers
+    add_run = buffers["agent_run"].append
+    add_usage = buffers["usage_record"].append
+    add_outcome = buffers["outcome"].append
+    add_annotation = buffers["annotation"].append
+    ids = writer.next_ids
+    run_id = ids["agent_run"] - 1
+    record_id = ids["usage_record"] - 1
+    outcome_id = ids["outcome"]
+    annotation_id = ids["annotation"]
+    agents = persona.agents
+    tokenmaxxer = persona.tokenmaxxer
+    runs = 12 + int(chance() * 13) if tokenmaxxer else 2 + int(chance() * 8)
+    scale = 3 if tokenmaxxer else 1
+    extra_steps = 3 if tokenmaxxer else 0
+    review_chance = 0.05 if tokenmaxxer else persona.diligence
     for _ in range(runs):
-        agent = persona.agents[int(chance() * len(persona.agents))]
-        models = AGENTS[agent]
-        started = base + timedelta(days=int(chance() * 7), minutes=int(chance() * 720))
-        ended = started + timedelta(minutes=3 + int(chance() * 93))
-        run_id = writer.next_id("agent_run")
+        agent = agents[int(chance() * len(agents))]
+        models = models_of[agent]
+        start = DAY_START + HALF_MINUTES_A_DAY * int(chance() * 7) + 2 * int(chance() * 720)
+        end = start + 2 * (3 + int(chance() * 93))
+        started = clock[start]
+        ended = clock[end]
+        run_id += 1
         title = f"{VERBS[int(chance() * len(VERBS))]} {THINGS[int(chance() * len(THINGS))]}"
         repo = REPOS[int(chance() * len(REPOS))]
-        writer.add(
-            "agent_run",
-            (run_id, source_id, f"seed-run-{run_id}", person_id, agent, started, ended, title, repo, "completed"),
-        )
-        summary.runs += 1
+        add_run((run_id, source_id, f"seed-run-{run_id}", person_id, agent, started, ended, title, repo, "completed"))
         for step in range(1 + int(chance() * 6) + extra_steps):
-            model = models[int(chance() * len(models))]
+            model, rate = models[int(chance() * len(models))]
             tin = (2_000 + int(chance() * 38_000)) * scale
             tout = (200 + int(chance() * 4_800)) * scale
             tcr = int(chance() * 150_000) * scale
             tcw = int(chance() * 15_000) * scale
-            rate = rates[model]
             cost = None if rate is None else tin * rate[0] + tout * rate[1] + tcr * rate[2] + tcw * rate[3]
-            record_id = writer.next_id("usage_record")
+            record_id += 1
             unlinked = agent == "openai-api" and chance() < 0.2
-            writer.add(
-                "usage_record",
+            add_usage(
                 (
-                    record_id, source_id, person_id, None if unlinked else run_id,
-                    started + timedelta(seconds=30 * step), agent, model, tin, tout, tcr, tcw, cost,
-                    f"seed-usage-{record_id}",
-                ),
+                    record_id, source_id, person_id, None if unlinked else run_id, clock[start + step], agent,
+                    model, tin, tout, tcr, tcw, cost, f"seed-usage-{record_id}",
+                )
             )  # fmt: skip
-            summary.usage_records += 1
-        kinds = [] if persona.tokenmaxxer else _outcome_kinds(rng, persona.productivity)
+        kinds = [] if tokenmaxxer else _outcome_kinds(rng, persona.productivity)
         for kind in kinds:
-            outcome_id = writer.next_id("outcome")
             url = f"https://github.com/{repo}/pull/{100 + int(chance() * 9900)}" if kind.startswith("pr_") else None
-            when = ended + timedelta(minutes=5 + int(chance() * 595))
-            writer.add(
-                "outcome",
+            when = clock[end + 2 * (5 + int(chance() * 595))]
+            add_outcome(
                 (outcome_id, source_id, f"seed-outcome-{outcome_id}", run_id, person_id, kind,
                  MILLI_WEIGHTS[kind], url, when),
             )  # fmt: skip
-            summary.outcomes += 1
-        review_chance = 0.05 if persona.tokenmaxxer else persona.diligence
+            outcome_id += 1
         if chance() < review_chance:
             verdict = _verdict(rng, bool(kinds))
-            reviewed = ended + timedelta(minutes=10 + int(chance() * 290))
+            reviewed = clock[end + 2 * (10 + int(chance() * 290))]
             win = verdict == "useful" and chance() < 0.2
-            writer.add(
-                "annotation",
-                (writer.next_id("annotation"), run_id, person_id, verdict, None, None, win, reviewed, reviewed),
-            )
-            summary.annotations += 1
+            add_annotation((annotation_id, run_id, person_id, verdict, None, None, win, reviewed, reviewed))
+            annotation_id += 1
+    ids["agent_run"] = run_id + 1
+    ids["usage_record"] = record_id + 1
+    ids["outcome"] = outcome_id
+    ids["annotation"] = annotation_id
 
 
 def _outcome_kinds(rng: random.Random, productivity: float) -> list[str]:
