@@ -17,6 +17,7 @@ from functools import partial
 from operator import itemgetter
 from typing import Annotated, Any, Literal, TypeVar
 
+import psycopg
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -401,31 +402,72 @@ def _insert_new_values(
 def _insert_new_copy(
     session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
 ) -> int:
-    """COPY into a per-connection temporary table (emptied at every commit or rollback), then one INSERT.
+    """COPY, PostgreSQL's fastest way in: straight into the table when every key is new, else by a staging table.
 
-    COPY is PostgreSQL's fastest way in; it was a third faster than one `INSERT ... SELECT FROM unnest()`
-    of an array per column, the best single statement (docs/performance.md). The COPY is binary, with the
-    columns' types given up front, so psycopg's C dumpers send each value as it is, without formatting
-    it as text for the server to parse again. The rows are sorted by key here (Python's order, the one
-    `merge_usage_totals` and `_widen_runs` lock rows in too), ties in the order they were sent, and `ord`
-    numbers them so: the INSERT takes them in that order (an integer sort, where sorting by the key
-    cost PostgreSQL a collation-aware comparison per pair), concurrent batches lock keys in one order and
-    never deadlock, and among rows sharing a key the first sent wins.
+    The rows are sorted by key here (Python's order, the one `merge_usage_totals` and `_widen_runs` lock
+    rows in too), ties in the order they were sent, so concurrent batches lock keys in one order and never
+    deadlock, and among rows sharing a key the first sent wins. The COPY is binary, with the columns' types
+    given up front, so psycopg's C dumpers send each value as it is. A batch of new rows (the usual case)
+    costs one COPY; one with a key already stored is refused whole by the unique index, rolled back to a
+    savepoint and moved by `_insert_new_staged`, which skips the keys that exist.
     """
     connection = session.connection()
     dialect = connection.dialect
-    staging = f"tokenwise_new_{table.name}"
     types = [table.c[name].type.compile(dialect=dialect) for name in names]
+    quoted = ", ".join(f'"{name}"' for name in names)
+    key_of = itemgetter(*(list(names).index(name) for name in key))
+    in_key_order = sorted(zip(map(key_of, values), range(len(values)), strict=True))  # ties: first sent first
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        binary = _copy_types(cursor, types)
+        firsts = [
+            sent for index, (key_, sent) in enumerate(in_key_order) if not index or in_key_order[index - 1][0] != key_
+        ]
+        # The usual batch is all new rows: COPY them straight into the table, in key order, behind a savepoint.
+        # If a key is there already (a re-sent batch, or a concurrent one that committed it first), the
+        # unique index refuses the COPY whole; back to the savepoint, and the staging table sorts it out.
+        cursor.execute("SAVEPOINT tokenwise_copy")
+        try:
+            with cursor.copy(
+                f'COPY "{table.name}" ({quoted}) FROM STDIN{" (FORMAT BINARY)" if binary else ""}'
+            ) as copy:
+                if binary:
+                    copy.set_types(binary)
+                write = copy.write_row
+                for sent in firsts:
+                    write(values[sent])
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT tokenwise_copy")
+        else:
+            cursor.execute("RELEASE SAVEPOINT tokenwise_copy")
+            return len(firsts)
+    finally:
+        cursor.close()
+    return _insert_new_staged(connection, table, names, types, values, key, in_key_order)
+
+
+def _insert_new_staged(
+    connection: Any,
+    table: Table,
+    names: Sequence[str],
+    types: Sequence[str],
+    values: Sequence[list[Any]],
+    key: Sequence[str],
+    in_key_order: Sequence[tuple[Any, int]],
+) -> int:
+    """Rows some of which may exist: COPY into a per-connection temporary table (emptied at every commit or
+    rollback), then one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` taking them in key order (`ord`, an
+    integer sort, where sorting by the key cost PostgreSQL a collation-aware comparison per pair). COPY
+    and one INSERT were a third faster than one `INSERT ... SELECT FROM unnest()` of an array per column."""
+    staging = f"tokenwise_new_{table.name}"
     columns = ", ".join(f'"{name}" {sql_type}' for name, sql_type in zip(names, types, strict=True))
     connection.exec_driver_sql(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({columns}, ord integer) ON COMMIT DELETE ROWS"
     )
     quoted = ", ".join(f'"{name}"' for name in names)
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = connection.connection.driver_connection.cursor()
     try:
         binary = _copy_types(cursor, [*types, "INTEGER"])
-        key_of = itemgetter(*(list(names).index(name) for name in key))
-        in_key_order = sorted(zip(map(key_of, values), range(len(values)), strict=True))  # ties: first sent first
         with cursor.copy(f"COPY {staging} ({quoted}, ord) FROM STDIN{' (FORMAT BINARY)' if binary else ''}") as copy:
             if binary:
                 copy.set_types(binary)

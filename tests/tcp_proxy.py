@@ -1,6 +1,6 @@
 """A loopback TCP proxy that a test can cut and restore: "the database stopped" without touching the
 shared PostgreSQL server. Point DATABASE_URL at `proxy.port` (with sslmode=disable, so statements can be
-recognised on the wire) and call `cut()`, `restore()`, or `cut_when(b'INSERT INTO "usage_record"')`."""
+recognised on the wire) and call `cut()`, `restore()`, or `cut_when(b'COPY "usage_record"')`."""
 
 from __future__ import annotations
 

@@ -85,6 +85,29 @@ def test_a_usage_batch_is_written_once_and_resending_it_changes_nothing(
         assert {(p.email, p.slack_user_id) for p in people} == {("ana@example.com", None), (None, "U123")}
 
 
+def test_a_batch_mixing_stored_and_new_records_writes_the_new_ones_and_their_new_people(
+    client: TestClient, auth: dict[str, str], engine: Engine
+) -> None:
+    """On PostgreSQL a batch of new keys is COPYed straight in; one with a stored key falls back, behind a
+    savepoint, to the path that skips stored keys, keeping what the transaction wrote before (new people)."""
+    assert client.post("/v1/usage", json={"records": [usage("a"), usage("c")]}, headers=auth).json() == {
+        "accepted": 2,
+        "duplicates": 0,
+    }
+    mixed = [usage("b", email="new@example.com"), usage("c"), usage("a", cost_usd="9"), usage("d"), usage("b")]
+    assert client.post("/v1/usage", json={"records": mixed}, headers=auth).json() == {"accepted": 2, "duplicates": 3}
+    with Session(engine) as session:
+        records = session.exec(select(UsageRecord).order_by(UsageRecord.dedupe_key)).all()
+        assert [(r.dedupe_key, r.cost_usd) for r in records] == [
+            ("a", Decimal("0.0123")),
+            ("b", Decimal("0.0123")),
+            ("c", Decimal("0.0123")),
+            ("d", Decimal("0.0123")),
+        ]
+        newcomer = session.exec(select(Person).where(Person.email == "new@example.com")).one()
+        assert records[1].person_id == newcomer.id
+
+
 def test_outcomes_take_the_run_owner_and_the_default_weight(
     client: TestClient, auth: dict[str, str], engine: Engine
 ) -> None:

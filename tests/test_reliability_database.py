@@ -76,7 +76,7 @@ def test_postgresql_stopped_mid_batch_gets_503_writes_nothing_and_the_service_re
 
             for _attempt in range(3):
                 # The batch's transaction has written its seven new people; it dies as its usage rows go out.
-                proxy.cut_when(b'INSERT INTO "usage_record"', occurrence=1)
+                proxy.cut_when(b'COPY "usage_record"', occurrence=1)
                 response = http.post("/v1/usage", json=batch, headers=auth)
                 if proxy.tripped.is_set():
                     break
