@@ -8,16 +8,7 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-OUTCOME_KINDS = (
-    "pr_merged",
-    "pr_opened",
-    "commit",
-    "tests_passed",
-    "deploy",
-    "ticket_closed",
-    "doc",
-    "other",
-)
+from storage.models import OUTCOME_KINDS
 
 DEFAULT_OUTCOME_WEIGHTS: dict[str, Decimal] = {
     "pr_merged": Decimal("3"),

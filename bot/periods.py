@@ -1,4 +1,4 @@
-"""Periods: what people type ("this week", "30d", "2026-11-01..2026-11-07") turned into UTC ranges.
+"""Periods: what people type ("this week", "30d", "2026-11-01..2026-11-07") turned into storage.periods.Period.
 
 Dates are inclusive and local to a time zone; a Period is a half-open UTC range [start, end), so a
 day is the right length across DST changes.
@@ -7,72 +7,14 @@ day is the right length across DST changes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import date, timedelta
+
+from storage.periods import Period, PeriodError, local_midnight, zone
 
 PERIOD_HELP = "this week, last week, 30d (any 1-366 days) or YYYY-MM-DD..YYYY-MM-DD"
 MAX_DAYS = 366
 _DAYS = re.compile(r"^(\d{1,4})\s*d(ays?)?$")
 _RANGE = re.compile(r"^(\S+)\s*\.\.\s*(\S+)$")
-
-
-class PeriodError(ValueError):
-    """Something a user typed is not a period or a date; the message says what would be."""
-
-
-@dataclass(frozen=True)
-class Period:
-    since: date
-    until: date  # inclusive
-    tz: str = "UTC"
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.tz)
-
-    @property
-    def start(self) -> datetime:
-        return local_midnight(self.since, self.zone)
-
-    @property
-    def end(self) -> datetime:
-        return local_midnight(self.until + timedelta(days=1), self.zone)
-
-    @property
-    def days(self) -> int:
-        return (self.until - self.since).days + 1
-
-    def previous(self) -> Period:
-        """The window of the same length just before this one."""
-        return Period(self.since - timedelta(days=self.days), self.since - timedelta(days=1), self.tz)
-
-    def label(self) -> str:
-        if self.since == self.until:
-            return self.since.isoformat()
-        return f"{self.since.isoformat()}..{self.until.isoformat()}"
-
-    def split(self, by: str) -> Iterator[Period]:
-        """Consecutive days or ISO weeks (Monday first), clipped to this period."""
-        if by not in {"day", "week"}:
-            raise PeriodError(f"Unknown breakdown '{by}'; use day or week.")
-        cursor = self.since
-        while cursor <= self.until:
-            last = cursor if by == "day" else min(cursor + timedelta(days=6 - cursor.weekday()), self.until)
-            yield Period(cursor, last, self.tz)
-            cursor = last + timedelta(days=1)
-
-
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise PeriodError(f"Unknown time zone '{name}'; use an IANA name such as Europe/Berlin.") from error
 
 
 def parse_date(text: str, what: str = "date") -> date:
@@ -117,3 +59,17 @@ def parse_period(text: str, today: date, tz: str = "UTC") -> Period:
         until = parse_date(match.group(2), "end date")
         return date_range(since, until, tz)
     raise PeriodError(f"'{text.strip()}' is not a period; try {PERIOD_HELP}.")
+
+
+__all__ = [
+    "MAX_DAYS",
+    "PERIOD_HELP",
+    "Period",
+    "PeriodError",
+    "date_range",
+    "local_midnight",
+    "parse_date",
+    "parse_period",
+    "this_week",
+    "zone",
+]

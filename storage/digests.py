@@ -23,7 +23,6 @@ from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, u
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from bot.periods import Period, zone
 from storage.db import session_scope
 from storage.metrics import Scope
 from storage.models import (
@@ -38,6 +37,7 @@ from storage.models import (
     UsageRecord,
     table_of,
 )
+from storage.periods import Period, zone
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
-from bot.config import OUTCOME_KINDS
 from storage.db import session_scope, sqlite_writer
 from storage.directory import get_or_create_person, normalize_email
-from storage.models import AgentRun, Outcome, UsageRecord, table_of
+from storage.models import OUTCOME_KINDS, AgentRun, Outcome, UsageRecord, table_of
 from storage.types import UTCDateTime
 
 USAGE = table_of(UsageRecord)

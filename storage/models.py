@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 from storage.types import MILLI, NANO, ScaledDecimal, UTCDateTime
 
 ROLES = ("member", "manager")
+OUTCOME_KINDS = ("pr_merged", "pr_opened", "commit", "tests_passed", "deploy", "ticket_closed", "doc", "other")
 VERDICTS = ("useful", "partly", "not_useful")
 VERDICT_VALUE = {"useful": Decimal(1), "partly": Decimal("0.5"), "not_useful": Decimal(0)}
 
@@ -121,10 +122,7 @@ class Outcome(SQLModel, table=True):
         UniqueConstraint("source_id", "external_id"),
         Index("ix_outcome_person_time", "person_id", "occurred_at"),
         Index("ix_outcome_run", "run_id"),
-        CheckConstraint(
-            "kind IN ('pr_merged', 'pr_opened', 'commit', 'tests_passed', 'deploy', 'ticket_closed', 'doc', 'other')",
-            name="ck_outcome_kind",
-        ),
+        CheckConstraint(f"kind IN ({', '.join(repr(kind) for kind in OUTCOME_KINDS)})", name="ck_outcome_kind"),
     )
     id: int | None = Field(default=None, primary_key=True)
     source_id: int | None = Field(default=None, foreign_key="source.id")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from sqlalchemy import Engine
 
-from bot.config import OUTCOME_KINDS
+from storage.models import OUTCOME_KINDS
 from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
 from tests.slack_harness import ADA, Harness, harness_fixture  # noqa: F401  (fixtures)
 
