@@ -64,13 +64,9 @@ def withheld_reason(active: int, min_group_size: int) -> str:
     )
 
 
-def figures(session: Session, scope: Scope, period: Period, min_group_size: int) -> Figures:
-    """Metrics for a window; a group below the minimum size gets a reason instead of numbers."""
-    return figures_for(session, scope, [period], min_group_size)[0]
-
-
 def figures_for(session: Session, scope: Scope, periods: Sequence[Period], min_group_size: int) -> list[Figures]:
-    """`figures` for several windows that do not overlap, read together (one statement per table)."""
+    """Metrics for each of several windows that do not overlap, read together (one statement per table); a
+    group below the minimum size gets a reason instead of numbers."""
     found = compute_windows(session, scope, [(period.start, period.end) for period in periods])
     return [
         _privacy_rule(scope, period, metrics, min_group_size) for period, metrics in zip(periods, found, strict=True)

@@ -287,10 +287,10 @@ def dialect_insert(session: Session, table: Table) -> Any:
 def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> int:
     """Insert the rows whose key is new; returns how many were inserted (the rest were duplicates).
 
-    On PostgreSQL the rows are COPYed into a temporary table, in key order, and moved by one `INSERT ...
-    SELECT ... ON CONFLICT DO NOTHING` in that order, so concurrent overlapping batches never deadlock; on SQLite, whose
-    writers take turns, they go in multi-row `INSERT ... VALUES` statements. Of two rows with one key,
-    the first sent is the one kept.
+    On PostgreSQL the rows go by COPY in key order, so concurrent overlapping batches never deadlock:
+    straight into the table when every key is new, else through a staging table and `INSERT ... ON CONFLICT
+    DO NOTHING` (`_insert_new_copy`); on SQLite, whose writers take turns, in multi-row `INSERT ... VALUES`
+    statements. Of two rows with one key, the first sent is the one kept.
     """
     if not rows:
         return 0

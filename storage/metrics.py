@@ -250,13 +250,9 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
     return found
 
 
-def active_people(session: Session, scope: Scope, start: datetime, end: datetime) -> int:
-    """People in the scope with any usage or run in the range: the group size privacy is judged by."""
-    return active_people_windows(session, scope, [(start, end)])[0]
-
-
 def active_people_windows(session: Session, scope: Scope, windows: Sequence[Window]) -> list[int]:
-    """`active_people` for each of several windows that do not overlap, in one statement."""
+    """People in the scope with any usage or run in each window (windows do not overlap), in one statement:
+    the group size privacy is judged by."""
     u, r = U, R
     people = (
         select(_window_of(u.occurred_at, windows).label("w"), u.person_id)
@@ -276,4 +272,4 @@ def active_people_windows(session: Session, scope: Scope, windows: Sequence[Wind
     return counts
 
 
-__all__ = ["Metrics", "Scope", "Window", "active_people", "compute", "compute_windows", "verified_run"]
+__all__ = ["Metrics", "Scope", "Window", "active_people_windows", "compute", "compute_windows", "verified_run"]

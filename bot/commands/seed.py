@@ -34,7 +34,7 @@ def seed(
                 TextColumn("person-weeks"),
                 TimeElapsedColumn(),
                 console=err,
-                transient=False,
+                transient=True,  # gone when done: the summary line (or the error) is what stays
             ) as bar:
                 task = bar.add_task("seed", total=people * weeks)
                 try:
@@ -46,7 +46,7 @@ def seed(
     finally:
         engine.dispose()
     out.print(
-        f"Seeded {summary.people} people in {summary.teams} teams: {summary.runs:,} runs, "
-        f"{summary.usage_records:,} usage records, {summary.outcomes:,} outcomes, "
+        f"Seeded {summary.people} people in {summary.teams} team{'' if summary.teams == 1 else 's'}: "
+        f"{summary.runs:,} runs, {summary.usage_records:,} usage records, {summary.outcomes:,} outcomes, "
         f"{summary.annotations:,} annotations. Try: tokenwise report --person {summary.first_email}"
     )
