@@ -29,6 +29,15 @@ class Settings(BaseSettings):
 
     database_url: str = Field("sqlite:///./tokenwise.db", validation_alias=AliasChoices("DATABASE_URL"))
     min_group_size: int = Field(5, ge=2, validation_alias=AliasChoices("TOKENWISE_MIN_GROUP_SIZE"))
+    # Disclosure control (docs/metrics.md): who counts as active, and how much of a sum one person may make.
+    active_min_tokens: int = Field(1000, ge=1, validation_alias=AliasChoices("TOKENWISE_ACTIVE_MIN_TOKENS"))
+    active_min_cost_usd: Decimal = Field(
+        Decimal("0.01"), gt=0, validation_alias=AliasChoices("TOKENWISE_ACTIVE_MIN_COST_USD")
+    )
+    dominance_share: Decimal = Field(
+        Decimal("0.85"), gt=Decimal("0.5"), le=1, validation_alias=AliasChoices("TOKENWISE_DOMINANCE_SHARE")
+    )
+    timezone: str = Field("UTC", validation_alias=AliasChoices("TOKENWISE_TIMEZONE"))
     outcome_weights: dict[str, Decimal] = Field(
         default_factory=dict, validation_alias=AliasChoices("TOKENWISE_OUTCOME_WEIGHTS")
     )
@@ -45,6 +54,14 @@ class Settings(BaseSettings):
     )
     public_url: str = Field("http://localhost:3000", validation_alias=AliasChoices("TOKENWISE_PUBLIC_URL"))
     coaching_min_tokens: int = Field(500_000, ge=1, validation_alias=AliasChoices("TOKENWISE_COACHING_MIN_TOKENS"))
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from storage.periods import zone
+
+        zone(value)
+        return value
 
     @field_validator("slack_api_url")
     @classmethod

@@ -42,6 +42,7 @@ class Team(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100, unique=True)
     slack_usergroup_id: str | None = Field(default=None, max_length=32)
+    timezone: str | None = Field(default=None, max_length=64)  # its windows' zone; None: TOKENWISE_TIMEZONE
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
 
 
@@ -55,15 +56,25 @@ class Membership(SQLModel, table=True):
     person_id: int = Field(foreign_key="person.id", ondelete="CASCADE")
     team_id: int = Field(foreign_key="team.id", ondelete="CASCADE")
     role: str = Field(default="member", max_length=16)
+    # From when the person's usage counts for the team; None: their whole history (a team's first members).
+    # Someone added later never changes a closed window (docs/metrics.md, "Disclosure control").
+    since: datetime | None = Field(default=None, sa_column=_when(nullable=True))
 
 
 class Source(SQLModel, table=True):
-    """Where usage comes from; its ingest token is stored only as a SHA-256 hash."""
+    """Where usage comes from; its ingest token is stored only as a SHA-256 hash.
+
+    Its kind decides which routes it may write to; `person_id` limits it to one person's data (a personal
+    token from `/tokenwise connect`, or `source create --person`); outcomes only with `outcomes`.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100, unique=True)
     kind: str = Field(max_length=40)
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
+    person_id: int | None = Field(default=None, foreign_key="person.id", ondelete="CASCADE")
+    personal: bool = Field(default=False)  # made by /tokenwise connect; replaced by the next one
+    outcomes: bool = Field(default=False)  # may post to /v1/outcomes
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
     revoked_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
 
@@ -211,6 +222,18 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=60)
     scope: str = Field(max_length=200)
     detail: str | None = Field(default=None, max_length=500)
+
+
+class SlackRequestSeen(SQLModel, table=True):
+    """A signed Slack request already handled, kept for the signature window: a replay runs nothing.
+
+    In the database, so every replica of `tokenwise serve` shares it.
+    """
+
+    __tablename__ = "slack_request_seen"
+    signature: str = Field(primary_key=True, max_length=100)
+    request_timestamp: int = Field(sa_column=Column(BigInteger, nullable=False))
+    seen_at: datetime = Field(default_factory=utcnow, sa_column=_when(index=True))
 
 
 def table_of(model: type[SQLModel]) -> Table:
