@@ -73,7 +73,12 @@ def mrkdwn(text: str, limit: int = MAX_TEXT) -> dict[str, Any]:
 
 
 def escape(text: str) -> str:
-    """User-provided text shown in mrkdwn: no accidental formatting, mentions or links."""
+    """User- or operator-provided text shown in mrkdwn: no mentions (`<!channel>`, `<@U…>`) or links.
+
+    Slack's three control characters become entities, which Slack shows as the characters themselves.
+    Not for plain_text objects (headers, buttons, modal titles, inputs): Slack shows those literally
+    and never parses them for mentions or links.
+    """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -126,7 +131,14 @@ def fit(blocks: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def message(text: str, blocks: list[dict[str, Any]]) -> Message:
-    return Message(clip(text, MAX_FALLBACK) or "Tokenwise", fit(blocks, MAX_MESSAGE_BLOCKS))
+    """A message from its fallback text, given *unescaped*, and its blocks.
+
+    Slack shows the fallback `text` (notifications, screen readers, clients without blocks) as mrkdwn,
+    where `<!channel>` pings a channel and `<https://…|label>` is a disguised link. Builders put team
+    names, titles and other people's text in it, so it is escaped here, once, for all of them: the
+    fallback never carries a real mention or link.
+    """
+    return Message(clip(escape(text), MAX_FALLBACK) or "Tokenwise", fit(blocks, MAX_MESSAGE_BLOCKS))
 
 
 # -- messages --------------------------------------------------------------------------------------
@@ -150,7 +162,8 @@ def apology() -> Message:
 
 
 def _figure_fields(report: Report) -> list[str]:
-    metrics = report.totals.metrics
+    item = report.totals
+    metrics = item.metrics
     if metrics is None:
         return []
     changes = change(report.totals, report.previous)
@@ -159,19 +172,31 @@ def _figure_fields(report: Report) -> list[str]:
         arrow = trend(changes.get(key))
         return f"*{label}*\n{value}" + (f"  _{arrow}_" if arrow else "")
 
-    cost = money(metrics.cost_usd)
+    cost = money(item.value("cost_usd")) if "cost_usd" not in item.hidden else "withheld"
     if metrics.cost_unknown_records:
         cost += f" (+{metrics.cost_unknown_records:,} of unknown cost)"
+    tokens = "withheld" if "total_tokens" in item.hidden else f"{metrics.total_tokens:,}"
     return [
-        line("Verified-spend share", share(metrics.verified_spend_share), "verified_spend_share"),
-        line("Cost per useful run", money(metrics.cost_per_useful_run), "cost_per_useful_run"),
+        line("Verified-spend share", _or_withheld(item, "verified_spend_share", share), "verified_spend_share"),
+        line("Cost per useful run", _or_withheld(item, "cost_per_useful_run", money), "cost_per_useful_run"),
         line("Outcome value", number(metrics.outcome_value), "outcome_value"),
         line("Useful runs", number(metrics.useful_runs), "useful_runs"),
         line("Runs", number(metrics.runs), "runs"),
         line("Reviewed", share(metrics.reviewed_share), "reviewed_share"),
         f"*Known cost*\n{cost}",
-        f"*Tokens*\n{metrics.total_tokens:,}",
+        f"*Tokens*\n{tokens}",
     ]
+
+
+def _or_withheld(item: Any, key: str, show: Any) -> str:
+    """A figure, or "withheld" when the dominance rule holds it back (item: a bot.reports.Figures)."""
+    return "withheld" if key in item.hidden else str(show(item.value(key)))
+
+
+def withheld_note(hidden: dict[str, str]) -> str | None:
+    """One line saying why some figures are withheld, or None."""
+    reasons = sorted(set(hidden.values()))
+    return " ".join(reasons) if reasons else None
 
 
 def me_message(report: Report, unreviewed: int, coaching: str | None = None) -> Message:
@@ -220,6 +245,9 @@ def team_message(report: Report) -> Message:
     metrics = report.totals.metrics
     blocks.append(section(None, fields=_figure_fields(report)))
     blocks.append(context(f"{metrics.active_people:,} people active in this period."))
+    note = withheld_note(report.totals.hidden)
+    if note:
+        blocks.append(context(f":lock: {note}"))
     text = (
         f"Team {name}, {period}: {number(metrics.runs)} runs, {number(metrics.useful_runs)} useful, "
         f"outcome value {number(metrics.outcome_value)}."
@@ -229,7 +257,7 @@ def team_message(report: Report) -> Message:
 
 def _run_line(run: RunView, tz: str) -> str:
     started = run.started_at.astimezone(ZoneInfo(tz)).strftime("%a %d %b %H:%M")
-    details = [run.agent, started, f"{run.tokens:,} tokens", money(run.cost_usd)]
+    details = [escape(run.agent), started, f"{run.tokens:,} tokens", money(run.cost_usd)]
     if run.repo:
         details.insert(1, escape(run.repo))
     if run.outcomes:
@@ -279,8 +307,9 @@ def runs_message(runs: Sequence[RunView], tz: str, reviewed: RunView | None = No
     return message(text, blocks)
 
 
-def connect_message(public_url: str) -> Message:
-    """How to send usage: the ingest URL, Claude Code's OpenTelemetry variables, the import commands."""
+def connect_message(public_url: str, token: str | None = None, replaced: int = 0, email: str | None = None) -> Message:
+    """How to send usage: with `token`, the caller's new personal OTLP token (shown this once) in Claude
+    Code's OpenTelemetry variables, and how many earlier personal tokens it revoked; the import commands."""
     base = public_url.rstrip("/")
     otel = "\n".join(
         [
@@ -288,25 +317,55 @@ def connect_message(public_url: str) -> Message:
             "export OTEL_METRICS_EXPORTER=otlp",
             "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
             f"export OTEL_EXPORTER_OTLP_ENDPOINT={base}/v1/otlp",
-            'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer <source token>"',
+            f'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {token or "<source token>"}"',
         ]
     )
+    imports = section(
+        "*Import what you already have:*\n"
+        "```tokenwise import claude-code ~/.claude --email you@company.com\n"
+        "tokenwise import csv usage.csv```"
+    )
+    privacy = context("Tokenwise stores token counts, costs and outcomes, never your prompts or completions.")
+    if token is None:
+        blocks = [
+            header("Send your AI usage to Tokenwise"),
+            section(
+                "*1. A source token* from your Tokenwise admin: `tokenwise source create NAME --kind otlp`.\n"
+                f"*2. The ingest URL* is `{base}/v1/`: `POST /v1/usage`, `/v1/runs`, `/v1/outcomes` (JSON batches, "
+                "`Authorization: Bearer <source token>`) and OTLP at `/v1/otlp`."
+            ),
+            section(f"*3. Claude Code* (OpenTelemetry), in your shell profile or managed settings:\n```{otel}```"),
+            imports,
+            privacy,
+        ]
+        return message(f"How to send usage: ingest URL {base}/v1/, OpenTelemetry endpoint {base}/v1/otlp.", blocks)
+    if replaced == 1:
+        earlier = "Your previous personal token is revoked: it no longer works."
+    elif replaced:
+        earlier = f"Your {replaced} previous personal tokens are revoked: they no longer work."
+    else:
+        earlier = "You had no personal token before."
+    yours = f" ({escape(email)})" if email else ""
     blocks = [
-        header("Send your AI usage to Tokenwise"),
+        header("Your personal Tokenwise token"),
         section(
-            "*1. A source token* from your Tokenwise admin: `tokenwise source create NAME --kind otlp`.\n"
-            f"*2. The ingest URL* is `{base}/v1/`: `POST /v1/usage`, `/v1/runs`, `/v1/outcomes` (JSON batches, "
-            "`Authorization: Bearer <source token>`) and OTLP at `/v1/otlp`."
+            f"*Your new personal token*, shown only this once (Tokenwise keeps only its hash):\n```{token}```\n"
+            f"It sends only your own data: everything it sends counts as yours{yours}, and data naming anyone "
+            f"else is refused. {earlier} Each `/tokenwise connect` revokes your personal token and makes a new one."
         ),
-        section(f"*3. Claude Code* (OpenTelemetry), in your shell profile or managed settings:\n```{otel}```"),
+        section(f"*Claude Code* (OpenTelemetry), in your shell profile or managed settings:\n```{otel}```"),
         section(
-            "*4. Import what you already have:*\n"
-            "```tokenwise import claude-code ~/.claude --email you@company.com\n"
-            "tokenwise import csv usage.csv```"
+            f"*The ingest URL* is `{base}/v1/`. This token is for OTLP at `{base}/v1/otlp`; JSON batches "
+            "(`POST /v1/usage`, `/v1/runs`) take an `api` token from your Tokenwise admin. Keep the token in a "
+            "header, never in a URL: a token in a URL is refused."
         ),
-        context("Tokenwise stores token counts, costs and outcomes, never your prompts or completions."),
+        imports,
+        privacy,
     ]
-    return message(f"How to send usage: ingest URL {base}/v1/, OpenTelemetry endpoint {base}/v1/otlp.", blocks)
+    fallback = (
+        f"Your new personal Tokenwise token is in this message (shown once); OpenTelemetry endpoint {base}/v1/otlp."
+    )
+    return message(fallback, blocks)
 
 
 # -- modal -----------------------------------------------------------------------------------------
@@ -330,7 +389,9 @@ def note_modal(run: RunView, private_metadata: dict[str, Any]) -> dict[str, Any]
     if len(metadata) > MAX_PRIVATE_METADATA:  # never cut JSON in half: keep only what identifies the run
         metadata = json.dumps({"run_id": run.id}, separators=(",", ":"))
     blocks = [
-        section(f"*{escape(clip(run.label, 200))}*\n{run.agent} · {run.tokens:,} tokens · {money(run.cost_usd)}"),
+        section(
+            f"*{escape(clip(run.label, 200))}*\n{escape(run.agent)} · {run.tokens:,} tokens · {money(run.cost_usd)}"
+        ),
         {"type": "input", "block_id": "verdict", "label": plain("Was it worth it?"), "element": verdict},
         {"type": "input", "block_id": "note", "label": plain("Note"), "element": note, "optional": True},
         {
@@ -440,12 +501,15 @@ def digest_message(digest: Any) -> Message:
         return message(f"{title}: {reason}", blocks)
     m = digest.metrics
     changes = digest.changes
-    cost = money(m.cost_usd)
+    totals = digest.figures
+    cost = _or_withheld(totals, "cost_usd", money)
     if m.cost_unknown_records:
         cost += f" (+{m.cost_unknown_records:,} records of unknown cost)"
+    verified_share = _or_withheld(totals, "verified_spend_share", share)
+    per_useful_run = _or_withheld(totals, "cost_per_useful_run", money)
     fields = [
-        f"*Verified-spend share*\n{_with_trend(share(m.verified_spend_share), changes.get('verified_spend_share'))}",
-        f"*Cost per useful run*\n{_with_trend(money(m.cost_per_useful_run), changes.get('cost_per_useful_run'))}",
+        f"*Verified-spend share*\n{_with_trend(verified_share, changes.get('verified_spend_share'))}",
+        f"*Cost per useful run*\n{_with_trend(per_useful_run, changes.get('cost_per_useful_run'))}",
         f"*Outcome value*\n{_with_trend(number(m.outcome_value), changes.get('outcome_value'))}",
         f"*Merged PRs with agent help*\n{number(digest.merged_prs_with_agent)}",
         f"*Known spend*\n{cost}",
@@ -472,10 +536,11 @@ def digest_message(digest: Any) -> Message:
             text = escape(clip(win.text, 280))
             lines.append(f"• <{escape(win.link)}|{text}>" if win.link else f"• {text}")
         blocks.append(section(":trophy: *Wins shared this week*\n" + "\n".join(lines)))
-    blocks.append(context(DIGEST_PRIVACY_NOTE))
+    note = withheld_note(totals.hidden)
+    blocks.append(context(DIGEST_PRIVACY_NOTE + (f" :lock: {note}" if note else "")))
     text = (
-        f"{title}: verified-spend share {share(m.verified_spend_share)}, "
-        f"cost per useful run {money(m.cost_per_useful_run)}, outcome value {number(m.outcome_value)}."
+        f"{title}: verified-spend share {verified_share}, "
+        f"cost per useful run {per_useful_run}, outcome value {number(m.outcome_value)}."
     )
     return message(text, blocks)
 

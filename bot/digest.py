@@ -38,7 +38,7 @@ from bot.blocks import digest_message
 from bot.config import Settings
 from bot.log_safety import log_failure
 from bot.periods import Period
-from bot.reports import Figures, change, figures_for
+from bot.reports import Disclosure, Figures, Rules, change, figures_for
 from storage.db import session_scope
 from storage.digests import (
     Claim,
@@ -136,6 +136,7 @@ class Digest:
     period: Period
     withheld: str | None
     metrics: Metrics | None = None
+    figures: Figures | None = None  # the week's figures as shown: `hidden` names those withheld alone
     changes: dict[str, float | None] = field(default_factory=dict)
     merged_prs_with_agent: int = 0
     unreviewed_runs: int = 0
@@ -151,18 +152,20 @@ def _week_point(item: Figures) -> WeekPoint:
     m = item.metrics
     if m is None:
         return WeekPoint(item.period, None, None, None, None)
+    if "cost_usd" in item.hidden or "verified_cost_usd" in item.hidden:  # the dominance rule: no money drawn
+        return WeekPoint(item.period, None, None, m.outcome_value, None)
     return WeekPoint(
         item.period, m.verified_cost_usd, m.cost_usd - m.verified_cost_usd, m.outcome_value, m.verified_spend_share
     )
 
 
-def build_digest(session: Session, scope: Scope, period: Period, min_group_size: int) -> Digest:
+def build_digest(session: Session, scope: Scope, period: Period, rules: Rules) -> Digest:
     """The digest for one team (or the organisation) and one week, privacy rule applied."""
     title = scope.name or scope.label()
     weeks = [period]
     for _ in range(TREND_WEEKS - 1):
         weeks.insert(0, weeks[0].previous())
-    weekly = figures_for(session, scope, weeks, min_group_size)  # the trend; its last two are this week and last
+    weekly = figures_for(session, scope, weeks, rules)  # the trend; its last two are this week and last
     totals, previous = weekly[-1], weekly[-2]
     if totals.metrics is None:
         return Digest(title=title, period=period, withheld=totals.withheld)
@@ -171,6 +174,7 @@ def build_digest(session: Session, scope: Scope, period: Period, min_group_size:
         period=period,
         withheld=None,
         metrics=totals.metrics,
+        figures=totals,
         changes=change(totals, previous),
         merged_prs_with_agent=merged_prs_with_agent_help(session, scope, period.start, period.end),
         unreviewed_runs=unreviewed_runs(session, scope, period.start, period.end),
@@ -431,7 +435,7 @@ def send_digest(engine: Engine, settings: Settings, client: WebClient, due: DueD
     _crash_point("claim")
     try:
         with session_scope(engine) as session:
-            digest = build_digest(session, scope_for(session, due.team_id), due.period, settings.min_group_size)
+            digest = build_digest(session, scope_for(session, due.team_id), due.period, Disclosure.of(settings))
         if claim.retaken:
             earlier = find_posted_digest(client, due.channel_id, claim.post_id, due.key)
             if earlier is not None:
@@ -511,6 +515,7 @@ def send_due(
             grace=timedelta(hours=settings.digest_grace_hours),
             lease=timedelta(minutes=settings.digest_lease_minutes),
             subscription_ids=subscription_ids,
+            default_tz=settings.timezone,
         )
     results = []
     for item in due:

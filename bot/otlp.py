@@ -168,6 +168,13 @@ def _agent(resource: Mapping[str, Any]) -> str:
     return str(name)[:64] if name else "otlp"
 
 
+def _with_person(attrs: dict[str, Any], person: str | None) -> dict[str, Any]:
+    """`attrs`, with `user.email` set to `person` when it names nobody (a token limited to one person)."""
+    if person and not str(attrs.get("user.email") or "").strip():
+        attrs["user.email"] = person
+    return attrs
+
+
 def _person(attrs: Mapping[str, Any]) -> str | None:
     email = attrs.get("user.email")
     return str(email).strip().lower() if isinstance(email, str) and "@" in email else None
@@ -183,7 +190,7 @@ def _points(metric: Mapping[str, Any]) -> Iterator[tuple[int | None, Mapping[str
                     yield temporality, point
 
 
-def from_metrics(export: Mapping[str, Any]) -> Telemetry:
+def from_metrics(export: Mapping[str, Any], person: str | None = None) -> Telemetry:
     """Claude Code's metrics: token and cost usage per session and model, sessions as runs, commits and PRs."""
     telemetry = Telemetry()
     usage: dict[str, SeenUsage] = {}
@@ -196,7 +203,7 @@ def from_metrics(export: Mapping[str, Any]) -> Telemetry:
                 if not isinstance(name, str) or not name.startswith("claude_code."):
                     continue
                 for temporality, point in _points(metric):
-                    attrs = {**resource, **attributes(point.get("attributes"))}
+                    attrs = _with_person({**resource, **attributes(point.get("attributes"))}, person)
                     problem = _map_point(telemetry, usage, agent, name, temporality, point, attrs)
                     if problem:
                         telemetry.rejected += 1
@@ -344,7 +351,7 @@ def _event_identity(attrs: Mapping[str, Any], when: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def from_logs(export: Mapping[str, Any]) -> Telemetry:
+def from_logs(export: Mapping[str, Any], person: str | None = None) -> Telemetry:
     """Usage from log records with GenAI attributes; bodies are never read."""
     telemetry = Telemetry()
     for resource_logs in _list(export.get("resourceLogs")):
@@ -352,7 +359,7 @@ def from_logs(export: Mapping[str, Any]) -> Telemetry:
         agent = _agent(resource)
         for scope in _list(resource_logs.get("scopeLogs")):
             for record in _list(scope.get("logRecords")):
-                attrs = {**resource, **attributes(record.get("attributes"))}
+                attrs = _with_person({**resource, **attributes(record.get("attributes"))}, person)
                 when = _nanos(record.get("timeUnixNano")) or _nanos(record.get("observedTimeUnixNano"))
                 if when is None:
                     stamp = attrs.get("event.timestamp")
@@ -366,7 +373,7 @@ def from_logs(export: Mapping[str, Any]) -> Telemetry:
     return telemetry
 
 
-def from_traces(export: Mapping[str, Any]) -> Telemetry:
+def from_traces(export: Mapping[str, Any], person: str | None = None) -> Telemetry:
     """Usage from spans carrying GenAI semantic-convention attributes, keyed by trace and span id."""
     telemetry = Telemetry()
     for resource_spans in _list(export.get("resourceSpans")):
@@ -374,7 +381,7 @@ def from_traces(export: Mapping[str, Any]) -> Telemetry:
         agent = _agent(resource)
         for scope in _list(resource_spans.get("scopeSpans")):
             for span in _list(scope.get("spans")):
-                attrs = {**resource, **attributes(span.get("attributes"))}
+                attrs = _with_person({**resource, **attributes(span.get("attributes"))}, person)
                 when = _nanos(span.get("endTimeUnixNano")) or _nanos(span.get("startTimeUnixNano"))
                 if when is None:
                     continue
@@ -409,9 +416,11 @@ def _iso_nanos(text: str) -> int | None:
     return _nanos(int(moment.timestamp()) * 10**9 + moment.microsecond * 1000)
 
 
-def to_telemetry(signal: Signal, export: Mapping[str, Any]) -> Telemetry:
+def to_telemetry(signal: Signal, export: Mapping[str, Any], person: str | None = None) -> Telemetry:
+    """What an export reports. `person`: the email points that name nobody (no `user.email`) are counted for,
+    when the token is limited to one person; points naming someone else keep their `user.email`."""
     if signal == "metrics":
-        return from_metrics(export)
+        return from_metrics(export, person)
     if signal == "logs":
-        return from_logs(export)
-    return from_traces(export)
+        return from_logs(export, person)
+    return from_traces(export, person)

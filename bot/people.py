@@ -16,7 +16,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from bot.periods import zone
-from storage.directory import get_or_create_person
+from storage.audit import record_event
+from storage.directory import bind_slack_user, normalize_email
 from storage.models import Person
 
 FIRST_CONTACT_ATTEMPTS = 3
@@ -76,15 +77,36 @@ class SlackPeople:
     ) -> tuple[Person, SlackProfile]:
         """The person behind a Slack user (created on first contact), their time zone kept current.
 
+        Identity comes from Slack: the signed request's user id and the email users.info gives for it
+        (`storage.directory.bind_slack_user`); every binding it makes is recorded in the audit log.
+
         Call it first in a transaction: when two requests of a new user race to create them, the loser
         rolls its (still empty) transaction back and finds the winner's row.
         """
         profile = self.profile(client, user_id, workspace)
         for attempt in range(1, FIRST_CONTACT_ATTEMPTS + 1):
             try:
-                person = get_or_create_person(
-                    session, email=profile.email, slack_user_id=user_id, display_name=profile.name
+                binding = bind_slack_user(
+                    session, slack_user_id=user_id, email=profile.email, display_name=profile.name
                 )
+                person = binding.person
+                if binding.released is not None:
+                    record_event(
+                        session,
+                        actor=f"slack:{user_id}",
+                        action="slack.released",
+                        scope=f"person:{binding.released}",
+                        detail="the Slack id now names the person its profile email names",
+                    )
+                if binding.bound:
+                    record_event(
+                        session,
+                        actor=f"slack:{user_id}",
+                        action="slack.bound",
+                        scope=f"person:{person.id}",
+                        actor_person_id=person.id,
+                        detail="bound from a signed Slack request and users.info",
+                    )
                 if person.timezone != profile.tz:
                     person.timezone = profile.tz
                     session.add(person)
@@ -108,4 +130,4 @@ def profile_of(user: dict) -> SlackProfile:  # type: ignore[type-arg]
     profile = user.get("profile") or {}
     name = profile.get("real_name") or user.get("real_name") or user.get("name")
     email = profile.get("email")
-    return SlackProfile(user_id=user["id"], email=email.strip().lower() if email else None, name=name, tz=tz)
+    return SlackProfile(user_id=user["id"], email=normalize_email(email) if email else None, name=name, tz=tz)

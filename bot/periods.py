@@ -37,6 +37,24 @@ def this_week(today: date, tz: str = "UTC") -> Period:
     return Period(today - timedelta(days=today.weekday()), today, tz)
 
 
+def complete_weeks(today: date, count: int = 1, tz: str = "UTC") -> Period:
+    """The last `count` whole weeks (Monday to Sunday) that ended before `today`: a group's default window."""
+    sunday = today - timedelta(days=today.weekday() + 1)
+    return Period(sunday - timedelta(days=7 * count - 1), sunday, tz)
+
+
+def require_whole_weeks(period: Period) -> None:
+    """PeriodError unless the period is whole weeks, Monday to Sunday: the only windows a group is shown in,
+    so that two answers never differ by a slice of days that could hold one person."""
+    if period.since.weekday() != 0 or period.until.weekday() != 6:
+        monday = period.since - timedelta(days=period.since.weekday())
+        sunday = period.until + timedelta(days=6 - period.until.weekday())
+        raise PeriodError(
+            "Team and organisation figures come in whole weeks, Monday to Sunday "
+            f"({period.tz}); try {monday.isoformat()}..{sunday.isoformat()}."
+        )
+
+
 def parse_period(text: str, today: date, tz: str = "UTC") -> Period:
     """A period from what someone typed; empty means this week so far."""
     cleaned = " ".join(text.strip().lower().split())
@@ -66,10 +84,12 @@ __all__ = [
     "PERIOD_HELP",
     "Period",
     "PeriodError",
+    "complete_weeks",
     "date_range",
     "local_midnight",
     "parse_date",
     "parse_period",
+    "require_whole_weeks",
     "this_week",
     "zone",
 ]

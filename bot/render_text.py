@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -37,14 +39,23 @@ def headline_rows(item: Figures) -> list[tuple[str, str]]:
     m = item.metrics
     if m is None:
         return []
-    cost = money(m.cost_usd)
+
+    def shown(key: str, show: Callable[[Any], str]) -> str:
+        return "withheld" if key in item.hidden else show(item.value(key))
+
+    cost = shown("cost_usd", money)
     if m.cost_unknown_records:
         cost += f" (+{m.cost_unknown_records:,} records of unknown cost)"
     outcomes = ", ".join(f"{kind} {count}" for kind, count in sorted(m.outcomes_by_kind.items())) or "none"
+    tokens = (
+        "withheld"
+        if "total_tokens" in item.hidden
+        else f"{m.input_tokens:,} / {m.output_tokens:,} / {m.cache_read_tokens:,} / {m.cache_write_tokens:,}"
+    )
     return [
-        ("Verified-spend share", share(m.verified_spend_share)),
-        ("Cost per useful run", money(m.cost_per_useful_run)),
-        ("Cost per outcome value", money(m.cost_per_outcome)),
+        ("Verified-spend share", shown("verified_spend_share", share)),
+        ("Cost per useful run", shown("cost_per_useful_run", money)),
+        ("Cost per outcome value", shown("cost_per_outcome", money)),
         ("Outcome value", number(m.outcome_value)),
         ("Outcomes", outcomes),
         ("Runs", number(m.runs)),
@@ -52,10 +63,7 @@ def headline_rows(item: Figures) -> list[tuple[str, str]]:
         ("Useful runs", number(m.useful_runs)),
         ("Useful rate (of reviewed)", share(m.useful_rate)),
         ("Known cost", cost),
-        (
-            "Tokens (in / out / cache read / cache write)",
-            f"{m.input_tokens:,} / {m.output_tokens:,} / {m.cache_read_tokens:,} / {m.cache_write_tokens:,}",
-        ),
+        ("Tokens (in / out / cache read / cache write)", tokens),
     ]
 
 
@@ -81,6 +89,12 @@ def render_report(console: Console, report: Report) -> None:
     for label, value in headline_rows(report.totals):
         table.add_row(label, value, trend(changes.get(keys.get(label, ""))))
     console.print(table)
+    reasons = sorted(set(report.totals.hidden.values()))
+    if reasons:
+        console.print(" ".join(reasons))
+    if report.totals.withheld_weeks:
+        weeks = ", ".join(week.isoformat() for week in report.totals.withheld_weeks)
+        console.print(f"Left out of these totals, withheld on their own: the weeks of {weeks}.")
     if report.periods:
         by_period = Table(show_header=True, header_style="bold", title="By period")
         for column in ("Start", "Runs", "Known cost", "Useful runs", "Outcome value", "Verified share"):
@@ -93,9 +107,9 @@ def render_report(console: Console, report: Report) -> None:
             by_period.add_row(
                 item.period.since.isoformat(),
                 number(m.runs),
-                money(m.cost_usd),
+                "withheld" if "cost_usd" in item.hidden else money(m.cost_usd),
                 number(m.useful_runs),
                 number(m.outcome_value),
-                share(m.verified_spend_share),
+                "withheld" if "verified_spend_share" in item.hidden else share(m.verified_spend_share),
             )
         console.print(by_period)

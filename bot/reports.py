@@ -5,15 +5,18 @@ The CLI, Slack and the digest all render these; none of them computes a number o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlmodel import Session
 
-from bot.periods import Period
-from storage.metrics import Metrics, Scope, compute_windows
+from bot.periods import Period, PeriodError, complete_weeks, require_whole_weeks, zone
+from storage.directory import nested_memberships
+from storage.metrics import Contribution, Metrics, Scope, compute_windows
+from storage.models import Team
 
 METRIC_KEYS = (
     "runs",
@@ -35,17 +38,66 @@ MONEY = Decimal("0.000001")
 SHARE = Decimal("0.0001")
 
 
+@dataclass(frozen=True)
+class Disclosure:
+    """The disclosure rules a group's figures must pass (docs/metrics.md, "Disclosure control")."""
+
+    min_group_size: int = 5
+    active_min_tokens: int = 1000
+    active_min_cost_usd: Decimal = Decimal("0.01")
+    dominance_share: Decimal = Decimal("0.85")
+
+    @classmethod
+    def of(cls, settings: Any) -> Disclosure:
+        return cls(
+            settings.min_group_size, settings.active_min_tokens, settings.active_min_cost_usd, settings.dominance_share
+        )
+
+    def active(self, part: Contribution) -> bool:
+        """Real activity: tokens or known cost above the floor, never a record's mere existence."""
+        return part.total_tokens >= self.active_min_tokens or part.cost_usd >= self.active_min_cost_usd
+
+
+Rules = Disclosure | int  # an int is a minimum group size with the other rules at their defaults
+
+
+def rules_of(rules: Rules) -> Disclosure:
+    return rules if isinstance(rules, Disclosure) else Disclosure(min_group_size=rules)
+
+
+# The shown figures each of a group's sums reveals. Token figures go together (the total and three parts
+# give the fourth), and so do the money figures (cost per useful run times useful runs gives the cost).
+TOKEN_FIGURES = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "total_tokens")
+COST_FIGURES = ("cost_usd", "cost_per_useful_run", "cost_per_outcome", "verified_spend_share", "verified_cost_usd")
+DOMINATED = {
+    "tokens": TOKEN_FIGURES,
+    "cost_usd": COST_FIGURES,
+    "verified_cost_usd": ("verified_spend_share", "verified_cost_usd"),
+}
+
+
 @dataclass
 class Figures:
-    """Metrics for one window, or the reason they are withheld."""
+    """Metrics for one window, or the reason they are withheld; `hidden` names single figures withheld
+    (dominance rule) with their reason, while the rest of the window is shown."""
 
     period: Period
     metrics: Metrics | None
     withheld: str | None = None
+    hidden: dict[str, str] = field(default_factory=dict)
+    withheld_weeks: list[date] = field(default_factory=list)  # weeks of a range left out of its sums
 
     @property
     def shown(self) -> bool:
         return self.metrics is not None
+
+    def value(self, key: str) -> Any:
+        """A metric as JSON shows it: None when withheld, whole or alone."""
+        if self.metrics is None or key in self.hidden:
+            return None
+        if key in ("total_tokens", "verified_cost_usd", "active_people"):
+            return getattr(self.metrics, key)
+        return metric_values(self.metrics)[key]
 
 
 @dataclass
@@ -64,30 +116,155 @@ def withheld_reason(active: int, min_group_size: int) -> str:
     )
 
 
-def figures_for(session: Session, scope: Scope, periods: Sequence[Period], min_group_size: int) -> list[Figures]:
-    """Metrics for each of several windows that do not overlap, read together (one statement per table); a
-    group below the minimum size gets a reason instead of numbers."""
-    found = compute_windows(session, scope, [(period.start, period.end) for period in periods])
-    return [
-        _privacy_rule(scope, period, metrics, min_group_size) for period, metrics in zip(periods, found, strict=True)
-    ]
-
-
-def _privacy_rule(scope: Scope, period: Period, metrics: Metrics, min_group_size: int) -> Figures:
-    if scope.is_group and metrics.active_people < min_group_size:
-        return Figures(period, None, withheld_reason(metrics.active_people, min_group_size))
-    return Figures(period, metrics)
-
-
-def build_report(session: Session, scope: Scope, period: Period, min_group_size: int, by: str | None = None) -> Report:
-    previous, totals = figures_for(session, scope, [period.previous(), period], min_group_size)
-    return Report(
-        scope=scope,
-        period=period,
-        totals=totals,
-        previous=previous,
-        periods=figures_for(session, scope, list(period.split(by)), min_group_size) if by else [],
+def nested_reason(min_group_size: int) -> str:
+    return (
+        f"Withheld: another team lies inside this one but for fewer than {min_group_size} active people, "
+        "so the difference between the two could point at individuals."
     )
+
+
+def dominance_reason(share: Decimal) -> str:
+    return (
+        f"Withheld: one person made more than {float(share) * 100:.0f}% of this figure in this period, "
+        "so it would show their own number."
+    )
+
+
+def figures_for(session: Session, scope: Scope, periods: Sequence[Period], rules: Rules) -> list[Figures]:
+    """Metrics for each of several windows that do not overlap, read together (one statement per table),
+    with the disclosure rules applied to each window on its own."""
+    rules = rules_of(rules)
+    found = compute_windows(session, scope, [(period.start, period.end) for period in periods])
+    nested = nested_memberships(session, scope.id) if scope.is_group else {}
+    return [_disclosure(scope, period, metrics, rules, nested) for period, metrics in zip(periods, found, strict=True)]
+
+
+def _disclosure(
+    scope: Scope, period: Period, metrics: Metrics, rules: Disclosure, nested: dict[int, dict[int, datetime | None]]
+) -> Figures:
+    if not scope.is_group:
+        return Figures(period, metrics)
+    active = {person for person, part in metrics.contributions.items() if rules.active(part)}
+    metrics.active_people = len(active)
+    if len(active) < rules.min_group_size:
+        return Figures(period, None, withheld_reason(len(active), rules.min_group_size))
+    if _nested_remainder_too_small(scope, active, period, rules, nested):
+        return Figures(period, None, nested_reason(rules.min_group_size))
+    return Figures(period, metrics, hidden=_dominated(metrics, rules))
+
+
+def _nested_remainder_too_small(
+    scope: Scope, active: set[int], period: Period, rules: Disclosure, nested: dict[int, dict[int, datetime | None]]
+) -> bool:
+    """Whether a team that is shown in this window lies inside the group (the organisation holds every team)
+    and leaves 1 to min-1 of the group's active people outside it: alone, or with all such teams together."""
+
+    def counted(members: dict[int, datetime | None]) -> set[int]:
+        return {person for person, since in members.items() if since is None or since < period.end}
+
+    own = None if scope.kind == "org" else counted(nested.get(scope.id or 0, {}))
+    inside: set[int] = set()
+    for team_id, members in nested.items():
+        theirs = counted(members)
+        if team_id == scope.id or (own is not None and not theirs <= own):
+            continue  # the group itself, or a team that is not inside it
+        if len(theirs & active) < rules.min_group_size:
+            continue  # withheld itself, so there is nothing to subtract
+        if 0 < len(active - theirs) < rules.min_group_size:
+            return True
+        inside |= theirs
+    return bool(inside) and 0 < len(active - inside) < rules.min_group_size
+
+
+def _dominated(metrics: Metrics, rules: Disclosure) -> dict[str, str]:
+    """Figures of which one person made more than the dominance share: withheld alone."""
+    parts = list(metrics.contributions.values())
+    sums: dict[str, list[Decimal]] = {
+        "tokens": [Decimal(p.total_tokens) for p in parts],
+        "input_tokens": [Decimal(p.input_tokens) for p in parts],
+        "output_tokens": [Decimal(p.output_tokens) for p in parts],
+        "cache_read_tokens": [Decimal(p.cache_read_tokens) for p in parts],
+        "cache_write_tokens": [Decimal(p.cache_write_tokens) for p in parts],
+        "cost_usd": [p.cost_usd for p in parts],
+        "verified_cost_usd": [p.verified_cost_usd for p in parts],
+    }
+    hidden: dict[str, str] = {}
+    reason = dominance_reason(rules.dominance_share)
+    for name, values in sums.items():
+        total = sum(values, Decimal(0))
+        if total > 0 and max(values) > rules.dominance_share * total:
+            for key in DOMINATED.get(name, TOKEN_FIGURES):
+                hidden[key] = reason
+    return hidden
+
+
+def build_report(session: Session, scope: Scope, period: Period, rules: Rules, by: str | None = None) -> Report:
+    """A scope's figures for a period against the one before. A group's periods are whole weeks in its
+    time zone, each judged by the rules on its own; a range's totals add up the weeks that pass."""
+    if not scope.is_group:
+        previous, totals = figures_for(session, scope, [period.previous(), period], rules)
+        periods = figures_for(session, scope, list(period.split(by)), rules) if by else []
+        return Report(scope=scope, period=period, totals=totals, previous=previous, periods=periods)
+    require_whole_weeks(period)
+    if by not in (None, "week"):
+        raise PeriodError("Team and organisation figures come in whole weeks; use --by week.")
+    earlier = period.previous()
+    weeks = figures_for(session, scope, [*earlier.split("week"), *period.split("week")], rules)
+    split = len(weeks) // 2
+    previous = _weeks_shown(earlier, weeks[:split], rules_of(rules))
+    totals = _weeks_shown(period, weeks[split:], rules_of(rules))
+    return Report(scope=scope, period=period, totals=totals, previous=previous, periods=weeks[split:] if by else [])
+
+
+def _weeks_shown(period: Period, weeks: Sequence[Figures], rules: Disclosure) -> Figures:
+    """A range of weeks: the sums of the weeks that pass the rules, the others left out and named.
+
+    Safe because every figure shown for any range is then a sum of weeks that each pass on their own, and
+    so is the difference of any two: a union of windows passing the rules passes them too (its active
+    people include each week's; one person's share of a sum is at most their largest weekly share)."""
+    if len(weeks) == 1:
+        return replace(weeks[0], period=period)
+    shown = [week for week in weeks if week.metrics is not None]
+    left_out = [week.period.since for week in weeks if week.metrics is None]
+    if not shown:
+        return Figures(period, None, weeks[0].withheld, withheld_weeks=left_out)
+    total = Metrics()
+    for week in shown:
+        _add(total, week.metrics)  # type: ignore[arg-type]
+    total.active_people = sum(1 for part in total.contributions.values() if rules.active(part))
+    return Figures(period, total, hidden=_dominated(total, rules), withheld_weeks=left_out)
+
+
+def _add(total: Metrics, week: Metrics) -> None:
+    for name in (
+        "runs", "reviewed_runs", "useful_runs", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_write_tokens", "cost_usd", "cost_unknown_records", "verified_cost_usd", "outcome_value",
+    ):  # fmt: skip
+        setattr(total, name, getattr(total, name) + getattr(week, name))
+    for kind, count in week.outcomes_by_kind.items():
+        total.outcomes_by_kind[kind] = total.outcomes_by_kind.get(kind, 0) + count
+    for person, part in week.contributions.items():
+        before = total.contributions.get(person, Contribution())
+        total.contributions[person] = Contribution(
+            *(getattr(before, f.name) + getattr(part, f.name) for f in fields(Contribution))
+        )
+
+
+def group_zone(session: Session, scope: Scope, default_tz: str) -> str:
+    """The time zone a group's weeks are cut in: the team's own (`tokenwise team set-timezone`), else the
+    organisation's (TOKENWISE_TIMEZONE). The same for every caller, so no two answers differ by a slice."""
+    if scope.kind == "team" and scope.id is not None:
+        team = session.get(Team, scope.id)
+        if team is not None and team.timezone:
+            return team.timezone
+    return default_tz
+
+
+def group_weeks(session: Session, scope: Scope, default_tz: str, count: int = 1, now: datetime | None = None) -> Period:
+    """The last `count` whole weeks that have ended, in the group's time zone: its default window."""
+    tz = group_zone(session, scope, default_tz)
+    today = (now or datetime.now(UTC)).astimezone(zone(tz)).date()
+    return complete_weeks(today, count, tz)
 
 
 def _money(value: Decimal | None) -> float | None:
@@ -98,11 +275,11 @@ def _share(value: Decimal | None) -> float | None:
     return None if value is None else float(value.quantize(SHARE, rounding=ROUND_HALF_EVEN))
 
 
-def metric_values(metrics: Metrics | None) -> dict[str, Any]:
-    """The documented metric keys with JSON-ready values; all None when withheld."""
+def metric_values(metrics: Metrics | None, hidden: Collection[str] = ()) -> dict[str, Any]:
+    """The documented metric keys with JSON-ready values; all None when withheld, and each hidden one."""
     if metrics is None:
         return dict.fromkeys(METRIC_KEYS)
-    return {
+    values = {
         "runs": metrics.runs,
         "input_tokens": metrics.input_tokens,
         "output_tokens": metrics.output_tokens,
@@ -118,19 +295,23 @@ def metric_values(metrics: Metrics | None) -> dict[str, Any]:
         "cost_per_outcome": _money(metrics.cost_per_outcome),
         "verified_spend_share": _share(metrics.verified_spend_share),
     }
+    return {key: None if key in hidden else value for key, value in values.items()}
 
 
 def figures_json(item: Figures) -> dict[str, Any]:
     body: dict[str, Any] = {"start": item.period.since.isoformat(), "end": item.period.until.isoformat()}
-    body.update(metric_values(item.metrics))
+    body.update(metric_values(item.metrics, item.hidden))
     body["outcomes_by_kind"] = dict(item.metrics.outcomes_by_kind) if item.metrics else None
+    body["active_people"] = item.metrics.active_people if item.metrics else None
     body["withheld"] = item.withheld
+    body["withheld_figures"] = {key: reason for key, reason in item.hidden.items() if key in METRIC_KEYS}
+    body["withheld_weeks"] = [week.isoformat() for week in item.withheld_weeks]
     return body
 
 
 def change(current: Figures, previous: Figures) -> dict[str, float | None]:
     """Relative change of each metric against the previous window (None where undefined)."""
-    now, before = metric_values(current.metrics), metric_values(previous.metrics)
+    now, before = metric_values(current.metrics, current.hidden), metric_values(previous.metrics, previous.hidden)
     result: dict[str, float | None] = {}
     for key in METRIC_KEYS:
         a, b = now[key], before[key]

@@ -89,7 +89,8 @@ def oauth_state_store(engine: Engine) -> SQLAlchemyOAuthStateStore:
 def create_bolt_app(services: Services) -> App:
     """The Slack app with every listener registered; raises SlackNotConfigured without its settings."""
     from handlers import actions, commands, events, retries, views
-    from handlers.bolt import provide_services
+    from handlers.bolt import provide_services, refuse_replays
+    from storage.slack_requests_seen import SeenRequests
 
     settings = services.settings
     if not settings.slack_signing_secret:
@@ -129,7 +130,8 @@ def create_bolt_app(services: Services) -> App:
             "Set SLACK_BOT_TOKEN (one workspace), or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (OAuth install)."
         )
     provide_services(app, services)
-    retries.register(app, services.slack_deliveries)
+    retries.register(app, services.slack_deliveries)  # a repeated Slack retry: skipped (and counted) first
+    refuse_replays(app, SeenRequests(services.engine))  # then any signature already seen, on any replica
     for module in (commands, actions, views, events):
         module.register(app)
     return app

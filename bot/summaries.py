@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
@@ -22,9 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from bot.config import Settings
-from bot.periods import Period, zone
+from bot.periods import Period
 from bot.render_text import money, number, share
-from bot.reports import build_report, change
+from bot.reports import Disclosure, build_report, change, group_weeks
 from storage.audit import record_event
 from storage.digests import merged_prs_with_agent_help
 from storage.directory import NotFound, find_team, is_manager
@@ -35,7 +36,7 @@ from storage.roles import managed_teams
 
 log = logging.getLogger(__name__)
 
-SUMMARY_DAYS = 28
+SUMMARY_WEEKS = 4  # whole weeks in the team's time zone, like every team view
 TOKENWISE_SOURCE = "tokenwise"
 SYSTEM_PROMPT = (
     "You write a short summary (three to five sentences) of one team's use of AI coding agents, for the "
@@ -63,8 +64,13 @@ def _signed_percent(value: float | None) -> str | None:
     return f"{value * 100:+.0f}%"
 
 
-def team_facts(metrics: Metrics, previous: Metrics | None, merged_prs: int, period: Period) -> list[Fact]:
-    """The aggregates a summary may talk about, formatted once so model and check see the same text."""
+def team_facts(
+    metrics: Metrics, previous: Metrics | None, merged_prs: int, period: Period, hidden: Collection[str] = ()
+) -> list[Fact]:
+    """The aggregates a summary may talk about, formatted once so model and check see the same text.
+
+    A figure the dominance rule withholds (`hidden`) is not among them, nor is its change: the model
+    never sees what the manager may not."""
     facts = [
         Fact("since", "First day", period.since.isoformat()),
         Fact("until", "Last day", period.until.isoformat()),
@@ -74,9 +80,17 @@ def team_facts(metrics: Metrics, previous: Metrics | None, merged_prs: int, peri
         Fact("reviewed_share", "Share of runs reviewed by their owner", share(metrics.reviewed_share)),
         Fact("useful_runs", "Useful runs (partly useful counts half)", number(metrics.useful_runs)),
         Fact("useful_rate", "Useful rate of reviewed runs", share(metrics.useful_rate)),
-        Fact("cost_usd", "Known spend", money(metrics.cost_usd)),
-        Fact("verified_spend_share", "Verified-spend share", share(metrics.verified_spend_share)),
-        Fact("cost_per_useful_run", "Cost per useful run", money(metrics.cost_per_useful_run)),
+        Fact("cost_usd", "Known spend", money(None if "cost_usd" in hidden else metrics.cost_usd)),
+        Fact(
+            "verified_spend_share",
+            "Verified-spend share",
+            share(None if "verified_spend_share" in hidden else metrics.verified_spend_share),
+        ),
+        Fact(
+            "cost_per_useful_run",
+            "Cost per useful run",
+            money(None if "cost_per_useful_run" in hidden else metrics.cost_per_useful_run),
+        ),
         Fact("outcome_value", "Outcome value (weighted outcomes)", number(metrics.outcome_value)),
         Fact("merged_prs", "Merged pull requests with agent help", number(merged_prs)),
     ]
@@ -85,7 +99,9 @@ def team_facts(metrics: Metrics, previous: Metrics | None, merged_prs: int, peri
     if previous is not None:
         from bot.reports import Figures
 
-        changes = change(Figures(period, metrics), Figures(period.previous(), previous))
+        changes = change(
+            Figures(period, metrics, hidden=dict.fromkeys(hidden, "")), Figures(period.previous(), previous)
+        )
         for key, label in (
             ("verified_spend_share", "Change in verified-spend share vs the previous period"),
             ("cost_per_useful_run", "Change in cost per useful run vs the previous period"),
@@ -293,7 +309,7 @@ def request_summary(
     settings: Settings,
     now: datetime | None = None,
 ) -> Summary:
-    """A manager's summary of their team for the last 28 days (to yesterday, in their time zone)."""
+    """A manager's summary of their team for its last four whole weeks (in the team's time zone)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     chosen = _choose_team(session, requester, team_name)
     if isinstance(chosen, str):
@@ -327,10 +343,9 @@ def request_summary(
                 f"`/tokenwise team {team.name}` shows the team's figures to everyone."
             ),
         )
-    today = now.astimezone(zone(requester.timezone or "UTC")).date()
-    period = Period(today - timedelta(days=SUMMARY_DAYS), today - timedelta(days=1), requester.timezone or "UTC")
     scope = Scope.team(team.id or 0, team.name)
-    report = build_report(session, scope, period, settings.min_group_size)
+    period = group_weeks(session, scope, settings.timezone, SUMMARY_WEEKS, now)
+    report = build_report(session, scope, period, Disclosure.of(settings))
     if report.totals.metrics is None:
         record_event(
             session,
@@ -343,7 +358,7 @@ def request_summary(
         )
         return Summary(team=team.name, period=period, narrative=report.totals.withheld or "", source="withheld")
     merged = merged_prs_with_agent_help(session, scope, period.start, period.end)
-    facts = team_facts(report.totals.metrics, report.previous.metrics, merged, period)
+    facts = team_facts(report.totals.metrics, report.previous.metrics, merged, period, report.totals.hidden)
     narrative, source, reason = _narrative(session, requester, writer, facts, now)
     record_event(
         session,

@@ -1,7 +1,8 @@
 """Buttons: review a run (Useful / Partly / Not useful), open the note modal, list runs to review.
 
 A click updates the message it came from in place (through its response_url) or, from the Home tab,
-republishes the Home tab. A person can only review their own runs; anything else gets a sentence.
+republishes the Home tab. A person can only review their own runs; a run id that is not theirs gets one
+sentence, the same whether that run exists or not, and nothing is written.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from handlers import digest_commands
 from handlers.bolt import ack_only, apologetic, tell, workspace_of
 from handlers.events import publish_home
 from storage.db import session_scope
-from storage.runs import AnnotationError, NotYourRun, RunNotFound, annotate_run, own_run, unreviewed_runs
+from storage.runs import (
+    NOT_YOURS,
+    AnnotationError,
+    NotYourRun,
+    RunNotFound,
+    annotate_run,
+    own_run,
+    unreviewed_runs,
+)
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -26,6 +35,12 @@ ACTIONS = blocks.ACTIONS
 VERDICT_OF = {action_id: verdict for verdict, action_id in blocks.ACTION_VERDICT.items()}
 RUNS_SHOWN = 5
 STALE = "That button is out of date; run `/tokenwise runs` for a fresh list."
+REFUSED = (NotYourRun, RunNotFound)
+
+
+def refusal() -> blocks.Message:
+    """The one answer to a run id that is not the caller's, whether or not that run exists."""
+    return blocks.error_message(NOT_YOURS)
 
 
 def register(app: App) -> None:
@@ -66,7 +81,10 @@ def record_verdict(
             annotate_run(session, run_id, person.id, verdict, keep_details=True)
             reviewed = own_run(session, run_id, person.id)
             remaining = unreviewed_runs(session, person.id, RUNS_SHOWN)
-    except (NotYourRun, RunNotFound, AnnotationError) as error:
+    except REFUSED:
+        tell(body, client, refusal())
+        return
+    except AnnotationError as error:
         tell(body, client, blocks.error_message(str(error)))
         return
     if from_home(body):
@@ -88,8 +106,8 @@ def open_note(
             person, _profile = services.people.resolve(session, client, body["user"]["id"], workspace_of(context))
             assert person.id is not None
             run = own_run(session, run_id, person.id)
-    except (NotYourRun, RunNotFound) as error:
-        tell(body, client, blocks.error_message(str(error)))
+    except REFUSED:
+        tell(body, client, refusal())
         return
     origin = {"run_id": run.id, "home": from_home(body), "response_url": body.get("response_url")}
     client.views_open(trigger_id=body["trigger_id"], view=blocks.note_modal(run, origin))

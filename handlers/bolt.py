@@ -1,4 +1,5 @@
-"""What every Slack listener shares: the services in Bolt's context, replies, and loud lazy failures.
+"""What every Slack listener shares: the services in Bolt's context, replies, loud lazy failures, and
+the refusal of replayed requests.
 
 Bolt runs lazy listeners after the ack and swallows their exceptions (one log line, no traceback, and
 silence for the user). `apologetic` wraps each lazy listener so a failure is logged with its traceback
@@ -12,13 +13,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import App, BoltContext
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.kwargs_injection.args import Args
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from bot.blocks import Message, apology
 from bot.log_safety import log_failure
+from handlers.retries import header
+from storage.slack_requests_seen import SeenRequests
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -86,3 +89,31 @@ def apologetic(func: Callable[..., None]) -> Callable[[Args], None]:
 def ack_only(ack: Callable[..., Any]) -> None:
     """The ack of a listener whose work all happens lazily: Slack's 3-second clock stops here."""
     ack()
+
+
+def refuse_replays(app: App, seen: SeenRequests) -> SeenRequests:
+    """Install, as a global middleware, the check that a signed request runs at most once.
+
+    Bolt's own middlewares run first, so the signature is verified (a bad one is a 401) before this
+    claims it in the shared table (`storage/slack_requests_seen.py`); a signature claimed before is a
+    replay, answered with an empty 200 while nothing runs. Socket Mode requests carry no signature and
+    come over our own authenticated connection, so they are not checked. If the database cannot take
+    the claim the request goes on: everything it could change is in that same database.
+    """
+
+    def skip_replays(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse | None:
+        signature, timestamp = header(req, "X-Slack-Signature"), header(req, "X-Slack-Request-Timestamp")
+        if req.mode == "socket_mode" or not signature or not timestamp or not timestamp.strip().isdigit():
+            return next()
+        try:
+            fresh = seen.claim(signature, int(timestamp))
+        except Exception as error:
+            log_failure(log, "Could not record a Slack request as seen; handling it anyway", error=error)
+            return next()
+        if not fresh:
+            log.warning("Refused a replayed Slack request (signed at %s)", timestamp)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    app.use(skip_replays)
+    return seen

@@ -19,7 +19,7 @@ from bot import blocks
 from bot.commands_parser import COMMAND, CommandRequest, help_lines, parse_command
 from bot.people import SlackProfile
 from bot.periods import PeriodError, parse_period, zone
-from bot.reports import build_report
+from bot.reports import Disclosure, build_report, group_weeks
 from handlers import digest_commands
 from handlers.bolt import apologetic, workspace_of
 from storage.audit import record_event
@@ -29,6 +29,7 @@ from storage.directory import NotFound, find_team, team_names, teams_of
 from storage.metrics import Scope
 from storage.models import Person
 from storage.runs import count_unreviewed, unreviewed_runs
+from storage.sources import create_personal_source
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -142,15 +143,20 @@ def team(caller: Caller, request: CommandRequest) -> blocks.Message:
             known = ", ".join(team_names(caller.session)) or "none yet"
             raise NotFound(f"You are not in a team; name one: `{COMMAND} team NAME`. Teams: {known}.")
         found = mine[0]
-    period = parse_period("", caller.today, caller.tz)
+    settings = caller.services.settings
     scope = Scope.team(found.id or 0, found.name)
-    report = build_report(caller.session, scope, period, caller.services.settings.min_group_size)
-    caller.audit("slack_team", f"team:{found.name}")
+    period = group_weeks(caller.session, scope, settings.timezone)  # the same window for every caller
+    report = build_report(caller.session, scope, period, Disclosure.of(settings))
+    caller.audit("slack_team", f"team:{found.name}", period.label())
     return blocks.team_message(report)
 
 
 def connect(caller: Caller, _request: CommandRequest) -> blocks.Message:
-    return blocks.connect_message(caller.services.settings.public_url)
+    """A new personal OTLP token for the caller, limited to their data; their earlier ones are revoked."""
+    made = create_personal_source(caller.session, caller.person_id)
+    caller.audit("source.personal", f"source:{made.source.name}", f"revoked {made.revoked} earlier personal token(s)")
+    settings = caller.services.settings
+    return blocks.connect_message(settings.public_url, made.token, made.revoked, caller.person.email)
 
 
 def show_help(_caller: Caller, _request: CommandRequest) -> blocks.Message:

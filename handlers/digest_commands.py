@@ -7,7 +7,7 @@ They run after the ack (lazy), so a model call for a summary never holds up Slac
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import BoltContext, Respond
@@ -17,7 +17,7 @@ from sqlmodel import Session
 from bot import blocks
 from bot.commands_parser import COMMAND, CommandRequest
 from bot.digest import build_digest, scope_for
-from bot.periods import Period
+from bot.reports import Disclosure, group_weeks
 from bot.subscriptions import parse_digest
 from bot.summaries import request_summary
 from handlers.bolt import apologetic, workspace_of
@@ -59,11 +59,6 @@ def _team_or_mine(caller: Caller, name: str | None) -> Team:
     return mine[0]
 
 
-def last_week(caller: Caller) -> Period:
-    monday = caller.today - timedelta(days=caller.today.weekday())
-    return Period(monday - timedelta(days=7), monday - timedelta(days=1), caller.tz)
-
-
 def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
     wanted = parse_digest(request.options.get("digest", ""), caller.tz)
     session = caller.session
@@ -79,9 +74,9 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
     if wanted.action == "preview":
         team = _team_or_mine(caller, wanted.team)
         caller.audit("digest.preview", f"team:{team.name}")
-        built = build_digest(
-            session, scope_for(session, team.id), last_week(caller), caller.services.settings.min_group_size
-        )
+        settings = caller.services.settings
+        scope = scope_for(session, team.id)
+        built = build_digest(session, scope, group_weeks(session, scope, settings.timezone), Disclosure.of(settings))
         return blocks.digest_message(built)
     if wanted.action == "unsubscribe":
         channel = _channel(caller)

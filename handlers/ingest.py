@@ -1,9 +1,11 @@
 """HTTP ingest routes: authenticate, bound the body, parse, call one domain function, answer.
 
-Status codes are part of the contract (docs/ingest.md): 401 missing or revoked token, 413 body over
-the byte or item limit, 415 body that is not JSON (or, for OTLP, not JSON or protobuf), 422 invalid
-batch with every problem listed, 429 over the source's request budget and 503 while the database does
-not answer (both with Retry-After; nothing written), 200 with what was accepted.
+Status codes are part of the contract (docs/ingest.md): 401 missing or revoked token (or a token in the
+query string), 403 a token whose kind does not open the route (handlers/scopes.py), 413 body over the byte
+or item limit, 415 body that is not JSON (or, for OTLP, not JSON or protobuf), 422 invalid batch with every
+problem listed (items naming someone other than a one-person token's person among them; for OTLP that is a
+400), 429 over the token's request budget and 503 while the database does not answer (both with
+Retry-After; nothing written), 200 with what was accepted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from starlette.concurrency import run_in_threadpool
 from bot.log_safety import log_failure
 from bot.otlp import OtlpError, Signal, decode, response_body, to_telemetry
 from handlers.bodies import BodyTooLarge, bounded_body
+from handlers.scopes import (
+    OtherPerson,
+    Sender,
+    attribute_raw,
+    check_items,
+    default_person,
+    route_refusal,
+    scope_telemetry,
+    token_in_query,
+)
 from storage.db import database_unreachable, session_scope
 from storage.ingest import (
     ITEM_MODELS,
@@ -36,7 +48,8 @@ from storage.ingest import (
     write_atomically,
     write_prepared,
 )
-from storage.sources import authenticate
+from storage.models import Person
+from storage.sources import authenticate, source_of_token
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -92,29 +105,59 @@ def _services(request: Request) -> Services:
     return services
 
 
-async def _source_id(request: Request, services: Services) -> int:
+async def _sender(request: Request, services: Services, route: str) -> Sender:
+    """The source behind the request's bearer token, if it may use this route: 401, 429 or 403 otherwise."""
+    await _no_token_in_query(request, services)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Rejected(401, "Send 'Authorization: Bearer <token>'; create a token with `tokenwise source create`.")
 
-    def lookup() -> int | None:
+    def lookup() -> Sender | None:
         with session_scope(services.engine) as session:
             source = authenticate(session, token.strip())
-            return source.id if source else None
+            if source is None:
+                return None
+            person = session.get(Person, source.person_id) if source.person_id is not None else None
+            return Sender.of(source, person)
 
-    source_id = await run_in_threadpool(lookup)
-    if source_id is None:
+    sender = await run_in_threadpool(lookup)
+    if sender is None:
         raise Rejected(401, "This token is unknown or revoked; create a new one with `tokenwise source create`.")
-    wait = services.ingest_rate.allow(source_id) if services.ingest_rate else 0
+    wait = services.ingest_rate.allow(sender.id) if services.ingest_rate else 0
     if wait:
         per_minute = services.settings.ingest_rate_limit
         raise Rejected(
             429,
-            f"This source is over its {per_minute} requests a minute; retry in {wait} s, or send bigger batches.",
+            f"This token is over its {per_minute} requests a minute; retry in {wait} s, or send bigger batches.",
             headers={"Retry-After": str(wait)},
         )
-    return source_id
+    refusal = route_refusal(sender, route)
+    if refusal:
+        raise Rejected(403, refusal)
+    return sender
+
+
+async def _no_token_in_query(request: Request, services: Services) -> None:
+    """401 for a token in the URL, which proxies and access logs keep: it has leaked and must be revoked."""
+    leaked = token_in_query(request.query_params.multi_items())
+    if leaked is None:
+        return
+
+    def name() -> str | None:
+        with session_scope(services.engine) as session:
+            source = source_of_token(session, leaked)
+            return source.name if source else None
+
+    try:
+        found = await run_in_threadpool(name)
+    except Exception:  # the refusal matters more than the name in it
+        found = None
+    raise Rejected(
+        401,
+        "Send the token in the Authorization header, never in the URL; "
+        f"revoke this one: `tokenwise source revoke {found or 'NAME'}`.",
+    )
 
 
 def _media_type(request: Request) -> str:
@@ -154,27 +197,35 @@ def _items_of(payload: Any, kind: BatchKind, max_items: int) -> list[Any]:
     return items
 
 
-def _parse_batch(body: bytes, kind: BatchKind, max_items: int) -> list[Any]:
+def _parse_batch(body: bytes, kind: BatchKind, max_items: int, sender: Sender) -> list[Any]:
+    """The batch's items, parsed; for a token limited to one person, items naming nobody are that person's
+    and items naming anyone else are refused (BatchInvalid)."""
     valid = parse_valid_batch(kind, body, max_items)
-    if valid is not None:
-        return valid
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise Rejected(415, f"The body is not JSON: {error}") from error
-    return validate_batch(kind, _items_of(payload, kind, max_items), nul_possible=b"\\u0000" in body)
+    if valid is None:
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise Rejected(415, f"The body is not JSON: {error}") from error
+        items = attribute_raw(sender, _items_of(payload, kind, max_items))
+        valid = validate_batch(kind, items, nul_possible=b"\\u0000" in body)
+    check_items(sender, valid)
+    return valid
+
+
+BATCH_ROUTES: dict[str, str] = {"records": "/v1/usage", "runs": "/v1/runs", "outcomes": "/v1/outcomes"}
 
 
 async def _batch(request: Request, kind: BatchKind) -> Response:
     services = _services(request)
     settings = services.settings
     try:
-        source_id = await _source_id(request, services)
+        sender = await _sender(request, services, BATCH_ROUTES[kind])
+        source_id = sender.id
         media = _media_type(request)
         if media != "application/json" and not media.endswith("+json"):
             raise Rejected(415, "Send the batch as JSON with 'Content-Type: application/json'.")
         body = await _body(request, settings.ingest_max_bytes)
-        parsed = await run_in_threadpool(_parse_batch, body, kind, settings.ingest_max_items)
+        parsed = await run_in_threadpool(_parse_batch, body, kind, settings.ingest_max_items, sender)
 
         def write(session: Any) -> BatchResult:
             if kind == "runs":
@@ -205,7 +256,10 @@ def _batch_doc(kind: BatchKind, summary: str) -> dict[str, Any]:
         "openapi_extra": {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}},
         "responses": {
             200: {"description": '{"accepted": n, "duplicates": m}'},
-            401: {"description": "Missing, unknown or revoked token"},
+            401: {"description": "Missing, unknown or revoked token, or a token in the query string"},
+            403: {
+                "description": "A token whose kind does not open this route (or, for outcomes, made without --outcomes)"
+            },
             413: {"description": "Body over 5 MB or more than 10 000 items"},
             415: {"description": "Body is not JSON"},
             422: {"description": '{"errors": [{"index", "field", "message"}]}; nothing was written'},
@@ -240,19 +294,23 @@ OTLP_TYPES: dict[str, Literal["json", "protobuf"]] = {
 async def _otlp(request: Request, signal: Signal) -> Response:
     services = _services(request)
     try:
-        source_id = await _source_id(request, services)
+        sender = await _sender(request, services, f"/v1/otlp/v1/{signal}")
         encoding = OTLP_TYPES.get(_media_type(request))
         if encoding is None:
             raise Rejected(415, "Send OTLP as application/json or application/x-protobuf.")
         body = await _body(request, services.settings.ingest_max_bytes)
         protobuf = encoding == "protobuf"
         try:
-            telemetry = await run_in_threadpool(lambda: to_telemetry(signal, decode(signal, body, protobuf)))
-        except OtlpError as error:
+            telemetry = await run_in_threadpool(
+                lambda: scope_telemetry(
+                    sender, to_telemetry(signal, decode(signal, body, protobuf), default_person(sender))
+                )
+            )
+        except (OtlpError, OtherPerson) as error:
             raise Rejected(400, str(error)) from error
         weight_for = services.settings.weight_for
         await run_in_threadpool(
-            write_atomically, services.engine, lambda s: ingest_telemetry(s, source_id, telemetry, weight_for)
+            write_atomically, services.engine, lambda s: ingest_telemetry(s, sender.id, telemetry, weight_for)
         )
     except Rejected as rejected:
         return rejected.response()

@@ -2,8 +2,9 @@
 
 A source may send `per_minute` requests in any minute-long burst, refilled evenly; past that it gets 429
 with Retry-After, which OTLP exporters and well-behaved clients honour. Keyed by source after the token is
-checked, so one noisy sender cannot crowd out the others. Hand-written (30 lines) because it needs a key
-known only after authentication and a clock tests can drive.
+checked, and every token is a source of its own (a personal token from `/tokenwise connect` too), so the
+budget is per token: one noisy sender, or one person's flood, cannot crowd out the others. Hand-written (30
+lines) because it needs a key known only after authentication and a clock tests can drive.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class _Bucket:
 
 
 class SourceRateLimit:
-    """`allow(source_id)` spends one request; it returns 0 when allowed, else the seconds to wait."""
+    """`allow(source_id)` spends one of that token's requests; it returns 0 when allowed, else the seconds to wait."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute

@@ -9,20 +9,11 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from bot import blocks
-from handlers.actions import RUNS_SHOWN, metadata_of
+from handlers.actions import REFUSED, RUNS_SHOWN, metadata_of, refusal
 from handlers.bolt import apologetic, tell, workspace_of
 from handlers.events import publish_home
 from storage.db import session_scope
-from storage.runs import (
-    AnnotationError,
-    NotYourRun,
-    RunNotFound,
-    annotate_run,
-    clean_link,
-    clean_note,
-    own_run,
-    unreviewed_runs,
-)
+from storage.runs import AnnotationError, annotate_run, clean_link, clean_note, own_run, unreviewed_runs
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -67,7 +58,10 @@ def save_note(
             annotate_run(session, origin["run_id"], person.id, **values)
             reviewed = own_run(session, origin["run_id"], person.id)
             remaining = unreviewed_runs(session, person.id, RUNS_SHOWN)
-    except (NotYourRun, RunNotFound, AnnotationError) as error:
+    except REFUSED:  # metadata carrying a run id that is not the caller's: the same answer as a button's
+        tell(body, client, refusal())
+        return
+    except AnnotationError as error:
         tell(body, client, blocks.error_message(str(error)))
         return
     if origin.get("home"):

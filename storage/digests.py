@@ -185,10 +185,14 @@ def next_occurrence(schedule: Schedule, now: datetime) -> datetime:
     return fire
 
 
-def digest_period(schedule: Schedule, occurrence: datetime) -> Period:
-    """The seven local days before the day a digest fires (Monday's digest covers last Monday-Sunday)."""
-    fire_day = occurrence.astimezone(zone(schedule.timezone)).date()
-    return Period(fire_day - timedelta(days=7), fire_day - timedelta(days=1), schedule.timezone)
+def digest_period(schedule: Schedule, occurrence: datetime, window_tz: str | None = None) -> Period:
+    """The last whole week, Monday to Sunday, that ended before the digest fires, in the team's time zone
+    (`window_tz`; the schedule's own by default). Every digest of a team covers the same calendar weeks as
+    `/tokenwise team` does, whichever channel or weekday it is posted to (docs/metrics.md)."""
+    tz = window_tz or schedule.timezone
+    fire_day = occurrence.astimezone(zone(tz)).date()
+    sunday = fire_day - timedelta(days=fire_day.weekday() + 1)
+    return Period(sunday - timedelta(days=6), sunday, tz)
 
 
 @dataclass(frozen=True)
@@ -218,12 +222,15 @@ def due_digests(
     grace: timedelta = timedelta(hours=12),
     lease: timedelta = timedelta(minutes=10),
     subscription_ids: Iterable[int] | None = None,
+    default_tz: str = "UTC",
 ) -> list[DueDigest]:
     """Digests whose latest occurrence is within `grace` of `now` and that nobody has posted or holds.
 
-    This is a cheap pre-filter; `claim_digest` is what actually decides who posts.
+    This is a cheap pre-filter; `claim_digest` is what actually decides who posts. Each covers whole weeks
+    in its team's time zone (`default_tz`, the organisation's, for teams without one and the organisation).
     """
     now = now.astimezone(UTC)
+    zones = {team_id: tz for team_id, tz in session.execute(select(col(Team.id), col(Team.timezone))) if tz}
     query = select(DigestSubscription).order_by(col(DigestSubscription.id))
     if subscription_ids is not None:
         query = query.where(col(DigestSubscription.id).in_(list(subscription_ids)))
@@ -237,7 +244,7 @@ def due_digests(
         occurrence = latest_occurrence(schedule, now)
         if now - occurrence > grace:
             continue
-        period = digest_period(schedule, occurrence)
+        period = digest_period(schedule, occurrence, zones.get(subscription.team_id or 0, default_tz))
         row = session.execute(
             select(DP.status, DP.claimed_at).where(
                 DP.subscription_id == subscription.id, DP.period_start == period.start

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from operator import itemgetter
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import psycopg
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import Engine, Table, func, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -34,7 +35,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
 from storage.db import session_scope, sqlite_writer
-from storage.directory import get_or_create_person, normalize_email
+from storage.directory import get_or_create_person, normalize_email, slack_id_mismatches
 from storage.models import OUTCOME_KINDS, AgentRun, Outcome, UsageRecord, table_of
 from storage.types import UTCDateTime
 
@@ -153,9 +154,10 @@ class OutcomeIn(_Item):
     external_id: Text200
     run_external_id: Text200 | None = None
     kind: str
-    weight: Annotated[Decimal, Field(ge=0, le=10**6, allow_inf_nan=False)] | None = None
     url: Annotated[str, Field(max_length=2000)] | None = None
     occurred_at: Rfc3339 | None = None
+    # Refused whenever it is sent: an outcome's weight is the operator's to set, never a sender's.
+    weight: SkipJsonSchema[Any] = None
 
     @field_validator("kind")
     @classmethod
@@ -163,6 +165,11 @@ class OutcomeIn(_Item):
         if value not in OUTCOME_KINDS:
             raise ValueError(f"unknown outcome kind '{value}'; valid kinds are {', '.join(OUTCOME_KINDS)}")
         return value
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _no_weight(cls, _value: Any) -> Any:
+        raise ValueError("weights come from the operator's TOKENWISE_OUTCOME_WEIGHTS; leave weight out")
 
 
 BatchKind = Literal["records", "runs", "outcomes"]
@@ -629,6 +636,34 @@ class PersonCache:
         return self._ids[key]
 
 
+class _NamesPerson(Protocol):
+    email: str | None
+    slack_user_id: str | None
+
+
+def check_slack_ids(session: Session, items: Sequence[_NamesPerson], first_index: int = 0) -> None:
+    """BatchInvalid for every item whose `slack_user_id` is not the one Slack bound to its email's person.
+
+    Only a signed Slack request binds a Slack id to a person (storage.directory.bind_slack_user); a source
+    may repeat that binding, never make or change it. A Slack id sent without an email is taken as it is.
+    """
+    pairs = [(email, slack_id) for item in items if (email := item.email) and (slack_id := item.slack_user_id)]
+    wrong = slack_id_mismatches(session, pairs)
+    if not wrong:
+        return
+    errors = [
+        batch_error(
+            first_index + index,
+            "slack_user_id",
+            f"'{item.slack_user_id}' is not the Slack user bound to {item.email}; send the email alone "
+            "(Tokenwise learns a Slack id when its owner first uses /tokenwise)",
+        )
+        for index, item in enumerate(items)
+        if item.email and item.slack_user_id and (normalize_email(item.email), item.slack_user_id) in wrong
+    ]
+    raise BatchInvalid(errors)
+
+
 def run_ids(session: Session, source_id: int, external_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
     """external id -> (run id, person id) for this source's runs."""
     found = lookup(session, "agent_run", "external_id", ["id", "person_id"], sorted(set(external_ids)), source_id)
@@ -701,6 +736,7 @@ def plan_usage(
     """
     runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
     _missing_runs(items, runs, first_index)
+    check_slack_ids(session, items, first_index)
     known = PersonCache(session).find((item.email, item.slack_user_id) for item in items)
     processors = dict(column_processors(session.get_bind().dialect, USAGE, USAGE_COLUMNS))
     occurred = processors.pop(OCCURRED, _same)
@@ -745,6 +781,7 @@ def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], fir
 
 
 def ingest_runs(session: Session, source_id: int, items: Sequence[RunIn]) -> BatchResult:
+    check_slack_ids(session, items)
     people = PersonCache(session)
     people.preload((item.email, item.slack_user_id) for item in items)
     rows = [
@@ -776,6 +813,7 @@ def ingest_outcomes(
     runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
     _missing_runs(items, runs, first_index)
     run_times = _run_times(session, [run_id for run_id, _ in runs.values()])
+    check_slack_ids(session, items, first_index)
     people = PersonCache(session)
     people.preload((item.email, item.slack_user_id) for item in items if not item.run_external_id)
     rows = []
@@ -794,7 +832,7 @@ def ingest_outcomes(
                 "run_id": run_id,
                 "person_id": person_id,
                 "kind": item.kind,
-                "weight": item.weight if item.weight is not None else weight_for(item.kind),
+                "weight": weight_for(item.kind),  # the operator's, never the sender's (OutcomeIn.weight)
                 "url": item.url,
                 "occurred_at": occurred_at,
             }
@@ -873,6 +911,7 @@ def ingest_telemetry(
     Runs are created on first sight (the earliest start wins); usage under a dedupe key is merged as a
     running total (`max`), replaced (`replace`) or written once (`new`); outcomes are written once.
     """
+    check_slack_ids(session, [*telemetry.runs, *telemetry.usage, *telemetry.outcomes])
     people = PersonCache(session)
     people.preload(
         [(r.email, r.slack_user_id) for r in telemetry.runs]

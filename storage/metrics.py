@@ -57,14 +57,39 @@ class Scope:
     def label(self) -> str:
         return "organisation" if self.kind == "org" else f"{self.kind}:{self.name or self.id}"
 
-    def covers(self, person_column: Any) -> ColumnElement[bool]:
-        """SQL condition: this person column belongs to the scope."""
+    def covers(self, person_column: Any, time_column: Any = None) -> ColumnElement[bool]:
+        """SQL condition: this person column belongs to the scope (at `time_column`, when given).
+
+        A team member whose membership has a start (`since`: added after the team was made) counts for
+        the team only from then on, so adding someone never changes a closed window.
+        """
         if self.kind == "person":
             return person_column == self.id
         if self.kind == "team":
-            members = select(M.person_id).where(M.team_id == self.id)
-            return person_column.in_(members)
+            if time_column is None:
+                return person_column.in_(select(M.person_id).where(M.team_id == self.id))
+            founding = select(M.person_id).where(M.team_id == self.id, M.since.is_(None))
+            joined = (
+                select(1).where(M.team_id == self.id, M.person_id == person_column, M.since <= time_column).exists()
+            )
+            return or_(person_column.in_(founding), joined)
         return true()
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One person's part of a group's sums in one window: what disclosure control is judged on."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: Decimal = ZERO
+    verified_cost_usd: Decimal = ZERO
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 
 
 @dataclass
@@ -84,6 +109,7 @@ class Metrics:
     verified_cost_usd: Decimal = ZERO
     outcome_value: Decimal = ZERO
     outcomes_by_kind: dict[str, int] = field(default_factory=dict)
+    contributions: dict[int, Contribution] = field(default_factory=dict)  # person id -> their part (groups)
 
     @property
     def total_tokens(self) -> int:
@@ -175,6 +201,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
     usage = (
         select(
             _window_of(u.occurred_at, windows).label("w"),
+            u.person_id,
             u.input_tokens,
             u.output_tokens,
             u.cache_read_tokens,
@@ -182,12 +209,13 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             u.cost_usd,
             case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
         )
-        .where(_span(u.occurred_at, windows), scope.covers(u.person_id))
+        .where(_span(u.occurred_at, windows), scope.covers(u.person_id, u.occurred_at))
         .subquery()
     )
     for row in session.execute(
         select(
             usage.c.w,
+            usage.c.person_id,
             func.coalesce(func.sum(usage.c.input_tokens), 0),
             func.coalesce(func.sum(usage.c.output_tokens), 0),
             func.coalesce(func.sum(usage.c.cache_read_tokens), 0),
@@ -197,11 +225,19 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             _cost_sum(usage.c.verified_cost),
         )
         .where(usage.c.w.is_not(None))
-        .group_by(usage.c.w)
+        .group_by(usage.c.w, usage.c.person_id)
     ):
         m = found[row[0]]
-        m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens = map(int, row[1:5])
-        m.cost_usd, m.cost_unknown_records, m.verified_cost_usd = row[5], int(row[6]), row[7]
+        part = Contribution(int(row[2]), int(row[3]), int(row[4]), int(row[5]), row[6], row[8])
+        m.input_tokens += part.input_tokens
+        m.output_tokens += part.output_tokens
+        m.cache_read_tokens += part.cache_read_tokens
+        m.cache_write_tokens += part.cache_write_tokens
+        m.cost_usd += part.cost_usd
+        m.verified_cost_usd += part.verified_cost_usd
+        m.cost_unknown_records += int(row[7])
+        if scope.is_group:
+            m.contributions[int(row[1])] = part
 
     r, a = R, A
     verdict_points = case((a.verdict == "useful", 2), (a.verdict == "partly", 1), else_=0)
@@ -214,7 +250,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
         )
         .select_from(table_of(AgentRun))
         .outerjoin(table_of(Annotation), and_(a.run_id == r.id, a.person_id == r.person_id))
-        .where(_span(r.started_at, windows), scope.covers(r.person_id))
+        .where(_span(r.started_at, windows), scope.covers(r.person_id, r.started_at))
         .subquery()
     )
     for w, count, reviewed, points in session.execute(
@@ -228,7 +264,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
     o = OC
     outcomes = (
         select(_window_of(o.occurred_at, windows).label("w"), o.kind, o.id, o.weight)
-        .where(_span(o.occurred_at, windows), scope.covers(o.person_id))
+        .where(_span(o.occurred_at, windows), scope.covers(o.person_id, o.occurred_at))
         .subquery()
     )
     weight_sum = type_coerce(func.coalesce(func.sum(outcomes.c.weight), 0), ScaledDecimal(MILLI))
@@ -241,35 +277,10 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
         found[w].outcomes_by_kind[kind] = int(count)
         found[w].outcome_value += value
 
-    if scope.is_group:
-        for w, people in enumerate(active_people_windows(session, scope, windows)):
-            found[w].active_people = people
-    else:
+    if not scope.is_group:
         for m in found:
             m.active_people = 1 if (m.runs or m.total_tokens or m.cost_unknown_records) else 0
     return found
 
 
-def active_people_windows(session: Session, scope: Scope, windows: Sequence[Window]) -> list[int]:
-    """People in the scope with any usage or run in each window (windows do not overlap), in one statement:
-    the group size privacy is judged by."""
-    u, r = U, R
-    people = (
-        select(_window_of(u.occurred_at, windows).label("w"), u.person_id)
-        .where(_span(u.occurred_at, windows), scope.covers(u.person_id))
-        .union(
-            select(_window_of(r.started_at, windows).label("w"), r.person_id).where(
-                _span(r.started_at, windows), scope.covers(r.person_id)
-            )
-        )
-        .subquery()
-    )
-    counts = [0] * len(windows)
-    for w, count in session.execute(
-        select(people.c.w, func.count()).where(people.c.w.is_not(None)).group_by(people.c.w)
-    ):
-        counts[w] = int(count)
-    return counts
-
-
-__all__ = ["Metrics", "Scope", "Window", "active_people_windows", "compute", "compute_windows", "verified_run"]
+__all__ = ["Contribution", "Metrics", "Scope", "Window", "compute", "compute_windows", "verified_run"]

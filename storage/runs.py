@@ -30,15 +30,23 @@ LINK_MAX = 2000
 VERDICT_LABELS = {"useful": "Useful", "partly": "Partly useful", "not_useful": "Not useful"}
 
 
+# One answer for a run that is someone else's and for one that does not exist: a different sentence
+# would tell whoever crafts button values which run ids exist (how many runs others have, and when).
+NOT_YOURS = "You can only review your own runs; this one is not yours, or no longer exists."
+
+
 class RunNotFound(NotFound):
-    """The run does not exist (any more)."""
+    """The run does not exist (any more). Its message is NotYourRun's, on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__(NOT_YOURS)
 
 
 class NotYourRun(PermissionError):
     """Someone tried to review a run that belongs to another person."""
 
     def __init__(self) -> None:
-        super().__init__("You can only review your own runs; this one belongs to someone else.")
+        super().__init__(NOT_YOURS)
 
 
 class AnnotationError(ValueError):
@@ -93,10 +101,14 @@ def count_unreviewed(
 
 
 def own_run(session: Session, run_id: int, person_id: int) -> RunView:
-    """One run of the person with their verdict; refuses other people's runs."""
+    """One run of the person with their verdict; refuses other people's runs.
+
+    A missing run and someone else's are refused with the same sentence (NOT_YOURS), so a refusal
+    never tells the caller whether that run id exists.
+    """
     owner = session.execute(select(R.person_id).where(R.id == run_id)).scalar_one_or_none()
     if owner is None:
-        raise RunNotFound(f"Run {run_id} does not exist any more.")
+        raise RunNotFound()
     if owner != person_id:
         raise NotYourRun()
     return _views(session, [run_id])[0]
@@ -124,7 +136,8 @@ def clean_link(link: str | None) -> str | None:
         raise AnnotationError("The link must be a web address starting with https:// (or http://).")
     if len(link) > LINK_MAX:
         raise AnnotationError(f"The link is {len(link)} characters; the most is {LINK_MAX}.")
-    return link
+    # In Slack's <url|label> a "|" in the url would start the label: stored percent-encoded, the same address.
+    return link.replace("|", "%7C")
 
 
 def clean_note(note: str | None) -> str | None:

@@ -1,7 +1,9 @@
-"""Ingest sources and their bearer tokens.
+"""Ingest sources, their bearer tokens and what each may send.
 
 A token is shown once, when the source is created; only its SHA-256 hash is stored, so a database leak
-does not leak working tokens.
+does not leak working tokens. A source's kind decides which routes it may write to (handlers/scopes.py),
+`outcomes` whether it may send outcomes, and `person_id` limits it to one person's data. A personal
+source is the token `/tokenwise connect` gives a person: each new one revokes that person's previous ones.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
-from storage.directory import NotFound
-from storage.models import Source, utcnow
+from storage.directory import NotFound, get_or_create_person, normalize_email
+from storage.models import Person, Source, utcnow
 
-SOURCE_KINDS = ("api", "otlp", "claude-code-logs", "openai-usage", "csv")
+SOURCE_KINDS = ("api", "otlp", "github", "claude-code-logs", "openai-usage", "csv")
 TOKEN_PREFIX = "tw_"
+PERSONAL_PREFIX = "personal-"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 class SourceError(ValueError):
@@ -32,14 +36,25 @@ class SourceError(ValueError):
 class NewSource:
     source: Source
     token: str  # shown once, never stored
+    revoked: int = 0  # personal sources: how many of the person's earlier tokens this one replaced
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_source(session: Session, name: str, kind: str) -> NewSource:
-    """A new source with a fresh bearer token; the caller shows the token once."""
+def _new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_source(
+    session: Session, name: str, kind: str, *, person_email: str | None = None, outcomes: bool = False
+) -> NewSource:
+    """A new source with a fresh bearer token; the caller shows the token once.
+
+    `person_email` limits it to that person's data (the person is found or created by email);
+    `outcomes` lets it send outcomes (`/v1/outcomes`, or OTLP's commit and pull-request counters).
+    """
     name = name.strip()
     if not _NAME.match(name):
         raise SourceError(
@@ -49,15 +64,62 @@ def create_source(session: Session, name: str, kind: str) -> NewSource:
         raise SourceError(f"Unknown source kind '{kind}'. Kinds: {', '.join(SOURCE_KINDS)}.")
     if session.exec(select(Source.id).where(Source.name == name)).first() is not None:
         raise SourceError(f"A source called '{name}' exists already; pick another name or revoke it first.")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    source = Source(name=name, kind=kind, token_hash=hash_token(token))
+    person_id = None
+    if person_email is not None:
+        email = normalize_email(person_email)
+        if not _EMAIL.match(email) or len(email) > 320:
+            raise SourceError(f"'{person_email}' is not an email address; pass --person you@company.com.")
+        person_id = get_or_create_person(session, email=email).id
+    token = _new_token()
+    source = Source(name=name, kind=kind, token_hash=hash_token(token), person_id=person_id, outcomes=outcomes)
     session.add(source)
     session.flush()
     return NewSource(source=source, token=token)
 
 
+def create_personal_source(session: Session, person_id: int, now: datetime | None = None) -> NewSource:
+    """A personal OTLP token for one person: their earlier personal tokens are revoked, a new one is made.
+
+    Named `personal-<person id>-<n>`. The person's row is locked first (PostgreSQL), so two concurrent
+    calls for one person take turns and leave exactly one token working; SQLite writers take turns anyway.
+    """
+    # PostgreSQL: lock the person, so concurrent calls for them take turns. SQLite: the UPDATE below takes
+    # the database's write lock (even when it matches nothing), which makes them take turns there.
+    if session.exec(select(Person.id).where(Person.id == person_id).with_for_update()).first() is None:
+        raise NotFound(f"No person with id {person_id}.")
+    revoked = session.exec(
+        update(Source)
+        .where(col(Source.person_id) == person_id, col(Source.personal).is_(True), col(Source.revoked_at).is_(None))
+        .values(revoked_at=now or utcnow())
+    ).rowcount
+    taken = set(session.exec(select(Source.name).where(col(Source.name).startswith(f"{PERSONAL_PREFIX}{person_id}-"))))
+    number = 1 + len(taken)
+    while f"{PERSONAL_PREFIX}{person_id}-{number}" in taken:
+        number += 1
+    token = _new_token()
+    personal = Source(
+        name=f"{PERSONAL_PREFIX}{person_id}-{number}",
+        kind="otlp",
+        token_hash=hash_token(token),
+        person_id=person_id,
+        personal=True,
+        outcomes=False,
+    )
+    session.add(personal)
+    session.flush()
+    return NewSource(source=personal, token=token, revoked=revoked or 0)
+
+
 def list_sources(session: Session) -> Sequence[Source]:
     return session.exec(select(Source).order_by(col(Source.name))).all()
+
+
+def source_people(session: Session, sources: Sequence[Source]) -> dict[int, Person]:
+    """The people sources are limited to, by person id."""
+    ids = sorted({s.person_id for s in sources if s.person_id is not None})
+    if not ids:
+        return {}
+    return {p.id: p for p in session.exec(select(Person).where(col(Person.id).in_(ids))) if p.id is not None}
 
 
 def revoke_source(session: Session, name: str, now: datetime | None = None) -> Source:
@@ -85,6 +147,13 @@ def authenticate(session: Session, token: str | None) -> Source | None:
     if source.revoked_at is not None:
         return None
     return source
+
+
+def source_of_token(session: Session, token: str) -> Source | None:
+    """The source a token belongs to, revoked or not (to name it when the token has leaked)."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    return session.exec(select(Source).where(Source.token_hash == hash_token(token))).first()
 
 
 def internal_source(session: Session, name: str, kind: str) -> Source:

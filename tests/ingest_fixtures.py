@@ -30,9 +30,12 @@ def make_app(engine: Engine, db_url: str, **settings: object) -> FastAPI:
     return create_app(Services(settings=config, engine=engine))
 
 
-def new_token(engine: Engine, name: str = "ci", kind: str = "api") -> str:
+def new_token(
+    engine: Engine, name: str = "ci", kind: str = "api", *, outcomes: bool = False, person: str | None = None
+) -> str:
+    """A real token from `create_source`: of `kind`, allowed outcomes or not, limited to `person` or not."""
     with session_scope(engine) as session:
-        return create_source(session, name, kind).token
+        return create_source(session, name, kind, person_email=person, outcomes=outcomes).token
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
@@ -68,20 +71,31 @@ def running_server(app: FastAPI) -> Iterator[str]:
 
 
 @contextmanager
-def serve_process(env: dict[str, str]) -> Iterator[str]:
-    """`tokenwise serve --port 0` as its own process with `env`; yields its base URL, stops it after."""
+def serve_process(env: dict[str, str], output: list[str] | None = None) -> Iterator[str]:
+    """`tokenwise serve --port 0` as its own process with `env`; yields its base URL, stops it after.
+
+    With `output`, everything the process writes (stdout, where uvicorn's access log goes, and stderr) is
+    appended to it line by line as it comes.
+    """
     process = subprocess.Popen(
         [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler"],
         cwd=Path(__file__).resolve().parent.parent,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL if output is None else subprocess.PIPE,
+        stderr=subprocess.PIPE if output is None else subprocess.STDOUT,
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    stream = process.stderr if output is None else process.stdout
+    assert stream is not None
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+            if output is not None:
+                output.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         while True:
             found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", lines.get(timeout=60))

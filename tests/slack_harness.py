@@ -146,6 +146,13 @@ def harness_fixture(engine: Engine, db_url: str) -> Iterator[Harness]:
 
 
 # -- data ------------------------------------------------------------------------------------------
+def in_last_week() -> timedelta:
+    """How long ago Wednesday noon (UTC) of the last whole week was: inside every team view's window."""
+    now = datetime.now(UTC)
+    monday = (now - timedelta(days=now.weekday() + 7)).replace(hour=12, minute=0, second=0, microsecond=0)
+    return now - (monday + timedelta(days=2))
+
+
 def person(session: Session, user_id: str, timezone: str = "UTC") -> Person:
     found = get_or_create_person(session, email=EMAILS[user_id], display_name=EMAILS[user_id].split("@")[0].title())
     found.timezone = timezone

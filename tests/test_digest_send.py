@@ -50,6 +50,8 @@ def config(db_url: str) -> Settings:
 def setup_team(engine: Engine, size: int = 5, channels: tuple[str, ...] = ("C222",), name: str = "platform") -> int:
     with session_scope(engine) as session:
         seeded = seed_team(session, name, size, FIRST_WEEK, weeks=4)
+        seeded.team.timezone = "Europe/Berlin"  # its weeks, like its digests' schedule, are Berlin's
+        session.add(seeded.team)
         for channel in channels:
             subscribe(session, channel_id=channel, team_id=seeded.team.id, schedule=MONDAY_0900_BERLIN)
         return seeded.team.id or 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +22,7 @@ from tests.slack_harness import (  # noqa: F401  (fixtures)
     Harness,
     annotations,
     harness_fixture,
+    in_last_week,
     person,
     run,
     team,
@@ -45,7 +44,7 @@ def platform_team(harness: Harness, manager: str | None = None) -> None:
     with Session(harness.engine, expire_on_commit=False) as session:
         members = [person(session, ADA, "Europe/Berlin"), person(session, GRACE), person(session, ALAN)]
         for member in members:
-            run(session, member, f"Secret title of {member.display_name}", ago=timedelta(days=2))
+            run(session, member, f"Secret title of {member.display_name}", ago=in_last_week())
         made = team(session, "platform", members)
         if manager:
             membership = session.exec(

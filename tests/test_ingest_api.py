@@ -63,7 +63,7 @@ def client(engine: Engine, db_url: str) -> TestClient:
 
 @pytest.fixture
 def auth(engine: Engine) -> dict[str, str]:
-    return {"Authorization": f"Bearer {new_token(engine)}"}
+    return {"Authorization": f"Bearer {new_token(engine, outcomes=True)}"}
 
 
 def test_a_usage_batch_is_written_once_and_resending_it_changes_nothing(
@@ -108,7 +108,7 @@ def test_a_batch_mixing_stored_and_new_records_writes_the_new_ones_and_their_new
         assert records[1].person_id == newcomer.id
 
 
-def test_outcomes_take_the_run_owner_and_the_default_weight(
+def test_outcomes_take_the_run_owner_and_the_configured_weight(
     client: TestClient, auth: dict[str, str], engine: Engine
 ) -> None:
     assert client.post("/v1/runs", json={"runs": [run("r1")]}, headers=auth).json() == {"accepted": 1, "duplicates": 0}
@@ -118,7 +118,6 @@ def test_outcomes_take_the_run_owner_and_the_default_weight(
         "email": "bo@example.com",
         "occurred_at": "2026-11-24T12:00:00Z",
         "kind": "deploy",
-        "weight": "0.25",
     }
     response = client.post("/v1/outcomes", json={"outcomes": [linked, unlinked]}, headers=auth)
     assert response.json() == {"accepted": 2, "duplicates": 0}
@@ -139,13 +138,13 @@ def test_outcomes_take_the_run_owner_and_the_default_weight(
     assert outcomes["o1"].run_id == the_run.id and outcomes["o1"].person_id == the_run.person_id
     assert outcomes["o1"].weight == Decimal("3")  # pr_merged default
     assert outcomes["o1"].occurred_at == the_run.ended_at  # no time given: the run's end
-    assert outcomes["o2"].run_id is None and outcomes["o2"].weight == Decimal("0.25")
+    assert outcomes["o2"].run_id is None and outcomes["o2"].weight == Decimal("2")  # deploy default; never sent
     assert record.run_id == the_run.id
 
 
 def test_configured_weights_apply_to_outcomes(engine: Engine, db_url: str) -> None:
     client = TestClient(make_app(engine, db_url, outcome_weights={"commit": Decimal("0.75")}))
-    token = new_token(engine)
+    token = new_token(engine, outcomes=True)
     item = {"external_id": "c1", "email": "a@x.io", "occurred_at": "2026-11-24T12:00:00Z", "kind": "commit"}
     client.post("/v1/outcomes", json={"outcomes": [item]}, headers={"Authorization": f"Bearer {token}"})
     with Session(engine) as session:

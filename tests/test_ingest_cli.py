@@ -48,11 +48,11 @@ def test_a_source_token_is_shown_once_stored_hashed_and_revocable(engine: Engine
     code, listing = tokenwise("source", "list")
     assert code == 0 and "laptop-otel" in listing and "active" in listing and token not in listing
     client = TestClient(make_app(engine, db_url))
-    empty = {"runs": []}
-    assert client.post("/v1/runs", json=empty, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    assert client.post("/v1/otlp/v1/metrics", content=b"{}", headers=auth).status_code == 200
     assert tokenwise("source", "revoke", "laptop-otel")[0] == 0
     assert "revoked" in tokenwise("source", "list")[1]
-    assert client.post("/v1/runs", json=empty, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert client.post("/v1/otlp/v1/metrics", content=b"{}", headers=auth).status_code == 401
 
 
 def test_source_mistakes_are_one_line_errors_with_exit_2(engine: Engine) -> None:

@@ -43,7 +43,7 @@ def client(engine: Engine, db_url: str) -> TestClient:
 
 @pytest.fixture
 def auth(engine: Engine) -> dict[str, str]:
-    return {"Authorization": f"Bearer {new_token(engine, 'claude', 'otlp')}"}
+    return {"Authorization": f"Bearer {new_token(engine, 'claude', 'otlp', outcomes=True)}"}
 
 
 def post_json(client: TestClient, auth: dict[str, str], body: bytes, signal: str = "metrics") -> httpx.Response:
@@ -295,7 +295,7 @@ def test_bad_otlp_requests_get_their_status_and_write_nothing(
 
 
 def test_claude_code_exports_over_real_http_land_once(engine: Engine, db_url: str) -> None:
-    token = new_token(engine, "claude", "otlp")
+    token = new_token(engine, "claude", "otlp", outcomes=True)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     with running_server(make_app(engine, db_url)) as base, httpx.Client(base_url=base) as http:
         for name in ("cumulative_1", "cumulative_2", "cumulative_2"):

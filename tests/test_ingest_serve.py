@@ -22,8 +22,8 @@ def served(db_url: str) -> Iterator[str]:
 
 
 def test_tokenwise_serve_ingests_over_http_and_refuses_bad_input_without_writing(served: str, engine: Engine) -> None:
-    token = new_token(engine, "e2e", "otlp")
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = {"Authorization": f"Bearer {new_token(engine, 'e2e')}"}
+    otlp = {"Authorization": f"Bearer {new_token(engine, 'e2e-otel', 'otlp', outcomes=True)}"}
     with httpx.Client(base_url=served, timeout=30) as http:
         assert http.get("/healthz").json() == {"status": "ok", "database": "up"}
         before = row_counts(engine)
@@ -40,7 +40,7 @@ def test_tokenwise_serve_ingests_over_http_and_refuses_bad_input_without_writing
         assert row_counts(engine) == before
         assert http.post("/v1/runs", json={"runs": [run]}, headers=auth).json() == {"accepted": 1, "duplicates": 0}
         assert http.post("/v1/runs", json={"runs": [run]}, headers=auth).json() == {"accepted": 0, "duplicates": 1}
-        headers = {**auth, "Content-Type": "application/json"}
+        headers = {**otlp, "Content-Type": "application/json"}
         for name in ("cumulative_2", "cumulative_1", "cumulative_2"):
             assert http.post("/v1/otlp/v1/metrics", content=sample(name), headers=headers).status_code == 200
         assert "/v1/usage" in http.get("/openapi.json").json()["paths"]

@@ -59,7 +59,7 @@ def test_worked_example_matches_docs(session: Session) -> None:
     assert m.verified_cost_usd == Decimal("6")
     assert (m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens) == (7000, 700, 3500, 350)
 
-    totals = report_json(build_report(session, scope, WEEK, min_group_size=5))
+    totals = report_json(build_report(session, scope, WEEK, 5))
     assert totals["totals"]["cost_per_useful_run"] == 7.333333
     assert totals["totals"]["cost_per_outcome"] == 2.444444
     assert totals["totals"]["verified_spend_share"] == 0.5455
@@ -108,14 +108,14 @@ def _team_of(session: Session, size: int) -> Scope:
 
 def test_team_view_is_withheld_below_min_group_size(session: Session) -> None:
     scope = _team_of(session, 4)
-    body = report_json(build_report(session, scope, WEEK, min_group_size=5))["totals"]
+    body = report_json(build_report(session, scope, WEEK, 5))["totals"]
     assert body["withheld"] and "fewer than 5 people" in body["withheld"]
     assert body["runs"] is None and body["cost_usd"] is None and body["verified_spend_share"] is None
 
 
 def test_team_view_is_shown_at_min_group_size(session: Session) -> None:
     scope = _team_of(session, 5)
-    body = report_json(build_report(session, scope, WEEK, min_group_size=5))["totals"]
+    body = report_json(build_report(session, scope, WEEK, 5))["totals"]
     assert body["withheld"] is None
     assert body["runs"] == 5
     assert body["cost_usd"] == 5.0

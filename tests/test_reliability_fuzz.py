@@ -27,7 +27,13 @@ FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 def server(engine: Engine, db_url: str) -> Iterator[tuple[str, dict[str, str], Engine]]:
     app = make_app(engine, db_url)
     with running_server(app) as base:
-        yield base, {"Authorization": f"Bearer {new_token(engine)}"}, engine
+        yield base, {"Authorization": f"Bearer {new_token(engine, outcomes=True)}"}, engine
+
+
+@pytest.fixture
+def otlp_auth(server: tuple[str, dict[str, str], Engine]) -> dict[str, str]:
+    """An OTLP token: the OTLP routes take no other kind."""
+    return {"Authorization": f"Bearer {new_token(server[2], 'otel', 'otlp', outcomes=True)}"}
 
 
 @pytest.fixture
@@ -169,9 +175,15 @@ otlp_json = st.fixed_dictionaries(
     gzipped=st.booleans(),
 )
 def test_any_otlp_body_gets_a_4xx_or_200_and_a_refused_one_writes_nothing(
-    http: httpx.Client, server: tuple[str, dict[str, str], Engine], signal: str, media: str, body: bytes, gzipped: bool
+    http: httpx.Client,
+    server: tuple[str, dict[str, str], Engine],
+    otlp_auth: dict[str, str],
+    signal: str,
+    media: str,
+    body: bytes,
+    gzipped: bool,
 ) -> None:
-    headers = {"Content-Type": media}
+    headers = {**otlp_auth, "Content-Type": media}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
     before = row_counts(server[2])
@@ -207,7 +219,7 @@ def test_a_nul_character_in_any_text_field_is_a_422_on_both_databases(
 
 
 def test_nul_characters_in_otlp_attributes_are_dropped_not_a_500(
-    http: httpx.Client, server: tuple[str, dict[str, str], Engine]
+    http: httpx.Client, server: tuple[str, dict[str, str], Engine], otlp_auth: dict[str, str]
 ) -> None:
     def attribute(key: str, value: str) -> dict[str, Any]:
         return {"key": key, "value": {"stringValue": value}}
@@ -232,6 +244,7 @@ def test_nul_characters_in_otlp_attributes_are_dropped_not_a_500(
             }
         ]
     }
-    response = http.post("/v1/otlp/v1/traces", content=json.dumps(export), headers={"Content-Type": "application/json"})
+    headers = {**otlp_auth, "Content-Type": "application/json"}
+    response = http.post("/v1/otlp/v1/traces", content=json.dumps(export), headers=headers)
     assert response.status_code == 200, response.text
     assert row_counts(server[2])["usage_record"] == 1

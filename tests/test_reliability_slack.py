@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from bot import blocks
 from bot.slack_requests import SignedRequest
@@ -39,6 +40,12 @@ def settle(harness: Harness) -> None:
     harness.respond_to(url)
 
 
+def answers_recorded(engine: Any) -> int:
+    """Audit events of answers given: the first contact's Slack binding (`slack.bound`) is not one."""
+    with Session(engine) as session:
+        return len([e for e in session.exec(select(AuditEvent)).all() if not e.action.startswith("slack.")])
+
+
 def test_a_retried_slash_command_is_acked_and_answered_once(harness: Harness) -> None:
     url = harness.slack.response_url()
     request = harness.signer.slash_command("me", ADA, url)
@@ -49,7 +56,7 @@ def test_a_retried_slash_command_is_acked_and_answered_once(harness: Harness) ->
         assert response.status_code == 200 and response.content == b""
     settle(harness)
     assert len(harness.respond_to(url)) == 1
-    assert count(harness.engine, AuditEvent) == 1
+    assert answers_recorded(harness.engine) == 1
     assert harness.services.slack_deliveries.skipped == 3
 
 

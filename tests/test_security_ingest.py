@@ -152,7 +152,7 @@ def test_token_lookup_is_by_digest_and_compared_in_constant_time() -> None:
 
 def test_a_source_cannot_attach_usage_or_outcomes_to_another_sources_run(engine: Engine, db_url: str) -> None:
     client = TestClient(create_app(Services(settings=Settings(database_url=db_url), engine=engine)))  # type: ignore[call-arg]
-    mine, theirs = new_token(engine, "mine"), new_token(engine, "theirs")
+    mine, theirs = new_token(engine, "mine"), new_token(engine, "theirs", outcomes=True)
     run = {"external_id": "job-1", "email": "ana@example.com", "agent": "devin", "started_at": "2026-11-24T09:00:00Z"}
     assert client.post("/v1/runs", json={"runs": [run]}, headers={"Authorization": f"Bearer {mine}"}).status_code == 200
     before = row_counts(engine)

@@ -26,6 +26,7 @@ from tests.slack_harness import (  # noqa: F401  (fixtures)
     annotations,
     count,
     harness_fixture,
+    in_last_week,
     person,
     run,
     sample,
@@ -257,7 +258,9 @@ def team_of_five(harness: Harness) -> None:
             session.flush()
             members.append(extra)
         for i, member in enumerate(members):
-            run(session, member, f"Run of {member.display_name}", tokens=1000 + i * 111, cost="0.10")
+            run(
+                session, member, f"Run of {member.display_name}", tokens=1000 + i * 111, cost="0.10", ago=in_last_week()
+            )
         team(session, "platform", members)
         team(session, "tiny", members[:2])
         session.commit()

@@ -1,4 +1,4 @@
-"""`tokenwise audit`, `tokenwise team add-manager`, `tokenwise summary` and `tokenwise retention purge`."""
+"""`tokenwise audit`, `tokenwise team add-manager|set-timezone`, `tokenwise summary`, `tokenwise retention purge`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from bot.cli import UserError, app, database, out, print_json, settings
 from bot.commands.digest import parse_now
+from bot.periods import PeriodError, zone
 from storage.audit import list_events, record_event
 from storage.digests import purge_expired
 from storage.directory import find_person, find_team, get_or_create_person
@@ -47,6 +48,26 @@ def audit_command(
     for row in rows:
         detail = f" — {row['detail']}" if row["detail"] else ""
         out.print(f"{row['at']}  {row['actor']}  {row['action']}  {row['scope']}{detail}", highlight=False)
+
+
+@team_app.command("set-timezone")
+def set_timezone_command(
+    team: Annotated[str, typer.Argument(help="The team's name.")],
+    zone_name: Annotated[str, typer.Argument(metavar="ZONE", help="An IANA time zone, e.g. Europe/Berlin.")],
+) -> None:
+    """Cut a team's weeks in its own time zone (default: TOKENWISE_TIMEZONE), the same for every viewer."""
+    config = settings()
+    try:
+        zone(zone_name)
+    except PeriodError as error:
+        raise UserError(str(error)) from error
+    with database(config) as session:
+        found = find_team(session, team)
+        before = found.timezone or config.timezone
+        found.timezone = zone_name
+        session.add(found)
+        record_event(session, actor="cli", action="team.set-timezone", scope=f"team:{found.name}", detail=zone_name)
+    out.print(f"Team {found.name}: weeks now run Monday to Sunday in {zone_name} (was {before}).", highlight=False)
 
 
 @team_app.command("add-manager")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -12,8 +12,8 @@ import typer
 from bot.cli import UserError, app, database, err, fail, open_engine, out, print_json, settings
 from bot.config import Settings
 from bot.digest import build_digest, scope_for, send_due, summary_line
-from bot.periods import Period, zone
 from bot.subscriptions import parse_time, parse_weekday
+from storage.audit import record_event
 from storage.digests import Schedule, SubscriptionError, list_subscriptions, recent_posts, subscribe, unsubscribe
 from storage.directory import find_team
 
@@ -150,18 +150,28 @@ def status_command(limit: Annotated[int, typer.Option(help="How many recent dige
 @digest_app.command("preview")
 def preview_command(
     team: Annotated[str | None, typer.Option(help="Team name; omit for the organisation.")] = None,
-    tz: Annotated[str, typer.Option("--tz", help="Time zone of the week.")] = "UTC",
 ) -> None:
-    """Print last week's digest for a team without posting it."""
+    """Print last week's digest for a team without posting it (recorded in the audit trail).
+
+    The week runs Monday to Sunday in the team's time zone, as in every team view."""
     from bot.blocks import digest_message, plain_lines
+    from bot.reports import Disclosure, group_weeks
 
     config = settings()
     with database(config) as session:
-        team_id = find_team(session, team).id if team else None
-        today = datetime.now(UTC).astimezone(zone(tz)).date()
-        monday = today - timedelta(days=today.weekday())
-        period = Period(monday - timedelta(days=7), monday - timedelta(days=1), tz)
-        digest = build_digest(session, scope_for(session, team_id), period, config.min_group_size)
+        found = find_team(session, team) if team else None
+        scope = scope_for(session, found.id if found else None)
+        period = group_weeks(session, scope, config.timezone)
+        tz = period.tz
+        digest = build_digest(session, scope, period, Disclosure.of(config))
+        # A team view, like `/tokenwise digest preview` in Slack: recorded in the same transaction.
+        record_event(
+            session,
+            actor="cli",
+            action="digest.preview",
+            scope=f"team:{found.name}" if found else "organisation",
+            detail=f"week {period.label()} ({tz})",
+        )
     for line in plain_lines(digest_message(digest).blocks):
         out.print(line, highlight=False)
 

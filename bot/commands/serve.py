@@ -9,6 +9,7 @@ import typer
 
 from bot.app import build_services, create_app
 from bot.cli import app, fail, open_engine, out, settings
+from bot.log_safety import access_log_config
 from bot.scheduler import build_scheduler
 from storage.db import WalCheckpointer
 
@@ -59,7 +60,8 @@ def serve(
     checkpointer = WalCheckpointer(services.engine).start()  # SQLite: the WAL is copied back off-request
     out.print(f"Tokenwise listening on http://{host}:{port} (OpenAPI at /openapi.json)")
     try:
-        uvicorn.run(api, host=host, port=port, log_level="info")
+        # Access log lines name the path without its query string: a token pasted into a URL stays out of logs.
+        uvicorn.run(api, host=host, port=port, log_level="info", log_config=access_log_config())
     finally:
         checkpointer.stop()
         if scheduler is not None:

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from storage.directory import get_or_create_person, normalize_email
 from storage.ingest import BatchInvalid, BatchResult, UsageIn, ingest_usage, validate_batch
-from storage.models import ROLES, Membership, Team
+from storage.models import ROLES, Membership, Team, utcnow
 from storage.sources import internal_source
 
 USAGE_COLUMNS = tuple(c for c in UsageIn.model_fields if c != "run_external_id")  # runs come over HTTP
@@ -125,11 +125,17 @@ def read_org_csv(path: Path) -> list[OrgRow]:
 
 
 def import_org(session: Session, path: Path) -> OrgSummary:
-    """People, teams and roles from (email, team, role) lines; adds and updates, never removes."""
+    """People, teams and roles from (email, team, role) lines; adds and updates, never removes.
+
+    Members of a team this import creates count for it with their whole history; someone added to a team
+    that existed already counts from now on (`Membership.since`), so no closed week changes.
+    """
     rows = read_org_csv(path)
     summary = OrgSummary()
     people: dict[str, int] = {}
     teams: dict[str, int] = {}
+    founded: set[int] = set()  # teams this import creates: their members count with their whole history
+    now = utcnow()
     for row in rows:
         if row.email not in people:
             person = get_or_create_person(session, email=row.email)
@@ -142,6 +148,7 @@ def import_org(session: Session, path: Path) -> OrgSummary:
                 session.add(team)
                 session.flush()
                 summary.teams_created += 1
+                founded.add(team.id or 0)
             assert team.id is not None
             teams[row.team] = team.id
         person_id, team_id = people[row.email], teams[row.team]
@@ -149,7 +156,8 @@ def import_org(session: Session, path: Path) -> OrgSummary:
             select(Membership).where(Membership.person_id == person_id, Membership.team_id == team_id)
         ).first()
         if membership is None:
-            session.add(Membership(person_id=person_id, team_id=team_id, role=row.role))
+            since = None if team_id in founded else now  # a later joiner never changes a closed week
+            session.add(Membership(person_id=person_id, team_id=team_id, role=row.role, since=since))
             session.flush()
             summary.memberships_added += 1
         elif membership.role != row.role:

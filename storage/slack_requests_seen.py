@@ -1,0 +1,83 @@
+"""Signed Slack requests already handled, so a replayed one runs nothing.
+
+Slack signs each request over its timestamp and body, and a signature is accepted for five minutes
+either side of our clock (`REPLAY_WINDOW_SECONDS`). Within that window anyone who captured a request
+(a proxy's log, a shared HAR file) could send it again and it would verify. So every verified request
+claims its signature here: one indexed INSERT ... ON CONFLICT DO NOTHING RETURNING, the same statement
+on SQLite and PostgreSQL, and the second claim of a signature gets no row back. The table is in the database, so every
+replica of `tokenwise serve` shares it.
+
+Slack's own retries are signed anew (a new timestamp, so a new signature): they are not replays, and
+`handlers/retries.py` deals with them.
+
+Rows are useless once their signature can no longer verify; `purge_seen` deletes them, and `SeenRequests`
+calls it every `PURGE_EVERY` claims.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from storage.models import SlackRequestSeen, table_of
+
+REPLAY_WINDOW_SECONDS = 5 * 60  # what Slack's verifier (and so Bolt) accepts, either side of now
+# A signature stamped up to five minutes ahead is valid until ten minutes after we first saw it; a minute more
+# covers clocks that disagree between replicas.
+KEEP = timedelta(seconds=2 * REPLAY_WINDOW_SECONDS + 60)
+PURGE_EVERY = 200
+SIGNATURE_MAX = 100
+
+SEEN = table_of(SlackRequestSeen)
+
+
+def claim_request(engine: Engine, signature: str, request_timestamp: int, now: datetime | None = None) -> bool:
+    """Remember a verified request's signature; True the first time, False for a replay.
+
+    One statement in its own short transaction, whatever else the request goes on to do: the claim
+    stands even if the handler fails (a retry from Slack carries a new signature anyway).
+    """
+    if not signature or len(signature) > SIGNATURE_MAX:
+        raise ValueError("not a Slack request signature")
+    insert = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(SEEN)
+        .values(signature=signature, request_timestamp=int(request_timestamp), seen_at=now or datetime.now(UTC))
+        .on_conflict_do_nothing(index_elements=[SEEN.c.signature])
+        .returning(SEEN.c.signature)  # not rowcount: SQLAlchemy 2.1 reports -1 for this insert on psycopg
+    )
+    with engine.begin() as connection:
+        return connection.execute(statement).first() is not None
+
+
+def purge_seen(engine: Engine, now: datetime | None = None) -> int:
+    """Forget the signatures that can no longer verify; how many rows went."""
+    cutoff = (now or datetime.now(UTC)) - KEEP
+    with engine.begin() as connection:
+        return int(connection.execute(delete(SEEN).where(SEEN.c.seen_at < cutoff)).rowcount or 0)
+
+
+class SeenRequests:
+    """`claim_request` for one engine, purging old rows every `purge_every` claims of this process."""
+
+    def __init__(self, engine: Engine, purge_every: int = PURGE_EVERY) -> None:
+        self.engine = engine
+        self.purge_every = max(purge_every, 1)
+        self.replays = 0
+        self._claims = 0
+        self._lock = threading.Lock()
+
+    def claim(self, signature: str, request_timestamp: int, now: datetime | None = None) -> bool:
+        fresh = claim_request(self.engine, signature, request_timestamp, now)
+        with self._lock:
+            self._claims += 1
+            purge = self._claims % self.purge_every == 0
+            if not fresh:
+                self.replays += 1
+        if purge:
+            purge_seen(self.engine, now)
+        return fresh
