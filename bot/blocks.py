@@ -240,7 +240,7 @@ def team_message(report: Report) -> Message:
     blocks = [header(f"Team {name}"), context(f"{period} · team totals only, never individuals")]
     if report.totals.metrics is None:
         reason = report.totals.withheld or "Withheld to protect individuals."
-        blocks.append(section(f":lock: {reason}"))
+        blocks.append(section(f":lock: {escape(reason)}"))
         return message(f"Team {name}, {period}: {reason}", blocks)
     metrics = report.totals.metrics
     blocks.append(section(None, fields=_figure_fields(report)))
@@ -310,14 +310,15 @@ def runs_message(runs: Sequence[RunView], tz: str, reviewed: RunView | None = No
 def connect_message(public_url: str, token: str | None = None, replaced: int = 0, email: str | None = None) -> Message:
     """How to send usage: with `token`, the caller's new personal OTLP token (shown this once) in Claude
     Code's OpenTelemetry variables, and how many earlier personal tokens it revoked; the import commands."""
-    base = public_url.rstrip("/")
+    raw_base = public_url.rstrip("/")
+    base = escape(raw_base)  # an operator's setting, shown in mrkdwn
     otel = "\n".join(
         [
             "export CLAUDE_CODE_ENABLE_TELEMETRY=1",
             "export OTEL_METRICS_EXPORTER=otlp",
             "export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
             f"export OTEL_EXPORTER_OTLP_ENDPOINT={base}/v1/otlp",
-            f'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {token or "<source token>"}"',
+            f'export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {token or "&lt;source token&gt;"}"',
         ]
     )
     imports = section(
@@ -332,13 +333,15 @@ def connect_message(public_url: str, token: str | None = None, replaced: int = 0
             section(
                 "*1. A source token* from your Tokenwise admin: `tokenwise source create NAME --kind otlp`.\n"
                 f"*2. The ingest URL* is `{base}/v1/`: `POST /v1/usage`, `/v1/runs`, `/v1/outcomes` (JSON batches, "
-                "`Authorization: Bearer <source token>`) and OTLP at `/v1/otlp`."
+                "`Authorization: Bearer &lt;source token&gt;`) and OTLP at `/v1/otlp`."
             ),
             section(f"*3. Claude Code* (OpenTelemetry), in your shell profile or managed settings:\n```{otel}```"),
             imports,
             privacy,
         ]
-        return message(f"How to send usage: ingest URL {base}/v1/, OpenTelemetry endpoint {base}/v1/otlp.", blocks)
+        return message(
+            f"How to send usage: ingest URL {raw_base}/v1/, OpenTelemetry endpoint {raw_base}/v1/otlp.", blocks
+        )
     if replaced == 1:
         earlier = "Your previous personal token is revoked: it no longer works."
     elif replaced:
@@ -363,7 +366,7 @@ def connect_message(public_url: str, token: str | None = None, replaced: int = 0
         privacy,
     ]
     fallback = (
-        f"Your new personal Tokenwise token is in this message (shown once); OpenTelemetry endpoint {base}/v1/otlp."
+        f"Your new personal Tokenwise token is in this message (shown once); OpenTelemetry endpoint {raw_base}/v1/otlp."
     )
     return message(fallback, blocks)
 
@@ -497,7 +500,7 @@ def digest_message(digest: Any) -> Message:
     blocks: list[dict[str, Any]] = [header(title), context(when)]
     if not digest.shown:
         reason = digest.withheld or "Withheld to protect individuals."
-        blocks.append(section(f":lock: {reason}"))
+        blocks.append(section(f":lock: {escape(reason)}"))
         return message(f"{title}: {reason}", blocks)
     m = digest.metrics
     changes = digest.changes

@@ -92,8 +92,17 @@ add_subcommand(
     )
 )
 add_subcommand(Subcommand("runs", "runs", "Your latest unreviewed runs, to mark useful or not.", no_arguments("runs")))
-add_subcommand(Subcommand("team", "team [name]", "A team's totals (never anyone's individual numbers).", team_argument))
-add_subcommand(Subcommand("connect", "connect", "How to send your AI usage to Tokenwise.", no_arguments("connect")))
+add_subcommand(
+    Subcommand("team", "team [name]", "A team's totals for last week (never anyone's own numbers).", team_argument)
+)
+add_subcommand(
+    Subcommand(
+        "connect",
+        "connect",
+        "Your own ingest token (replaces the last one) and how to send usage.",
+        no_arguments("connect"),
+    )
+)
 
 
 def _digest_arguments(args: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ day is the right length across DST changes.
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from storage.periods import Period, PeriodError, local_midnight, zone
 
@@ -41,6 +41,13 @@ def complete_weeks(today: date, count: int = 1, tz: str = "UTC") -> Period:
     """The last `count` whole weeks (Monday to Sunday) that ended before `today`: a group's default window."""
     sunday = today - timedelta(days=today.weekday() + 1)
     return Period(sunday - timedelta(days=7 * count - 1), sunday, tz)
+
+
+def next_week_start(now: datetime, tz: str) -> datetime:
+    """Monday 00:00 after `now` in a time zone, as UTC: when someone added to a team starts to count, so
+    no window holds part of their week (docs/metrics.md, "Disclosure control")."""
+    today = now.astimezone(zone(tz)).date()
+    return local_midnight(today + timedelta(days=7 - today.weekday()), zone(tz))
 
 
 def require_whole_weeks(period: Period) -> None:
@@ -87,6 +94,7 @@ __all__ = [
     "complete_weeks",
     "date_range",
     "local_midnight",
+    "next_week_start",
     "parse_date",
     "parse_period",
     "require_whole_weeks",

@@ -5,7 +5,7 @@ The CLI, Slack and the digest all render these; none of them computes a number o
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session
 
 from bot.periods import Period, PeriodError, complete_weeks, require_whole_weeks, zone
-from storage.directory import nested_memberships
+from storage.directory import nested_memberships, team_zones
 from storage.metrics import Contribution, Metrics, Scope, compute_windows
 from storage.models import Team
 
@@ -46,11 +46,16 @@ class Disclosure:
     active_min_tokens: int = 1000
     active_min_cost_usd: Decimal = Decimal("0.01")
     dominance_share: Decimal = Decimal("0.85")
+    timezone: str = "UTC"  # the organisation's: a team without its own zone cuts its weeks in it
 
     @classmethod
     def of(cls, settings: Any) -> Disclosure:
         return cls(
-            settings.min_group_size, settings.active_min_tokens, settings.active_min_cost_usd, settings.dominance_share
+            settings.min_group_size,
+            settings.active_min_tokens,
+            settings.active_min_cost_usd,
+            settings.dominance_share,
+            settings.timezone,
         )
 
     def active(self, part: Contribution) -> bool:
@@ -123,6 +128,13 @@ def nested_reason(min_group_size: int) -> str:
     )
 
 
+def zone_reason() -> str:
+    return (
+        "Withheld: a team inside this group cuts its weeks in another time zone, so the two could be "
+        "compared over a slice of days that may hold one person."
+    )
+
+
 def dominance_reason(share: Decimal) -> str:
     return (
         f"Withheld: one person made more than {float(share) * 100:.0f}% of this figure in this period, "
@@ -130,55 +142,113 @@ def dominance_reason(share: Decimal) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Neighbours:
+    """What a group is compared with: the teams that could nest in it and their time zones."""
+
+    members: dict[int, dict[int, datetime | None]] = field(default_factory=dict)  # team -> person -> since
+    zones: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, session: Session, scope: Scope, default_tz: str) -> Neighbours:
+        if not scope.is_group:
+            return cls()
+        members = nested_memberships(session, scope.id)
+        zones = {team: tz or default_tz for team, tz in team_zones(session, members).items()}
+        return cls(members, zones)
+
+
 def figures_for(session: Session, scope: Scope, periods: Sequence[Period], rules: Rules) -> list[Figures]:
     """Metrics for each of several windows that do not overlap, read together (one statement per table),
     with the disclosure rules applied to each window on its own."""
     rules = rules_of(rules)
     found = compute_windows(session, scope, [(period.start, period.end) for period in periods])
-    nested = nested_memberships(session, scope.id) if scope.is_group else {}
-    return [_disclosure(scope, period, metrics, rules, nested) for period, metrics in zip(periods, found, strict=True)]
+    neighbours = Neighbours.of(session, scope, rules.timezone)
+    return [
+        _disclosure(scope, period, metrics, rules, neighbours) for period, metrics in zip(periods, found, strict=True)
+    ]
 
 
-def _disclosure(
-    scope: Scope, period: Period, metrics: Metrics, rules: Disclosure, nested: dict[int, dict[int, datetime | None]]
-) -> Figures:
+def _disclosure(scope: Scope, period: Period, metrics: Metrics, rules: Disclosure, around: Neighbours) -> Figures:
     if not scope.is_group:
         return Figures(period, metrics)
     active = {person for person, part in metrics.contributions.items() if rules.active(part)}
     metrics.active_people = len(active)
     if len(active) < rules.min_group_size:
         return Figures(period, None, withheld_reason(len(active), rules.min_group_size))
-    if _nested_remainder_too_small(scope, active, period, rules, nested):
-        return Figures(period, None, nested_reason(rules.min_group_size))
-    return Figures(period, metrics, hidden=_dominated(metrics, rules))
+    hidden = _dominated(metrics, rules)
+    for inside in _subtractable(scope, active, period, rules, around):
+        if inside is None:
+            return Figures(period, None, zone_reason())
+        leftover = active - inside
+        if 0 < len(leftover) < rules.min_group_size:
+            return Figures(period, None, nested_reason(rules.min_group_size))
+        rest = [part for person, part in metrics.contributions.items() if person not in inside]
+        for key, reason in _dominated_parts(rest, rules).items():
+            hidden.setdefault(key, reason)
+    return Figures(period, metrics, hidden=hidden)
 
 
-def _nested_remainder_too_small(
-    scope: Scope, active: set[int], period: Period, rules: Disclosure, nested: dict[int, dict[int, datetime | None]]
-) -> bool:
-    """Whether a team that is shown in this window lies inside the group (the organisation holds every team)
-    and leaves 1 to min-1 of the group's active people outside it: alone, or with all such teams together."""
+def _subtractable(
+    scope: Scope, active: set[int], period: Period, rules: Disclosure, around: Neighbours
+) -> Iterator[set[int] | None]:
+    """The sets of people a reader could subtract from the group with other figures shown for the same
+    window: each team inside it that is shown, and unions of such teams that do not overlap (all of them
+    when there are few, else the largest first). None: a team inside it cuts its weeks in another time
+    zone, so the two windows differ by a slice and cannot be compared safely."""
 
-    def counted(members: dict[int, datetime | None]) -> set[int]:
-        return {person for person, since in members.items() if since is None or since < period.end}
+    def whole_window(members: dict[int, datetime | None]) -> set[int]:
+        return {person for person, since in members.items() if since is None or since <= period.start}
 
-    own = None if scope.kind == "org" else counted(nested.get(scope.id or 0, {}))
-    inside: set[int] = set()
-    for team_id, members in nested.items():
-        theirs = counted(members)
+    own = None if scope.kind == "org" else whole_window(around.members.get(scope.id or 0, {}))
+    teams: list[set[int]] = []
+    for team_id, members in around.members.items():
+        theirs = whole_window(members)
         if team_id == scope.id or (own is not None and not theirs <= own):
             continue  # the group itself, or a team that is not inside it
         if len(theirs & active) < rules.min_group_size:
-            continue  # withheld itself, so there is nothing to subtract
-        if 0 < len(active - theirs) < rules.min_group_size:
-            return True
-        inside |= theirs
-    return bool(inside) and 0 < len(active - inside) < rules.min_group_size
+            continue  # withheld itself: nothing to subtract
+        if around.zones.get(team_id, rules.timezone) != period.tz:
+            yield None
+            return
+        teams.append(theirs)
+    teams.sort(key=len, reverse=True)
+    yield from teams
+    if len(teams) <= MAX_TEAMS_COMBINED:
+        yield from _disjoint_unions(teams)
+    else:
+        chosen: set[int] = set()
+        for team in teams:
+            if chosen.isdisjoint(team):
+                chosen |= team
+        yield chosen
+    if len(teams) > 1:
+        yield set().union(*teams)
+
+
+MAX_TEAMS_COMBINED = 10  # up to this many teams inside a group, every union of disjoint ones is checked
+
+
+def _disjoint_unions(teams: list[set[int]]) -> Iterator[set[int]]:
+    """Every union of two or more pairwise disjoint teams."""
+
+    def grow(start: int, union: set[int], count: int) -> Iterator[set[int]]:
+        for index in range(start, len(teams)):
+            if union.isdisjoint(teams[index]):
+                bigger = union | teams[index]
+                if count >= 1:
+                    yield bigger
+                yield from grow(index + 1, bigger, count + 1)
+
+    yield from grow(0, set(), 0)
 
 
 def _dominated(metrics: Metrics, rules: Disclosure) -> dict[str, str]:
     """Figures of which one person made more than the dominance share: withheld alone."""
-    parts = list(metrics.contributions.values())
+    return _dominated_parts(list(metrics.contributions.values()), rules)
+
+
+def _dominated_parts(parts: Sequence[Contribution], rules: Disclosure) -> dict[str, str]:
     sums: dict[str, list[Decimal]] = {
         "tokens": [Decimal(p.total_tokens) for p in parts],
         "input_tokens": [Decimal(p.input_tokens) for p in parts],
@@ -232,7 +302,11 @@ def _weeks_shown(period: Period, weeks: Sequence[Figures], rules: Disclosure) ->
     for week in shown:
         _add(total, week.metrics)  # type: ignore[arg-type]
     total.active_people = sum(1 for part in total.contributions.values() if rules.active(part))
-    return Figures(period, total, hidden=_dominated(total, rules), withheld_weeks=left_out)
+    hidden = _dominated(total, rules)
+    for week in shown:  # a figure hidden in one week stays hidden in every sum it is part of
+        for key, reason in week.hidden.items():
+            hidden.setdefault(key, reason)
+    return Figures(period, total, hidden=hidden, withheld_weeks=left_out)
 
 
 def _add(total: Metrics, week: Metrics) -> None:

@@ -65,7 +65,12 @@ def _signed_percent(value: float | None) -> str | None:
 
 
 def team_facts(
-    metrics: Metrics, previous: Metrics | None, merged_prs: int, period: Period, hidden: Collection[str] = ()
+    metrics: Metrics,
+    previous: Metrics | None,
+    merged_prs: int,
+    period: Period,
+    hidden: Collection[str] = (),
+    previous_hidden: Collection[str] = (),
 ) -> list[Fact]:
     """The aggregates a summary may talk about, formatted once so model and check see the same text.
 
@@ -100,7 +105,8 @@ def team_facts(
         from bot.reports import Figures
 
         changes = change(
-            Figures(period, metrics, hidden=dict.fromkeys(hidden, "")), Figures(period.previous(), previous)
+            Figures(period, metrics, hidden=dict.fromkeys(hidden, "")),
+            Figures(period.previous(), previous, hidden=dict.fromkeys(previous_hidden, "")),
         )
         for key, label in (
             ("verified_spend_share", "Change in verified-spend share vs the previous period"),
@@ -358,7 +364,9 @@ def request_summary(
         )
         return Summary(team=team.name, period=period, narrative=report.totals.withheld or "", source="withheld")
     merged = merged_prs_with_agent_help(session, scope, period.start, period.end)
-    facts = team_facts(report.totals.metrics, report.previous.metrics, merged, period, report.totals.hidden)
+    facts = team_facts(
+        report.totals.metrics, report.previous.metrics, merged, period, report.totals.hidden, report.previous.hidden
+    )
     narrative, source, reason = _narrative(session, requester, writer, facts, now)
     record_event(
         session,

@@ -309,9 +309,12 @@ async def _otlp(request: Request, signal: Signal) -> Response:
         except (OtlpError, OtherPerson) as error:
             raise Rejected(400, str(error)) from error
         weight_for = services.settings.weight_for
-        await run_in_threadpool(
-            write_atomically, services.engine, lambda s: ingest_telemetry(s, sender.id, telemetry, weight_for)
-        )
+        try:
+            await run_in_threadpool(
+                write_atomically, services.engine, lambda s: ingest_telemetry(s, sender.id, telemetry, weight_for)
+            )
+        except BatchInvalid as invalid:  # e.g. a slack.user_id that Slack did not bind to its user.email
+            raise Rejected(400, invalid.errors[0]["message"], invalid.errors) from invalid
     except Rejected as rejected:
         return rejected.response()
     except Exception as error:

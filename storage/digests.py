@@ -377,7 +377,7 @@ def merged_prs_with_agent_help(session: Session, scope: Scope, start: datetime, 
                 OC.run_id.is_not(None),
                 OC.occurred_at >= start,
                 OC.occurred_at < end,
-                scope.covers(OC.person_id),
+                scope.covers(OC.person_id, OC.occurred_at),
             )
         ).scalar_one()
     )
@@ -389,7 +389,7 @@ def unreviewed_runs(session: Session, scope: Scope, start: datetime, end: dateti
     return int(
         session.execute(
             select(func.count(R.id)).where(
-                R.started_at >= start, R.started_at < end, scope.covers(R.person_id), ~owner_annotated
+                R.started_at >= start, R.started_at < end, scope.covers(R.person_id, R.started_at), ~owner_annotated
             )
         ).scalar_one()
     )
@@ -416,7 +416,7 @@ def shared_wins(session: Session, scope: Scope, start: datetime, end: datetime, 
             A.verdict.in_(("useful", "partly")),
             R.started_at >= start,
             R.started_at < end,
-            scope.covers(R.person_id),
+            scope.covers(R.person_id, R.started_at),
         )
         .order_by(R.started_at.desc(), A.id.desc())
         .limit(limit)

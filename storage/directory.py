@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from storage.models import Membership, Person, Team, table_of
@@ -112,7 +113,11 @@ def bind_slack_user(
     by_slack = session.exec(select(Person).where(Person.slack_user_id == slack_user_id)).first()
     person = session.exec(select(Person).where(Person.email == email)).first() if email else by_slack
     if person is not None and person.slack_user_id in {slack_user_id, None} and person is not by_slack:
-        released = _release(session, by_slack) if by_slack is not None else None
+        released = None
+        if by_slack is not None and by_slack.email is None:  # sent by this Slack id alone: the caller's own data
+            _move_data(session, by_slack, person)
+        if by_slack is not None:
+            released = _release(session, by_slack)
         person.slack_user_id = slack_user_id
         _keep(session, person, display_name)
         return Binding(person, bound=True, released=released)
@@ -134,6 +139,17 @@ def _release(session: Session, person: Person) -> int | None:
     session.add(person)
     session.flush()
     return person.id
+
+
+def _move_data(session: Session, source: Person, target: Person) -> None:
+    """Usage, runs, outcomes and personal tokens of a row known only by a Slack id, moved to the row of the
+    same Slack user's email, so the nameless row keeps nothing that a token could still write to."""
+    from storage.models import AgentRun, Outcome, Source, UsageRecord
+
+    for model in (UsageRecord, AgentRun, Outcome, Source):
+        column = table_of(model).c.person_id
+        session.execute(update(table_of(model)).where(column == source.id).values(person_id=target.id))
+    session.expire_all()  # rows loaded before now still name the old person
 
 
 def _keep(session: Session, person: Person, display_name: str | None) -> None:
@@ -174,6 +190,15 @@ def nested_memberships(session: Session, team_id: int | None) -> dict[int, dict[
     for team, person, since in session.execute(query):
         found.setdefault(int(team), {})[int(person)] = since
     return found
+
+
+def team_zones(session: Session, team_ids: Iterable[int]) -> dict[int, str | None]:
+    """Each team's own time zone (None: the organisation's)."""
+    wanted = sorted(set(team_ids))
+    if not wanted:
+        return {}
+    rows = session.exec(select(Team.id, Team.timezone).where(col(Team.id).in_(wanted)))
+    return {int(team_id or 0): zone for team_id, zone in rows}
 
 
 def is_manager(session: Session, person_id: int, team_id: int) -> bool:

@@ -13,10 +13,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, true, type_coerce
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, type_coerce
 from sqlmodel import Session
 
-from storage.models import AgentRun, Annotation, Membership, Outcome, UsageRecord, table_of
+from storage.models import AgentRun, Annotation, Membership, Outcome, Person, UsageRecord, table_of
 
 # Core columns (typed as SQL expressions, unlike the model attributes).
 from storage.types import MILLI, NANO, ScaledDecimal
@@ -26,6 +26,7 @@ R = table_of(AgentRun).c
 A = table_of(Annotation).c
 OC = table_of(Outcome).c
 M = table_of(Membership).c
+P = table_of(Person).c
 
 ScopeKind = Literal["person", "team", "org"]
 ZERO = Decimal(0)
@@ -73,7 +74,10 @@ class Scope:
                 select(1).where(M.team_id == self.id, M.person_id == person_column, M.since <= time_column).exists()
             )
             return or_(person_column.in_(founding), joined)
-        return true()
+        # The organisation: the people it knows, in a team or bound by Slack (an email with a Slack id, which
+        # only a signed Slack request sets). Made-up people a shared token sends for are nobody's figures.
+        bound = select(P.id).where(P.email.is_not(None), P.slack_user_id.is_not(None))
+        return or_(person_column.in_(select(M.person_id)), person_column.in_(bound))
 
 
 @dataclass(frozen=True)

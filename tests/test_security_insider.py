@@ -316,3 +316,161 @@ def test_the_manager_summary_gets_no_fact_the_dominance_rule_withholds(session: 
 
     assert {fact.key for fact in facts}.isdisjoint({"cost_usd", "verified_spend_share", "cost_per_useful_run"})
     assert "90" not in " ".join(fact.text for fact in facts)
+
+
+# -- found in review: sums, unions, joiners, zones, made-up people, summaries, nameless rows ----------
+W1 = Period(date(2026, 11, 2), date(2026, 11, 8))
+W2 = Period(date(2026, 11, 9), date(2026, 11, 15))
+
+
+def _people(session: Session, prefix: str, count: int) -> list[Person]:
+    return [f.person(session, f"{prefix}{index}@example.com") for index in range(count)]
+
+
+def _spend(session: Session, who: list[Person], day: date, cost: str, tokens: int = 5000, hour: int = 12) -> None:
+    source = f.source(session)
+    for member in who:
+        f.usage(session, source, member, f"{day.isoformat()} {hour:02d}:00", cost, tokens=(tokens, 0, 0, 0))
+
+
+def _team_of(session: Session, name: str, members: list[Person], **since: datetime) -> Team:
+    team = f.team(session, name)
+    for member in members:
+        session.add(Membership(person_id=member.id or 0, team_id=team.id or 0, since=since.get(member.email or "")))
+    session.flush()
+    return team
+
+
+def _shown(session: Session, scope: Scope, period: Period) -> dict[str, Any]:
+    return report_json(build_report(session, scope, period, Disclosure()))  # type: ignore[no-any-return]
+
+
+def test_a_figure_hidden_in_one_week_stays_hidden_in_every_range_holding_it(session: Session) -> None:
+    people = _people(session, "p", 5)
+    team = _team_of(session, "t", people)
+    _spend(session, people[:1], W1.since, "90")
+    _spend(session, people[1:], W1.since, "1")
+    _spend(session, people, W2.since, "20")
+    scope = Scope.team(team.id or 0, "t")
+
+    assert "cost_usd" in _shown(session, scope, W1)["totals"]["withheld_figures"]
+    assert _shown(session, scope, W2)["totals"]["cost_usd"] == 100.0
+    both = _shown(session, scope, Period(W1.since, W2.until))["totals"]
+    assert both["cost_usd"] is None and "cost_usd" in both["withheld_figures"]
+
+
+def test_the_organisation_minus_a_team_leaves_no_sum_one_person_made(session: Session) -> None:
+    a, b = _people(session, "a", 5), _people(session, "b", 5)
+    _team_of(session, "A", a)
+    _team_of(session, "B", b)
+    _spend(session, a[:1], W1.since, "90")
+    _spend(session, a[1:], W1.since, "1")
+    _spend(session, b, W1.since, "10")
+
+    organisation = _shown(session, Scope.org(), W1)["totals"]
+
+    assert organisation["withheld"] is None and organisation["cost_usd"] is None  # minus B it is A's, 90% one person
+    assert organisation["input_tokens"] == 50_000  # tokens are spread evenly: shown
+
+
+def test_part_of_the_teams_inside_the_organisation_cannot_be_subtracted_either(session: Session) -> None:
+    first, second = _people(session, "a", 5), _people(session, "b", 5)
+    (loner,) = _people(session, "x", 1)
+    _team_of(session, "T1", first)
+    _team_of(session, "T2", second)
+    _team_of(session, "guild", [loner, *first[:4]])  # covers the loner, so "all teams together" leaves nobody
+    _spend(session, first + second, W1.since, "10")
+    _spend(session, [loner], W1.since, "3.33", tokens=7777)
+
+    assert _shown(session, Scope.org(), W1)["totals"]["withheld"] is not None  # org - T1 - T2 = the loner
+
+
+def test_someone_who_joins_mid_week_is_no_member_of_that_week_for_the_rules(session: Session) -> None:
+    people = _people(session, "p", 5)
+    (joiner,) = _people(session, "x", 1)
+    wednesday = datetime(2026, 11, 4, 9, tzinfo=UTC)
+    _team_of(session, "T", [*people, joiner], **{joiner.email or "": wednesday})
+    _spend(session, people, W1.since + timedelta(days=3), "10")
+    _spend(session, [joiner], W1.since, "1.23", tokens=4321)  # Monday, before joining
+    _spend(session, [joiner], W1.since + timedelta(days=4), "0.50", tokens=1000)  # Friday, after
+
+    assert _shown(session, Scope.org(), W1)["totals"]["withheld"] is not None  # org - T = the joiner's Monday
+
+
+def test_added_members_count_from_the_next_monday_in_the_teams_zone(session: Session) -> None:
+    from bot.periods import next_week_start
+
+    assert next_week_start(datetime(2026, 11, 4, 9, tzinfo=UTC), "UTC") == datetime(2026, 11, 9, tzinfo=UTC)
+    sunday_evening_in_tokyo = datetime(2026, 11, 8, 10, tzinfo=UTC)
+    assert next_week_start(sunday_evening_in_tokyo, "Asia/Tokyo") == datetime(2026, 11, 8, 15, tzinfo=UTC)
+
+
+def test_a_team_in_another_time_zone_keeps_the_organisation_from_being_compared_with_it(session: Session) -> None:
+    people = _people(session, "p", 6)
+    team = _team_of(session, "T", people)
+    team.timezone = "America/Los_Angeles"
+    _spend(session, people, W1.since + timedelta(days=2), "10")
+    _spend(session, people[:1], W1.since, "2.72", tokens=3141, hour=3)  # Sunday evening in Los Angeles
+    now = datetime(2026, 11, 10, 12, tzinfo=UTC)
+
+    organisation = _shown(session, Scope.org(), group_weeks(session, Scope.org(), "UTC", now=now))["totals"]
+
+    assert organisation["withheld"] is not None and "another time zone" in organisation["withheld"]
+
+
+def test_made_up_people_a_shared_token_sends_for_count_for_nobody(harness: Harness) -> None:
+    with session_scope(harness.engine) as session:
+        _platform(session, [(f"m{i}@example.com", 5000, "10.00") for i in range(5)], idle=0)
+        victim = f.person(session, VICTIM)  # bound by Slack, in no team: the one person outside
+        f.usage(session, f.source(session), victim, last_week_noon().strftime("%Y-%m-%d %H:%M"), "42.17")
+    token = ingest_token(harness.engine)
+    fakes = {"records": [record(f"f{i}", f"fake{i}@nowhere.invalid", 1_000_000, "100") for i in range(4)]}
+    assert harness.http.post("/v1/usage", json=fakes, headers=token).status_code == 200
+
+    with Session(harness.engine) as session:
+        organisation = _totals(session, Scope.org())
+
+    assert organisation["withheld"] is not None  # without the fakes' known sums, org - platform = the victim
+    assert organisation["cost_usd"] is None
+
+
+def test_the_summary_gives_no_change_of_a_figure_hidden_the_period_before(session: Session) -> None:
+    from bot.summaries import team_facts
+
+    people = _people(session, "p", 5)
+    team = _team_of(session, "T", people)
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    scope = Scope.team(team.id or 0, "T")
+    period = group_weeks(session, scope, "UTC", 4, now)
+    earlier = period.previous()
+    _spend(session, people[:1], earlier.since, "90")
+    _spend(session, people[1:], earlier.since, "1")
+    _spend(session, people, period.since, "20")
+
+    report = build_report(session, scope, period, Disclosure())
+    assert report.totals.metrics is not None and "cost_usd" in report.previous.hidden
+    facts = team_facts(
+        report.totals.metrics, report.previous.metrics, 0, period, report.totals.hidden, report.previous.hidden
+    )
+
+    assert "change_cost_per_useful_run" not in {fact.key for fact in facts}
+    assert "change_verified_spend_share" not in {fact.key for fact in facts}
+
+
+def test_a_slack_only_rows_data_and_tokens_follow_its_owner_to_their_email(session: Session) -> None:
+    from storage.directory import bind_slack_user
+    from storage.models import Source
+    from storage.sources import create_personal_source
+
+    nameless = bind_slack_user(session, slack_user_id="U1", email=None).person  # a profile without email
+    personal = create_personal_source(session, nameless.id or 0)
+    f.usage(session, f.source(session), nameless, "2026-11-03 10:00", "1.00")
+    mine = f.person(session, "u1@example.com")
+    mine.slack_user_id = None
+
+    bound = bind_slack_user(session, slack_user_id="U1", email="u1@example.com")
+
+    assert bound.person.id == mine.id and bound.released == nameless.id
+    assert session.get(Source, personal.source.id).person_id == mine.id  # type: ignore[union-attr]
+    usage = session.exec(select(UsageRecord)).all()
+    assert [record.person_id for record in usage] == [mine.id]

@@ -9,7 +9,7 @@ import typer
 
 from bot.cli import UserError, app, database, out, print_json, settings
 from bot.commands.digest import parse_now
-from bot.periods import PeriodError, zone
+from bot.periods import PeriodError, next_week_start, zone
 from storage.audit import list_events, record_event
 from storage.digests import purge_expired
 from storage.directory import find_person, find_team, get_or_create_person
@@ -76,12 +76,14 @@ def add_manager_command(
     email: Annotated[str, typer.Argument(help="The manager's email (linked to Slack by email).")],
 ) -> None:
     """Make someone a manager of a team: they may then ask for its summary."""
-    with database() as session:
+    config = settings()
+    with database(config) as session:
         found = find_team(session, team)
         if "@" not in email:
             raise UserError(f"'{email}' is not an email address.")
         person = get_or_create_person(session, email=email)
-        changed = add_manager(session, found.id or 0, person.id or 0)
+        since = next_week_start(datetime.now(UTC), found.timezone or config.timezone)
+        changed = add_manager(session, found.id or 0, person.id or 0, since)
         record_event(
             session, actor="cli", action="team.add-manager", scope=f"team:{found.name}", detail=person.email or email
         )

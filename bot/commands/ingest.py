@@ -177,11 +177,23 @@ def import_csv(
 
 
 @import_app.command("org")
-def import_org_csv(file: Annotated[Path, typer.Argument(help="A CSV with columns email, team, role.")]) -> None:
-    """People, teams and roles (member or manager) from a CSV file: all lines or none."""
-    with database() as session:
+def import_org_csv(
+    file: Annotated[Path, typer.Argument(help="A CSV with columns email, team, role.")],
+    with_history: Annotated[
+        bool,
+        typer.Option(
+            "--with-history",
+            help="Members of teams this file creates count with their whole history (first set-up only).",
+        ),
+    ] = False,
+) -> None:
+    """People, teams and roles (member or manager) from a CSV file: all lines or none.
+
+    New members count for their team from next Monday in its time zone, so no week already shown changes."""
+    config = settings()
+    with database(config) as session:
         try:
-            summary = import_org(session, file)
+            summary = import_org(session, file, config.timezone, with_history)
         except CsvInvalid as error:
             raise UserError(str(error)) from error
     out.print(

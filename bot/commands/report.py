@@ -101,4 +101,10 @@ def _group_period(
         require_whole_weeks(period)
     except PeriodError as error:
         raise UserError(str(error)) from error
+    ended = group_weeks(session, scope, org_tz)
+    if period.until > ended.until:
+        raise UserError(
+            f"The week ending {period.until.isoformat()} has not ended yet in {zone_name}; team and organisation "
+            f"figures are shown for weeks that have, the latest ending {ended.until.isoformat()}."
+        )
     return period

@@ -9,11 +9,13 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, select
 
+from bot.periods import next_week_start
 from storage.directory import get_or_create_person, normalize_email
 from storage.ingest import BatchInvalid, BatchResult, UsageIn, ingest_usage, validate_batch
 from storage.models import ROLES, Membership, Team, utcnow
@@ -124,18 +126,21 @@ def read_org_csv(path: Path) -> list[OrgRow]:
     return rows
 
 
-def import_org(session: Session, path: Path) -> OrgSummary:
+def import_org(
+    session: Session, path: Path, default_tz: str = "UTC", with_history: bool = False, now: datetime | None = None
+) -> OrgSummary:
     """People, teams and roles from (email, team, role) lines; adds and updates, never removes.
 
-    Members of a team this import creates count for it with their whole history; someone added to a team
-    that existed already counts from now on (`Membership.since`), so no closed week changes.
+    Everyone added counts for their team from the next Monday in its time zone (`Membership.since`), so no
+    window ever changed or already shown changes; `with_history` (a first set-up, before anything was
+    shown) lets the members of teams this import creates count with their whole history.
     """
     rows = read_org_csv(path)
     summary = OrgSummary()
     people: dict[str, int] = {}
     teams: dict[str, int] = {}
-    founded: set[int] = set()  # teams this import creates: their members count with their whole history
-    now = utcnow()
+    founded: set[int] = set()  # teams this import creates
+    now = now or utcnow()
     for row in rows:
         if row.email not in people:
             person = get_or_create_person(session, email=row.email)
@@ -156,7 +161,9 @@ def import_org(session: Session, path: Path) -> OrgSummary:
             select(Membership).where(Membership.person_id == person_id, Membership.team_id == team_id)
         ).first()
         if membership is None:
-            since = None if team_id in founded else now  # a later joiner never changes a closed week
+            team_row = session.get(Team, team_id)
+            tz = (team_row.timezone if team_row else None) or default_tz
+            since = None if with_history and team_id in founded else next_week_start(now, tz)
             session.add(Membership(person_id=person_id, team_id=team_id, role=row.role, since=since))
             session.flush()
             summary.memberships_added += 1
