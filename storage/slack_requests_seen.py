@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 
 from storage.models import SlackRequestSeen, table_of
 
@@ -35,11 +36,15 @@ SIGNATURE_MAX = 100
 SEEN = table_of(SlackRequestSeen)
 
 
+SQLITE_WAIT_MS = 50  # on SQLite the claim waits at most this for the writer's turn (see SeenRequests)
+
+
 def claim_request(engine: Engine, signature: str, request_timestamp: int, now: datetime | None = None) -> bool:
     """Remember a verified request's signature; True the first time, False for a replay.
 
     One statement in its own short transaction, whatever else the request goes on to do: the claim
-    stands even if the handler fails (a retry from Slack carries a new signature anyway).
+    stands even if the handler fails (a retry from Slack carries a new signature anyway). On SQLite it
+    waits at most SQLITE_WAIT_MS for another writer (then OperationalError), so it never holds up an ack.
     """
     if not signature or len(signature) > SIGNATURE_MAX:
         raise ValueError("not a Slack request signature")
@@ -51,7 +56,14 @@ def claim_request(engine: Engine, signature: str, request_timestamp: int, now: d
         .returning(SEEN.c.signature)  # not rowcount: SQLAlchemy 2.1 reports -1 for this insert on psycopg
     )
     with engine.begin() as connection:
-        return connection.execute(statement).first() is not None
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_WAIT_MS}")
+        try:
+            return connection.execute(statement).first() is not None
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA busy_timeout=10000")  # the pool's setting (storage/db.py)
 
 
 def purge_seen(engine: Engine, now: datetime | None = None) -> int:
@@ -62,7 +74,13 @@ def purge_seen(engine: Engine, now: datetime | None = None) -> int:
 
 
 class SeenRequests:
-    """`claim_request` for one engine, purging old rows every `purge_every` claims of this process."""
+    """`claim_request` for one engine, purging old rows every `purge_every` claims of this process.
+
+    This process also remembers the signatures it claimed, so a replay to the same process is refused
+    even when the database could not take the claim in time: on SQLite, whose one writer may be busy
+    (a SQLite file serves one `tokenwise serve`; replicas share PostgreSQL, where the claim never waits
+    on other writers).
+    """
 
     def __init__(self, engine: Engine, purge_every: int = PURGE_EVERY) -> None:
         self.engine = engine
@@ -70,9 +88,24 @@ class SeenRequests:
         self.replays = 0
         self._claims = 0
         self._lock = threading.Lock()
+        self._mine: dict[str, datetime] = {}
 
     def claim(self, signature: str, request_timestamp: int, now: datetime | None = None) -> bool:
-        fresh = claim_request(self.engine, signature, request_timestamp, now)
+        moment = now or datetime.now(UTC)
+        with self._lock:
+            if signature in self._mine:
+                self.replays += 1
+                return False
+            self._mine[signature] = moment
+            if len(self._mine) > 10 * self.purge_every:
+                cutoff = moment - KEEP
+                self._mine = {key: seen for key, seen in self._mine.items() if seen >= cutoff}
+        try:
+            fresh = claim_request(self.engine, signature, request_timestamp, now)
+        except OperationalError:
+            if self.engine.dialect.name != "sqlite":
+                raise
+            fresh = True  # the writer was busy: this process's memory stands in for the claim
         with self._lock:
             self._claims += 1
             purge = self._claims % self.purge_every == 0

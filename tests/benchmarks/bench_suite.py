@@ -39,7 +39,7 @@ from bot.app import Services, create_app
 from bot.config import Settings
 from bot.console import LocalServer
 from bot.people import SlackPeople
-from bot.periods import parse_period
+from bot.periods import complete_weeks, parse_period
 from bot.reports import build_report
 from bot.seed import TIMEZONES, USAGE_COLUMNS, person_email, seed_organisation
 from bot.slack_requests import SlackRequests
@@ -268,15 +268,16 @@ def _report_and_floor(engine: Any, person_ids: list[int]) -> tuple[dict[str, lis
             team_id = session.execute(
                 text("SELECT team_id FROM membership WHERE person_id = :p ORDER BY team_id"), {"p": person_id}
             ).scalar_one()
-            for name, scope, who in (
-                ("me", Scope.person(person_id), person_id),
-                ("team", Scope.team(team_id), team_id),
+            team_week = complete_weeks(END, 1, "UTC")  # a team's window: its last whole week, in its zone
+            for name, scope, who, window in (
+                ("me", Scope.person(person_id), person_id, period),
+                ("team", Scope.team(team_id), team_id, team_week),
             ):
                 started = time.perf_counter()
-                build_report(session, scope, period, 5)
+                build_report(session, scope, window, 5)
                 reports[name].append(time.perf_counter() - started)
                 started = time.perf_counter()
-                session.execute(queries[name], {"who": who, "start": period.start, "end": period.end}).all()
+                session.execute(queries[name], {"who": who, "start": window.start, "end": window.end}).all()
                 floors[name].append(time.perf_counter() - started)
     return reports, floors
 
