@@ -1,19 +1,30 @@
-# Two front doors: `make demo` and `make test`. Everything installs into .venv.
+# Two front doors: `make demo` and `make test`. Everything installs into .venv, pinned by hash from the
+# lock files (`make lock` writes them with uv from pyproject.toml): `make demo` installs what the product
+# needs, `make test` adds the test tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
 DEMO_DB := sqlite:///./tokenwise-demo.db
 DEMO_PERSON := alex.rivera@example.com
 
-.PHONY: demo test lint typecheck pytest audit bench clean
+.PHONY: demo test test-fast lint typecheck pytest audit bench lock clean
 
-$(BIN)/tokenwise: pyproject.toml
+$(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+# The product alone (the demo), then the product and its test tools (the suite); each pinned by hash.
+$(VENV)/.installed-product: requirements.lock pyproject.toml $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-demo: $(BIN)/tokenwise
+$(VENV)/.installed-dev: requirements-dev.lock $(VENV)/.installed-product
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements-dev.lock
+	@touch $@
+
+demo: $(VENV)/.installed-product
 	rm -f ./tokenwise-demo.db
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise db upgrade
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise seed --people 40 --teams 4 --weeks 9 --seed 7
@@ -21,26 +32,35 @@ demo: $(BIN)/tokenwise
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise report --team platform
 	DATABASE_URL=$(DEMO_DB) $(BIN)/tokenwise console --as $(DEMO_PERSON)
 
-lint: $(BIN)/tokenwise
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check bot handlers storage tests
 	$(BIN)/ruff check bot handlers storage tests
 
-typecheck: $(BIN)/tokenwise
+typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-pytest: $(BIN)/tokenwise
+pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest
+
+# The edit loop: everything but the benchmarks at tiny scale, load, process and scale tests (marker `slow`).
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -m "not slow"
 
 # Known vulnerabilities in the installed environment (PyPI's advisory data). An accepted finding is
 # ignored with `--ignore-vuln ID` here, with the reason in docs/security.md.
-audit: $(BIN)/tokenwise
+audit: $(VENV)/.installed-dev
 	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
 test: lint typecheck audit pytest
 
+# Re-pin every dependency (after a change to pyproject.toml): hashed requirements for Python 3.11+.
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --universal --generate-hashes --no-header -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --universal --extra dev --generate-hashes --no-header -o requirements-dev.lock
+
 # The benchmark suite behind docs/performance.md (minutes at full size; BENCH_SCALE=0.01 for a smoke run).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--db sqlite --only slash,ingest".
-bench: $(BIN)/tokenwise
+bench: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.benchmarks.bench_suite $(BENCH_ARGS)
 
 clean:

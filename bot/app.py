@@ -7,44 +7,21 @@ their own.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from openai import OpenAI
 from sqlalchemy import Engine, text
 
 from bot.config import Settings
-from bot.importers.openai_usage import build_admin_client
-from bot.people import SlackPeople
-from bot.summaries import SummaryWriter, build_summary_writer
-from handlers.ingest import router as ingest_router
-from handlers.rate_limit import SourceRateLimit
-from handlers.retries import Deliveries
+from bot.services import Services
+from bot.sources.openai_usage import build_admin_client
+from bot.summaries import build_summary_writer
+from handlers.http.deps import install as install_http_errors
+from handlers.http.ingest import router as ingest_router
+from handlers.slack.people import SlackPeople
 from storage.db import make_engine, upgrade
 
 log = logging.getLogger("tokenwise")
-
-
-@dataclass
-class Services:
-    """What handlers need, built once per process."""
-
-    settings: Settings
-    engine: Engine
-    people: SlackPeople = field(default_factory=SlackPeople)  # Slack user -> email/tz cache
-    summary_writer: SummaryWriter | None = None  # the OpenAI-compatible client, when OPENAI_API_KEY is set
-    openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
-    ingest_rate: SourceRateLimit | None = None  # per-source request budget; built from settings when None
-    slack_deliveries: Deliveries = field(default_factory=Deliveries)  # Slack deliveries seen (retries skipped)
-
-    def __post_init__(self) -> None:
-        if self.ingest_rate is None:
-            self.ingest_rate = SourceRateLimit(self.settings.ingest_rate_limit)
-
-    def __deepcopy__(self, _memo: dict[int, object]) -> Services:
-        """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
-        return self
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -76,6 +53,7 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "up"})
 
     api.include_router(ingest_router)
+    install_http_errors(api)
 
     mount_slack(api, services)
     return api
@@ -83,8 +61,8 @@ def create_app(services: Services) -> FastAPI:
 
 def mount_slack(api: FastAPI, services: Services) -> None:
     """Slack's endpoints, when Slack is configured (the ingest API works without Slack)."""
-    from bot.slack_app import create_bolt_app, slack_configured
-    from handlers.slack_http import slack_router
+    from handlers.slack.app import create_bolt_app, slack_configured
+    from handlers.slack.transport import slack_router
 
     if not slack_configured(services.settings):
         log.info("Slack is not configured (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN); serving without /slack/events.")

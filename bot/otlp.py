@@ -29,8 +29,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from storage.ingest import SeenOutcome, SeenRun, SeenUsage, Telemetry
-from storage.pricing import price
+from bot.pricing import price
+from storage.ingest_schemas import SeenOutcome, SeenRun, SeenUsage, Telemetry
 
 Signal = Literal["metrics", "logs", "traces"]
 DELTA, CUMULATIVE = 1, 2
@@ -69,7 +69,7 @@ def decode(signal: Signal, body: bytes, protobuf: bool) -> dict[str, Any]:
             message = _REQUESTS[signal].FromString(body)
         except (DecodeError, ValueError) as error:
             raise OtlpError(f"not an OTLP {signal} protobuf export: {error}") from error
-        export = json_format.MessageToDict(message, use_integers_for_enums=True)
+        export: dict[str, Any] = json_format.MessageToDict(message, use_integers_for_enums=True)
         _ids_to_hex(export)
         return export
     try:

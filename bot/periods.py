@@ -7,7 +7,9 @@ day is the right length across DST changes.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Literal
 
 from storage.periods import Period, PeriodError, local_midnight, zone
 
@@ -62,28 +64,57 @@ def require_whole_weeks(period: Period) -> None:
         )
 
 
-def parse_period(text: str, today: date, tz: str = "UTC") -> Period:
-    """A period from what someone typed; empty means this week so far."""
+@dataclass(frozen=True)
+class PeriodSpec:
+    """A period as someone typed it, parsed and checked but not yet placed in time: the handler resolves it
+    with the day and time zone of the view it answers (the caller's for their own numbers)."""
+
+    kind: Literal["this_week", "last_week", "today", "days", "range"] = "this_week"
+    days: int = 0
+    since: date | None = None
+    until: date | None = None
+
+    def resolve(self, today: date, tz: str = "UTC") -> Period:
+        if self.kind == "this_week":
+            return this_week(today, tz)
+        if self.kind == "last_week":
+            monday = today - timedelta(days=today.weekday() + 7)
+            return Period(monday, monday + timedelta(days=6), tz)
+        if self.kind == "today":
+            return Period(today, today, tz)
+        if self.kind == "days":
+            return Period(today - timedelta(days=self.days - 1), today, tz)
+        assert self.since is not None and self.until is not None
+        return date_range(self.since, self.until, tz)
+
+
+def parse_period_spec(text: str) -> PeriodSpec:
+    """What someone typed, checked without a date: empty means this week so far; PeriodError otherwise."""
     cleaned = " ".join(text.strip().lower().split())
     if cleaned in {"", "this week", "week", "thisweek"}:
-        return this_week(today, tz)
+        return PeriodSpec("this_week")
     if cleaned in {"last week", "lastweek"}:
-        monday = today - timedelta(days=today.weekday() + 7)
-        return Period(monday, monday + timedelta(days=6), tz)
+        return PeriodSpec("last_week")
     if cleaned == "today":
-        return Period(today, today, tz)
+        return PeriodSpec("today")
     match = _DAYS.match(cleaned)
     if match:
         days = int(match.group(1))
         if not 1 <= days <= MAX_DAYS:
             raise PeriodError(f"'{text.strip()}' is out of range; pick 1d to {MAX_DAYS}d.")
-        return Period(today - timedelta(days=days - 1), today, tz)
+        return PeriodSpec("days", days=days)
     match = _RANGE.match(cleaned)
     if match:
         since = parse_date(match.group(1), "start date")
         until = parse_date(match.group(2), "end date")
-        return date_range(since, until, tz)
+        date_range(since, until)  # the same checks as when it is resolved
+        return PeriodSpec("range", since=since, until=until)
     raise PeriodError(f"'{text.strip()}' is not a period; try {PERIOD_HELP}.")
+
+
+def parse_period(text: str, today: date, tz: str = "UTC") -> Period:
+    """A period from what someone typed; empty means this week so far."""
+    return parse_period_spec(text).resolve(today, tz)
 
 
 __all__ = [
@@ -91,12 +122,14 @@ __all__ = [
     "PERIOD_HELP",
     "Period",
     "PeriodError",
+    "PeriodSpec",
     "complete_weeks",
     "date_range",
     "local_midnight",
     "next_week_start",
     "parse_date",
     "parse_period",
+    "parse_period_spec",
     "require_whole_weeks",
     "this_week",
     "zone",

@@ -14,9 +14,10 @@ from typing import Any
 from sqlmodel import Session
 
 from bot.periods import Period, PeriodError, complete_weeks, require_whole_weeks, zone
-from storage.directory import nested_memberships, team_zones
 from storage.metrics import Contribution, Metrics, Scope, compute_windows
 from storage.models import Team
+from storage.people import nested_memberships, team_zones
+from storage.runs import count_unreviewed
 
 METRIC_KEYS = (
     "runs",
@@ -322,6 +323,20 @@ def _add(total: Metrics, week: Metrics) -> None:
         total.contributions[person] = Contribution(
             *(getattr(before, f.name) + getattr(part, f.name) for f in fields(Contribution))
         )
+
+
+@dataclass
+class PersonalView:
+    """A person's own numbers for a period, as `/tokenwise me` and the App Home show them."""
+
+    report: Report
+    unreviewed: int  # their runs in the period that await their verdict
+
+
+def personal_view(session: Session, person_id: int, name: str, period: Period) -> PersonalView:
+    """One person's report and how many of their runs await review: what both personal views show."""
+    report = build_report(session, Scope.person(person_id, name), period, Disclosure())
+    return PersonalView(report, count_unreviewed(session, person_id, period.start, period.end))
 
 
 def group_zone(session: Session, scope: Scope, default_tz: str) -> str:

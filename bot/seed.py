@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
-from storage.bulk import advance_sequences, bulk_load, bulk_transaction, copy_rows
+from bot.pricing import price
+from storage.bulk_load import advance_sequences, bulk_load, bulk_transaction, copy_rows
 from storage.models import Membership, Person, Source, Team, table_of
-from storage.pricing import price
 
 TEAM_NAMES = ["platform", "data", "mobile", "web", "infra", "payments", "search", "growth", "security", "billing"]
 FIRST_NAMES = [

@@ -23,15 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from bot.config import Settings
+from bot.numbers import money, number, share
 from bot.periods import Period
-from bot.render_text import money, number, share
+from bot.pricing import price
 from bot.reports import Disclosure, build_report, change, group_weeks
 from storage.audit import record_event
-from storage.digests import merged_prs_with_agent_help
-from storage.directory import NotFound, find_team, is_manager
+from storage.digest_contents import merged_prs_with_agent_help
 from storage.metrics import Metrics, Scope
-from storage.models import Person, Source, Team, UsageRecord
-from storage.pricing import price
+from storage.models import Person, Source, Team, UsageRecord, id_of
+from storage.people import NotFound, find_team, is_manager
 from storage.roles import managed_teams
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def record_own_usage(session: Session, person_id: int, narrative: Narrative, now
     """The bot's summary tokens, as usage of the `tokenwise` source on behalf of the requester."""
     source = _tokenwise_source(session)
     record = UsageRecord(
-        source_id=source.id or 0,
+        source_id=id_of(source),
         person_id=person_id,
         occurred_at=now,
         agent=TOKENWISE_SOURCE,
@@ -296,7 +296,7 @@ def _choose_team(session: Session, requester: Person, team_name: str | None) -> 
             return find_team(session, team_name)
         except NotFound as error:
             return str(error)
-    teams = managed_teams(session, requester.id or 0)
+    teams = managed_teams(session, id_of(requester))
     if len(teams) == 1:
         return teams[0]
     if not teams:
@@ -331,7 +331,7 @@ def request_summary(
         return Summary(team=team_name or "", source="refused", refusal=chosen)
     team = chosen
     scope_label = f"team:{team.name}"
-    if not is_manager(session, requester.id or 0, team.id or 0):
+    if not is_manager(session, id_of(requester), id_of(team)):
         record_event(
             session,
             actor=actor,
@@ -349,7 +349,7 @@ def request_summary(
                 f"`/tokenwise team {team.name}` shows the team's figures to everyone."
             ),
         )
-    scope = Scope.team(team.id or 0, team.name)
+    scope = Scope.team(id_of(team), team.name)
     period = group_weeks(session, scope, settings.timezone, SUMMARY_WEEKS, now)
     report = build_report(session, scope, period, Disclosure.of(settings))
     if report.totals.metrics is None:
@@ -392,7 +392,7 @@ def _narrative(
         log.warning("summary model call failed: %s", type(error).__name__)
         reason = _failure_reason(error)
         return template_narrative(facts, reason), "template", reason
-    record_own_usage(session, requester.id or 0, written, now)
+    record_own_usage(session, id_of(requester), written, now)
     if not written.text:
         reason = "the language model returned no text"
         return template_narrative(facts, reason), "template", reason

@@ -65,10 +65,12 @@ class Scope:
         the team only from then on, so adding someone never changes a closed window.
         """
         if self.kind == "person":
-            return person_column == self.id
+            same: ColumnElement[bool] = person_column == self.id
+            return same
         if self.kind == "team":
             if time_column is None:
-                return person_column.in_(select(M.person_id).where(M.team_id == self.id))
+                member: ColumnElement[bool] = person_column.in_(select(M.person_id).where(M.team_id == self.id))
+                return member
             founding = select(M.person_id).where(M.team_id == self.id, M.since.is_(None))
             joined = (
                 select(1).where(M.team_id == self.id, M.person_id == person_column, M.since <= time_column).exists()

@@ -236,6 +236,14 @@ class SlackRequestSeen(SQLModel, table=True):
     seen_at: datetime = Field(default_factory=utcnow, sa_column=_when(index=True))
 
 
+def id_of(row: SQLModel) -> int:
+    """The primary key of a row that has been flushed (it has one from then on)."""
+    value = getattr(row, "id", None)
+    if not isinstance(value, int):
+        raise ValueError(f"{type(row).__name__} has no id yet; flush it first")
+    return value
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table behind a model, for SQL expressions that type-check."""
     return model.__table__  # type: ignore[attr-defined,no-any-return]

@@ -16,8 +16,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from storage.directory import NotFound
 from storage.models import VERDICTS, AgentRun, Annotation, Outcome, UsageRecord, table_of
+from storage.people import NotFound
 from storage.types import NANO, ScaledDecimal
 
 R = table_of(AgentRun).c
@@ -188,9 +188,10 @@ def annotate_run(
             index_elements=[A.run_id, A.person_id], set_={name: statement.excluded[name] for name in changed}
         )
     )
-    return session.execute(
+    stored: Annotation = session.execute(
         select(Annotation).where(A.run_id == run_id, A.person_id == person_id).execution_options(populate_existing=True)
     ).scalar_one()
+    return stored
 
 
 def _views(session: Session, run_ids: list[int]) -> list[RunView]:

@@ -18,8 +18,8 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select, update
 
-from storage.directory import NotFound, get_or_create_person, normalize_email
 from storage.models import Person, Source, utcnow
+from storage.people import NotFound, get_or_create_person, normalize_email
 
 SOURCE_KINDS = ("api", "otlp", "github", "claude-code-logs", "openai-usage", "csv")
 TOKEN_PREFIX = "tw_"

@@ -40,7 +40,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if isinstance(value, str):  # raw SQLite text, e.g. from MIN()/MAX()
             value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC)
+        stored: datetime = value
+        return stored.replace(tzinfo=UTC)
 
 
 class ScaledDecimal(TypeDecorator[Decimal]):

@@ -20,6 +20,8 @@ from sqlmodel import Session
 
 from storage.db import make_engine, normalize_url, upgrade
 
+pytest_plugins = ["tests.support.slack_harness"]  # the `harness` fixture, registered once
+
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
 

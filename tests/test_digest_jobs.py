@@ -19,21 +19,24 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from bot.blocks import ACTION_VERDICT
 from bot.config import Settings
-from bot.digest import build_slack_client
-from bot.digest_scheduler import (
+from bot.devtools.slack_standin import SlackStandIn
+from bot.jobs import (
     SUBSCRIPTION_JOB,
     TICK_JOB,
     DigestJobs,
     add_digest_jobs,
     sync_subscription_jobs,
 )
-from bot.nudges import send_nudges
-from bot.slack_standin import SlackStandIn
+from handlers.slack.blocks import ACTION_VERDICT
+from handlers.slack.client import build_slack_client
+from handlers.slack.nudges import send_nudges
 from storage.db import session_scope
-from storage.digests import Schedule, due_nudges, purge_expired, subscribe, unsubscribe
 from storage.models import AgentRun, Annotation, Person, Source, UsageRecord
+from storage.nudges import due_nudges
+from storage.retention import purge_expired
+from storage.schedules import Schedule
+from storage.subscriptions import subscribe, unsubscribe
 from tests.test_digest_send import MONDAY_0900_BERLIN, NOW, delivered, setup_team
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +93,7 @@ def test_a_running_scheduler_catches_up_on_start_and_picks_up_a_new_subscription
     two_hours_ago = now - timedelta(hours=2)
     a_minute_ago = now - timedelta(minutes=1)
     with session_scope(engine) as session:
-        from tests.digest_seed import seed_team
+        from tests.support.digest_seed import seed_team
 
         team = seed_team(session, "platform", 5, now - timedelta(days=9)).team
         subscribe(
@@ -243,7 +246,7 @@ def tokenwise(db_url: str, *args: str, **env: str) -> subprocess.CompletedProces
 
 
 def test_add_manager_then_a_summary_then_audit_lists_both(engine: Engine, db_url: str) -> None:
-    from tests.digest_seed import seed_team
+    from tests.support.digest_seed import seed_team
 
     with session_scope(engine) as session:
         seed_team(session, "platform", 5, datetime.now(UTC) - timedelta(days=10))
@@ -283,8 +286,8 @@ def test_the_monday_default_fires_at_nine_berlin_time(engine: Engine) -> None:
 def test_the_one_scheduler_holds_digest_tick_subscriptions_and_retention_when_slack_is_configured(
     engine: Engine, db_url: str, slack: SlackStandIn
 ) -> None:
-    from bot.app import Services
-    from bot.scheduler import build_scheduler
+    from bot.jobs import build_scheduler
+    from bot.services import Services
 
     setup_team(engine)
     settings = config(db_url, slack_bot_token="xoxb-test", slack_api_url=slack.url)

@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from bot.digest import CRASH_ENV
-from bot.slack_standin import SlackStandIn
+from bot.devtools.slack_standin import SlackStandIn
 from storage.db import session_scope
 from storage.models import DigestPost
 from tests.test_digest_send import NOW, delivered, setup_team
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANNELS = ("C111", "C222", "C333", "C444", "C555", "C666")
@@ -29,17 +30,20 @@ def slack() -> Iterator[SlackStandIn]:
         yield standin
 
 
-def send_due_process(db_url: str, slack: SlackStandIn, now: str, **extra_env: str) -> subprocess.Popen[str]:
+def send_due_process(db_url: str, slack: SlackStandIn, now: str, crash_at: str | None = None) -> subprocess.Popen[str]:
+    """`tokenwise digest send-due --now NOW` as its own process; with `crash_at`, the same work dying hard
+    at that stage (tests/support/crash_sender.py)."""
     env = os.environ | {
         "DATABASE_URL": db_url,
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_API_URL": slack.url,
         "TOKENWISE_MIN_GROUP_SIZE": "5",
     }
-    env.pop(CRASH_ENV, None)
-    env.update(extra_env)
+    command = ["-m", "bot", "digest", "send-due", "--now", now]
+    if crash_at:
+        command = ["-m", "tests.support.crash_sender", crash_at, now]
     return subprocess.Popen(
-        [sys.executable, "-m", "bot", "digest", "send-due", "--now", now],
+        [sys.executable, *command],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -78,7 +82,7 @@ def test_a_sender_killed_between_claim_and_record_gives_exactly_one_post_after_r
     engine: Engine, db_url: str, slack: SlackStandIn, stage: str
 ) -> None:
     setup_team(engine)
-    code, output = finish(send_due_process(db_url, slack, NOW.isoformat(), **{CRASH_ENV: stage}))
+    code, output = finish(send_due_process(db_url, slack, NOW.isoformat(), crash_at=stage))
     assert code == 75, output  # died hard right after claiming ("claim") or right after posting ("post")
     assert len(delivered(slack)) == (1 if stage == "post" else 0)
     assert statuses(engine) == [("claimed", 1)]
@@ -101,8 +105,9 @@ def test_tokenwise_scheduler_runs_alone_catches_up_on_start_and_stops_cleanly(
     from datetime import UTC, datetime
 
     from storage.db import make_engine
-    from storage.digests import Schedule, subscribe
-    from tests.digest_seed import seed_team
+    from storage.schedules import Schedule
+    from storage.subscriptions import subscribe
+    from tests.support.digest_seed import seed_team
 
     shutil.copyfile(sqlite_template, tmp_path / "scheduler.db")
     db_url = f"sqlite:///{tmp_path / 'scheduler.db'}"
@@ -118,7 +123,6 @@ def test_tokenwise_scheduler_runs_alone_catches_up_on_start_and_stops_cleanly(
         )
     engine.dispose()
     env = os.environ | {"DATABASE_URL": db_url, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": slack.url}
-    env.pop(CRASH_ENV, None)
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "scheduler"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -12,22 +12,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from bot.digest_scheduler import cron_trigger
+from bot.jobs import cron_trigger
 from storage.db import session_scope
-from storage.digests import (
-    Schedule,
-    SubscriptionError,
-    claim_digest,
-    digest_period,
-    due_digests,
-    latest_occurrence,
-    list_subscriptions,
-    mark_posted,
-    next_occurrence,
-    subscribe,
-    unsubscribe,
-)
+from storage.digest_posts import claim_digest, due_digests, mark_posted
 from storage.models import Team
+from storage.schedules import Schedule, SubscriptionError, digest_period, latest_occurrence, next_occurrence
+from storage.subscriptions import list_subscriptions, subscribe, unsubscribe
 
 BERLIN_MONDAY_9 = Schedule(weekday=0, hour=9, minute=0, timezone="Europe/Berlin")
 
@@ -203,7 +193,7 @@ def test_of_many_concurrent_claims_and_takeovers_exactly_one_wins_each_time(engi
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from storage.digests import Claim, mark_failed
+    from storage.digest_posts import Claim, mark_failed
 
     _subscribe(session)
     now = utc(2026, 3, 30, 7)

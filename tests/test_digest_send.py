@@ -17,14 +17,19 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from bot.config import Settings
-from bot.digest import METADATA_EVENT, Digest, WeekPoint, build_slack_client, render_chart, send_due
+from bot.devtools.slack_standin import SlackStandIn, iter_blocks_text
+from bot.digest import Digest, WeekPoint
+from bot.digest_chart import render_chart
 from bot.periods import Period
-from bot.slack_standin import SlackStandIn, iter_blocks_text
+from handlers.slack.client import build_slack_client
+from handlers.slack.digest_posts import METADATA_EVENT, send_due
 from storage.db import session_scope
-from storage.digests import Schedule, claim_digest, due_digests, subscribe
+from storage.digest_posts import claim_digest, due_digests
 from storage.metrics import Metrics
 from storage.models import DigestPost
-from tests.digest_seed import seed_team
+from storage.schedules import Schedule
+from storage.subscriptions import subscribe
+from tests.support.digest_seed import seed_team
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MONDAY_0900_BERLIN = Schedule(weekday=0, hour=9, minute=0, timezone="Europe/Berlin")
@@ -364,9 +369,9 @@ def test_with_oauth_installs_each_workspace_gets_its_digest_with_its_own_token(
 ) -> None:
     from slack_sdk.oauth.installation_store import Installation
 
-    from bot.app import Services
-    from bot.digest_scheduler import digest_slack_for
-    from bot.slack_app import installation_store
+    from bot.jobs import digest_slack_for
+    from bot.services import Services
+    from handlers.slack.app import installation_store
 
     settings = config(db_url).model_copy(
         update={"slack_api_url": slack.url, "slack_client_id": "111.222", "slack_client_secret": "secret"}

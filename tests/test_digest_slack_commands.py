@@ -8,20 +8,19 @@ from hypothesis import strategies as st
 from openai import OpenAI
 from sqlmodel import Session, select
 
-from bot.commands_parser import parse_command
-from bot.slack_standin import iter_blocks_text
-from bot.subscriptions import parse_digest, parse_forget_me, parse_nudges, parse_subscribe
+from bot.devtools.slack_standin import iter_blocks_text
 from bot.summaries import SummaryWriter
-from storage.digests import Schedule, SubscriptionError
+from handlers.slack.slash.registry import parse_command
+from handlers.slack.slash.subscriptions import parse_digest, parse_forget_me, parse_nudges, parse_subscribe
 from storage.models import Annotation, AuditEvent, DigestSubscription, Membership, Person
-from tests.llm_standin import LLMStandIn
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from storage.schedules import Schedule, SubscriptionError
+from tests.support.llm_standin import LLMStandIn
+from tests.support.slack_harness import (
     ADA,
     ALAN,
     GRACE,
     Harness,
     annotations,
-    harness_fixture,
     in_last_week,
     person,
     run,
@@ -209,7 +208,7 @@ def test_switches_parse_on_off_and_confirm() -> None:
 
 
 def test_forget_me_can_be_confirmed_with_the_button_behind_slacks_own_are_you_sure(harness: Harness) -> None:
-    from bot.blocks import ACTION_FORGET_ME
+    from handlers.slack.blocks import ACTION_FORGET_ME
 
     with Session(harness.engine, expire_on_commit=False) as session:
         ada, grace = person(session, ADA), person(session, GRACE)

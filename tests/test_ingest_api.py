@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from bot.app import Services, create_app
+from bot.app import create_app
 from bot.config import Settings
+from bot.services import Services
 from storage.db import make_engine, session_scope
 from storage.models import AgentRun, Outcome, Person, UsageRecord
 from storage.sources import revoke_source
-from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
+from tests.support.ingest_fixtures import make_app, new_token, row_counts, running_server
 
 
 def usage(key: str = "u1", **overrides: Any) -> dict[str, Any]:
@@ -401,7 +402,7 @@ def test_lookup_finds_exactly_the_people_that_exist_in_one_statement(
 ) -> None:
     from sqlalchemy import delete
 
-    from storage.ingest import lookup
+    from storage.upsert import lookup
 
     with session_scope(engine) as session:
         session.execute(delete(Person))
@@ -418,7 +419,7 @@ def test_lookup_finds_exactly_the_people_that_exist_in_one_statement(
 
 
 def test_a_nul_is_reported_with_the_other_problems_of_its_item() -> None:
-    from storage.ingest import BatchInvalid, validate_batch
+    from storage.ingest_schemas import BatchInvalid, validate_batch
 
     with pytest.raises(BatchInvalid) as raised:
         validate_batch("records", [usage("k", agent="a\x00b", input_tokens=-1)])
@@ -455,7 +456,7 @@ def test_the_one_pass_parser_accepts_only_what_the_careful_one_accepts_and_parse
     overrides: list[dict[str, Any]], wrapper: str
 ) -> None:
     """parse_valid_batch is a fast path: it must decline (None) or agree with json.loads + validate_batch."""
-    from storage.ingest import BatchInvalid, parse_valid_batch, validate_batch
+    from storage.ingest_schemas import BatchInvalid, parse_valid_batch, validate_batch
 
     records = [{**usage(f"k{i}"), **changes} for i, changes in enumerate(overrides)]
     body = json.dumps({wrapper: records}).encode()
@@ -479,8 +480,8 @@ def test_the_bulk_time_conversion_gives_what_utcdatetime_gives(moment: datetime,
     """The COPY and SQLite bulk paths convert times with naive_utc instead of UTCDateTime's bind processor."""
     from datetime import timedelta, timezone
 
-    from storage.ingest import _sqlite_utc_text, naive_utc
     from storage.types import UTCDateTime
+    from storage.upsert import _sqlite_utc_text, naive_utc
 
     if offset_minutes is not None:
         moment = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
@@ -492,7 +493,8 @@ def test_the_bulk_time_conversion_gives_what_utcdatetime_gives(moment: datetime,
 
 def test_usage_rows_are_converted_by_the_columns_own_types(engine: Engine) -> None:
     """plan_usage builds COPY rows itself: they must be the values SQLAlchemy would bind for the ORM."""
-    from storage.ingest import USAGE, USAGE_COLUMNS, parse_valid_batch, plan_usage
+    from storage.ingest import USAGE, USAGE_COLUMNS, plan_usage
+    from storage.ingest_schemas import parse_valid_batch
 
     body = json.dumps(
         {"records": [usage("a", occurred_at="2026-11-24T12:30:00.123456+02:00", cost_usd="0.0000000015")]}

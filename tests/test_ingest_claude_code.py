@@ -16,9 +16,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
-from bot.importers.claude_code import LogsNotFound, import_logs, usage_of
+from bot.sources.claude_code import LogsNotFound, import_logs, usage_of
 from storage.models import AgentRun, UsageRecord
-from tests.ingest_fixtures import row_counts
+from tests.support.ingest_fixtures import row_counts
 
 SONNET = "claude-sonnet-4-20250514"
 

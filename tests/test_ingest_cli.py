@@ -12,11 +12,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-import bot.commands  # noqa: F401  (registers the commands)
-from bot.cli import app
+import bot.cli.commands  # noqa: F401  (registers the commands)
+from bot.cli.root import app
 from bot.config import get_settings
 from storage.models import Membership, Person, Source, Team, UsageRecord
-from tests.ingest_fixtures import make_app, row_counts, source_count
+from tests.support.ingest_fixtures import make_app, row_counts, source_count
 from tests.test_ingest_claude_code import EXPECTED, per_day, write_log_set
 from tests.test_ingest_openai import ADMIN_KEY, FakeOpenAI, serve
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.importers.csv_files import CsvInvalid, read_org_csv, read_usage_csv
+from bot.sources.csv_files import CsvInvalid, read_org_csv, read_usage_csv
 
 HEADER = "dedupe_key,email,occurred_at,agent,model,input_tokens,output_tokens,cost_usd\n"
 cells = st.sampled_from(["", "k1", "a@b.c", "2026-11-24T10:00:00Z", "x", "12", "-3", "1.5", '"q,uoted"', "é", "NaN"])

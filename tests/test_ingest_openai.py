@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from bot.app import Services
 from bot.config import DEFAULT_OUTCOME_WEIGHTS, Settings
-from bot.importers.openai_usage import build_admin_client, pull_recent_usage, pull_usage
-from bot.scheduler import build_scheduler
+from bot.jobs import build_scheduler
+from bot.pricing import price
+from bot.services import Services
+from bot.sources.openai_usage import build_admin_client, pull_recent_usage, pull_usage
 from storage.models import Person, UsageRecord
-from storage.pricing import price
-from tests.ingest_fixtures import row_counts
+from tests.support.ingest_fixtures import row_counts
 
 ADMIN_KEY = "sk-admin-test"
 DAY_23 = int(datetime(2026, 11, 23, tzinfo=UTC).timestamp())

@@ -24,10 +24,10 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
 from bot.otlp import OtlpError, decode, to_telemetry
+from bot.pricing import price
 from storage.models import AgentRun, Outcome, Person, UsageRecord
-from storage.pricing import price
-from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
-from tests.samples import SAMPLES
+from tests.support.ingest_fixtures import make_app, new_token, row_counts, running_server
+from tests.support.samples import SAMPLES
 
 SESSION = "5d0d3c9e-3333-4c6d-9e8f-000000000003"
 

@@ -9,8 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.ingest_fixtures import new_token, row_counts, serve_process
+from tests.support.ingest_fixtures import new_token, row_counts, serve_process
 from tests.test_ingest_otlp import AFTER_BOTH_CUMULATIVE, sample, totals
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from bot.periods import Period
 from bot.reports import build_report, report_json
 from bot.seed import seed_organisation
 from storage.metrics import Scope, compute, compute_windows
-from tests import factories as f
+from tests.support import factories as f
 
 WEEK = Period(date(2026, 11, 2), date(2026, 11, 8))
 

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from bot.pricing import fast_price, price
 from bot.seed import seed_organisation
-from storage.pricing import fast_price, price
 from tests.benchmarks import bench_suite
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
 
 MODELS = [
     "claude-sonnet-4-5-20250929",  # tiered above 200k input tokens

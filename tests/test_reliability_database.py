@@ -13,15 +13,16 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from bot.app import Services, create_app
+from bot.app import create_app
 from bot.config import Settings
-from bot.people import SlackPeople
-from bot.slack_standin import SlackStandIn
+from bot.devtools.slack_standin import SlackStandIn
+from bot.services import Services
+from handlers.slack.people import SlackPeople
 from storage.db import make_engine
 from tests.conftest import _truncate_postgres
-from tests.ingest_fixtures import new_token, row_counts, running_server
-from tests.slack_harness import ADA, BOT_TOKEN, SIGNING_SECRET, make_settings
-from tests.tcp_proxy import CuttableProxy, cuttable_proxy
+from tests.support.ingest_fixtures import new_token, row_counts, running_server
+from tests.support.slack_harness import ADA, BOT_TOKEN, SIGNING_SECRET, make_settings
+from tests.support.tcp_proxy import CuttableProxy, cuttable_proxy
 
 BATCH = 1200
 
@@ -62,7 +63,7 @@ def direct(pg_url: str) -> Iterator[Engine]:
 def test_postgresql_stopped_mid_batch_gets_503_writes_nothing_and_the_service_recovers_by_itself(
     proxied: tuple[CuttableProxy, str], direct: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="handlers.ingest")  # a 503 for another reason says which
+    caplog.set_level(logging.DEBUG, logger="handlers.http.ingest")  # a 503 for another reason says which
     proxy, url = proxied
     token = new_token(direct)
     auth = {"Authorization": f"Bearer {token}"}
@@ -139,8 +140,8 @@ def test_slash_commands_are_acked_while_the_database_is_down_and_the_user_hears_
     engine = make_engine(url)
     with SlackStandIn(token=BOT_TOKEN) as slack:
         services = Services(settings=make_settings(slack, url), engine=engine, people=SlackPeople(60))
-        from bot.console import LocalServer
-        from bot.slack_requests import SlackRequests
+        from bot.devtools.console import LocalServer
+        from bot.devtools.slack_requests import SlackRequests
 
         signer = SlackRequests(SIGNING_SECRET, team_id=slack.team_id)
         try:

@@ -14,14 +14,14 @@ import pytest
 from sqlalchemy import Engine
 
 from bot.app import build_services, create_app
-from bot.console import LocalServer
-from bot.slack_requests import SlackRequests
-from bot.slack_standin import SlackStandIn
+from bot.devtools.console import LocalServer
+from bot.devtools.slack_requests import SlackRequests
+from bot.devtools.slack_standin import SlackStandIn
 from storage.db import session_scope
 from storage.roles import add_manager
-from tests.digest_seed import seed_team
-from tests.llm_standin import LLMStandIn
-from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET, make_settings
+from tests.support.digest_seed import seed_team
+from tests.support.llm_standin import LLMStandIn
+from tests.support.slack_harness import BOT_TOKEN, SIGNING_SECRET, make_settings
 from tests.test_digest_processes import finish, send_due_process, statuses
 from tests.test_digest_send import NOW, delivered, setup_team
 

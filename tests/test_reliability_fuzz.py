@@ -17,8 +17,10 @@ from schemathesis import GenerationMode
 from sqlalchemy import Engine
 
 from storage.models import OUTCOME_KINDS
-from tests.ingest_fixtures import make_app, new_token, row_counts, running_server
-from tests.slack_harness import ADA, Harness, harness_fixture  # noqa: F401  (fixtures)
+from tests.support.ingest_fixtures import make_app, new_token, row_counts, running_server
+from tests.support.slack_harness import ADA, Harness
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
 
 FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 

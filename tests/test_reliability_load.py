@@ -15,10 +15,12 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from bot.slack_requests import SlackRequests
-from bot.slack_standin import SlackStandIn
-from tests.ingest_fixtures import make_app, new_token, row_counts, running_server, serve_process
-from tests.slack_harness import ADA, ALAN, BOT_TOKEN, GRACE, SIGNING_SECRET
+from bot.devtools.slack_requests import SlackRequests
+from bot.devtools.slack_standin import SlackStandIn
+from tests.support.ingest_fixtures import make_app, new_token, row_counts, running_server, serve_process
+from tests.support.slack_harness import ADA, ALAN, BOT_TOKEN, GRACE, SIGNING_SECRET
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
 
 COMMANDS = 200
 SLACK_ACK_LIMIT = 3.0

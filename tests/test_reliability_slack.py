@@ -9,17 +9,15 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from bot import blocks
-from bot.slack_requests import SignedRequest
-from handlers.retries import Deliveries, delivery_key
+from bot.devtools.slack_requests import SignedRequest
+from handlers.slack import blocks
+from handlers.slack.retries import Deliveries, delivery_key
 from storage.models import AuditEvent
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from tests.support.slack_harness import (
     ADA,
     GRACE,
     Harness,
     annotations,
-    count,
-    harness_fixture,
     person,
     run,
 )

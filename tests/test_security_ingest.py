@@ -11,13 +11,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, MetaData, select
 
-from bot.app import Services, create_app
+from bot.app import create_app
 from bot.config import Settings
-from handlers.rate_limit import SourceRateLimit
+from bot.services import Services
+from handlers.http.rate_limit import SourceRateLimit
 from storage import sources
 from storage.db import session_scope
 from storage.sources import authenticate, hash_token
-from tests.ingest_fixtures import new_token, row_counts
+from tests.support.ingest_fixtures import new_token, row_counts
 
 
 def usage(key: str) -> dict[str, Any]:

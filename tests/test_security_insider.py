@@ -18,15 +18,14 @@ from storage.db import session_scope
 from storage.metrics import Scope
 from storage.models import AuditEvent, Membership, Person, Team, UsageRecord
 from storage.sources import create_source
-from tests import factories as f
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from tests.support import factories as f
+from tests.support.slack_harness import (
     ADA,
     ALAN,
     EMAILS,
     GRACE,
     Harness,
     count,
-    harness_fixture,
     person,
 )
 
@@ -458,8 +457,8 @@ def test_the_summary_gives_no_change_of_a_figure_hidden_the_period_before(sessio
 
 
 def test_a_slack_only_rows_data_and_tokens_follow_its_owner_to_their_email(session: Session) -> None:
-    from storage.directory import bind_slack_user
     from storage.models import Source
+    from storage.people import bind_slack_user
     from storage.sources import create_personal_source
 
     nameless = bind_slack_user(session, slack_user_id="U1", email=None).person  # a profile without email

@@ -16,26 +16,27 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from bot.app import Services, create_app
+from bot.app import create_app
 from bot.config import Settings
-from bot.console import LocalServer
-from bot.digest import build_slack_client, send_due
-from bot.people import SlackPeople
-from bot.slack_requests import SignedRequest, modal_values
-from bot.slack_standin import SlackStandIn
+from bot.devtools.console import LocalServer
+from bot.devtools.slack_requests import SignedRequest, modal_values
+from bot.devtools.slack_standin import SlackStandIn
+from bot.services import Services
+from handlers.slack.client import build_slack_client
+from handlers.slack.digest_posts import send_due
+from handlers.slack.people import SlackPeople
 from storage.db import session_scope
-from storage.digests import Schedule, subscribe
 from storage.models import AuditEvent, SlackRequestSeen, table_of
 from storage.runs import NOT_YOURS, annotate_run, clean_link
+from storage.schedules import Schedule
 from storage.slack_requests_seen import KEEP, SeenRequests, claim_request, purge_seen
-from tests.digest_seed import seed_team
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from storage.subscriptions import subscribe
+from tests.support.digest_seed import seed_team
+from tests.support.slack_harness import (
     ADA,
     GRACE,
     Harness,
     annotations,
-    count,
-    harness_fixture,
     make_settings,
     person,
     run,

@@ -24,19 +24,20 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-import bot.commands  # noqa: F401  (registers the CLI commands)
-from bot.app import Services, create_app
-from bot.cli import app as cli
+import bot.cli.commands  # noqa: F401  (registers the CLI commands)
+from bot.app import create_app
+from bot.cli.root import app as cli
 from bot.config import Settings, get_settings
-from bot.slack_standin import iter_blocks_text
-from handlers.rate_limit import SourceRateLimit
+from bot.devtools.slack_standin import iter_blocks_text
+from bot.services import Services
+from handlers.http.rate_limit import SourceRateLimit
 from storage.db import session_scope
-from storage.directory import get_or_create_person
 from storage.models import AgentRun, Outcome, Person, Source, UsageRecord
+from storage.people import get_or_create_person
 from storage.sources import create_personal_source
-from tests.ingest_fixtures import make_app, new_token, row_counts, serve_process
-from tests.samples import SAMPLES
-from tests.slack_harness import ADA, GRACE, Harness, harness_fixture  # noqa: F401  (fixtures)
+from tests.support.ingest_fixtures import make_app, new_token, row_counts, serve_process
+from tests.support.samples import SAMPLES
+from tests.support.slack_harness import ADA, GRACE, Harness
 
 JSON = {"Content-Type": "application/json"}
 METRICS = "/v1/otlp/v1/metrics"
@@ -404,6 +405,7 @@ def served_with_output(db_url: str) -> Iterator[tuple[str, list[str]]]:
         yield url, output
 
 
+@pytest.mark.slow  # a `tokenwise serve` process
 def test_tokenwise_serves_access_log_keeps_a_url_token_out(
     served_with_output: tuple[str, list[str]], engine: Engine
 ) -> None:

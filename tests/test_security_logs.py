@@ -14,19 +14,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from bot.app import Services, create_app
+from bot.app import create_app
 from bot.config import Settings
+from bot.devtools.slack_requests import modal_values
 from bot.log_safety import frames
-from bot.slack_requests import modal_values
+from bot.services import Services
 from storage.db import make_engine
-from tests.ingest_fixtures import new_token
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from tests.support.ingest_fixtures import new_token
+from tests.support.slack_harness import (
     ADA,
     BOT_TOKEN,
     EMAILS,
     SIGNING_SECRET,
     Harness,
-    harness_fixture,
     person,
     run,
 )
@@ -155,7 +155,7 @@ def test_uvicorns_access_log_lines_carry_no_bearer_token(
     engine: Engine, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Tokens travel in a header, never in the URL, so access logs (method, path, status) cannot hold one."""
-    from tests.ingest_fixtures import make_app, running_server
+    from tests.support.ingest_fixtures import make_app, running_server
 
     token = new_token(engine)
     access_log = logging.getLogger("uvicorn.access")  # uvicorn's own handler; it does not propagate

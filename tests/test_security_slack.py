@@ -13,15 +13,14 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
-from bot.slack_requests import SignedRequest, SlackRequests, modal_values
+from bot.devtools.slack_requests import SignedRequest, SlackRequests, modal_values
 from storage.models import AuditEvent
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from tests.support.slack_harness import (
     ADA,
     GRACE,
     Harness,
     annotations,
     count,
-    harness_fixture,
     person,
     run,
 )

@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import Engine, exc
 
 from bot.seed import _clock
-from storage.bulk import _sqlite_value, bulk_transaction, copy_rows
+from storage.bulk_load import _sqlite_value, bulk_transaction, copy_rows
 from storage.db import make_engine
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
 
 SETTINGS = ("journal_mode", "synchronous", "cache_size", "foreign_keys")
 

@@ -15,17 +15,16 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from bot import blocks
-from bot.slack_standin import iter_blocks_text
+from bot.devtools.slack_standin import iter_blocks_text
+from handlers.slack import blocks
 from storage.models import AgentRun, AuditEvent, Person
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from tests.support.slack_harness import (
     ADA,
     ALAN,
     GRACE,
     Harness,
     annotations,
     count,
-    harness_fixture,
     in_last_week,
     person,
     run,
@@ -201,7 +200,7 @@ def test_the_note_modal_opens_prefilled_and_saves_note_link_and_win(harness: Har
     assert view["callback_id"] == blocks.VIEW_NOTE
     verdict_block = next(b for b in view["blocks"] if b.get("block_id") == "verdict")
     assert verdict_block["element"]["initial_option"]["value"] == "useful"  # prefilled: editing, not starting over
-    from bot.slack_requests import modal_values
+    from bot.devtools.slack_requests import modal_values
 
     values = modal_values(
         view, {"verdict": "partly", "note": "Saved an hour", "link": "https://github.com/acme/api/pull/7", "win": "win"}
@@ -226,7 +225,7 @@ def test_a_bad_link_in_the_modal_is_shown_under_the_field_and_nothing_is_saved(h
         session.commit()
     harness.click("run_note", str(target.id))
     view = harness.slack.wait_for("views.open")[0].args["view"]
-    from bot.slack_requests import modal_values
+    from bot.devtools.slack_requests import modal_values
 
     response = harness.submit(view, modal_values(view, {"verdict": "useful", "link": "javascript:alert(1)"}))
     assert response.status_code == 200
@@ -437,10 +436,11 @@ def test_serve_socket_without_an_app_token_is_a_one_line_error(tmp_path: Path) -
 
 
 def test_a_bot_token_slack_refuses_stops_the_app_at_start_with_a_sentence(engine: Engine, db_url: str) -> None:
-    from bot.app import Services, create_app
-    from bot.slack_app import SlackNotConfigured
-    from bot.slack_standin import SlackStandIn
-    from tests.slack_harness import make_settings
+    from bot.app import create_app
+    from bot.devtools.slack_standin import SlackStandIn
+    from bot.services import Services
+    from handlers.slack.app import SlackNotConfigured
+    from tests.support.slack_harness import make_settings
 
     with SlackStandIn(token="xoxb-the-real-one") as slack:
         services = Services(settings=make_settings(slack, db_url), engine=engine)
@@ -449,8 +449,9 @@ def test_a_bot_token_slack_refuses_stops_the_app_at_start_with_a_sentence(engine
 
 
 def test_without_slack_settings_the_app_serves_no_slack_route(engine: Engine, db_url: str) -> None:
-    from bot.app import Services, create_app
+    from bot.app import create_app
     from bot.config import Settings
+    from bot.services import Services
 
     api = create_app(Services(settings=Settings(database_url=db_url, slack_signing_secret=None), engine=engine))
     assert "/slack/events" not in {getattr(route, "path", "") for route in api.routes}
@@ -478,7 +479,7 @@ def test_a_failure_without_a_response_url_apologises_by_direct_message(harness: 
 
 
 def test_a_modal_saving_someone_elses_run_is_refused_by_direct_message(harness: Harness) -> None:
-    from bot.slack_requests import modal_values
+    from bot.devtools.slack_requests import modal_values
     from storage.runs import own_run
 
     with Session(harness.engine, expire_on_commit=False) as session:

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import blocks
 from bot.periods import Period
 from bot.reports import Figures, Report
+from handlers.slack import blocks
 from storage.metrics import Metrics, Scope
 from storage.runs import RunView
 
@@ -138,7 +138,7 @@ def test_user_text_cannot_mention_or_link() -> None:
 
 
 def test_the_note_modal_prefills_an_existing_review_and_round_trips_its_values() -> None:
-    from bot.slack_requests import modal_values
+    from bot.devtools.slack_requests import modal_values
 
     run = a_run(verdict="partly", note="ok", link="https://e.com", share_as_win=True)
     view = blocks.note_modal(run, {"run_id": 1, "response_url": "https://hooks.slack.com/x"})

@@ -5,8 +5,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.commands_parser import SUBCOMMANDS, Subcommand, add_subcommand, help_lines, no_arguments, parse_command
-from handlers.commands import HANDLERS
+from bot.periods import PeriodSpec
+from handlers.slack import slash  # noqa: F401  (fills the table)
+from handlers.slack.slash.registry import (
+    SUBCOMMANDS,
+    Subcommand,
+    add_subcommand,
+    help_lines,
+    no_arguments,
+    parse_command,
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -33,12 +41,12 @@ def test_empty_and_blank_text_is_help() -> None:
 
 def test_subcommands_are_case_insensitive_and_spacing_is_forgiven() -> None:
     request = parse_command("  ME   last    week ")
-    assert (request.name, request.options, request.error) == ("me", {"period": "last week"}, None)
+    assert (request.name, request.options, request.error) == ("me", {"period": PeriodSpec("last_week")}, None)
     assert not request.answers_at_once
 
 
 def test_periods_are_validated_with_the_sentence_from_periods() -> None:
-    assert parse_command("me 30d").options == {"period": "30d"}
+    assert parse_command("me 30d").options == {"period": PeriodSpec("days", days=30)}
     assert parse_command("me 2026-11-01..2026-11-07").error is None
     bad = parse_command("me 2026-11-07..2026-11-01")
     assert bad.name == "me" and bad.error == "The start 2026-11-07 is after the end 2026-11-01."
@@ -67,7 +75,7 @@ def test_help_lists_each_subcommand_once_in_order() -> None:
 
 
 def test_every_subcommand_has_a_handler() -> None:
-    assert {s.name for s in SUBCOMMANDS.values()} <= set(HANDLERS)
+    assert all(s.handle is not None for s in SUBCOMMANDS.values() if s.name != "help")
 
 
 def test_a_new_subcommand_is_one_table_entry() -> None:

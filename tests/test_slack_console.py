@@ -10,9 +10,9 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from bot.console import mrkdwn_to_rich, slack_user_id_for
+from bot.devtools.console import mrkdwn_to_rich, slack_user_id_for
 from storage.models import Annotation
-from tests.slack_harness import ADA, GRACE, annotations, person, run
+from tests.support.slack_harness import ADA, GRACE, annotations, person, run
 
 
 def console(db_url: str, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:

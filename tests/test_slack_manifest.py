@@ -11,11 +11,12 @@ import jsonschema
 import pytest
 import yaml
 
-from bot import blocks
-from bot.slack_app import BOT_SCOPES, EVENTS_PATH
-from handlers import actions, commands, events, views
-from tests.samples import MANIFEST_SCHEMA
-from tests.slack_harness import Harness, harness_fixture  # noqa: F401
+from handlers.slack import actions, blocks, views
+from handlers.slack import home as events
+from handlers.slack import slash as commands
+from handlers.slack.app import BOT_SCOPES, EVENTS_PATH
+from tests.support.samples import MANIFEST_SCHEMA
+from tests.support.slack_harness import Harness
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = MANIFEST_SCHEMA

@@ -12,14 +12,15 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select, update
 
-from bot.app import Services, create_app
-from bot.console import LocalServer
-from bot.people import SlackPeople
-from bot.slack_app import NotInstalled, installation_store, slack_client_for
-from bot.slack_requests import SlackRequests
-from bot.slack_standin import SlackStandIn
+from bot.app import create_app
+from bot.devtools.console import LocalServer
+from bot.devtools.slack_requests import SlackRequests
+from bot.devtools.slack_standin import SlackStandIn
+from bot.services import Services
+from handlers.slack.app import NotInstalled, installation_store, slack_client_for
+from handlers.slack.people import SlackPeople
 from storage.slack_tables import slack_metadata
-from tests.slack_harness import SIGNING_SECRET, make_settings
+from tests.support.slack_harness import SIGNING_SECRET, make_settings
 
 CLIENT_ID, CLIENT_SECRET = "111.222", "oauth-secret"
 

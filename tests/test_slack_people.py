@@ -8,9 +8,9 @@ import pytest
 from slack_sdk import WebClient
 from sqlmodel import Session
 
-from bot.people import SlackPeople, profile_of
-from bot.slack_standin import SlackStandIn
-from storage.directory import get_or_create_person
+from bot.devtools.slack_standin import SlackStandIn
+from handlers.slack.people import SlackPeople, profile_of
+from storage.people import get_or_create_person
 
 
 @pytest.fixture

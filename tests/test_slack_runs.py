@@ -21,7 +21,7 @@ from storage.runs import (
     shared_wins,
     unreviewed_runs,
 )
-from tests.slack_harness import ADA, GRACE, person, run
+from tests.support.slack_harness import ADA, GRACE, person, run
 
 
 def test_annotating_someone_elses_run_is_refused(session: Session) -> None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from storage.bulk import advance_sequences, copy_rows
+from storage.bulk_load import advance_sequences, copy_rows
 from storage.models import Person
 from storage.runs import unreviewed_runs
-from tests.slack_harness import ADA, Harness, harness_fixture, person, source, team  # noqa: F401
+from tests.support.slack_harness import ADA, Harness, person, source, team
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
 
 RUNS = 200_000
 PEOPLE = 400

@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from bot.slack_standin import METHODS, SlackStandIn
+from bot.devtools.slack_standin import METHODS, SlackStandIn
 
 TOKEN = "xoxb-test"
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from storage.models import UsageRecord
-from tests import factories as f
+from tests.support import factories as f
 
 
 def test_costs_sum_exactly(session: Session) -> None:

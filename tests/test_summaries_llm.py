@@ -16,8 +16,8 @@ from bot.summaries import SummaryWriter, build_summary_writer, facts_prompt, req
 from storage.db import session_scope
 from storage.models import AuditEvent, Person, Source, UsageRecord
 from storage.roles import add_manager
-from tests.digest_seed import seed_team
-from tests.llm_standin import LLMStandIn
+from tests.support.digest_seed import seed_team
+from tests.support.llm_standin import LLMStandIn
 
 NOW = datetime(2026, 3, 30, 12, 0, tzinfo=UTC)  # the summary covers 2026-03-02 .. 2026-03-29
 FIRST_WEEK = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -14,10 +14,11 @@ target_metadata = [SQLModel.metadata, slack_metadata()]
 def run_migrations_online() -> None:
     engine = context.config.attributes.get("engine")
     if engine is None:
-        from bot.config import get_settings
+        import os
+
         from storage.db import make_engine
 
-        engine = make_engine(get_settings().database_url)
+        engine = make_engine(os.environ.get("DATABASE_URL", "sqlite:///./tokenwise.db"))
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -35,21 +35,22 @@ import httpx
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 
-from bot.app import Services, create_app
+from bot.app import create_app
 from bot.config import Settings
-from bot.console import LocalServer
-from bot.people import SlackPeople
+from bot.devtools.console import LocalServer
+from bot.devtools.slack_requests import SlackRequests
+from bot.devtools.slack_standin import SlackStandIn
 from bot.periods import complete_weeks, parse_period
 from bot.reports import build_report
 from bot.seed import TIMEZONES, USAGE_COLUMNS, person_email, seed_organisation
-from bot.slack_requests import SlackRequests
-from bot.slack_standin import SlackStandIn
-from storage.bulk import copy_rows
+from bot.services import Services
+from handlers.slack.people import SlackPeople
+from storage.bulk_load import copy_rows
 from storage.db import make_engine, normalize_url, session_scope, upgrade
 from storage.metrics import Scope
 from storage.sources import create_source
 from storage.types import UTCDateTime
-from tests.ingest_fixtures import serve_process
+from tests.support.ingest_fixtures import serve_process
 
 FULL_PEOPLE = 5_000
 PEOPLE_PER_TEAM = 10
@@ -415,7 +416,8 @@ def bench_digest(url: str, teams: int | None = None, charts: bool = True) -> dic
     four trend weeks, merged PRs, unreviewed runs, shared wins), one team after another, and its chart.
     Memory is sampled after each team. The floor: one bare GROUP BY giving every team's week totals. Also
     timed: one organisation-wide digest (a subscription with no team), which reads the whole week's rows."""
-    from bot.digest import build_digest, render_chart
+    from bot.digest import build_digest
+    from bot.digest_chart import render_chart
 
     engine = make_engine(url)
     with engine.connect() as connection:

@@ -1,0 +1,195 @@
+"""`tokenwise report`: metrics for a person, a team or the organisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import Session
+
+from bot.cli.root import UserError, app, database, out, print_json, resolve_period, settings
+from bot.numbers import money, number, share, trend
+from bot.periods import Period, PeriodError, date_range, parse_date, require_whole_weeks, zone
+from bot.reports import Disclosure, Figures, Report, build_report, change, group_weeks, group_zone, report_json
+from storage.audit import record_event
+from storage.metrics import Scope
+from storage.models import id_of
+from storage.people import find_person, find_team
+
+GROUP_WEEKS = 4  # a group's default: its last four whole weeks
+
+
+@app.command()
+def report(
+    person: Annotated[str | None, typer.Option("--person", help="A person's email.")] = None,
+    team: Annotated[str | None, typer.Option("--team", help="A team's name.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="First day, YYYY-MM-DD (inclusive); a Monday for a team or the organisation."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last day, YYYY-MM-DD (inclusive); a Sunday for a team or the organisation.")
+    ] = None,
+    by: Annotated[str, typer.Option("--by", help="Breakdown: day or week (groups: week only).")] = "week",
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="Time zone of a person's days (a group's is its own). Default: UTC."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Metrics for a person (--person), a team (--team) or, with neither, the whole organisation.
+
+    A person's default is the last 28 days. A team or the organisation is shown in whole weeks (Monday to
+    Sunday) in its own time zone, by default its last four, each passing the disclosure rules on its own.
+    Every report is recorded in the audit trail."""
+    config = settings()
+    with database(config) as session:
+        if person and team:
+            raise UserError("Give --person or --team, not both.")
+        if by not in {"day", "week"}:
+            raise UserError(f"Unknown --by '{by}'; use day or week.")
+        if tz:
+            try:
+                zone(tz)
+            except PeriodError as error:
+                raise UserError(str(error)) from error
+        if person:
+            found = find_person(session, email=person)
+            scope = Scope.person(id_of(found), found.email or person)
+            period = resolve_period(since, until, tz or "UTC")
+        else:
+            if team:
+                found_team = find_team(session, team)
+                scope = Scope.team(id_of(found_team), found_team.name)
+            else:
+                scope = Scope.org()
+            period = _group_period(session, scope, since, until, tz, config.timezone)
+        try:
+            result = build_report(session, scope, period, Disclosure.of(config), by=by if person else "week")
+        except PeriodError as error:
+            raise UserError(str(error)) from error
+        record_event(session, actor="cli", action="report", scope=scope.label(), detail=period.label())
+    if as_json:
+        print_json(report_json(result))
+    else:
+        render_report(out, result)
+
+
+def _group_period(
+    session: Session, scope: Scope, since: str | None, until: str | None, tz: str | None, org_tz: str
+) -> Period:
+    """Whole weeks in the group's own time zone: the same windows whoever asks (docs/metrics.md)."""
+    zone_name = group_zone(session, scope, org_tz)
+    if tz and tz != zone_name:
+        raise UserError(
+            f"{scope.label()} is shown in its own time zone, {zone_name}, for everyone; leave out --tz "
+            "(`tokenwise team set-timezone` changes a team's)."
+        )
+    if not since and not until:
+        return group_weeks(session, scope, org_tz, GROUP_WEEKS)
+    span = timedelta(days=7 * GROUP_WEEKS - 1)
+    try:
+        if since and until:
+            first, last = parse_date(since, "--since date"), parse_date(until, "--until date")
+        elif since:
+            first = parse_date(since, "--since date")
+            last = first + span
+        else:
+            last = parse_date(until or "", "--until date")
+            first = last - span
+        period = date_range(first, last, zone_name)
+        require_whole_weeks(period)
+    except PeriodError as error:
+        raise UserError(str(error)) from error
+    ended = group_weeks(session, scope, org_tz)
+    if period.until > ended.until:
+        raise UserError(
+            f"The week ending {period.until.isoformat()} has not ended yet in {zone_name}; team and organisation "
+            f"figures are shown for weeks that have, the latest ending {ended.until.isoformat()}."
+        )
+    return period
+
+
+# -- the terminal --------------------------------------------------------------------------------
+def headline_rows(item: Figures) -> list[tuple[str, str]]:
+    m = item.metrics
+    if m is None:
+        return []
+
+    def shown(key: str, show: Callable[[Any], str]) -> str:
+        return "withheld" if key in item.hidden else show(item.value(key))
+
+    cost = shown("cost_usd", money)
+    if m.cost_unknown_records:
+        cost += f" (+{m.cost_unknown_records:,} records of unknown cost)"
+    outcomes = ", ".join(f"{kind} {count}" for kind, count in sorted(m.outcomes_by_kind.items())) or "none"
+    tokens = (
+        "withheld"
+        if "total_tokens" in item.hidden
+        else f"{m.input_tokens:,} / {m.output_tokens:,} / {m.cache_read_tokens:,} / {m.cache_write_tokens:,}"
+    )
+    return [
+        ("Verified-spend share", shown("verified_spend_share", share)),
+        ("Cost per useful run", shown("cost_per_useful_run", money)),
+        ("Cost per outcome value", shown("cost_per_outcome", money)),
+        ("Outcome value", number(m.outcome_value)),
+        ("Outcomes", outcomes),
+        ("Runs", number(m.runs)),
+        ("Reviewed share", share(m.reviewed_share)),
+        ("Useful runs", number(m.useful_runs)),
+        ("Useful rate (of reviewed)", share(m.useful_rate)),
+        ("Known cost", cost),
+        ("Tokens (in / out / cache read / cache write)", tokens),
+    ]
+
+
+def render_report(console: Console, report: Report) -> None:
+    console.print(f"[bold]{report.scope.label()}[/bold]  {report.period.label()} ({report.period.tz})")
+    if not report.totals.shown:
+        console.print(report.totals.withheld or "Withheld.")
+        return
+    changes = change(report.totals, report.previous)
+    keys = {
+        "Verified-spend share": "verified_spend_share",
+        "Cost per useful run": "cost_per_useful_run",
+        "Cost per outcome value": "cost_per_outcome",
+        "Outcome value": "outcome_value",
+        "Runs": "runs",
+        "Reviewed share": "reviewed_share",
+        "Useful runs": "useful_runs",
+    }
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    table.add_column("vs previous", justify="right")
+    for label, value in headline_rows(report.totals):
+        table.add_row(label, value, trend(changes.get(keys.get(label, ""))))
+    console.print(table)
+    reasons = sorted(set(report.totals.hidden.values()))
+    if reasons:
+        console.print(" ".join(reasons))
+    if report.totals.withheld_weeks:
+        weeks = ", ".join(week.isoformat() for week in report.totals.withheld_weeks)
+        console.print(f"Left out of these totals, withheld on their own: the weeks of {weeks}.")
+    if report.periods:
+        by_period = Table(show_header=True, header_style="bold", title="By period")
+        for column in ("Start", "Runs", "Known cost", "Useful runs", "Outcome value", "Verified share"):
+            by_period.add_column(column, justify="right")
+        for item in report.periods:
+            m = item.metrics
+            if m is None:
+                by_period.add_row(item.period.since.isoformat(), "withheld", "", "", "", "")
+                continue
+            by_period.add_row(
+                item.period.since.isoformat(),
+                number(m.runs),
+                "withheld" if "cost_usd" in item.hidden else money(m.cost_usd),
+                number(m.useful_runs),
+                number(m.outcome_value),
+                "withheld" if "verified_spend_share" in item.hidden else share(m.verified_spend_share),
+            )
+        console.print(by_period)

@@ -1,0 +1,36 @@
+"""`tokenwise summary`: a manager's summary of their team, from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bot.cli.root import app, database, out, settings
+from storage.people import find_person
+
+
+@app.command("summary")
+def summary_command(
+    team: Annotated[str, typer.Option(help="The team's name.")],
+    as_manager: Annotated[str, typer.Option("--as", help="The manager's email (the request is audited as theirs).")],
+) -> None:
+    """A manager's summary of their team, as `/tokenwise summary` would answer it."""
+    from bot.summaries import build_summary_writer, request_summary
+    from handlers.slack.blocks import plain_lines, summary_message
+
+    config = settings()
+    with database(config) as session:
+        person = find_person(session, email=as_manager)
+        result = request_summary(
+            session,
+            requester=person,
+            actor=f"cli:{person.email}",
+            team_name=team,
+            writer=build_summary_writer(config),
+            settings=config,
+        )
+    for line in plain_lines(summary_message(result).blocks):
+        out.print(line, highlight=False)
+    if result.refused:
+        raise typer.Exit(2)

@@ -1,0 +1,228 @@
+"""Every scheduled job of `tokenwise serve` and `tokenwise scheduler` (APScheduler 3.x), with explicit ids.
+
+`build_scheduler(services)` adds each job whose settings are present:
+- `openai-usage`: the hourly OpenAI organisation usage pull, when OPENAI_ADMIN_KEY is set;
+- `digest:subscription:<id>`: one CronTrigger job per digest subscription (its weekday, time and time
+  zone; APScheduler does the DST arithmetic), kept in step with the database by the tick;
+- `digest:tick`: every TOKENWISE_DIGEST_TICK_SECONDS, re-syncs those jobs, retries failed or abandoned
+  digests, sends Monday nudges, and on start catches up a digest missed within the grace window;
+- `retention:purge`: the daily purge.
+Every digest job ends in `send_due`, whose claim makes running it twice, or in two processes, harmless.
+Add a job here, in `build_scheduler`, with an explicit id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from slack_sdk import WebClient
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from bot.config import Settings
+from bot.log_safety import log_failure
+from bot.periods import zone
+from bot.services import Services
+from bot.sources.openai_usage import pull_recent_usage
+from handlers.slack.client import build_slack_client
+from handlers.slack.digest_posts import SlackFor, send_due
+from handlers.slack.nudges import send_nudges
+from storage.db import session_scope
+from storage.digest_posts import DueDigest
+from storage.models import DigestSubscription, id_of
+from storage.retention import purge_expired
+from storage.schedules import Schedule
+from storage.subscriptions import schedule_of
+
+log = logging.getLogger(__name__)
+
+OPENAI_USAGE_JOB = "openai-usage"
+SUBSCRIPTION_JOB = "digest:subscription:"
+TICK_JOB = "digest:tick"
+PURGE_JOB = "retention:purge"
+
+
+def cron_trigger(schedule: Schedule) -> CronTrigger:
+    """Weekly at the subscription's local weekday and time (APScheduler counts Monday as 0, as we do)."""
+    return CronTrigger(
+        day_of_week=schedule.weekday, hour=schedule.hour, minute=schedule.minute, timezone=zone(schedule.timezone)
+    )
+
+
+@dataclass
+class SyncReport:
+    added: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DigestJobs:
+    """The jobs' shared state: built once per process with the engine and Slack client."""
+
+    engine: Engine
+    settings: Settings
+    slack_for: SlackFor
+    nudge_client: WebClient | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def send_for(self, subscription_id: int) -> None:
+        """A subscription's CronTrigger fired."""
+        self._guard(lambda: send_due(self.engine, self.settings, self.slack_for, self.clock(), [subscription_id]))
+
+    def tick(self, scheduler: BaseScheduler | None = None) -> None:
+        """Follow subscription changes, then send (or retry) whatever is due, then nudges."""
+        if scheduler is not None:
+            self._guard(lambda: sync_subscription_jobs(scheduler, self))
+        now = self.clock()
+        self._guard(lambda: send_due(self.engine, self.settings, self.slack_for, now))
+        if self.nudge_client is not None:
+            client = self.nudge_client
+            self._guard(lambda: send_nudges(self.engine, client, now))
+
+    def purge(self) -> None:
+        def run() -> None:
+            with session_scope(self.engine) as session:
+                purged = purge_expired(session, self.clock(), self.settings.retention_days)
+            log.info("retention: purged %d rows older than %d days", purged.total, self.settings.retention_days)
+
+        self._guard(run)
+
+    @staticmethod
+    def _guard(job: Callable[[], Any]) -> None:
+        try:
+            job()
+        except Exception as error:
+            log_failure(log, "scheduled job failed; it runs again on the next tick", error=error)
+
+
+def sync_subscription_jobs(scheduler: BaseScheduler, jobs: DigestJobs) -> SyncReport:
+    """Make the scheduler's per-subscription jobs match the database (added, rescheduled, removed)."""
+    with session_scope(jobs.engine) as session:
+        wanted = {id_of(s): schedule_of(s) for s in session.exec(select(DigestSubscription)).all()}
+    report = SyncReport()
+    for job in scheduler.get_jobs():
+        if job.id.startswith(SUBSCRIPTION_JOB):
+            subscription_id = int(job.id.removeprefix(SUBSCRIPTION_JOB))
+            if subscription_id not in wanted:
+                scheduler.remove_job(job.id)
+                report.removed.append(subscription_id)
+    grace = int(jobs.settings.digest_grace_hours * 3600) or 1
+    for subscription_id, schedule in wanted.items():
+        job_id = f"{SUBSCRIPTION_JOB}{subscription_id}"
+        existing = scheduler.get_job(job_id)
+        if existing is None:
+            scheduler.add_job(
+                jobs.send_for,
+                cron_trigger(schedule),
+                args=[subscription_id],
+                id=job_id,
+                name=schedule.label(),
+                misfire_grace_time=grace,
+                coalesce=True,
+                max_instances=1,
+            )
+            report.added.append(subscription_id)
+        elif existing.name != schedule.label():
+            scheduler.modify_job(job_id, name=schedule.label())
+            scheduler.reschedule_job(job_id, trigger=cron_trigger(schedule))
+            report.changed.append(subscription_id)
+    return report
+
+
+def digest_slack_for(services: Services) -> SlackFor:
+    """A Web API client for each digest's workspace (OAuth installs rotate their token first)."""
+    from handlers.slack.app import slack_client_for
+
+    def client_for(due: DueDigest) -> WebClient:
+        return slack_client_for(services, team_id=due.slack_team_id, enterprise_id=due.enterprise_id)
+
+    return client_for
+
+
+def nudge_client_for(services: Services) -> WebClient | None:
+    """Nudges are DMs in the bot token's workspace; with only OAuth installs they are off (docs/digests.md)."""
+    if not services.settings.slack_bot_token:
+        return None
+    return build_slack_client(services.settings.slack_bot_token, services.settings.slack_api_url)
+
+
+def add_service_jobs(scheduler: BaseScheduler, services: Services) -> DigestJobs | None:
+    """What `build_scheduler` adds: the digest and nudge jobs when Slack is configured
+    (a bot token, or OAuth installs), and the retention purge always."""
+    settings = services.settings
+    if settings.slack_bot_token or settings.slack_oauth_enabled:
+        return add_digest_jobs(
+            scheduler, services.engine, settings, digest_slack_for(services), nudge_client_for(services)
+        )
+    log.info("Slack is not configured: no digests or nudges are scheduled, only the retention purge.")
+    add_retention_job(scheduler, DigestJobs(services.engine, settings, _no_slack))
+    return None
+
+
+def _no_slack(_due: DueDigest) -> WebClient:
+    raise RuntimeError("Slack is not configured.")
+
+
+def add_digest_jobs(
+    scheduler: BaseScheduler,
+    engine: Engine,
+    settings: Settings,
+    slack_for: SlackFor,
+    nudge_client: WebClient | None = None,
+) -> DigestJobs:
+    """Add the digest, nudge and retention jobs; the tick runs once right away (catch-up on start)."""
+    jobs = DigestJobs(engine, settings, slack_for, nudge_client)
+    sync_subscription_jobs(scheduler, jobs)
+    scheduler.add_job(
+        jobs.tick,
+        IntervalTrigger(seconds=settings.digest_tick_seconds, timezone=UTC),
+        args=[scheduler],
+        id=TICK_JOB,
+        name="digests: sync, catch up, retry; nudges",
+        next_run_time=datetime.now(UTC),
+        coalesce=True,
+        max_instances=1,
+        replace_existing=True,
+    )
+    add_retention_job(scheduler, jobs)
+    return jobs
+
+
+def add_retention_job(scheduler: BaseScheduler, jobs: DigestJobs) -> None:
+    """The daily purge of data older than TOKENWISE_RETENTION_DAYS."""
+    scheduler.add_job(
+        jobs.purge,
+        CronTrigger(hour=3, minute=30, timezone=UTC),
+        id=PURGE_JOB,
+        name="retention purge",
+        coalesce=True,
+        max_instances=1,
+        replace_existing=True,
+    )
+
+
+def build_scheduler(services: Services) -> BackgroundScheduler:
+    """A scheduler (not started) with every job the configuration asks for."""
+    scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
+    if services.settings.openai_admin_key:
+        scheduler.add_job(
+            pull_recent_usage,
+            "interval",
+            hours=1,
+            args=[services],
+            id=OPENAI_USAGE_JOB,
+            name="Pull OpenAI organisation usage",
+            next_run_time=datetime.now(UTC),
+            replace_existing=True,
+        )
+    add_service_jobs(scheduler, services)  # digests, nudges, retention (docs/digests.md)
+    return scheduler

@@ -1,0 +1,50 @@
+"""What every edge needs, built once per process by the app factory (`bot.app.build_services`).
+
+A leaf module: it imports no handler at load time (only for typing), so handlers and jobs can depend on
+it without depending on the composition root.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+from bot.config import Settings
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+    from bot.summaries import SummaryWriter
+    from handlers.http.rate_limit import SourceRateLimit
+    from handlers.slack.people import SlackPeople
+    from handlers.slack.retries import Deliveries
+
+
+def _new(module: str, name: str, *args: Any) -> Any:
+    """An instance of an edge's class, imported only when a Services is made (this module stays a leaf)."""
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+@dataclass
+class Services:
+    """What handlers need, built once per process. Slack's user cache (`people`, TTL one hour) and the
+    memory of Slack's retries (`slack_deliveries`) are fresh per process unless given."""
+
+    settings: Settings
+    engine: Engine
+    people: SlackPeople = field(default_factory=lambda: _new("handlers.slack.people", "SlackPeople"))
+    summary_writer: SummaryWriter | None = None  # the OpenAI-compatible client, when OPENAI_API_KEY is set
+    openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
+    ingest_rate: SourceRateLimit | None = None  # per-token request budget; built from settings when None
+    slack_deliveries: Deliveries = field(default_factory=lambda: _new("handlers.slack.retries", "Deliveries"))
+
+    def __post_init__(self) -> None:
+        if self.ingest_rate is None:
+            self.ingest_rate = _new("handlers.http.rate_limit", "SourceRateLimit", self.settings.ingest_rate_limit)
+
+    def __deepcopy__(self, _memo: dict[int, object]) -> Services:
+        """Shared, never copied: Bolt deep-copies the request context for lazy listeners."""
+        return self

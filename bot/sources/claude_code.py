@@ -1,0 +1,229 @@
+"""Claude Code's local session logs (`~/.claude/projects/*/*.jsonl`) as usage, one run per session.
+
+Counting follows ccusage so that per-day totals match it: every line with `message.usage` counts
+(sidechain lines too), a line whose `message.id` + `requestId` were seen before is a streamed repeat
+and is skipped (the first one wins, files taken in order of their first timestamp), and a line that is
+not JSON is skipped and counted. Files are streamed line by line and written in chunks; de-duplication
+happens in the database, so memory stays flat however large the logs are, and a re-import adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from bot.pricing import fast_price
+from storage.ingest import ingest_telemetry, write_atomically
+from storage.ingest_schemas import SeenRun, SeenUsage, Telemetry
+from storage.models import id_of
+from storage.sources import internal_source
+
+AGENT = "claude-code"
+SOURCE_NAME = "claude-code-logs"
+CHUNK_LINES = 2000
+
+
+class LogsNotFound(FileNotFoundError):
+    """PATH holds no Claude Code logs; the message says where we looked."""
+
+
+@dataclass
+class ImportSummary:
+    files: int = 0
+    lines: int = 0
+    usage_lines: int = 0
+    malformed: int = 0
+    written: int = 0
+    duplicates: int = 0
+    sessions: int = 0
+
+
+def log_files(path: Path) -> list[Path]:
+    """The JSONL files under PATH/projects (or PATH itself when it is the projects folder), oldest first."""
+    root = path / "projects" if (path / "projects").is_dir() else path
+    if not root.is_dir():
+        raise LogsNotFound(f"No folder at '{path}'. Point at ~/.claude or ~/.claude/projects.")
+    files = [f for f in root.glob("**/*.jsonl") if f.is_file()]
+    if not files:
+        raise LogsNotFound(f"No *.jsonl session logs under '{root}'. Point at ~/.claude or ~/.claude/projects.")
+    return sorted(files, key=lambda f: (_first_timestamp(f), str(f)))
+
+
+def _first_timestamp(path: Path) -> str:
+    with path.open("rb") as handle:
+        for raw in handle:
+            try:
+                stamp = json.loads(raw).get("timestamp")
+            except (ValueError, AttributeError):
+                continue
+            moment = _parse_time(stamp) if isinstance(stamp, str) else None
+            if moment is not None:
+                return moment.isoformat()
+    return "~"  # files without a timestamp go last
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _tokens(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} is not a non-negative integer")
+    return value
+
+
+def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
+    """The usage one log line reports, or None for lines without usage; ValueError for a broken one."""
+    message = line.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+        return None
+    if message.get("model") == "<synthetic>":
+        return None  # Claude Code's own placeholder messages (errors, interruptions): no API call, no tokens
+    usage = message["usage"]
+    stamp = line.get("timestamp")
+    when = _parse_time(stamp) if isinstance(stamp, str) else None
+    if when is None:
+        raise ValueError("no valid timestamp")
+    counts = {
+        "input_tokens": _tokens(usage, "input_tokens"),
+        "output_tokens": _tokens(usage, "output_tokens"),
+        "cache_read_tokens": _tokens(usage, "cache_read_input_tokens"),
+        "cache_write_tokens": _tokens(usage, "cache_creation_input_tokens"),
+    }
+    model = str(message.get("model") or "unknown")[:120]
+    message_id, request_id = message.get("id"), line.get("requestId")
+    if isinstance(message_id, str) and isinstance(request_id, str):
+        key = f"cc:{message_id}:{request_id}"
+    else:  # ccusage counts such lines every time; so do we, keyed by their place in the file
+        key = f"cc:line:{where}"
+    if len(key) > 300:
+        key = "cc:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    cost: Decimal | None
+    if "costUSD" in line and line["costUSD"] is not None:
+        try:
+            cost = Decimal(str(line["costUSD"]))
+        except InvalidOperation as error:
+            raise ValueError("costUSD is not a number") from error
+        if not cost.is_finite() or cost < 0:
+            raise ValueError("costUSD is not a non-negative number")
+    else:
+        cost = fast_price(
+            model,
+            counts["input_tokens"],
+            counts["output_tokens"],
+            counts["cache_read_tokens"],
+            counts["cache_write_tokens"],
+        )
+    session_id = line.get("sessionId")
+    return SeenUsage(
+        dedupe_key=key,
+        email=email,
+        occurred_at=when,
+        agent=AGENT,
+        model=model,
+        run_external_id=str(session_id)[:200] if session_id else None,
+        cost_usd=cost,
+        input_tokens=counts["input_tokens"],
+        output_tokens=counts["output_tokens"],
+        cache_read_tokens=counts["cache_read_tokens"],
+        cache_write_tokens=counts["cache_write_tokens"],
+    )
+
+
+def read_logs(
+    files: list[Path], email: str, summary: ImportSummary, advance: Callable[[int], None] | None = None
+) -> Iterator[SeenUsage]:
+    """Usage lines one at a time; `advance` hears how many bytes were read, for a progress bar."""
+    for path in files:
+        summary.files += 1
+        name = f"{path.parent.name}/{path.name}"
+        consumed = 0
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                consumed += len(raw)
+                if advance and consumed >= 1 << 20:
+                    advance(consumed)
+                    consumed = 0
+                if not raw.strip():
+                    continue
+                summary.lines += 1
+                try:
+                    line = json.loads(raw)
+                    if not isinstance(line, dict):
+                        raise ValueError("not an object")
+                    record = usage_of(line, f"{name}:{number}", email)
+                except (ValueError, UnicodeDecodeError):
+                    summary.malformed += 1
+                    continue
+                if record is not None:
+                    summary.usage_lines += 1
+                    yield record
+        if advance:
+            advance(consumed)
+
+
+def import_logs(
+    engine: Engine,
+    path: Path,
+    email: str,
+    weight_for: Callable[[str], Decimal],
+    on_progress: Callable[[int], None] | None = None,
+    chunk_lines: int = CHUNK_LINES,
+) -> ImportSummary:
+    """Import every session log under PATH for one person; safe to run again (nothing is added twice)."""
+    files = log_files(path)
+    summary = ImportSummary()
+    sessions: set[str] = set()
+    chunk = Telemetry()
+
+    def flush() -> None:
+        nonlocal chunk
+        if chunk.usage:
+            written, duplicates = write_atomically(engine, lambda s: _write(s, chunk, weight_for))
+            summary.written += written
+            summary.duplicates += duplicates
+        chunk = Telemetry()
+
+    for record in read_logs(files, email.strip().lower(), summary, on_progress):
+        chunk.usage.append(record)
+        if record.run_external_id:
+            sessions.add(record.run_external_id)
+            chunk.runs.append(
+                SeenRun(
+                    external_id=record.run_external_id,
+                    email=record.email,
+                    agent=AGENT,
+                    started_at=record.occurred_at,
+                    ended_at=record.occurred_at,
+                )
+            )
+        if len(chunk.usage) >= chunk_lines:
+            flush()
+    flush()
+    summary.sessions = len(sessions)
+    return summary
+
+
+def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal]) -> tuple[int, int]:
+    source = internal_source(session, SOURCE_NAME, "claude-code-logs")
+    result = ingest_telemetry(session, id_of(source), chunk, weight_for, usage_mode="new")
+    return result.accepted, result.duplicates
+
+
+def total_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in log_files(path))

@@ -1,0 +1,174 @@
+"""CSV files: usage records (`tokenwise import csv`) and the organisation's structure (`import org`).
+
+Both are atomic: every line is checked first, any problem rejects the whole file with line-numbered
+messages, and the write is one transaction. Re-importing the same file changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, select
+
+from bot.periods import next_week_start
+from storage.ingest import BatchResult, ingest_usage
+from storage.ingest_schemas import BatchInvalid, UsageIn, validate_batch
+from storage.models import ROLES, Membership, Team, id_of, utcnow
+from storage.people import get_or_create_person, normalize_email
+from storage.sources import internal_source
+
+USAGE_COLUMNS = tuple(c for c in UsageIn.model_fields if c != "run_external_id")  # runs come over HTTP
+USAGE_REQUIRED = ("dedupe_key", "occurred_at", "agent", "model", "input_tokens", "output_tokens")
+INTEGER_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+ORG_COLUMNS = ("email", "team", "role")
+SOURCE_NAME = "csv"
+MAX_ERRORS_SHOWN = 20
+
+
+class CsvInvalid(ValueError):
+    """The file was rejected whole; the message lists the problems by line number."""
+
+
+def _rows(path: Path, allowed: tuple[str, ...], required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    if not path.is_file():
+        raise CsvInvalid(f"No file at '{path}'.")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in reader.fieldnames or []]
+        if not header:
+            raise CsvInvalid(f"'{path}' is empty; the first line must name the columns: {', '.join(allowed)}.")
+        unknown = [h for h in header if h not in allowed]
+        missing = [c for c in required if c not in header]
+        if unknown or missing:
+            parts = []
+            if missing:
+                parts.append(f"missing column(s) {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown column(s) {', '.join(unknown)}")
+            raise CsvInvalid(f"line 1: {'; '.join(parts)}. Columns: {', '.join(allowed)}.")
+        reader.fieldnames = header
+        for row in reader:
+            if None in row:
+                raise CsvInvalid(f"line {reader.line_num}: more cells than columns.")
+            yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
+
+
+def _raise_with_lines(errors: list[str], total: int) -> None:
+    shown = errors[:MAX_ERRORS_SHOWN]
+    more = f"\n... and {total - len(shown)} more" if total > len(shown) else ""
+    raise CsvInvalid("Nothing was imported:\n" + "\n".join(shown) + more)
+
+
+def read_usage_csv(path: Path) -> list[UsageIn]:
+    """Every line checked; CsvInvalid names each bad line and column."""
+    lines: list[int] = []
+    items: list[dict[str, Any]] = []
+    for line, row in _rows(path, USAGE_COLUMNS, USAGE_REQUIRED):
+        item: dict[str, Any] = {}
+        for column, value in row.items():
+            if value == "":
+                continue
+            if column in INTEGER_COLUMNS and value.lstrip("-").isdigit():
+                item[column] = int(value)
+            else:
+                item[column] = value
+        lines.append(line)
+        items.append(item)
+    try:
+        return validate_batch("records", items)
+    except BatchInvalid as invalid:
+        errors = [f"line {lines[e['index']]}, column {e['field'] or '?'}: {e['message']}" for e in invalid.errors]
+        _raise_with_lines(errors, len(errors))
+        raise
+
+
+def import_usage_csv(session: Session, path: Path) -> BatchResult:
+    records = read_usage_csv(path)
+    source = internal_source(session, SOURCE_NAME, "csv")
+    return ingest_usage(session, id_of(source), records)
+
+
+@dataclass
+class OrgSummary:
+    people: int = 0
+    teams_created: int = 0
+    memberships_added: int = 0
+    roles_changed: int = 0
+
+
+@dataclass(frozen=True)
+class OrgRow:
+    line: int
+    email: str
+    team: str
+    role: str
+
+
+def read_org_csv(path: Path) -> list[OrgRow]:
+    rows: list[OrgRow] = []
+    errors: list[str] = []
+    for line, row in _rows(path, ORG_COLUMNS, ORG_COLUMNS):
+        email, team, role = normalize_email(row["email"]), row["team"], row["role"].lower() or "member"
+        if "@" not in email or " " in email or len(email) > 320:
+            errors.append(f"line {line}, column email: '{row['email']}' is not an email address")
+        if not team or len(team) > 100:
+            errors.append(f"line {line}, column team: give a team name of 1 to 100 characters")
+        if role not in ROLES:
+            errors.append(f"line {line}, column role: '{row['role']}' is not a role; use {' or '.join(ROLES)}")
+        rows.append(OrgRow(line, email, team, role))
+    if errors:
+        _raise_with_lines(errors, len(errors))
+    return rows
+
+
+def import_org(
+    session: Session, path: Path, default_tz: str = "UTC", with_history: bool = False, now: datetime | None = None
+) -> OrgSummary:
+    """People, teams and roles from (email, team, role) lines; adds and updates, never removes.
+
+    Everyone added counts for their team from the next Monday in its time zone (`Membership.since`), so no
+    window ever changed or already shown changes; `with_history` (a first set-up, before anything was
+    shown) lets the members of teams this import creates count with their whole history.
+    """
+    rows = read_org_csv(path)
+    summary = OrgSummary()
+    people: dict[str, int] = {}
+    teams: dict[str, int] = {}
+    founded: set[int] = set()  # teams this import creates
+    now = now or utcnow()
+    for row in rows:
+        if row.email not in people:
+            person = get_or_create_person(session, email=row.email)
+            people[row.email] = id_of(person)
+        if row.team not in teams:
+            team = session.exec(select(Team).where(Team.name == row.team)).first()
+            if team is None:
+                team = Team(name=row.team)
+                session.add(team)
+                session.flush()
+                summary.teams_created += 1
+                founded.add(id_of(team))
+            teams[row.team] = id_of(team)
+        person_id, team_id = people[row.email], teams[row.team]
+        membership = session.exec(
+            select(Membership).where(Membership.person_id == person_id, Membership.team_id == team_id)
+        ).first()
+        if membership is None:
+            team_row = session.get(Team, team_id)
+            tz = (team_row.timezone if team_row else None) or default_tz
+            since = None if with_history and team_id in founded else next_week_start(now, tz)
+            session.add(Membership(person_id=person_id, team_id=team_id, role=row.role, since=since))
+            session.flush()
+            summary.memberships_added += 1
+        elif membership.role != row.role:
+            membership.role = row.role
+            session.add(membership)
+            session.flush()
+            summary.roles_changed += 1
+    summary.people = len(people)
+    return summary

@@ -1,0 +1,206 @@
+"""OpenAI's organisation Usage API: daily completions usage per user and model, with cost.
+
+Pulled through the `openai` SDK's admin client (retries, timeouts and the base URL come from the
+client, built once). Each (day, user, model) bucket is one usage record whose dedupe key is the bucket,
+upserted with the latest figures, so the hourly pull refreshes today's still-growing bucket and a
+re-pull of finished days changes nothing. Cost comes from `/organization/costs` when the organisation
+reports it per user, from genai-prices otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import openai
+from openai import OpenAI
+from sqlalchemy import Engine
+
+from bot.config import Settings
+from bot.pricing import price
+from storage.ingest import ingest_telemetry, write_atomically
+from storage.ingest_schemas import SeenUsage, Telemetry
+from storage.models import id_of
+from storage.sources import internal_source
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+AGENT = "openai-api"
+SOURCE_NAME = "openai-usage"
+GROUP_BY: list[Any] = ["user_id", "model", "project_id"]
+
+
+def build_admin_client(settings: Settings) -> OpenAI | None:
+    """The admin client when OPENAI_ADMIN_KEY is set (built once per process), else None."""
+    if not settings.openai_admin_key:
+        return None
+    return OpenAI(
+        admin_api_key=settings.openai_admin_key,
+        api_key=settings.openai_admin_key,
+        base_url=settings.openai_base_url,
+        max_retries=3,
+        timeout=60.0,
+    )
+
+
+@dataclass
+class PullSummary:
+    pages: int = 0
+    buckets: int = 0
+    records: int = 0
+    unattributed: int = 0
+    priced_by_openai: int = 0
+    priced_by_table: int = 0
+    cost_unknown: int = 0
+
+
+@dataclass
+class _Bucket:
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _day(unix: int) -> date:
+    return datetime.fromtimestamp(unix, UTC).date()
+
+
+def _unix(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def user_emails(client: OpenAI) -> dict[str, str]:
+    """OpenAI user id -> email, following the list's pagination."""
+    return {u.id: u.email.strip().lower() for u in client.admin.organization.users.list(limit=100) if u.email}
+
+
+def _pages(fetch: Callable[..., Any], **params: Any) -> Iterator[Any]:
+    page: str | None = None
+    while True:
+        response = fetch(**params, **({"page": page} if page else {}))
+        yield response
+        if not response.has_more or not response.next_page:
+            return
+        page = response.next_page
+
+
+def daily_costs(client: OpenAI, start: int, end: int) -> dict[tuple[date, str, str], Decimal] | None:
+    """(day, user id, model) -> USD from /organization/costs, or None when the organisation cannot say."""
+    costs: dict[tuple[date, str, str], Decimal] = defaultdict(Decimal)
+    try:
+        for page in _pages(
+            client.admin.organization.usage.costs,
+            start_time=start,
+            end_time=end,
+            bucket_width="1d",
+            group_by=["user_id", "line_item"],
+            limit=180,
+        ):
+            for bucket in page.data:
+                for result in bucket.results:
+                    amount = getattr(result, "amount", None)
+                    user_id, line_item = getattr(result, "user_id", None), getattr(result, "line_item", None)
+                    if amount is None or amount.value is None or not user_id or not line_item:
+                        continue
+                    model = line_item.split(",")[0].strip()
+                    costs[(_day(bucket.start_time), user_id, model)] += Decimal(str(amount.value))
+    except (openai.BadRequestError, openai.PermissionDeniedError, openai.NotFoundError) as error:
+        log.info("OpenAI costs unavailable (%s); pricing from genai-prices", type(error).__name__)
+        return None
+    return dict(costs)
+
+
+def fetch_usage(client: OpenAI, since: date, until: date, summary: PullSummary) -> Telemetry:
+    """Every (day, user, model) bucket in [since, until], as usage not yet written."""
+    start, end = _unix(since), _unix(until + timedelta(days=1))
+    emails = user_emails(client)
+    buckets: dict[tuple[date, str, str], _Bucket] = defaultdict(_Bucket)
+    for page in _pages(
+        client.admin.organization.usage.completions,
+        start_time=start,
+        end_time=end,
+        bucket_width="1d",
+        group_by=GROUP_BY,
+        limit=31,
+    ):
+        summary.pages += 1
+        for bucket in page.data:
+            summary.buckets += 1
+            for result in bucket.results:
+                user_id, model = getattr(result, "user_id", None), getattr(result, "model", None) or "unknown"
+                if not user_id or user_id not in emails:
+                    summary.unattributed += 1
+                    continue
+                total = buckets[(_day(bucket.start_time), user_id, model)]  # projects summed
+                total.input_tokens += getattr(result, "input_tokens", 0) or 0
+                total.cached_tokens += getattr(result, "input_cached_tokens", 0) or 0
+                total.cache_write_tokens += getattr(result, "input_cache_write_tokens", 0) or 0
+                total.output_tokens += getattr(result, "output_tokens", 0) or 0
+    costs = daily_costs(client, start, end) if buckets else None
+    telemetry = Telemetry()
+    for (day, user_id, model), total in sorted(buckets.items()):
+        uncached = max(total.input_tokens - total.cached_tokens - total.cache_write_tokens, 0)
+        cost = (costs or {}).get((day, user_id, model))
+        if cost is not None:
+            summary.priced_by_openai += 1
+        else:
+            cost = price(model, uncached, total.output_tokens, total.cached_tokens, total.cache_write_tokens)
+            if cost is None:
+                summary.cost_unknown += 1
+            else:
+                summary.priced_by_table += 1
+        telemetry.usage.append(
+            SeenUsage(
+                dedupe_key=f"openai:{day.isoformat()}:{user_id}:{model}"[:300],
+                email=emails[user_id],
+                occurred_at=datetime(day.year, day.month, day.day, tzinfo=UTC),
+                agent=AGENT,
+                model=model[:120],
+                input_tokens=uncached,
+                output_tokens=total.output_tokens,
+                cache_read_tokens=total.cached_tokens,
+                cache_write_tokens=total.cache_write_tokens,
+                cost_usd=cost,
+            )
+        )
+    summary.records = len(telemetry.usage)
+    return telemetry
+
+
+def pull_usage(
+    client: OpenAI, engine: Engine, since: date, until: date, weight_for: Callable[[str], Decimal]
+) -> PullSummary:
+    """Fetch everything first, then write it in one transaction (a failed pull writes nothing)."""
+    summary = PullSummary()
+    telemetry = fetch_usage(client, since, until, summary)
+
+    def write(session: Any) -> None:
+        source = internal_source(session, SOURCE_NAME, "openai-usage")
+        ingest_telemetry(session, id_of(source), telemetry, weight_for, usage_mode="replace")
+
+    write_atomically(engine, write)
+    return summary
+
+
+def pull_recent_usage(services: Services, now: datetime | None = None) -> PullSummary | None:
+    """The hourly job: refresh the last few days (today's bucket is still growing)."""
+    client = services.openai_admin
+    if client is None:
+        return None
+    today = (now or datetime.now(UTC)).date()
+    since = today - timedelta(days=services.settings.openai_usage_days - 1)
+    try:
+        summary = pull_usage(client, services.engine, since, today, services.settings.weight_for)
+    except openai.OpenAIError:
+        log.exception("OpenAI usage pull failed; the next hourly run retries")
+        return None
+    log.info("OpenAI usage pulled: %d records from %d pages", summary.records, summary.pages)
+    return summary

@@ -1,0 +1,119 @@
+"""What every Slack listener shares: the services in Bolt's context, replies, loud lazy failures, and
+the refusal of replayed requests.
+
+Bolt runs lazy listeners after the ack and swallows their exceptions (one log line, no traceback, and
+silence for the user). `apologetic` wraps each lazy listener so a failure is logged with its traceback
+and the user gets a short apology instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
+from slack_bolt.kwargs_injection.args import Args
+from slack_sdk import WebClient
+from slack_sdk.webhook import WebhookClient
+
+from bot.log_safety import log_failure
+from handlers.slack.blocks import Message, apology
+from handlers.slack.retries import header
+from storage.slack_requests_seen import SeenRequests
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger("tokenwise.slack")
+
+
+def provide_services(app: App, services: Services) -> None:
+    """Make `services` injectable by name into every listener (HTTP and Socket Mode alike)."""
+
+    def middleware(context: BoltContext, next: Callable[[], None]) -> None:
+        context["services"] = services
+        next()
+
+    app.use(middleware)
+
+
+def workspace_of(context: BoltContext) -> str:
+    """The cache key of the workspace (or Enterprise Grid org) a request came from."""
+    return context.enterprise_id or context.team_id or ""
+
+
+def user_of(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    if isinstance(user, dict):
+        return user.get("id")
+    return body.get("user_id") or (body.get("event") or {}).get("user")
+
+
+def tell(body: dict[str, Any], client: WebClient | None, message: Message) -> None:
+    """Answer the user privately: through the request's response_url when it has one, else by DM."""
+    response_url = body.get("response_url") or next(
+        (r.get("response_url") for r in body.get("response_urls") or [] if r.get("response_url")), None
+    )
+    if response_url:
+        WebhookClient(response_url, timeout=10).send(
+            **message.as_kwargs(), response_type="ephemeral", replace_original=False
+        )
+        return
+    user = user_of(body)
+    if user and client is not None:
+        client.chat_postMessage(channel=user, **message.as_kwargs())
+
+
+def apologetic(func: Callable[..., None]) -> Callable[[Args], None]:
+    """A lazy listener that logs failures with a traceback and apologises to the user."""
+    names = list(inspect.signature(func).parameters)
+
+    def run(args: Args) -> None:
+        kwargs = {name: getattr(args, name) if hasattr(args, name) else args.context.get(name) for name in names}
+        try:
+            func(**kwargs)
+        except Exception as error:
+            log_failure(log, "Slack listener %s failed (user %s)", func.__name__, user_of(args.body), error=error)
+            try:
+                tell(args.body, args.client, apology())
+            except Exception as second:
+                log_failure(log, "Could not send the apology for %s", func.__name__, error=second)
+
+    # Copy the name for Bolt's logs, but no __wrapped__: Bolt must inject `args`, not func's arguments.
+    run.__name__, run.__qualname__, run.__doc__ = func.__name__, func.__qualname__, func.__doc__
+    return run
+
+
+def ack_only(ack: Callable[..., Any]) -> None:
+    """The ack of a listener whose work all happens lazily: Slack's 3-second clock stops here."""
+    ack()
+
+
+def refuse_replays(app: App, seen: SeenRequests) -> SeenRequests:
+    """Install, as a global middleware, the check that a signed request runs at most once.
+
+    Bolt's own middlewares run first, so the signature is verified (a bad one is a 401) before this
+    claims it in the shared table (`storage/slack_requests_seen.py`); a signature claimed before is a
+    replay, answered with an empty 200 while nothing runs. Socket Mode requests carry no signature and
+    come over our own authenticated connection, so they are not checked. If the database cannot take
+    the claim the request goes on: everything it could change is in that same database.
+    """
+
+    def skip_replays(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse | None:
+        signature, timestamp = header(req, "X-Slack-Signature"), header(req, "X-Slack-Request-Timestamp")
+        if req.mode == "socket_mode" or not signature or not timestamp or not timestamp.strip().isdigit():
+            return next()
+        try:
+            fresh = seen.claim(signature, int(timestamp))
+        except Exception as error:
+            log_failure(log, "Could not record a Slack request as seen; handling it anyway", error=error)
+            return next()
+        if not fresh:
+            log.warning("Refused a replayed Slack request (signed at %s)", timestamp)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    app.use(skip_replays)
+    return seen
