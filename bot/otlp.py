@@ -18,6 +18,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -194,6 +195,7 @@ def from_metrics(export: Mapping[str, Any], person: str | None = None) -> Teleme
     """Claude Code's metrics: token and cost usage per session and model, sessions as runs, commits and PRs."""
     telemetry = Telemetry()
     usage: dict[str, SeenUsage] = {}
+    points: list[tuple[str, str, Any, Mapping[str, Any], dict[str, Any]]] = []
     for resource_metrics in _list(export.get("resourceMetrics")):
         resource = attributes((resource_metrics.get("resource") or {}).get("attributes"))
         agent = _agent(resource)
@@ -204,12 +206,47 @@ def from_metrics(export: Mapping[str, Any], person: str | None = None) -> Teleme
                     continue
                 for temporality, point in _points(metric):
                     attrs = _with_person({**resource, **attributes(point.get("attributes"))}, person)
-                    problem = _map_point(telemetry, usage, agent, name, temporality, point, attrs)
-                    if problem:
-                        telemetry.rejected += 1
-                        telemetry.problems.append(problem)
+                    points.append((agent, name, temporality, point, attrs))
+    starts = _interval_starts(points)
+    for agent, name, temporality, point, attrs in points:
+        problem = _map_point(telemetry, usage, agent, name, temporality, point, attrs, starts)
+        if problem:
+            telemetry.rejected += 1
+            telemetry.problems.append(problem)
     telemetry.usage.extend(usage.values())
     return telemetry
+
+
+def _model(attrs: Mapping[str, Any]) -> str:
+    """The model, named as the events name it: Claude Code's metrics add a context-window suffix (`[1m]`)."""
+    name = str(attrs.get("model") or "unknown").strip()
+    return re.sub(r"\[\d+[km]\]$", "", name)[:120] or "unknown"
+
+
+def _interval(temporality: Any, point: Mapping[str, Any], attrs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a usage record: the series (session, model and every attribute but `type`) and, for delta
+    points, the collection they belong to. Not the start time: SDKs give each attribute set (input, output,
+    cache, cost) a start of its own, microseconds apart, and they are one session's usage."""
+    model = _model(attrs)
+    series = str(attrs.get("session.id") or "") or f"user:{_person(attrs)}"
+    collected = _nanos(point.get("timeUnixNano")) if temporality == DELTA else None
+    return (series, model, _series(attrs), temporality, collected)
+
+
+def _interval_starts(
+    points: list[tuple[str, str, Any, Mapping[str, Any], dict[str, Any]]],
+) -> dict[tuple[Any, ...], int]:
+    """The earliest start time of each usage interval in an export: the start all its points are keyed by,
+    so a session's token and cost points make one record (the same in every export of a cumulative series)."""
+    starts: dict[tuple[Any, ...], int] = {}
+    for _agent, name, temporality, point, attrs in points:
+        if name not in {"claude_code.token.usage", "claude_code.cost.usage"}:
+            continue
+        start = _nanos(point.get("startTimeUnixNano")) or _nanos(point.get("timeUnixNano"))
+        if start is not None:
+            interval = _interval(temporality, point, attrs)
+            starts[interval] = min(start, starts.get(interval, start))
+    return starts
 
 
 def _map_point(
@@ -220,6 +257,7 @@ def _map_point(
     temporality: Any,
     point: Mapping[str, Any],
     attrs: Mapping[str, Any],
+    starts: Mapping[tuple[Any, ...], int] | None = None,
 ) -> str | None:
     known = name in {"claude_code.token.usage", "claude_code.cost.usage", "claude_code.session.count"}
     if not known and name not in OUTCOME_METRICS:
@@ -257,7 +295,8 @@ def _map_point(
                 )
             )
         return None
-    model = str(attrs.get("model") or "unknown")[:120]
+    model = _model(attrs)
+    start = (starts or {}).get(_interval(temporality, point, attrs), start)
     if temporality == CUMULATIVE:
         key, when = _key("otlp:c", series, model, start, _series(attrs)), _time(start)
     else:

@@ -142,6 +142,24 @@ def test_a_generated_log_set_imports_to_the_hand_computed_per_day_totals(tmp_pat
     assert records["cc:m1:r1"].cost_usd == Decimal("0.0020175")
 
 
+def test_of_streamed_copies_the_one_with_the_final_usage_counts(tmp_path: Path, engine: Engine) -> None:
+    """Claude Code writes a message once per content block while it streams; only the last copy carries
+    the final output tokens. Keeping the first undercounted output by about a third (ccusage #888)."""
+    folder = tmp_path / ".claude" / "projects" / "-home-ana-api"
+    folder.mkdir(parents=True)
+    copies = [
+        assistant("s1", f"2026-11-24T10:00:0{n}.000Z", "m1", "r1", (10, out, 1000, 50))
+        for n, out in enumerate((1, 37, 120, 311))
+    ]
+    copies.insert(2, user("s1", "2026-11-24T10:00:01.500Z"))  # other lines may fall between the copies
+    (folder / "s1.jsonl").write_text("\n".join(copies) + "\n")
+
+    summary = import_logs(engine, tmp_path / ".claude", "ana@example.com", weight_for)
+
+    assert per_day(engine) == {"2026-11-24": (10, 311, 1000, 50)}
+    assert (summary.usage_lines, summary.written, summary.duplicates) == (4, 1, 3)
+
+
 def test_re_importing_the_same_logs_adds_nothing(tmp_path: Path, engine: Engine) -> None:
     root = write_log_set(tmp_path / ".claude")
     import_logs(engine, root, "ana@example.com", weight_for)

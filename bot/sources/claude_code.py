@@ -1,9 +1,10 @@
 """Claude Code's local session logs (`~/.claude/projects/*/*.jsonl`) as usage, one run per session.
 
-Counting follows ccusage so that per-day totals match it: every line with `message.usage` counts
-(sidechain lines too), a line whose `message.id` + `requestId` were seen before is a streamed repeat
-and is skipped (the first one wins, files taken in order of their first timestamp), and a line that is
-not JSON is skipped and counted. Files are streamed line by line and written in chunks; de-duplication
+Counting follows ccusage (today's, which fixed its issue #888) so that per-day totals match it: every
+line with `message.usage` counts (sidechain lines too); of the streamed copies of one `message.id` +
+`requestId` in a file, the one with the largest token total counts (the last, complete one), and a copy
+seen again in a later file (a resumed session's history) is a duplicate; a line that is not JSON is
+skipped and counted. Files are streamed line by line and written in chunks; de-duplication
 happens in the database, so memory stays flat however large the logs are, and a re-import adds nothing.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from storage.sources import internal_source
 AGENT = "claude-code"
 SOURCE_NAME = "claude-code-logs"
 CHUNK_LINES = 2000
+COPY_WINDOW = 64  # messages held back for a later, more complete streamed copy (seen: adjacent)
 
 
 class LogsNotFound(FileNotFoundError):
@@ -148,11 +151,19 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
 def read_logs(
     files: list[Path], email: str, summary: ImportSummary, advance: Callable[[int], None] | None = None
 ) -> Iterator[SeenUsage]:
-    """Usage lines one at a time; `advance` hears how many bytes were read, for a progress bar."""
+    """Usage one message at a time; `advance` hears how many bytes were read, for a progress bar.
+
+    Claude Code writes a message once per content block while it streams: the copies share `message.id`
+    and `requestId`, and only the last carries the final usage (earlier ones have partial output tokens).
+    Of the copies, the one with the largest token total is kept, as ccusage does today. Copies are written
+    one after another (other lines may fall between them), so a message is held back until COPY_WINDOW
+    newer messages of the same file have followed it: memory stays flat however long a file is.
+    """
     for path in files:
         summary.files += 1
         name = f"{path.parent.name}/{path.name}"
         consumed = 0
+        kept: OrderedDict[str, SeenUsage] = OrderedDict()
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 consumed += len(raw)
@@ -172,9 +183,20 @@ def read_logs(
                     continue
                 if record is not None:
                     summary.usage_lines += 1
-                    yield record
+                    earlier = kept.get(record.dedupe_key)
+                    if earlier is not None:
+                        summary.duplicates += 1  # a streamed copy: one of the two is left out
+                    if earlier is None or _total(record) > _total(earlier):
+                        kept[record.dedupe_key] = record
+                    if len(kept) > COPY_WINDOW:
+                        yield kept.popitem(last=False)[1]
+        yield from kept.values()
         if advance:
             advance(consumed)
+
+
+def _total(record: SeenUsage) -> int:
+    return record.input_tokens + record.output_tokens + record.cache_read_tokens + record.cache_write_tokens
 
 
 def import_logs(
