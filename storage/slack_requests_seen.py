@@ -8,7 +8,7 @@ on SQLite and PostgreSQL, and the second claim of a signature gets no row back. 
 replica of `tokenwise serve` shares it.
 
 Slack's own retries are signed anew (a new timestamp, so a new signature): they are not replays, and
-`handlers/retries.py` deals with them.
+`handlers/slack/retries.py` deals with them.
 
 Rows are useless once their signature can no longer verify; `purge_seen` deletes them, and `SeenRequests`
 calls it every `PURGE_EVERY` claims.

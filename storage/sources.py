@@ -1,7 +1,7 @@
 """Ingest sources, their bearer tokens and what each may send.
 
 A token is shown once, when the source is created; only its SHA-256 hash is stored, so a database leak
-does not leak working tokens. A source's kind decides which routes it may write to (handlers/scopes.py),
+does not leak working tokens. A source's kind decides which routes it may write to (handlers/http/scopes.py),
 `outcomes` whether it may send outcomes, and `person_id` limits it to one person's data. A personal
 source is the token `/tokenwise connect` gives a person: each new one revokes that person's previous ones.
 """

@@ -424,3 +424,15 @@ def test_tokenwise_serves_access_log_keeps_a_url_token_out(
     assert len(access) == 5, output  # one line per request: path and status, no query string
     assert sum(" 401" in line for line in access) == 4
     assert token not in "".join(output) and "?" not in "".join(access)
+
+
+def test_a_tokens_routes_hold_behind_a_proxy_path_prefix(engine: Engine, db_url: str) -> None:
+    """Scopes are checked against the route, not the URL: an app served under a root path (a reverse proxy's
+    prefix) lets an api token post usage and still keeps an OTLP token off /v1/usage."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(make_app(engine, db_url), root_path="/tokenwise")
+    api, otlp = new_token(engine, "ci", "api"), new_token(engine, "laptop", "otlp")
+    body = {"records": [usage("p1")]}
+    assert client.post("/tokenwise/v1/usage", json=body, headers=bearer(api)).status_code == 200
+    assert client.post("/tokenwise/v1/usage", json=body, headers=bearer(otlp)).status_code == 403

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from bot.devtools.slack_standin import iter_blocks_text
 from handlers.slack import blocks
+from handlers.slack.slash.registry import CommandRequest
 from storage.models import AgentRun, AuditEvent, Person
 from tests.support.slack_harness import (
     ADA,
@@ -507,3 +508,22 @@ def test_two_quick_clicks_on_one_run_leave_one_annotation(harness: Harness) -> N
         harness.respond_to(url)
     (stored,) = annotations(harness.engine)
     assert stored.verdict in {"useful", "partly"}
+
+
+def test_the_command_text_is_parsed_once_per_request(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed in the ack, and the parsed request handed to the lazy answer through Bolt's context."""
+    import handlers.slack.slash as slash
+
+    seen: list[str | None] = []
+    real = slash.parse_command
+
+    def counting(text: str | None) -> CommandRequest:
+        seen.append(text)
+        return real(text)
+
+    monkeypatch.setattr(slash, "parse_command", counting)
+    response, url = harness.command("me last week")
+    assert response.status_code == 200
+    (answer,) = harness.respond_to(url)
+    assert "Your AI use" in texts(answer)
+    assert seen == ["me last week"]

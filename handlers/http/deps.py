@@ -134,7 +134,8 @@ async def _sender(request: Request, services: Services, credentials: HTTPAuthori
             f"This token is over its {per_minute} requests a minute; retry in {wait} s, or send bigger batches.",
             headers={"Retry-After": str(wait)},
         )
-    refusal = route_refusal(sender, request.url.path)
+    route = request.scope.get("route")
+    refusal = route_refusal(sender, getattr(route, "path", request.url.path))  # "/v1/usage", behind any root path
     if refusal:
         raise Rejected(403, refusal)
     return sender

@@ -1,7 +1,7 @@
 """HTTP ingest routes: authenticate, bound the body, parse, call one domain function, answer.
 
 Status codes are part of the contract (docs/ingest.md): 401 missing or revoked token (or a token in the
-query string), 403 a token whose kind does not open the route (handlers/scopes.py), 413 body over the byte
+query string), 403 a token whose kind does not open the route (handlers/http/scopes.py), 413 body over the byte
 or item limit, 415 body that is not JSON (or, for OTLP, not JSON or protobuf), 422 invalid batch with every
 problem listed (items naming someone other than a one-person token's person among them; for OTLP that is a
 400), 429 over the token's request budget and 503 while the database does not answer (both with

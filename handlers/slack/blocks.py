@@ -571,7 +571,7 @@ def nudge_message(unreviewed: int, runs: Sequence[RunView], tz: str) -> Message:
     return message(text, blocks)
 
 
-# -- manager summaries, nudges setting, forget-me (handlers/commands.py) ---------------------------
+# -- manager summaries, nudges setting, forget-me (handlers/slack/slash/) ----------------------------
 
 
 def summary_message(summary: Any) -> Message:

@@ -1,7 +1,7 @@
 """`/tokenwise`: help and errors are answered in the ack; everything else lazily, through respond().
 
-The subcommands, in the order the help lists them: each is one entry (parse + handle) in the module of
-its handler, added to the table here.
+Each subcommand is one entry (parse + handle + its place in the help) in the module of its area, which
+adds it to the table when imported: personal.py, team.py and digest.py, imported here.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from bot.periods import PeriodError
 from handlers.slack import blocks
 from handlers.slack.caller import resolved_caller
 from handlers.slack.middleware import apologetic, workspace_of
-from handlers.slack.slash import digest, personal, team
+from handlers.slack.slash import digest, personal, team  # noqa: F401  (each adds its subcommands)
 from handlers.slack.slash.registry import (
     COMMAND,
     SUBCOMMANDS,
     CommandRequest,
-    add_subcommand,
     help_lines,
     parse_command,
 )
@@ -31,18 +30,6 @@ if TYPE_CHECKING:
     from bot.services import Services
 
 COMMANDS = (COMMAND,)
-
-for entry in (
-    personal.ME,
-    personal.RUNS,
-    team.TEAM,
-    personal.CONNECT,
-    digest.DIGEST,
-    team.SUMMARY,
-    personal.NUDGES,
-    personal.FORGET_ME,
-):
-    add_subcommand(entry)
 
 
 def register(app: App) -> None:

@@ -12,7 +12,7 @@ from bot.digest import build_digest, scope_for
 from bot.reports import Disclosure, group_weeks
 from handlers.slack import blocks
 from handlers.slack.caller import Caller
-from handlers.slack.slash.registry import CommandRequest, Subcommand, checked
+from handlers.slack.slash.registry import CommandRequest, Subcommand, add_subcommand, checked
 from handlers.slack.slash.subscriptions import DigestRequest, parse_digest
 from handlers.slack.slash.team import named_or_mine
 from storage.people import find_team
@@ -75,10 +75,13 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
     )
 
 
-DIGEST = Subcommand(
-    "digest",
-    "digest subscribe [team] [weekday HH:MM] [time zone] | unsubscribe [team] | list | preview [team]",
-    "This channel's weekly team digest (team figures only, never a ranking).",
-    checked(parse_digest, "digest"),
-    digest,
+DIGEST = add_subcommand(
+    Subcommand(
+        "digest",
+        "digest subscribe [team] [weekday HH:MM] [time zone] | unsubscribe [team] | list | preview [team]",
+        "This channel's weekly team digest (team figures only, never a ranking).",
+        checked(parse_digest, "digest"),
+        digest,
+        order=50,
+    )
 )

@@ -11,7 +11,14 @@ from sqlmodel import Session
 from bot.reports import personal_view
 from handlers.slack import blocks
 from handlers.slack.caller import Caller
-from handlers.slack.slash.registry import CommandRequest, Subcommand, checked, no_arguments, period_argument
+from handlers.slack.slash.registry import (
+    CommandRequest,
+    Subcommand,
+    add_subcommand,
+    checked,
+    no_arguments,
+    period_argument,
+)
 from handlers.slack.slash.subscriptions import parse_forget_me, parse_nudges
 from storage.audit import record_event
 from storage.nudges import set_nudges
@@ -78,28 +85,48 @@ def forget(session: Session, person_id: int, actor: str) -> blocks.Message:
     return blocks.notice_message(f"Done: deleted your {deleted:,} {noun}, with their notes and links.")
 
 
-ME = Subcommand(
-    "me",
-    "me [this week|last week|30d|YYYY-MM-DD..YYYY-MM-DD]",
-    "Your own numbers, privately, against the period before.",
-    period_argument,
-    me,
+ME = add_subcommand(
+    Subcommand(
+        "me",
+        "me [this week|last week|30d|YYYY-MM-DD..YYYY-MM-DD]",
+        "Your own numbers, privately, against the period before.",
+        period_argument,
+        me,
+        order=10,
+    )
 )
-RUNS = Subcommand("runs", "runs", "Your latest unreviewed runs, to mark useful or not.", no_arguments("runs"), runs)
-CONNECT = Subcommand(
-    "connect",
-    "connect",
-    "Your own ingest token (replaces the last one) and how to send usage.",
-    no_arguments("connect"),
-    connect,
+RUNS = add_subcommand(
+    Subcommand(
+        "runs", "runs", "Your latest unreviewed runs, to mark useful or not.", no_arguments("runs"), runs, order=20
+    )
 )
-NUDGES = Subcommand(
-    "nudges", "nudges on|off", "Your private Monday reminder to review runs.", checked(parse_nudges, "value"), nudges
+CONNECT = add_subcommand(
+    Subcommand(
+        "connect",
+        "connect",
+        "Your own ingest token (replaces the last one) and how to send usage.",
+        no_arguments("connect"),
+        connect,
+        order=40,
+    )
 )
-FORGET_ME = Subcommand(
-    "forget-me",
-    "forget-me [confirm]",
-    "Delete all your annotations and notes (asks to confirm first).",
-    checked(parse_forget_me, "value"),
-    forget_me,
+NUDGES = add_subcommand(
+    Subcommand(
+        "nudges",
+        "nudges on|off",
+        "Your private Monday reminder to review runs.",
+        checked(parse_nudges, "value"),
+        nudges,
+        order=70,
+    )
+)
+FORGET_ME = add_subcommand(
+    Subcommand(
+        "forget-me",
+        "forget-me [confirm]",
+        "Delete all your annotations and notes (asks to confirm first).",
+        checked(parse_forget_me, "value"),
+        forget_me,
+        order=80,
+    )
 )

@@ -1,9 +1,9 @@
 """`/tokenwise` text -> a request: pure, fast (it runs before Slack's 3-second ack) and never raises.
 
 Subcommands live in one table, `SUBCOMMANDS`: each entry is a `Subcommand` with its usage, its one-line
-summary, the parser of its arguments (text -> values, checked once here) and the handler that answers
-it. Adding a subcommand is one entry, in the module of its handler, listed in
-`handlers/slack/slash/__init__.py` (docs/architecture.md).
+summary, the parser of its arguments (text -> values, checked once here), the handler that answers it
+and its place in the help. Adding a subcommand is one entry, `add_subcommand(Subcommand(...))` in the
+module of its handler (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Subcommand:
     parse: ArgumentParser
     handle: Handler | None = None  # None: answered in the ack (help)
     aliases: tuple[str, ...] = ()
+    order: int = 100  # its place in the help, lowest first
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,16 @@ def add_subcommand(subcommand: Subcommand) -> Subcommand:
     return subcommand
 
 
-HELP = add_subcommand(Subcommand("help", "help", "This list.", no_arguments("help")))
+HELP = add_subcommand(Subcommand("help", "help", "This list.", no_arguments("help"), order=0))
 
 
 def help_lines() -> list[tuple[str, str]]:
-    """(usage, summary) of each subcommand once, in the order they were added."""
+    """(usage, summary) of each subcommand once, by `order`, then in the order they were added."""
     seen: dict[str, Subcommand] = {}
     for subcommand in SUBCOMMANDS.values():
         seen.setdefault(subcommand.name, subcommand)
-    return [(f"{COMMAND} {s.usage}", s.summary) for s in seen.values()]
+    ranked = sorted(enumerate(seen.values()), key=lambda pair: (pair[1].order, pair[0]))
+    return [(f"{COMMAND} {s.usage}", s.summary) for _, s in ranked]
 
 
 def parse_command(text: str | None) -> CommandRequest:

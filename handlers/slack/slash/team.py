@@ -9,7 +9,7 @@ from bot.reports import Disclosure, build_report, group_weeks
 from bot.summaries import request_summary
 from handlers.slack import blocks
 from handlers.slack.caller import Caller
-from handlers.slack.slash.registry import COMMAND, CommandRequest, Subcommand, team_argument
+from handlers.slack.slash.registry import COMMAND, CommandRequest, Subcommand, add_subcommand, team_argument
 from storage.metrics import Scope
 from storage.models import Team, id_of
 from storage.people import NotFound, find_team, team_names, teams_of
@@ -48,9 +48,23 @@ def summary(caller: Caller, request: CommandRequest) -> blocks.Message:
     return blocks.summary_message(result)
 
 
-TEAM = Subcommand(
-    "team", "team [name]", "A team's totals for last week (never anyone's own numbers).", team_argument, team
+TEAM = add_subcommand(
+    Subcommand(
+        "team",
+        "team [name]",
+        "A team's totals for last week (never anyone's own numbers).",
+        team_argument,
+        team,
+        order=30,
+    )
 )
-SUMMARY = Subcommand(
-    "summary", "summary [team]", "For a team's managers: its aggregates with a short summary.", team_argument, summary
+SUMMARY = add_subcommand(
+    Subcommand(
+        "summary",
+        "summary [team]",
+        "For a team's managers: its aggregates with a short summary.",
+        team_argument,
+        summary,
+        order=60,
+    )
 )
