@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
-from bot.sources.claude_code import LogsNotFound, import_logs, usage_of
+from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, log_files, usage_of
 from storage.models import AgentRun, UsageRecord
 from tests.support.ingest_fixtures import row_counts
 
@@ -158,6 +158,35 @@ def test_of_streamed_copies_the_one_with_the_final_usage_counts(tmp_path: Path, 
 
     assert per_day(engine) == {"2026-11-24": (10, 311, 1000, 50)}
     assert (summary.usage_lines, summary.written, summary.duplicates) == (4, 1, 3)
+
+
+def test_a_sub_agents_replay_of_its_parents_message_counts_once(tmp_path: Path, engine: Engine) -> None:
+    """A sidechain log may repeat a message its parent reported (same message.id, another requestId):
+    counted once, as ccusage counts since its issue #913. Nested session folders are read with flat ones."""
+    project = tmp_path / ".claude" / "projects" / "-home-ana-api"
+    (project / "s1" / "subagents").mkdir(parents=True)
+    parent = [assistant("s1", "2026-11-24T10:00:00.000Z", "m1", "r1", (10, 50, 0, 0))]
+    sub_agent = [
+        assistant("s1", "2026-11-24T10:05:00.000Z", "m1", "r9", (10, 50, 0, 0), sidechain=True),  # the replay
+        assistant("s1", "2026-11-24T10:06:00.000Z", "m2", "r2", (1, 2, 0, 0), sidechain=True),  # its own work
+    ]
+    (project / "s1.jsonl").write_text("\n".join(parent) + "\n")
+    (project / "s1" / "subagents" / "agent-1.jsonl").write_text("\n".join(sub_agent) + "\n")
+
+    summary = import_logs(engine, tmp_path / ".claude", "ana@example.com", weight_for)
+
+    assert per_day(engine) == {"2026-11-24": (11, 52, 0, 0)}
+    assert (summary.files, summary.written, summary.duplicates) == (2, 2, 1)
+
+
+def test_the_default_folders_are_claude_config_dir_else_the_two_home_folders(tmp_path: Path) -> None:
+    first, second, home = tmp_path / "first", tmp_path / "second", tmp_path / "home"
+    for folder in (first, second, home / ".claude"):
+        folder.mkdir(parents=True)
+    assert default_folders({"CLAUDE_CONFIG_DIR": f"{first}, {second}"}, home) == [first, second]
+    assert default_folders({}, home) == [home / ".claude"]  # ~/.config/claude does not exist here
+    with pytest.raises(LogsNotFound, match="CLAUDE_CONFIG_DIR"):
+        log_files(*default_folders({}, tmp_path / "nobody"))
 
 
 def test_re_importing_the_same_logs_adds_nothing(tmp_path: Path, engine: Engine) -> None:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from bot.cli.root import UserError, app, database, fail, open_engine, out, settings, today_utc, user_errors
 from bot.periods import parse_date
-from bot.sources.claude_code import LogsNotFound, import_logs, total_bytes
+from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, total_bytes
 from bot.sources.csv_files import CsvInvalid, import_org, import_usage_csv
 from bot.sources.openai_usage import build_admin_client, pull_usage
 
@@ -20,8 +20,13 @@ app.add_typer(import_app, name="import")
 
 @import_app.command("claude-code")
 def import_claude_code(
-    path: Annotated[Path, typer.Argument(help="~/.claude (or its projects folder).")],
     email: Annotated[str, typer.Option("--email", help="Whose logs these are.")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="~/.claude or its projects folder; default: CLAUDE_CONFIG_DIR, ~/.config/claude, ~/.claude."
+        ),
+    ] = None,
 ) -> None:
     """Claude Code's local session logs: one run per session, one usage record per API call."""
     config = settings()
@@ -31,13 +36,14 @@ def import_claude_code(
     try:
         with user_errors():
             try:
-                size = total_bytes(path)
+                folders = [path] if path else default_folders()
+                size = total_bytes(folders)
             except LogsNotFound as error:
                 raise UserError(str(error)) from error
             columns = (TextColumn("Reading logs"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
             with Progress(*columns, console=out, transient=True) as progress:
                 task = progress.add_task("logs", total=size)
-                summary = import_logs(engine, path, email, config.weight_for, lambda n: progress.advance(task, n))
+                summary = import_logs(engine, folders, email, config.weight_for, lambda n: progress.advance(task, n))
     finally:
         engine.dispose()
     out.print(

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -49,15 +50,33 @@ class ImportSummary:
     sessions: int = 0
 
 
-def log_files(path: Path) -> list[Path]:
-    """The JSONL files under PATH/projects (or PATH itself when it is the projects folder), oldest first."""
-    root = path / "projects" if (path / "projects").is_dir() else path
-    if not root.is_dir():
-        raise LogsNotFound(f"No folder at '{path}'. Point at ~/.claude or ~/.claude/projects.")
-    files = [f for f in root.glob("**/*.jsonl") if f.is_file()]
+def default_folders(environ: Mapping[str, str] | None = None, home: Path | None = None) -> list[Path]:
+    """Where Claude Code keeps its logs, as ccusage looks: the folders in CLAUDE_CONFIG_DIR (comma-separated),
+    else ~/.config/claude and ~/.claude, those that exist."""
+    environ = os.environ if environ is None else environ
+    home = home or Path.home()
+    configured = [Path(part.strip()).expanduser() for part in environ.get("CLAUDE_CONFIG_DIR", "").split(",")]
+    candidates = [p for p in configured if str(p) not in {"", "."}] or [home / ".config" / "claude", home / ".claude"]
+    return [p for p in candidates if p.is_dir()]
+
+
+def log_files(*paths: Path) -> list[Path]:
+    """The JSONL files under each PATH/projects (or PATH itself when it is a projects folder), in nested
+    session folders or flat, oldest first."""
+    if not paths:
+        raise LogsNotFound(
+            "No Claude Code logs in ~/.config/claude or ~/.claude; give their folder, or set CLAUDE_CONFIG_DIR."
+        )
+    files: list[Path] = []
+    for path in paths:
+        root = path / "projects" if (path / "projects").is_dir() else path
+        if not root.is_dir():
+            raise LogsNotFound(f"No folder at '{path}'. Point at ~/.claude or ~/.claude/projects.")
+        files += [f for f in root.glob("**/*.jsonl") if f.is_file()]
     if not files:
-        raise LogsNotFound(f"No *.jsonl session logs under '{root}'. Point at ~/.claude or ~/.claude/projects.")
-    return sorted(files, key=lambda f: (_first_timestamp(f), str(f)))
+        where = ", ".join(f"'{p}'" for p in paths)
+        raise LogsNotFound(f"No *.jsonl session logs under {where}. Point at ~/.claude or ~/.claude/projects.")
+    return sorted(set(files), key=lambda f: (_first_timestamp(f), str(f)))
 
 
 def _first_timestamp(path: Path) -> str:
@@ -159,6 +178,7 @@ def read_logs(
     one after another (other lines may fall between them), so a message is held back until COPY_WINDOW
     newer messages of the same file have followed it: memory stays flat however long a file is.
     """
+    parents: set[int] = set()  # hashes of the message ids main threads reported (sidechain replays repeat them)
     for path in files:
         summary.files += 1
         name = f"{path.parent.name}/{path.name}"
@@ -183,6 +203,9 @@ def read_logs(
                     continue
                 if record is not None:
                     summary.usage_lines += 1
+                    if _replayed(line, parents):
+                        summary.duplicates += 1  # a sub-agent's replay of its parent's message (ccusage #913)
+                        continue
                     earlier = kept.get(record.dedupe_key)
                     if earlier is not None:
                         summary.duplicates += 1  # a streamed copy: one of the two is left out
@@ -195,20 +218,32 @@ def read_logs(
             advance(consumed)
 
 
+def _replayed(line: dict[str, Any], parents: set[int]) -> bool:
+    """Whether a usage line is a sidechain's copy of a message its main thread already reported (same
+    `message.id`, another `requestId`); a main-thread line's message id is remembered, as a hash."""
+    message_id = line["message"].get("id")
+    if not isinstance(message_id, str):
+        return False
+    if line.get("isSidechain") is True:
+        return hash(message_id) in parents
+    parents.add(hash(message_id))
+    return False
+
+
 def _total(record: SeenUsage) -> int:
     return record.input_tokens + record.output_tokens + record.cache_read_tokens + record.cache_write_tokens
 
 
 def import_logs(
     engine: Engine,
-    path: Path,
+    path: Path | Sequence[Path],
     email: str,
     weight_for: Callable[[str], Decimal],
     on_progress: Callable[[int], None] | None = None,
     chunk_lines: int = CHUNK_LINES,
 ) -> ImportSummary:
     """Import every session log under PATH for one person; safe to run again (nothing is added twice)."""
-    files = log_files(path)
+    files = log_files(*([path] if isinstance(path, Path) else path))
     summary = ImportSummary()
     sessions: set[str] = set()
     chunk = Telemetry()
@@ -247,5 +282,5 @@ def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal])
     return result.accepted, result.duplicates
 
 
-def total_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in log_files(path))
+def total_bytes(path: Path | Sequence[Path]) -> int:
+    return sum(f.stat().st_size for f in log_files(*([path] if isinstance(path, Path) else path)))
