@@ -217,6 +217,22 @@ def from_metrics(export: Mapping[str, Any], person: str | None = None) -> Teleme
     return telemetry
 
 
+def _identity(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Another identity a point carries when it names no email: Claude Code's account uuid, else its user
+    id. Usage under it is kept as unattributed until an operator links it (`tokenwise people link`)."""
+    for attribute, kind in (("user.account_uuid", "account-uuid"), ("user.id", "user-id")):
+        value = attrs.get(attribute)
+        if isinstance(value, str) and value.strip():
+            return kind, value.strip()[:200]
+    return None, None
+
+
+def _series_name(attrs: Mapping[str, Any]) -> str:
+    """The session a point belongs to, else the person (or the identity) it names."""
+    session_id = str(attrs.get("session.id") or "")
+    return session_id or f"user:{_person(attrs) or ':'.join(str(part) for part in _identity(attrs))}"
+
+
 def _model(attrs: Mapping[str, Any]) -> str:
     """The model, named as the events name it: Claude Code's metrics add a context-window suffix (`[1m]`)."""
     name = str(attrs.get("model") or "unknown").strip()
@@ -228,7 +244,7 @@ def _interval(temporality: Any, point: Mapping[str, Any], attrs: Mapping[str, An
     points, the collection they belong to. Not the start time: SDKs give each attribute set (input, output,
     cache, cost) a start of its own, microseconds apart, and they are one session's usage."""
     model = _model(attrs)
-    series = str(attrs.get("session.id") or "") or f"user:{_person(attrs)}"
+    series = _series_name(attrs)
     collected = _nanos(point.get("timeUnixNano")) if temporality == DELTA else None
     return (series, model, _series(attrs), temporality, collected)
 
@@ -263,7 +279,8 @@ def _map_point(
     if not known and name not in OUTCOME_METRICS:
         return None  # lines of code, active time, decisions: volume, not outcomes; accepted and not stored
     email = _person(attrs)
-    if email is None:
+    usage_point = name in {"claude_code.token.usage", "claude_code.cost.usage"}
+    if email is None and not usage_point:  # usage with no person is kept as unattributed; the rest needs one
         return f"{name}: no user.email attribute"
     if temporality not in (DELTA, CUMULATIVE):
         return f"{name}: unknown aggregationTemporality"
@@ -273,8 +290,8 @@ def _map_point(
         return f"{name}: a data point needs timeUnixNano"
     value = point.get("asDouble", point.get("asInt"))
     session_id = str(attrs.get("session.id") or "") or None
-    series = session_id or f"user:{email}"
-    if session_id:
+    series = _series_name(attrs)
+    if session_id and email:
         telemetry.runs.append(SeenRun(external_id=session_id, email=email, agent=agent, started_at=_time(start)))
     if name == "claude_code.session.count":
         return None
@@ -301,9 +318,19 @@ def _map_point(
         key, when = _key("otlp:c", series, model, start, _series(attrs)), _time(start)
     else:
         key, when = _key("otlp:d", series, model, start, time, _series(attrs)), _time(time)
+    identity_kind, identity_value = (None, None) if email else _identity(attrs)
     record = usage.setdefault(
         key,
-        SeenUsage(dedupe_key=key, email=email, occurred_at=when, agent=agent, model=model, run_external_id=session_id),
+        SeenUsage(
+            dedupe_key=key,
+            email=email,
+            occurred_at=when,
+            agent=agent,
+            model=model,
+            run_external_id=session_id,
+            identity_kind=identity_kind,
+            identity_value=identity_value,
+        ),
     )
     if name == "claude_code.cost.usage":
         cost = _number(value)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlmodel import Session
 
 from bot.periods import Period, PeriodError, complete_weeks, require_whole_weeks, zone
+from storage.identities import UnattributedTotals, unattributed_totals
 from storage.metrics import Contribution, Metrics, Scope, compute_windows
 from storage.models import Team
 from storage.people import nested_memberships, team_zones
@@ -113,6 +114,7 @@ class Report:
     totals: Figures
     previous: Figures
     periods: list[Figures] = field(default_factory=list)
+    unattributed: UnattributedTotals | None = None  # the organisation's: usage naming no known person
 
 
 def withheld_reason(active: int, min_group_size: int) -> str:
@@ -284,7 +286,8 @@ def build_report(session: Session, scope: Scope, period: Period, rules: Rules, b
     split = len(weeks) // 2
     previous = _weeks_shown(earlier, weeks[:split], rules_of(rules))
     totals = _weeks_shown(period, weeks[split:], rules_of(rules))
-    return Report(scope=scope, period=period, totals=totals, previous=previous, periods=weeks[split:] if by else [])
+    loose = unattributed_totals(session, period.start, period.end) if scope.kind == "org" else None
+    return Report(scope, period, totals, previous, weeks[split:] if by else [], loose)
 
 
 def _weeks_shown(period: Period, weeks: Sequence[Figures], rules: Disclosure) -> Figures:
@@ -418,4 +421,11 @@ def report_json(report: Report) -> dict[str, Any]:
         "previous": figures_json(report.previous),
         "change": change(report.totals, report.previous),
         "periods": [figures_json(item) for item in report.periods],
+        "unattributed": None
+        if report.unattributed is None
+        else {
+            "records": report.unattributed.records,
+            "tokens": report.unattributed.tokens,
+            "cost_usd": _money(report.unattributed.cost_usd),
+        },
     }

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from storage.db import session_scope, sqlite_writer
+from storage.identities import keep_unattributed, linked_people
 from storage.ingest_schemas import (
     BatchInvalid,
     BatchKind,
@@ -33,7 +34,7 @@ from storage.ingest_schemas import (
     batch_error,
     validate_batch,
 )
-from storage.models import AgentRun, Outcome, UsageRecord, id_of, table_of
+from storage.models import AgentRun, Outcome, Person, UsageRecord, id_of, table_of
 from storage.people import get_or_create_person, normalize_email, slack_id_mismatches
 from storage.types import UTCDateTime
 from storage.upsert import (
@@ -339,6 +340,7 @@ def ingest_telemetry(
     running total (`max`), replaced (`replace`) or written once (`new`); outcomes are written once.
     """
     check_slack_ids(session, [*telemetry.runs, *telemetry.usage, *telemetry.outcomes])
+    kept = _attribute_or_keep(session, source_id, telemetry)
     people = PersonCache(session)
     people.preload(
         [(r.email, r.slack_user_id) for r in telemetry.runs]
@@ -364,6 +366,7 @@ def ingest_telemetry(
     ]
     result = BatchResult()
     result.notes["runs"] = _widen_runs(session, run_rows)
+    result.notes["unattributed"] = kept
     runs = run_ids(
         session,
         source_id,
@@ -410,6 +413,43 @@ def ingest_telemetry(
         )
     result.notes["outcomes"] = insert_new(session, OUTCOMES, outcome_rows, ("source_id", "external_id"))
     return result
+
+
+def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -> int:
+    """Usage that names nobody goes to the person an operator linked its identity to, or is kept as
+    unattributed (storage/identities.py); it is never dropped. Leaves `telemetry.usage` naming people only."""
+    nameless = [u for u in telemetry.usage if not (u.email or u.slack_user_id)]
+    if not nameless:
+        return 0
+    linked = linked_people(
+        session, [(u.identity_kind, u.identity_value) for u in nameless if u.identity_kind and u.identity_value]
+    )
+    people = {id_of(p): p for p in (session.get(Person, person_id) for person_id in set(linked.values())) if p}
+    unattributed = []
+    for item in nameless:
+        person = people.get(linked.get((item.identity_kind or "", item.identity_value or ""), -1))
+        if person is not None:
+            item.email, item.slack_user_id = person.email, None if person.email else person.slack_user_id
+            continue
+        unattributed.append(
+            {
+                "source_id": source_id,
+                "identity_kind": item.identity_kind,
+                "identity_value": item.identity_value,
+                "run_external_id": item.run_external_id,
+                "occurred_at": item.occurred_at,
+                "agent": item.agent,
+                "model": item.model,
+                "input_tokens": item.input_tokens,
+                "output_tokens": item.output_tokens,
+                "cache_read_tokens": item.cache_read_tokens,
+                "cache_write_tokens": item.cache_write_tokens,
+                "cost_usd": item.cost_usd,
+                "dedupe_key": item.dedupe_key,
+            }
+        )
+    telemetry.usage = [u for u in telemetry.usage if u.email or u.slack_user_id]
+    return keep_unattributed(session, unattributed) if unattributed else 0
 
 
 def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:

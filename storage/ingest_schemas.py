@@ -269,6 +269,8 @@ class SeenUsage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: Decimal | None = None
+    identity_kind: str | None = None  # with no email: another identity the source carried (an account uuid)
+    identity_value: str | None = None
 
 
 @dataclass

@@ -17,6 +17,8 @@ from storage.types import MILLI, NANO, ScaledDecimal, UTCDateTime
 ROLES = ("member", "manager")
 OUTCOME_KINDS = ("pr_merged", "pr_opened", "commit", "tests_passed", "deploy", "ticket_closed", "doc", "other")
 VERDICTS = ("useful", "partly", "not_useful")
+# Other identities a source may carry for a person; linked to one only by an operator (`tokenwise people link`).
+IDENTITY_KINDS = ("account-uuid", "user-id", "api-key", "github")
 VERDICT_VALUE = {"useful": Decimal(1), "partly": Decimal("0.5"), "not_useful": Decimal(0)}
 
 
@@ -222,6 +224,49 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=60)
     scope: str = Field(max_length=200)
     detail: str | None = Field(default=None, max_length=500)
+
+
+class PersonLink(SQLModel, table=True):
+    """An identity a source carries (an account uuid, a user id, an API key name, a GitHub login) that an
+    operator said is this person's: `tokenwise people link`, never inferred from ingested data."""
+
+    __tablename__ = "person_link"
+    __table_args__ = (
+        UniqueConstraint("kind", "value"),
+        CheckConstraint(f"kind IN ({', '.join(repr(kind) for kind in IDENTITY_KINDS)})", name="ck_person_link_kind"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)
+    value: str = Field(max_length=200)
+    person_id: int = Field(foreign_key="person.id", ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class UnattributedUsage(SQLModel, table=True):
+    """Usage that names no known person: kept, shown (`tokenwise source status`, the organisation report)
+    and moved to its person's usage when an operator links the identity it carries, never dropped."""
+
+    __tablename__ = "unattributed_usage"
+    __table_args__ = (
+        UniqueConstraint("source_id", "dedupe_key"),
+        Index("ix_unattributed_identity", "identity_kind", "identity_value"),
+    )
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
+    source_id: int = Field(foreign_key="source.id")
+    identity_kind: str | None = Field(default=None, max_length=20)
+    identity_value: str | None = Field(default=None, max_length=200)
+    run_external_id: str | None = Field(default=None, max_length=200)
+    occurred_at: datetime = Field(sa_column=_when())
+    agent: str = Field(max_length=64)
+    model: str = Field(max_length=120)
+    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
+    dedupe_key: str = Field(max_length=300)
 
 
 class SlackRequestSeen(SQLModel, table=True):

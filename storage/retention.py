@@ -15,6 +15,7 @@ from storage.models import (
     DigestPost,
     Nudge,
     Outcome,
+    UnattributedUsage,
     UsageRecord,
     table_of,
 )
@@ -44,8 +45,8 @@ class Purged:
 
 
 def purge_expired(session: Session, now: datetime, retention_days: int) -> Purged:
-    """Delete usage, runs (with their annotations), outcomes and digest bookkeeping older than the
-    retention window, in one transaction."""
+    """Delete usage (unattributed usage too), runs (with their annotations), outcomes and digest bookkeeping
+    older than the retention window, in one transaction."""
     cutoff = now.astimezone(UTC) - timedelta(days=retention_days)
     old_runs = select(R.id).where(R.started_at < cutoff)
     usage = session.execute(
@@ -53,13 +54,15 @@ def purge_expired(session: Session, now: datetime, retention_days: int) -> Purge
             or_(table_of(UsageRecord).c.occurred_at < cutoff, table_of(UsageRecord).c.run_id.in_(old_runs))
         )
     )
+    unattributed = table_of(UnattributedUsage)
+    loose = session.execute(delete(unattributed).where(unattributed.c.occurred_at < cutoff))
     outcomes = session.execute(delete(table_of(Outcome)).where(or_(OC.occurred_at < cutoff, OC.run_id.in_(old_runs))))
     annotations = session.execute(delete(table_of(Annotation)).where(A.run_id.in_(old_runs)))
     runs = session.execute(delete(table_of(AgentRun)).where(R.started_at < cutoff))
     posts = session.execute(delete(table_of(DigestPost)).where(DP.period_start < cutoff))
     nudges = session.execute(delete(table_of(Nudge)).where(NU.claimed_at < cutoff))
     return Purged(
-        usage_records=usage.rowcount,  # type: ignore[attr-defined]
+        usage_records=usage.rowcount + loose.rowcount,  # type: ignore[attr-defined]
         runs=runs.rowcount,  # type: ignore[attr-defined]
         outcomes=outcomes.rowcount,  # type: ignore[attr-defined]
         annotations=annotations.rowcount,  # type: ignore[attr-defined]

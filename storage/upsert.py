@@ -254,7 +254,10 @@ TOTAL_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_wr
 
 
 def merge_usage_totals(
-    session: Session, rows: Sequence[Mapping[str, Any]], mode: Literal["max", "replace"] = "max"
+    session: Session,
+    rows: Sequence[Mapping[str, Any]],
+    mode: Literal["max", "replace"] = "max",
+    table: Table | None = None,
 ) -> int:
     """Upsert usage rows that carry running totals for their dedupe key.
 
@@ -274,15 +277,16 @@ def merge_usage_totals(
         costs = [c for c in (into.get("cost_usd"), row.get("cost_usd")) if c is not None]
         into["cost_usd"] = (max(costs) if mode == "max" else row.get("cost_usd")) if costs else None
     values = sorted(merged.values(), key=lambda row: (row["source_id"], row["dedupe_key"]))
+    target = USAGE if table is None else table  # usage_record, or unattributed_usage (same totals)
     if values:  # one statement compiled once, executed for every row (see insert_new)
-        statement = dialect_insert(session, USAGE)
+        statement = dialect_insert(session, target)
         new = statement.excluded
         if mode == "max":
-            updates = {c: _greatest(session, USAGE.c[c], new[c]) for c in TOTAL_COLUMNS}
+            updates = {c: _greatest(session, target.c[c], new[c]) for c in TOTAL_COLUMNS}
             updates["cost_usd"] = _greatest(
                 session,
-                func.coalesce(USAGE.c.cost_usd, new.cost_usd),
-                func.coalesce(new.cost_usd, USAGE.c.cost_usd),
+                func.coalesce(target.c.cost_usd, new.cost_usd),
+                func.coalesce(new.cost_usd, target.c.cost_usd),
             )
         else:
             updates = {c: new[c] for c in (*TOTAL_COLUMNS, "cost_usd", "model", "occurred_at", "person_id")}

@@ -172,6 +172,13 @@ def render_report(console: Console, report: Report) -> None:
     reasons = sorted(set(report.totals.hidden.values()))
     if reasons:
         console.print(" ".join(reasons))
+    loose = report.unattributed
+    if loose is not None and loose.records:
+        cost = f", known cost {money(loose.cost_usd)}" if loose.cost_usd is not None else ""
+        console.print(
+            f"Not in these figures: {loose.records:,} usage records naming no known person ({loose.tokens:,} tokens"
+            f"{cost}). `tokenwise source status` lists their identities; `tokenwise people link` attributes them."
+        )
     if report.totals.withheld_weeks:
         weeks = ", ".join(week.isoformat() for week in report.totals.withheld_weeks)
         console.print(f"Left out of these totals, withheld on their own: the weeks of {weeks}.")

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from bot.cli.root import UserError, app, database, out
+from storage.identities import source_activity, unattributed_identities
 from storage.people import normalize_email
 from storage.sources import (
     SOURCE_KINDS,
@@ -86,6 +87,38 @@ def source_list() -> None:
             status,
         )
     out.print(table)
+
+
+@source_app.command("status")
+def source_status(
+    name: Annotated[str | None, typer.Argument(help="One source; default: every source.")] = None,
+) -> None:
+    """What each source sent: its records, the latest usage it reported, and the identities whose usage names
+    nobody known (kept, never dropped), with the command that links each to its person."""
+    with database() as session:
+        activity = source_activity(session, name)
+        loose = unattributed_identities(session, name)
+    if name and not activity:
+        raise UserError(f"No source called '{name}'. `tokenwise source list` shows them.")
+    table = Table("source", "kind", "records", "unattributed", "latest usage")
+    for item in activity:
+        when = f"{item.last_seen:%Y-%m-%d %H:%M} UTC" if item.last_seen else "nothing yet"
+        table.add_row(item.name, item.kind, f"{item.records:,}", f"{item.unattributed:,}", when)
+    out.print(table)
+    if not loose:
+        out.print("All usage names a known person.")
+        return
+    identities = Table("source", "identity", "records", "tokens", "known cost", "latest")
+    for one in loose:
+        who = f"{one.kind} {one.value}" if one.kind else "none (no email, no other identity)"
+        cost = f"${one.cost_usd:,.2f}" if one.cost_usd is not None else "unknown"
+        identities.add_row(one.source, who, f"{one.records:,}", f"{one.tokens:,}", cost, f"{one.last_seen:%Y-%m-%d}")
+    out.print(identities)
+    out.print(
+        "Usage above names no known person. Link an identity to its person with "
+        "`tokenwise people link KIND VALUE EMAIL`; with no identity, have the sender set "
+        "OTEL_RESOURCE_ATTRIBUTES=user.email=... or use a personal token from `/tokenwise connect`."
+    )
 
 
 @source_app.command("revoke")
