@@ -619,7 +619,29 @@ def _parse_floor(root: Path) -> float:
 
 
 # -- the suite ------------------------------------------------------------------------------------
-SECTIONS = ("seed", "slash", "ingest", "digest", "import")
+SECTIONS = ("seed", "slash", "acks", "ingest", "digest", "import")
+ACK_BURST = 200
+SLACK_ACK_LIMIT = 3.0
+
+
+def bench_acks(url: str, commands: int = ACK_BURST) -> dict[str, Any]:
+    """Slack's 3-second limit under a burst: `commands` signed slash commands sent at once to `tokenwise serve`
+    as its own process, after one warm-up command; seconds from sending to each ack."""
+    from tests.support import slack_load
+
+    with SlackStandIn(token=slack_load.BOT_TOKEN) as slack, slack_load.served(url, slack) as base:
+        slack_load.warm_up(base, slack)
+        requests, _urls = slack_load.burst(slack, commands)
+        results = slack_load.fire(base, requests)
+    seconds = sorted(elapsed for _, _, elapsed in results)
+    return {
+        "commands": commands,
+        "all_acked": all(status == 200 for status, _, _ in results),
+        "p50_s": statistics.median(seconds),
+        "p95_s": seconds[int(len(seconds) * 0.95) - 1],
+        "slowest_s": seconds[-1],
+        "limit_s": SLACK_ACK_LIMIT,
+    }
 
 
 def run_suite(databases: list[str], only: set[str], factor: float, samples: int = 40) -> dict[str, Any]:
@@ -627,6 +649,10 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
     for kind in databases:
         here: dict[str, Any] = {}
         results[kind] = here
+        if "acks" in only:
+            with scratch_database(kind, "acks") as url:
+                here["acks"] = bench_acks(url)
+                _say(kind, "acks", here["acks"])
         sizes = {"1x": FULL_PEOPLE * factor / 25, "5x": FULL_PEOPLE * factor / 5, "25x": FULL_PEOPLE * factor}
         if only & {"seed", "slash", "ingest", "digest"}:
             for label, people in sizes.items():
@@ -677,6 +703,18 @@ def render(results: dict[str, Any]) -> str:
                     f"| {db} | {label} | {seeded['usage_records']:,} | /tokenwise {name} | {row[name]['p50_ms']:.1f} |"
                     f" {p95:.1f} | {row[f'{name}_report']['p95_ms']:.1f} | {floor:.2f} | {p95 / floor:.0f}x |"
                 )
+        out.append("")
+    acks = [(db, results[db]["acks"]) for db in databases if "acks" in results[db]]
+    if acks:
+        out += [
+            "| database | concurrent commands | all acked | p50 s | p95 s | slowest s | Slack's limit s |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for db, row in acks:
+            out.append(
+                f"| {db} | {row['commands']} | {row['all_acked']} | {row['p50_s']:.2f} | {row['p95_s']:.2f} |"
+                f" {row['slowest_s']:.2f} | {row['limit_s']:.0f} |"
+            )
         out.append("")
     seeds = [(db, label, row) for db in databases for label, row in results[db].get("seed", {}).items()]
     if seeds:
