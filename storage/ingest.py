@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import Engine, func, select, type_coerce
+from sqlalchemy import Engine, case, func, or_, select, tuple_, type_coerce, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
@@ -34,7 +34,7 @@ from storage.ingest_schemas import (
     batch_error,
     validate_batch,
 )
-from storage.models import AgentRun, Outcome, Person, UsageRecord, id_of, table_of
+from storage.models import AgentRun, Outcome, Person, Source, UsageRecord, id_of, table_of
 from storage.people import get_or_create_person, normalize_email, slack_id_mismatches
 from storage.types import UTCDateTime
 from storage.upsert import (
@@ -396,6 +396,8 @@ def ingest_telemetry(
         result.duplicates += len(usage_rows) - accepted
     else:
         result.accepted += merge_usage_totals(session, usage_rows, usage_mode)
+    sessions = {(people.id_for(u.email, u.slack_user_id), u.run_external_id) for u in telemetry.usage}
+    settle_sessions(session, {(person, run) for person, run in sessions if run})
     outcome_rows = []
     for o in telemetry.outcomes:
         linked = runs.get(o.run_external_id) if o.run_external_id else None
@@ -413,6 +415,49 @@ def ingest_telemetry(
         )
     result.notes["outcomes"] = insert_new(session, OUTCOMES, outcome_rows, ("source_id", "external_id"))
     return result
+
+
+# How precisely a source reports a session: Claude Code's log lines (one record per API call), then OTLP log
+# events (per request), then OTLP metrics (totals per interval); other sources carry no session (0).
+LOG_LINES, EVENTS, METRICS = 3, 2, 1
+
+
+def _precision(source_kind: Any, dedupe_key: Any) -> Any:
+    return case(
+        (source_kind == "claude-code-logs", LOG_LINES),
+        (dedupe_key.like("otlp:e:%"), EVENTS),
+        (or_(dedupe_key.like("otlp:c:%"), dedupe_key.like("otlp:d:%")), METRICS),
+        else_=0,
+    )
+
+
+def settle_sessions(session: Session, sessions: set[tuple[int, str]]) -> int:
+    """Count each (person, session id) once across sources: only the records of its most precise source
+    count; the others stay stored with `counted` false. Run after every write of session-carrying usage, so
+    the order in which sources arrive does not matter. Records of sources that carry no session are never
+    touched. How many records changed."""
+    if not sessions:
+        return 0
+    u, r, s = USAGE.c, RUNS.c, table_of(Source).c
+    precision = _precision(s.kind, u.dedupe_key)
+    rows = session.execute(
+        select(u.id, r.person_id, r.external_id, precision, u.counted)
+        .select_from(USAGE.join(RUNS, u.run_id == r.id).join(table_of(Source), s.id == u.source_id))
+        .where(tuple_(r.person_id, r.external_id).in_(sorted(sessions)))
+    ).all()
+    best: dict[tuple[int, str], int] = {}
+    for _id, person_id, external_id, level, _counted in rows:
+        best[(person_id, external_id)] = max(best.get((person_id, external_id), 0), int(level))
+    changes: dict[bool, list[int]] = {True: [], False: []}
+    for record_id, person_id, external_id, level, counted in rows:
+        if level:
+            wanted = int(level) == best[(person_id, external_id)]
+            if bool(counted) != wanted:
+                changes[wanted].append(int(record_id))
+    for wanted, ids in changes.items():
+        for start in range(0, len(ids), 500):
+            session.execute(update(USAGE).where(u.id.in_(ids[start : start + 500])).values(counted=wanted))
+    return len(changes[True]) + len(changes[False])
 
 
 def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -> int:

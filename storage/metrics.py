@@ -215,7 +215,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             u.cost_usd,
             case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
         )
-        .where(_span(u.occurred_at, windows), scope.covers(u.person_id, u.occurred_at))
+        .where(_span(u.occurred_at, windows), scope.covers(u.person_id, u.occurred_at), u.counted.is_(True))
         .subquery()
     )
     for row in session.execute(

@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlmodel import Field, SQLModel
 
 from storage.types import MILLI, NANO, ScaledDecimal, UTCDateTime
@@ -89,6 +101,7 @@ class AgentRun(SQLModel, table=True):
         UniqueConstraint("source_id", "external_id"),
         Index("ix_agent_run_person_started", "person_id", "started_at"),
         Index("ix_agent_run_started", "started_at"),
+        Index("ix_agent_run_person_session", "person_id", "external_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     source_id: int = Field(foreign_key="source.id")
@@ -103,7 +116,11 @@ class AgentRun(SQLModel, table=True):
 
 
 class UsageRecord(SQLModel, table=True):
-    """One billed model call or usage bucket. `cost_usd` NULL means unknown, never zero."""
+    """One billed model call or usage bucket. `cost_usd` NULL means unknown, never zero.
+
+    `counted` is false for a record that another, more precise source also reported (the same session
+    from Claude Code's logs and from its OTLP metrics): it stays stored and explainable, and every sum
+    leaves it out (storage/ingest.py: settle_sessions, docs/ingest.md)."""
 
     __tablename__ = "usage_record"
     __table_args__ = (
@@ -126,6 +143,7 @@ class UsageRecord(SQLModel, table=True):
     cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
     dedupe_key: str = Field(max_length=300)
+    counted: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
 
 
 class Outcome(SQLModel, table=True):
