@@ -102,8 +102,6 @@ class Figures:
         """A metric as JSON shows it: None when withheld, whole or alone."""
         if self.metrics is None or key in self.hidden:
             return None
-        if key in ("total_tokens", "verified_cost_usd", "active_people"):
-            return getattr(self.metrics, key)
         return metric_values(self.metrics)[key]
 
 

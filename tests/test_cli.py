@@ -95,6 +95,25 @@ def test_bad_report_input_prints_one_clear_line_and_exits_2(
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("report", "--team", "platform", "--by", "day"), "use --by week"),
+        (("report", "--team", "platform", "--since", "2026-11-03"), "whole weeks, Monday to Sunday"),
+        (("team", "set-timezone", "platform", "Mars/Base"), "Unknown time zone 'Mars/Base'"),
+        (("source", "status", "nope"), "No source called 'nope'."),
+        (("people", "link", "shoe-size", "42", "ada@example.com"), "Unknown kind 'shoe-size'"),
+        (("people", "link", "account-uuid", "42", "not-an-email"), "'not-an-email' is not an email address"),
+    ],
+)
+def test_bad_team_source_and_people_input_prints_one_clear_line_and_exits_2(
+    small_org: str, args: tuple[str, ...], message: str
+) -> None:
+    result = tokenwise(small_org, *args)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_report_on_an_empty_organisation_is_withheld_not_zero(tmp_path: Path) -> None:
     result = tokenwise(f"sqlite:///{tmp_path / 'empty.db'}", "report", "--json")
     assert result.returncode == 0

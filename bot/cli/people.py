@@ -26,9 +26,9 @@ def link_command(
 
     `tokenwise source status` lists the identities with unattributed usage. Identities are linked only here,
     never because they appear together in data a source sent."""
-    if "@" not in email:
-        raise UserError(f"'{email}' is not an email address.")
     with database() as session:
+        if "@" not in email:
+            raise UserError(f"'{email}' is not an email address; give the person's email.")
         person = get_or_create_person(session, email=normalize_email(email))
         try:
             linked = link_identity(session, kind, value, id_of(person))

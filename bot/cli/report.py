@@ -69,7 +69,7 @@ def report(
                 scope = Scope.org()
             period = _group_period(session, scope, since, until, tz, config.timezone)
         try:
-            result = build_report(session, scope, period, Disclosure.of(config), by=by if person else "week")
+            result = build_report(session, scope, period, Disclosure.of(config), by=by)
         except PeriodError as error:
             raise UserError(str(error)) from error
         record_event(session, actor="cli", action="report", scope=scope.label(), detail=period.label())

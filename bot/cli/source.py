@@ -98,8 +98,8 @@ def source_status(
     with database() as session:
         activity = source_activity(session, name)
         loose = unattributed_identities(session, name)
-    if name and not activity:
-        raise UserError(f"No source called '{name}'. `tokenwise source list` shows them.")
+        if name and not activity:
+            raise UserError(f"No source called '{name}'. `tokenwise source list` shows them.")
     table = Table("source", "kind", "records", "unattributed", "latest usage")
     for item in activity:
         when = f"{item.last_seen:%Y-%m-%d %H:%M} UTC" if item.last_seen else "nothing yet"

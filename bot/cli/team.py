@@ -25,11 +25,11 @@ def set_timezone_command(
 ) -> None:
     """Cut a team's weeks in its own time zone (default: TOKENWISE_TIMEZONE), the same for every viewer."""
     config = settings()
-    try:
-        zone(zone_name)
-    except PeriodError as error:
-        raise UserError(str(error)) from error
     with database(config) as session:
+        try:
+            zone(zone_name)
+        except PeriodError as error:
+            raise UserError(str(error)) from error
         found = find_team(session, team)
         before = found.timezone or config.timezone
         found.timezone = zone_name

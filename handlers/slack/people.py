@@ -57,7 +57,7 @@ class SlackPeople:
         """The Slack user id of an email, or None when the workspace has no such user."""
         from slack_sdk.errors import SlackApiError
 
-        key = (workspace, email.strip().lower())
+        key = (workspace, normalize_email(email))
         with self._lock:
             hit = self._ids.get(key)
             if hit and self.clock() - hit[0] < self.ttl:
