@@ -1,7 +1,9 @@
 """OTLP/HTTP exports (JSON or protobuf) turned into usage, runs and outcomes.
 
-Claude Code reports `claude_code.*` metrics (its log events repeat the same tokens and are not
-counted); other tools use the GenAI semantic conventions (`gen_ai.usage.*`) on spans and log records.
+Claude Code reports `claude_code.*` metrics and, with its log exporter on, an `api_request` event per API
+call; other tools use the GenAI semantic conventions (`gen_ai.usage.*`) on spans and log records. Events
+and metrics of one session repeat the same tokens: storage/ingest.py (settle_sessions) counts the session
+from its events, the more precise of the two.
 Prompt and completion text may ride along in log records: nothing here reads a body or an attribute it
 does not map, so none of it is ever stored.
 
@@ -361,51 +363,57 @@ def _list(value: Any) -> list[dict[str, Any]]:
 
 
 def _event_usage(attrs: Mapping[str, Any], agent: str, when: int, identity: str) -> tuple[SeenUsage | None, str | None]:
-    """A usage record from GenAI semantic-convention attributes, or (None, None) when there are none.
-
-    Claude Code's own `api_request` log events are not counted: the same tokens arrive in its metrics,
-    and counting both would double them.
-    """
-    if "gen_ai.usage.input_tokens" not in attrs and "gen_ai.usage.output_tokens" not in attrs:
+    """A usage record from one event: Claude Code's `api_request` log event (one API call), or GenAI
+    semantic-convention attributes on a span or log record; (None, None) when it reports no usage."""
+    if attrs.get("event.name") == "api_request" and "gen_ai.usage.input_tokens" not in attrs:
+        fields = {
+            "input_tokens": attrs.get("input_tokens", 0),
+            "output_tokens": attrs.get("output_tokens", 0),
+            "cache_read_tokens": attrs.get("cache_read_tokens", 0),
+            "cache_write_tokens": attrs.get("cache_creation_tokens", 0),
+        }
+        counts = {column: _count(value) for column, value in fields.items()}
+        if any(v is None for v in counts.values()):
+            return None, "api_request: token counts must be non-negative integers"
+        model = _model(attrs)
+    elif "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs:
+        fields = {
+            "input_tokens": attrs.get("gen_ai.usage.input_tokens", 0),
+            "output_tokens": attrs.get("gen_ai.usage.output_tokens", 0),
+            "cache_read_tokens": attrs.get("gen_ai.usage.cache_read.input_tokens", 0),
+            "cache_write_tokens": attrs.get("gen_ai.usage.cache_creation.input_tokens", 0),
+        }
+        counts = {column: _count(value) for column, value in fields.items()}
+        if any(v is None for v in counts.values()):
+            return None, "token counts must be non-negative integers"
+        # GenAI conventions count cached tokens inside input_tokens; Tokenwise keeps them beside it.
+        cached = (counts["cache_read_tokens"] or 0) + (counts["cache_write_tokens"] or 0)
+        counts["input_tokens"] = max((counts["input_tokens"] or 0) - cached, 0)
+        model = str(attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model") or "unknown")[:120]
+    else:
         return None, None
-    email = _person(attrs)
-    if email is None:
-        return None, "no user.email attribute"
-    fields = {
-        "input_tokens": attrs.get("gen_ai.usage.input_tokens", 0),
-        "output_tokens": attrs.get("gen_ai.usage.output_tokens", 0),
-        "cache_read_tokens": attrs.get("gen_ai.usage.cache_read.input_tokens", 0),
-        "cache_write_tokens": attrs.get("gen_ai.usage.cache_creation.input_tokens", 0),
-    }
-    model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
-    counts = {column: _count(value) for column, value in fields.items()}
-    if any(v is None for v in counts.values()):
-        return None, "token counts must be non-negative integers"
-    # GenAI conventions count cached tokens inside input_tokens; Tokenwise keeps them beside it.
-    cached = (counts["cache_read_tokens"] or 0) + (counts["cache_write_tokens"] or 0)
-    counts["input_tokens"] = max((counts["input_tokens"] or 0) - cached, 0)
-    cost = _number(attrs["cost_usd"]) if "cost_usd" in attrs else None
+    tokens = {column: value or 0 for column, value in counts.items()}
+    cost, priced = _number(attrs["cost_usd"]) if "cost_usd" in attrs else None, False
     if cost is None:
-        cost = price(
-            str(model or ""),
-            counts["input_tokens"] or 0,
-            counts["output_tokens"] or 0,
-            counts["cache_read_tokens"] or 0,
-            counts["cache_write_tokens"] or 0,
-        )
-    session_id = str(attrs.get("session.id") or "") or None
+        cost = price(model, *tokens.values())
+        priced = cost is not None
+    email = _person(attrs)
+    identity_kind, identity_value = (None, None) if email else _identity(attrs)
     record = SeenUsage(
         dedupe_key=_key("otlp:e", identity),
         email=email,
         occurred_at=_time(when),
         agent=agent,
-        model=str(model or "unknown")[:120],
-        run_external_id=session_id,
+        model=model,
+        run_external_id=str(attrs.get("session.id") or "")[:200] or None,
         cost_usd=cost,
-        input_tokens=counts["input_tokens"] or 0,
-        output_tokens=counts["output_tokens"] or 0,
-        cache_read_tokens=counts["cache_read_tokens"] or 0,
-        cache_write_tokens=counts["cache_write_tokens"] or 0,
+        cost_source="priced" if priced else None,
+        identity_kind=identity_kind,
+        identity_value=identity_value,
+        input_tokens=tokens["input_tokens"],
+        output_tokens=tokens["output_tokens"],
+        cache_read_tokens=tokens["cache_read_tokens"],
+        cache_write_tokens=tokens["cache_write_tokens"],
     )
     return record, None
 
@@ -466,7 +474,7 @@ def _add_event(telemetry: Telemetry, attrs: Mapping[str, Any], agent: str, when:
     if record is None:
         return
     telemetry.usage.append(record)
-    if record.run_external_id:
+    if record.run_external_id and record.email:
         telemetry.runs.append(
             SeenRun(external_id=record.run_external_id, email=record.email, agent=agent, started_at=record.occurred_at)
         )

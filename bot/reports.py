@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from bot.periods import Period, PeriodError, complete_weeks, require_whole_weeks, zone
 from storage.identities import UnattributedTotals, unattributed_totals
-from storage.metrics import Contribution, Metrics, Scope, compute_windows
+from storage.metrics import Contribution, Metrics, Scope, Slice, breakdown, compute_windows
 from storage.models import Team
 from storage.people import nested_memberships, team_zones
 from storage.runs import count_unreviewed
@@ -113,6 +113,8 @@ class Report:
     previous: Figures
     periods: list[Figures] = field(default_factory=list)
     unattributed: UnattributedTotals | None = None  # the organisation's: usage naming no known person
+    by: str | None = None  # the breakdown: day, week (`periods`), project or branch (`slices`)
+    slices: list[Slice] = field(default_factory=list)
 
 
 def withheld_reason(active: int, min_group_size: int) -> str:
@@ -269,13 +271,21 @@ def _dominated_parts(parts: Sequence[Contribution], rules: Disclosure) -> dict[s
     return hidden
 
 
+BY_RUN = ("project", "branch")  # breakdowns by what a run says about itself, for a person only
+
+
 def build_report(session: Session, scope: Scope, period: Period, rules: Rules, by: str | None = None) -> Report:
     """A scope's figures for a period against the one before. A group's periods are whole weeks in its
     time zone, each judged by the rules on its own; a range's totals add up the weeks that pass."""
     if not scope.is_group:
         previous, totals = figures_for(session, scope, [period.previous(), period], rules)
+        if by in BY_RUN:
+            slices = breakdown(session, scope.id or 0, period.start, period.end, by)  # type: ignore[arg-type]
+            return Report(scope, period, totals, previous, by=by, slices=slices)
         periods = figures_for(session, scope, list(period.split(by)), rules) if by else []
-        return Report(scope=scope, period=period, totals=totals, previous=previous, periods=periods)
+        return Report(scope=scope, period=period, totals=totals, previous=previous, periods=periods, by=by)
+    if by in BY_RUN:
+        raise PeriodError(f"Figures per {by} are a person's own (`--person`): a team's could single someone out.")
     require_whole_weeks(period)
     if by not in (None, "week"):
         raise PeriodError("Team and organisation figures come in whole weeks; use --by week.")
@@ -285,7 +295,7 @@ def build_report(session: Session, scope: Scope, period: Period, rules: Rules, b
     previous = _weeks_shown(earlier, weeks[:split], rules_of(rules))
     totals = _weeks_shown(period, weeks[split:], rules_of(rules))
     loose = unattributed_totals(session, period.start, period.end) if scope.kind == "org" else None
-    return Report(scope, period, totals, previous, weeks[split:] if by else [], loose)
+    return Report(scope, period, totals, previous, weeks[split:] if by else [], loose, by=by)
 
 
 def _weeks_shown(period: Period, weeks: Sequence[Figures], rules: Disclosure) -> Figures:
@@ -314,7 +324,8 @@ def _weeks_shown(period: Period, weeks: Sequence[Figures], rules: Disclosure) ->
 def _add(total: Metrics, week: Metrics) -> None:
     for name in (
         "runs", "reviewed_runs", "useful_runs", "input_tokens", "output_tokens", "cache_read_tokens",
-        "cache_write_tokens", "cost_usd", "cost_unknown_records", "verified_cost_usd", "outcome_value",
+        "cache_write_tokens", "cost_usd", "cost_unknown_records", "priced_cost_usd", "verified_cost_usd",
+        "outcome_value",
     ):  # fmt: skip
         setattr(total, name, getattr(total, name) + getattr(week, name))
     for kind, count in week.outcomes_by_kind.items():
@@ -332,12 +343,16 @@ class PersonalView:
 
     report: Report
     unreviewed: int  # their runs in the period that await their verdict
+    projects: list[Slice] = field(default_factory=list)  # their usage per project, costliest first
 
 
-def personal_view(session: Session, person_id: int, name: str, period: Period) -> PersonalView:
-    """One person's report and how many of their runs await review: what both personal views show."""
+def personal_view(session: Session, person_id: int, name: str, period: Period, projects: bool = False) -> PersonalView:
+    """One person's report and how many of their runs await review: what both personal views show; with
+    `projects`, their usage per project too (`/tokenwise me`)."""
     report = build_report(session, Scope.person(person_id, name), period, Disclosure())
-    return PersonalView(report, count_unreviewed(session, person_id, period.start, period.end))
+    unreviewed = count_unreviewed(session, person_id, period.start, period.end)
+    slices = breakdown(session, person_id, period.start, period.end, "project") if projects else []
+    return PersonalView(report, unreviewed, slices)
 
 
 def group_zone(session: Session, scope: Scope, default_tz: str) -> str:
@@ -388,15 +403,40 @@ def metric_values(metrics: Metrics | None, hidden: Collection[str] = ()) -> dict
     return {key: None if key in hidden else value for key, value in values.items()}
 
 
-def figures_json(item: Figures) -> dict[str, Any]:
+def figures_json(item: Figures, personal: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {"start": item.period.since.isoformat(), "end": item.period.until.isoformat()}
     body.update(metric_values(item.metrics, item.hidden))
+    if personal:  # a group's split would be a sum of its own, needing its own disclosure check
+        body["cost_source"] = cost_sources(item.metrics)
     body["outcomes_by_kind"] = dict(item.metrics.outcomes_by_kind) if item.metrics else None
     body["active_people"] = item.metrics.active_people if item.metrics else None
     body["withheld"] = item.withheld
     body["withheld_figures"] = {key: reason for key, reason in item.hidden.items() if key in METRIC_KEYS}
     body["withheld_weeks"] = [week.isoformat() for week in item.withheld_weeks]
     return body
+
+
+def cost_sources(metrics: Metrics | None) -> dict[str, float | None] | None:
+    """Known cost split by who put the figure on it: the source itself, or Tokenwise from token counts."""
+    if metrics is None:
+        return None
+    return {
+        "reported_usd": _money(metrics.cost_usd - metrics.priced_cost_usd),
+        "priced_usd": _money(metrics.priced_cost_usd),
+    }
+
+
+def slice_json(item: Slice) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "runs": item.runs,
+        "input_tokens": item.input_tokens,
+        "output_tokens": item.output_tokens,
+        "cache_read_tokens": item.cache_read_tokens,
+        "cache_write_tokens": item.cache_write_tokens,
+        "cost_usd": _money(item.cost_usd),
+        "cost_unknown_records": item.cost_unknown_records,
+    }
 
 
 def change(current: Figures, previous: Figures) -> dict[str, float | None]:
@@ -410,15 +450,19 @@ def change(current: Figures, previous: Figures) -> dict[str, float | None]:
 
 
 def report_json(report: Report) -> dict[str, Any]:
+    personal = not report.scope.is_group
+    periods = [{"key": item.period.since.isoformat(), **figures_json(item, personal)} for item in report.periods]
     return {
         "scope": report.scope.label(),
         "since": report.period.since.isoformat(),
         "until": report.period.until.isoformat(),
         "tz": report.period.tz,
-        "totals": figures_json(report.totals),
-        "previous": figures_json(report.previous),
+        "totals": figures_json(report.totals, personal),
+        "previous": figures_json(report.previous, personal),
         "change": change(report.totals, report.previous),
-        "periods": [figures_json(item) for item in report.periods],
+        "periods": periods,
+        "by": report.by,
+        "rows": [slice_json(item) for item in report.slices] if report.by in BY_RUN else periods,
         "unattributed": None
         if report.unattributed is None
         else {

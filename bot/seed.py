@@ -104,10 +104,11 @@ RUN_COLUMNS = (
     "title",
     "repo",
     "status",
+    "project",
 )
 USAGE_COLUMNS = (
     "id", "source_id", "person_id", "run_id", "occurred_at", "agent", "model", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "cost_usd", "dedupe_key",
+    "cache_read_tokens", "cache_write_tokens", "cost_usd", "dedupe_key", "cost_source",
 )  # fmt: skip
 OUTCOME_COLUMNS = ("id", "source_id", "external_id", "run_id", "person_id", "kind", "weight", "url", "occurred_at")
 ANNOTATION_COLUMNS = (
@@ -308,7 +309,10 @@ def _person_week(
         run_id += 1
         title = f"{VERBS[int(chance() * len(VERBS))]} {THINGS[int(chance() * len(THINGS))]}"
         repo = REPOS[int(chance() * len(REPOS))]
-        add_run((run_id, source_id, f"seed-run-{run_id}", person_id, agent, started, ended, title, repo, "completed"))
+        add_run(
+            (run_id, source_id, f"seed-run-{run_id}", person_id, agent, started, ended, title, repo, "completed",
+             repo.rsplit("/", 1)[-1])
+        )  # fmt: skip
         for step in range(1 + int(chance() * 6) + extra_steps):
             model, rate = models[int(chance() * len(models))]
             tin = (2_000 + int(chance() * 38_000)) * scale
@@ -321,7 +325,7 @@ def _person_week(
             add_usage(
                 (
                     record_id, source_id, person_id, None if unlinked else run_id, clock[start + step], agent,
-                    model, tin, tout, tcr, tcw, cost, f"seed-usage-{record_id}",
+                    model, tin, tout, tcr, tcw, cost, f"seed-usage-{record_id}", None if cost is None else "priced",
                 )
             )  # fmt: skip
         kinds = [] if tokenmaxxer else _outcome_kinds(rng, persona.productivity)

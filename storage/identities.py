@@ -81,6 +81,7 @@ def link_identity(session: Session, kind: str, value: str, person_id: int) -> Li
             "model": row.model,
             **{column: getattr(row, column) for column in TOTALS},
             "cost_usd": row.cost_usd,
+            "cost_source": row.cost_source,
             "dedupe_key": row.dedupe_key,
         }
         for row in rows.scalars()

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import Engine, case, func, or_, select, tuple_, type_coerce, update
+from sqlalchemy import Engine, case, func, literal, or_, select, tuple_, type_coerce, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
@@ -174,6 +174,7 @@ USAGE_COLUMNS = (
     "cache_write_tokens",
     "cost_usd",
     "dedupe_key",
+    "cost_source",
 )
 PERSON = USAGE_COLUMNS.index("person_id")
 OCCURRED = USAGE_COLUMNS.index("occurred_at")
@@ -240,6 +241,7 @@ def plan_usage(
                 item.cache_write_tokens,
                 cost(item.cost_usd),
                 item.dedupe_key,
+                None if item.cost_usd is None else "reported",
             ]
         )
     for position, process in processors.items():  # none today: the other columns are taken as they are
@@ -318,6 +320,13 @@ def ingest_outcomes(
     return BatchResult(accepted=accepted, duplicates=len(rows) - accepted)
 
 
+def cost_source(usage: SeenUsage) -> str | None:
+    """Who put the figure on a record's cost: the source ("reported"), unless it says Tokenwise priced it."""
+    if usage.cost_usd is None:
+        return None
+    return usage.cost_source or "reported"
+
+
 def _run_times(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
     """When each run's outcomes happened by default: its end, else its start."""
     if not ids:
@@ -345,39 +354,50 @@ def ingest_telemetry(
     people.preload(
         [(r.email, r.slack_user_id) for r in telemetry.runs]
         + [(u.email, u.slack_user_id) for u in telemetry.usage]
-        + [(o.email, o.slack_user_id) for o in telemetry.outcomes if not o.run_external_id]
+        + [(o.email, o.slack_user_id) for o in telemetry.outcomes]
     )
-    bounds: dict[str, SeenRun] = {}
+    bounds: dict[tuple[int, str], SeenRun] = {}
     for run in telemetry.runs:
-        seen = bounds.setdefault(run.external_id, SeenRun(**{**run.__dict__}))
+        person_id = people.id_for(run.email, run.slack_user_id)
+        seen = bounds.setdefault((person_id, run.external_id), SeenRun(**{**run.__dict__}))
         seen.started_at = min(seen.started_at, run.started_at)
         ends = [t for t in (seen.ended_at, run.ended_at) if t is not None]
         seen.ended_at = max(ends) if ends else None
+        seen.project, seen.branch = seen.project or run.project, seen.branch or run.branch
+    wanted = {
+        *bounds,
+        *((people.id_for(u.email, u.slack_user_id), u.run_external_id) for u in telemetry.usage if u.run_external_id),
+        *(
+            (people.id_for(o.email, o.slack_user_id), o.run_external_id)
+            for o in telemetry.outcomes
+            if o.run_external_id
+        ),
+    }
+    known = session_runs(session, source_id, wanted)
     run_rows = [
         {
             "source_id": source_id,
             "external_id": run.external_id,
-            "person_id": people.id_for(run.email, run.slack_user_id),
+            "person_id": person_id,
             "agent": run.agent,
             "started_at": run.started_at,
             "ended_at": run.ended_at,
+            "project": run.project,
+            "branch": run.branch,
+            "known": known.get((person_id, run.external_id)),
         }
-        for run in bounds.values()
+        for (person_id, _), run in bounds.items()
     ]
     result = BatchResult()
-    result.notes["runs"] = _widen_runs(session, run_rows)
+    result.notes["runs"] = _widen_runs(session, [row for row in run_rows if row["known"] is None])
+    _widen_known_runs(session, [row for row in run_rows if row["known"] is not None])
     result.notes["unattributed"] = kept
-    runs = run_ids(
-        session,
-        source_id,
-        [u.run_external_id for u in telemetry.usage if u.run_external_id]
-        + [o.run_external_id for o in telemetry.outcomes if o.run_external_id],
-    )
+    runs = known | session_runs(session, source_id, wanted - set(known))
     usage_rows = [
         {
             "source_id": source_id,
             "person_id": people.id_for(u.email, u.slack_user_id),
-            "run_id": runs[u.run_external_id][0] if u.run_external_id in runs else None,
+            "run_id": runs.get((people.id_for(u.email, u.slack_user_id), u.run_external_id or "")),
             "occurred_at": u.occurred_at,
             "agent": u.agent,
             "model": u.model,
@@ -386,6 +406,7 @@ def ingest_telemetry(
             "cache_read_tokens": u.cache_read_tokens,
             "cache_write_tokens": u.cache_write_tokens,
             "cost_usd": u.cost_usd,
+            "cost_source": cost_source(u),
             "dedupe_key": u.dedupe_key,
         }
         for u in telemetry.usage
@@ -400,13 +421,14 @@ def ingest_telemetry(
     settle_sessions(session, {(person, run) for person, run in sessions if run})
     outcome_rows = []
     for o in telemetry.outcomes:
-        linked = runs.get(o.run_external_id) if o.run_external_id else None
+        person_id = people.id_for(o.email, o.slack_user_id)
+        linked = runs.get((person_id, o.run_external_id)) if o.run_external_id else None
         outcome_rows.append(
             {
                 "source_id": source_id,
                 "external_id": o.external_id,
-                "run_id": linked[0] if linked else None,
-                "person_id": linked[1] if linked else people.id_for(o.email, o.slack_user_id),
+                "run_id": linked,
+                "person_id": person_id,
                 "kind": o.kind,
                 "weight": weight_for(o.kind),
                 "url": None,
@@ -490,6 +512,7 @@ def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -
                 "cache_read_tokens": item.cache_read_tokens,
                 "cache_write_tokens": item.cache_write_tokens,
                 "cost_usd": item.cost_usd,
+                "cost_source": cost_source(item),
                 "dedupe_key": item.dedupe_key,
             }
         )
@@ -497,9 +520,62 @@ def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -
     return keep_unattributed(session, unattributed) if unattributed else 0
 
 
+# Sources whose runs are sessions (Claude Code's `session.id`/`sessionId`): one person's session is one run
+# whichever of them reports it, so its verdict, outcomes and usage meet on one run and it is counted once.
+SESSION_KINDS = ("otlp", "claude-code-logs")
+
+
+def session_runs(session: Session, source_id: int, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """(person id, session id) -> the run that is that person's session: this source's, or one a source of
+    sessions made (the earliest, should two writers have made one each at the same moment)."""
+    if not wanted:
+        return {}
+    r, s = RUNS.c, table_of(Source).c
+    found: dict[tuple[int, str], int] = {}
+    pairs = sorted(wanted)
+    for start in range(0, len(pairs), 500):  # the index on (person_id, external_id) finds them
+        rows = session.execute(
+            select(r.person_id, r.external_id, r.id)
+            .select_from(RUNS.join(table_of(Source), s.id == r.source_id))
+            .where(tuple_(r.person_id, r.external_id).in_(pairs[start : start + 500]))
+            .where(or_(r.source_id == source_id, s.kind.in_(SESSION_KINDS)))
+            .order_by(r.id)
+        )
+        for person_id, external_id, run_id in rows:
+            found.setdefault((person_id, external_id), run_id)
+    return found
+
+
+def _widen_known_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Widen runs that exist already (maybe another source's): earliest start, latest end, first place."""
+    r = RUNS.c
+    for row in sorted(rows, key=lambda row: row["known"]):
+        started = literal(row["started_at"], r.started_at.type)
+        session.execute(
+            update(RUNS)
+            .where(r.id == row["known"])
+            .values(
+                started_at=case((r.started_at > started, started), else_=r.started_at),
+                ended_at=_later(r.ended_at, row["ended_at"]),
+                project=func.coalesce(r.project, row["project"]),
+                branch=func.coalesce(r.branch, row["branch"]),
+            )
+        )
+
+
+def _later(stored: Any, new: datetime | None) -> Any:
+    if new is None:
+        return stored
+    value = literal(new, stored.type)
+    return case((or_(stored.is_(None), stored < value), value), else_=stored)
+
+
 def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
     """Create runs first seen here; a run seen again keeps its earliest start and latest end."""
-    rows = sorted(rows, key=lambda row: (row["source_id"], row["external_id"]))
+    rows = sorted(
+        ({k: v for k, v in row.items() if k != "known"} for row in rows),
+        key=lambda row: (row["source_id"], row["external_id"]),
+    )
     if rows:  # one statement compiled once, executed for every row (see insert_new)
         statement = dialect_insert(session, RUNS)
         new = statement.excluded
@@ -513,6 +589,8 @@ def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
                     func.coalesce(RUNS.c.ended_at, new.ended_at),
                     func.coalesce(new.ended_at, RUNS.c.ended_at),
                 ),
+                "project": func.coalesce(RUNS.c.project, new.project),  # where the session started
+                "branch": func.coalesce(RUNS.c.branch, new.branch),
             },
         )
         session.connection().execute(statement, list(rows))

@@ -269,6 +269,7 @@ class SeenUsage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: Decimal | None = None
+    cost_source: str | None = None  # "priced" when Tokenwise priced the tokens; else the source's own figure
     identity_kind: str | None = None  # with no email: another identity the source carried (an account uuid)
     identity_value: str | None = None
 
@@ -281,6 +282,8 @@ class SeenRun:
     started_at: datetime
     slack_user_id: str | None = None
     ended_at: datetime | None = None
+    project: str | None = None  # the checkout folder's name (the last component of the working directory)
+    branch: str | None = None
 
 
 @dataclass

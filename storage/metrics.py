@@ -112,6 +112,7 @@ class Metrics:
     cache_write_tokens: int = 0
     cost_usd: Decimal = ZERO
     cost_unknown_records: int = 0
+    priced_cost_usd: Decimal = ZERO  # the part of cost_usd Tokenwise priced from tokens (cost_source "priced")
     verified_cost_usd: Decimal = ZERO
     outcome_value: Decimal = ZERO
     outcomes_by_kind: dict[str, int] = field(default_factory=dict)
@@ -214,6 +215,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             u.cache_write_tokens,
             u.cost_usd,
             case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
+            case((u.cost_source == "priced", u.cost_usd), else_=None).label("priced_cost"),
         )
         .where(_span(u.occurred_at, windows), scope.covers(u.person_id, u.occurred_at), u.counted.is_(True))
         .subquery()
@@ -229,6 +231,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             _cost_sum(usage.c.cost_usd),
             func.coalesce(func.sum(case((usage.c.cost_usd.is_(None), 1), else_=0)), 0),
             _cost_sum(usage.c.verified_cost),
+            _cost_sum(usage.c.priced_cost),
         )
         .where(usage.c.w.is_not(None))
         .group_by(usage.c.w, usage.c.person_id)
@@ -242,6 +245,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
         m.cost_usd += part.cost_usd
         m.verified_cost_usd += part.verified_cost_usd
         m.cost_unknown_records += int(row[7])
+        m.priced_cost_usd += row[9]
         if scope.is_group:
             m.contributions[int(row[1])] = part
 
@@ -289,4 +293,64 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
     return found
 
 
-__all__ = ["Contribution", "Metrics", "Scope", "Window", "compute", "compute_windows", "verified_run"]
+BreakdownKey = Literal["project", "branch"]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One person's counted usage in a window for one project or branch (None: runs that did not say)."""
+
+    key: str | None
+    runs: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: Decimal
+    cost_unknown_records: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+def breakdown(session: Session, person_id: int, start: datetime, end: datetime, by: BreakdownKey) -> list[Slice]:
+    """A person's own usage in [start, end) per project or per git branch of its runs, costliest first.
+
+    Only for a person: a group's figures per project could single someone out (docs/metrics.md)."""
+    key = R.project if by == "project" else R.branch
+    u = U
+    rows = session.execute(
+        select(
+            key,
+            func.count(func.distinct(u.run_id)),
+            func.coalesce(func.sum(u.input_tokens), 0),
+            func.coalesce(func.sum(u.output_tokens), 0),
+            func.coalesce(func.sum(u.cache_read_tokens), 0),
+            func.coalesce(func.sum(u.cache_write_tokens), 0),
+            _cost_sum(u.cost_usd),
+            func.coalesce(func.sum(case((u.cost_usd.is_(None), 1), else_=0)), 0),
+        )
+        .select_from(table_of(UsageRecord).outerjoin(table_of(AgentRun), R.id == u.run_id))
+        .where(u.person_id == person_id, u.occurred_at >= start, u.occurred_at < end, u.counted.is_(True))
+        .group_by(key)
+    ).all()
+    slices = [
+        Slice(k, int(n), int(i), int(o), int(cr), int(cw), cost, int(unknown))
+        for k, n, i, o, cr, cw, cost, unknown in rows
+    ]
+    return sorted(slices, key=lambda s: (-s.cost_usd, -s.total_tokens, s.key is None, s.key or ""))
+
+
+__all__ = [
+    "BreakdownKey",
+    "Contribution",
+    "Metrics",
+    "Scope",
+    "Slice",
+    "Window",
+    "breakdown",
+    "compute",
+    "compute_windows",
+    "verified_run",
+]

@@ -113,6 +113,10 @@ class AgentRun(SQLModel, table=True):
     title: str | None = Field(default=None, max_length=300)
     repo: str | None = Field(default=None, max_length=300)
     status: str | None = Field(default=None, max_length=40)
+    # Where the session ran, as Claude Code's logs say: the checkout folder (the last component of `cwd`,
+    # never the full path, which carries a home folder's name) and the git branch, when first seen.
+    project: str | None = Field(default=None, max_length=200)
+    branch: str | None = Field(default=None, max_length=200)
 
 
 class UsageRecord(SQLModel, table=True):
@@ -142,6 +146,9 @@ class UsageRecord(SQLModel, table=True):
     cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
+    # Who put a figure on `cost_usd`: "reported" by the source (Claude Code's costUSD, an OTLP cost metric, an
+    # API's cost_usd) or "priced" by Tokenwise from the token counts (genai-prices); NULL when unknown or older.
+    cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
     counted: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
 
@@ -284,6 +291,7 @@ class UnattributedUsage(SQLModel, table=True):
     cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
+    cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
 
 

@@ -276,6 +276,7 @@ def merge_usage_totals(
             into[column] = max(into[column], row[column]) if mode == "max" else row[column]
         costs = [c for c in (into.get("cost_usd"), row.get("cost_usd")) if c is not None]
         into["cost_usd"] = (max(costs) if mode == "max" else row.get("cost_usd")) if costs else None
+        into["cost_source"] = row.get("cost_source") or into.get("cost_source")
     values = sorted(merged.values(), key=lambda row: (row["source_id"], row["dedupe_key"]))
     target = USAGE if table is None else table  # usage_record, or unattributed_usage (same totals)
     if values:  # one statement compiled once, executed for every row (see insert_new)
@@ -288,8 +289,11 @@ def merge_usage_totals(
                 func.coalesce(target.c.cost_usd, new.cost_usd),
                 func.coalesce(new.cost_usd, target.c.cost_usd),
             )
+            updates["cost_source"] = func.coalesce(new.cost_source, target.c.cost_source)
         else:
-            updates = {c: new[c] for c in (*TOTAL_COLUMNS, "cost_usd", "model", "occurred_at", "person_id")}
+            updates = {
+                c: new[c] for c in (*TOTAL_COLUMNS, "cost_usd", "cost_source", "model", "occurred_at", "person_id")
+            }
         statement = statement.on_conflict_do_update(index_elements=["source_id", "dedupe_key"], set_=updates)
         session.connection().execute(statement, values)
     return len(values)

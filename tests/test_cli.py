@@ -82,7 +82,8 @@ def small_org(tmp_path_factory: pytest.TempPathFactory) -> str:
         (("report", "--since", "2026-02-30"), "Bad --since date '2026-02-30'"),
         (("report", "--since", "2026-11-10", "--until", "2026-11-01"), "The start 2026-11-10 is after the end"),
         (("report", "--tz", "Mars/Olympus"), "Unknown time zone 'Mars/Olympus'"),
-        (("report", "--by", "month"), "Unknown --by 'month'; use day or week."),
+        (("report", "--by", "month"), "Unknown --by 'month'; use day, week, project or branch."),
+        (("report", "--team", "platform", "--by", "project"), "--by project is for a person's own report"),
     ],
 )
 def test_bad_report_input_prints_one_clear_line_and_exits_2(
@@ -129,6 +130,23 @@ def test_report_table_names_the_headline_metrics(tmp_path: Path) -> None:
     assert result.returncode == 0
     for label in ("Verified-spend share", "Cost per useful run", "Outcome value", "Reviewed share"):
         assert label in result.stdout
+
+
+def test_a_persons_report_by_project_and_by_branch_has_keyed_rows_that_add_up(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'projects.db'}"
+    tokenwise(url, *SEED)
+    person = ("--person", "alex.rivera@example.com", "--since", "2026-11-02", "--until", "2026-11-22")
+    body = json.loads(tokenwise(url, "report", *person, "--by", "project", "--json").stdout)
+    assert body["by"] == "project" and len({row["key"] for row in body["rows"]} - {None}) >= 2
+    for column in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        assert sum(row[column] for row in body["rows"]) == body["totals"][column]
+    costs = [row["cost_usd"] for row in body["rows"]]
+    assert costs == sorted(costs, reverse=True)
+    assert body["totals"]["cost_source"]["priced_usd"] == body["totals"]["cost_usd"]  # the seed prices its usage
+    branches = json.loads(tokenwise(url, "report", *person, "--by", "branch", "--json").stdout)
+    assert [row["key"] for row in branches["rows"]] == [None]  # the seed's runs name no branch
+    table = tokenwise(url, "report", *person, "--by", "project")
+    assert "By project" in table.stdout and str(body["rows"][0]["key"]) in table.stdout
 
 
 def test_unreachable_database_is_one_clear_line() -> None:

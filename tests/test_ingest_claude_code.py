@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,6 +21,7 @@ from sqlmodel import Session, select
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
 from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, log_files, usage_of
 from storage.models import AgentRun, UsageRecord
+from tests.support.claude_logs import compact, write_claude_logs
 from tests.support.ingest_fixtures import row_counts
 
 SONNET = "claude-sonnet-4-20250514"
@@ -257,3 +261,88 @@ def test_any_log_line_gives_usage_nothing_or_a_skip_never_a_crash(line: dict[str
         return
     if record is not None:
         assert record.input_tokens >= 0 and record.output_tokens >= 0
+
+
+# -- logs as Claude Code writes them, against their truth and against ccusage ------------------------------
+def per_project(engine: Engine) -> dict[str, tuple[int, int, int, int]]:
+    with Session(engine) as session:
+        rows = session.exec(select(UsageRecord, AgentRun).where(UsageRecord.run_id == AgentRun.id)).all()
+    found: dict[str, tuple[int, int, int, int]] = {}
+    for record, run in rows:
+        before = found.get(run.project or "", (0, 0, 0, 0))
+        row = (record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_write_tokens)
+        found[run.project or ""] = tuple(a + b for a, b in zip(before, row, strict=True))  # type: ignore[assignment]
+    return found
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_logs_written_as_claude_code_writes_them_import_to_their_true_totals(
+    tmp_path: Path, engine: Engine, seed: int
+) -> None:
+    """Compact JSON, streamed copies with growing output, tool results, sub-agents and their replays of a
+    parent's message, nested and flat folders, a resumed session, cut-off last lines, sessions across
+    midnight: per UTC day and per project, the import equals what the generator knows to be true."""
+    truth = write_claude_logs(tmp_path / ".claude", seed=seed)
+    assert len(truth.per_day) >= 3  # the midnight crossings give several days
+
+    summary = import_logs(engine, tmp_path / ".claude", "dev@example.com", weight_for)
+
+    assert per_day(engine) == truth.per_day
+    assert per_project(engine) == truth.per_project
+    assert summary.written == truth.calls and summary.files == truth.files
+    assert summary.malformed == truth.truncated_files and summary.sessions == truth.sessions
+
+
+def ccusage() -> str | None:
+    """ccusage 20.0.24, where it is installed: TOKENWISE_CCUSAGE, or where `make bench` installs it."""
+    candidates = [os.environ.get("TOKENWISE_CCUSAGE", ""), *CCUSAGE_PLACES, shutil.which("ccusage") or ""]
+    for candidate in filter(None, candidates):
+        if Path(candidate).is_file():
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=False)
+            if version.stdout.strip().endswith("20.0.24"):
+                return candidate
+    return None
+
+
+CCUSAGE_PLACES = ("/tmp/tokenwise-bench/ccusage/node_modules/.bin/ccusage",)
+
+
+def test_logs_written_as_claude_code_writes_them_count_as_ccusage_20_counts_them(tmp_path: Path) -> None:
+    command = ccusage()
+    if command is None:
+        pytest.skip("ccusage 20.0.24 is not installed (`make bench` installs it; or set TOKENWISE_CCUSAGE)")
+    truth = write_claude_logs(tmp_path / ".claude", seed=4, sessions=20)
+    environment = {**os.environ, "CLAUDE_CONFIG_DIR": str(tmp_path / ".claude")}
+    run = [command, "claude", "daily", "--json", "--offline", "-z", "UTC"]
+    daily = json.loads(subprocess.run(run, env=environment, capture_output=True, text=True, check=True).stdout)
+    theirs = {
+        day["date"]: (day["inputTokens"], day["outputTokens"], day["cacheReadTokens"], day["cacheCreationTokens"])
+        for day in daily["daily"]
+    }
+    assert theirs == truth.per_day
+
+
+def test_a_run_keeps_its_checkout_folder_and_branch_and_each_cost_says_who_priced_it(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """Only the last component of `cwd` is kept (a full path carries a home folder's name); a cost from the
+    line's costUSD is "reported", one Tokenwise computed from the tokens is "priced"."""
+    folder = tmp_path / ".claude" / "projects" / "-home-ana-src-payments"
+    folder.mkdir(parents=True)
+    lines = [
+        json.loads(assistant("s1", "2026-11-24T10:00:00.000Z", "m1", "r1", (10, 20, 0, 0), cost=0.5)),
+        json.loads(assistant("s1", "2026-11-24T10:01:00.000Z", "m2", "r2", (10, 20, 0, 0))),
+        json.loads(assistant("s2", "2026-11-24T11:00:00.000Z", "m3", "r3", (1, 2, 0, 0))),
+    ]
+    lines[0]["cwd"], lines[0]["gitBranch"] = "/home/ana/src/payments/", "feature/refunds"
+    lines[1]["cwd"], lines[1]["gitBranch"] = "/home/ana/src/payments/api", "main"  # later lines don't move it
+    lines[2]["cwd"] = "C:\\Users\\ana\\src\\billing"
+    (folder / "s.jsonl").write_text("\n".join(compact(line) for line in lines) + "\n")
+
+    import_logs(engine, tmp_path / ".claude", "ana@example.com", weight_for)
+
+    with Session(engine) as session:
+        runs = {r.external_id: (r.project, r.branch) for r in session.exec(select(AgentRun)).all()}
+        sources = {r.dedupe_key: r.cost_source for r in session.exec(select(UsageRecord)).all()}
+    assert runs == {"s1": ("payments", "feature/refunds"), "s2": ("billing", None)}
+    assert sources == {"cc:m1:r1": "reported", "cc:m2:r2": "priced", "cc:m3:r3": "priced"}

@@ -1,10 +1,12 @@
-"""Counted once across sources: a person who exports OTLP and also imports their Claude Code logs counts each
-session once, from the more precise source (log lines, one record per API call, before OTLP metrics),
-whichever arrives first. The other source's records stay stored, left out of every sum."""
+"""Counted once across sources: a person who exports OTLP (metrics, `api_request` events) and also imports
+their Claude Code logs counts each session once, from the most precise source (log lines, then events, then
+metrics), whichever arrives first. The other sources' records stay stored, left out of every sum."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +21,7 @@ from bot.config import DEFAULT_OUTCOME_WEIGHTS
 from bot.periods import Period
 from bot.sources.claude_code import import_logs
 from storage.metrics import Scope, compute
-from storage.models import Person, UsageRecord
+from storage.models import AgentRun, Outcome, Person, UsageRecord
 from tests.support.ingest_fixtures import make_app, new_token
 
 EMAIL, SESSION, MODEL = "ana@example.com", "sess-1", "claude-sonnet-4-5"
@@ -73,15 +75,52 @@ def metrics_export() -> dict[str, Any]:
     return {"resourceMetrics": [{"resource": {"attributes": resource}, "scopeMetrics": [{"metrics": [metric]}]}]}
 
 
-def export(engine: Engine, db_url: str) -> None:
+def events_export() -> dict[str, Any]:
+    """Claude Code's `api_request` log events for the session: one per API call (one call was lost)."""
+
+    def value(item: Any) -> dict[str, Any]:
+        return {"intValue": str(item)} if isinstance(item, int) else {"stringValue": str(item)}
+
+    records = []
+    for number, (inp, out, read, write) in enumerate(EVENTS_SENT):
+        attributes = {
+            "event.name": "api_request", "event.timestamp": f"2026-11-24T10:0{number}:00.000Z",
+            "event.sequence": number, "session.id": SESSION, "user.email": EMAIL, "model": MODEL,
+            "input_tokens": inp, "output_tokens": out, "cache_read_tokens": read, "cache_creation_tokens": write,
+        }  # fmt: skip
+        records.append(
+            {
+                "timeUnixNano": str(1795514400000000000 + number * 60 * 10**9),
+                "body": {"stringValue": "claude_code.api_request"},
+                "attributes": [{"key": k, "value": value(v)} for k, v in attributes.items()],
+            }
+        )
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "claude-code"}}]}
+    return {"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": records}]}]}
+
+
+EVENTS_SENT = ((700, 200, 2500, 30), (450, 120, 2400, 30))  # say, the second call's event was a retry's
+EVENTS = tuple(sum(column) for column in zip(*EVENTS_SENT, strict=True))
+
+
+def post(engine: Engine, db_url: str, signal: str, body: dict[str, Any]) -> None:
     client = TestClient(make_app(engine, db_url))
-    token = new_token(engine, "ana-laptop", "otlp")
+    token = new_token(engine, f"ana-laptop-{signal}", "otlp")
     response = client.post(
-        "/v1/otlp/v1/metrics",
-        content=json.dumps(metrics_export()),
+        f"/v1/otlp/v1/{signal}",
+        content=json.dumps(body),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    assert response.status_code == 200
+    assert response.status_code == 200 and "partialSuccess" not in response.json()
+
+
+SOURCES: dict[str, Callable[[Engine, str, Path], object]] = {
+    "logs": lambda engine, _url, tmp: import_logs(engine, write_logs(tmp), EMAIL, weight_for),
+    "events": lambda engine, url, _tmp: post(engine, url, "logs", events_export()),
+    "metrics": lambda engine, url, _tmp: post(engine, url, "metrics", metrics_export()),
+}
+PRECISE = {"logs": LOGGED, "events": EVENTS, "metrics": EXPORTED}  # what each source alone says
+ORDERS = [order for size in (1, 2, 3) for order in itertools.permutations(SOURCES, size)]
 
 
 def counted_tokens(engine: Engine) -> tuple[int, int, int, int]:
@@ -91,23 +130,61 @@ def counted_tokens(engine: Engine) -> tuple[int, int, int, int]:
     return m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens
 
 
-@pytest.mark.parametrize("first", ["logs", "otlp"])
-def test_a_session_from_logs_and_from_otlp_counts_once_from_the_logs(
-    tmp_path: Path, engine: Engine, db_url: str, first: str
+@pytest.mark.parametrize("order", ORDERS, ids=["+".join(order) for order in ORDERS])
+def test_a_session_reported_by_several_sources_counts_once_from_the_most_precise(
+    tmp_path: Path, engine: Engine, db_url: str, order: tuple[str, ...]
 ) -> None:
-    logs = write_logs(tmp_path)
-    steps = [lambda: import_logs(engine, logs, EMAIL, weight_for), lambda: export(engine, db_url)]
-    for step in steps if first == "logs" else steps[::-1]:
-        step()
+    """Every source alone, every pair and all three, in every order of arrival: the session counts from
+    log lines if any, else from events, else from metrics; every record stays stored."""
+    for name in order:
+        SOURCES[name](engine, db_url, tmp_path)
 
-    assert counted_tokens(engine) == LOGGED
+    best = min(order, key=list(SOURCES).index)
+    assert counted_tokens(engine) == PRECISE[best]
     with Session(engine) as session:
         stored = session.exec(select(UsageRecord)).all()
-    assert len(stored) == 3  # two log lines and one metrics record: all kept, explainable
-    assert sorted(r.counted for r in stored) == [False, True, True]
-    assert [r.dedupe_key.split(":")[0] for r in stored if not r.counted] == ["otlp"]
+    sizes = {"logs": 2, "events": 2, "metrics": 1}
+    assert len(stored) == sum(sizes[name] for name in order)  # all kept, explainable
+    assert sum(r.counted for r in stored) == sizes[best]
+    with Session(engine) as session:
+        runs = session.exec(select(AgentRun)).all()
+    assert [r.external_id for r in runs] == [SESSION]  # one session, one run, whoever reported it
+    assert {r.run_id for r in stored} == {runs[0].id}
 
 
-def test_otlp_alone_counts_in_full(engine: Engine, db_url: str) -> None:
-    export(engine, db_url)
-    assert counted_tokens(engine) == EXPORTED
+def test_an_outcome_on_the_session_verifies_the_spend_counted_from_another_source(
+    tmp_path: Path, engine: Engine, db_url: str
+) -> None:
+    """Claude Code's commit counter arrives with its metrics; the spend then counts from the logs. Both
+    meet on one run, so the counted spend is verified by the commit, and the review queue holds one run."""
+    client = TestClient(make_app(engine, db_url))
+    token = new_token(engine, "ana-laptop", "otlp", outcomes=True)
+    export = metrics_export()
+    commit = {"name": "claude_code.commit.count", "sum": {"aggregationTemporality": 1, "dataPoints": [
+        {"startTimeUnixNano": "1795514400000000000", "timeUnixNano": "1795518000000000000", "asInt": "1"}]}}  # fmt: skip
+    export["resourceMetrics"][0]["scopeMetrics"][0]["metrics"].append(commit)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    assert client.post("/v1/otlp/v1/metrics", content=json.dumps(export), headers=headers).status_code == 200
+    SOURCES["logs"](engine, db_url, tmp_path)
+
+    with Session(engine) as session:
+        person = session.exec(select(Person).where(Person.email == EMAIL)).one()
+        m = compute(session, Scope.person(person.id or 0), DAY.start, DAY.end)
+        outcomes = session.exec(select(Outcome)).all()
+        runs = session.exec(select(AgentRun)).all()
+    assert (m.input_tokens, m.runs, m.outcomes) == (LOGGED[0], 1, 1)
+    assert [o.run_id for o in outcomes] == [runs[0].id]
+    assert m.cost_usd > 0 and m.verified_cost_usd == m.cost_usd
+
+
+def test_sources_without_sessions_are_not_reconciled(tmp_path: Path, engine: Engine, db_url: str) -> None:
+    """The HTTP API carries no session id: its usage is a source of its own and adds to the logs' (the
+    operator chose to send both); docs/ingest.md says so."""
+    SOURCES["logs"](engine, db_url, tmp_path)
+    client = TestClient(make_app(engine, db_url))
+    token = new_token(engine, "ana-api", "api")
+    item = {"dedupe_key": "api-1", "email": EMAIL, "occurred_at": "2026-11-24T12:00:00Z", "agent": "custom",
+            "model": MODEL, "input_tokens": 5, "output_tokens": 6}  # fmt: skip
+    response = client.post("/v1/usage", json={"records": [item]}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code in (200, 201, 202), response.text
+    assert counted_tokens(engine) == (LOGGED[0] + 5, LOGGED[1] + 6, LOGGED[2], LOGGED[3])

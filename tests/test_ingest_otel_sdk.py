@@ -8,7 +8,10 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -80,3 +83,41 @@ def test_a_session_exported_by_the_real_sdk_is_counted_exactly_with_its_cost(
     }
     assert totals == sent
     assert sum((r.cost_usd or Decimal(0)) for r in stored) == spent
+
+
+def test_api_request_events_from_the_real_sdk_count_the_session_over_its_metrics(
+    engine: Engine, endpoint: tuple[str, str]
+) -> None:
+    """Claude Code with both exporters on: an `api_request` event per call (the real SDK's OTLP/HTTP log
+    exporter) and the same tokens in its metrics. The session counts once, from the events, each call's cost
+    as sent; the metrics record stays stored, not counted."""
+    url, token = endpoint
+    resource = Resource.create({"service.name": "claude-code", "user.email": "ada@example.com"})
+    exporter = OTLPLogExporter(endpoint=url.replace("/metrics", "/logs"), headers={"Authorization": f"Bearer {token}"})
+    logs = LoggerProvider(resource=resource)
+    logs.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logs.get_logger("com.anthropic.claude_code.events")
+    calls = [(1200, 300, 5000, 40, 0.031), (800, 150, 6200, 0, 0.022)]
+    for number, (inp, out, read, write, cost) in enumerate(calls):
+        attributes = {
+            "event.name": "api_request", "event.sequence": number, "session.id": SESSION, "model": MODEL,
+            "input_tokens": inp, "output_tokens": out, "cache_read_tokens": read, "cache_creation_tokens": write,
+            "cost_usd": cost, "duration_ms": 2100,
+        }  # fmt: skip
+        logger.emit(body="claude_code.api_request", attributes=attributes, event_name="claude_code.api_request")
+    logs.shutdown()
+
+    provider, reader = claude_code(endpoint, "cumulative")
+    tokens = provider.get_meter("com.anthropic.claude_code").create_counter("claude_code.token.usage")
+    for kind, amount in (("input", 2000), ("output", 450), ("cacheRead", 11200), ("cacheCreation", 40)):
+        tokens.add(amount, {"session.id": SESSION, "model": f"{MODEL}[1m]", "type": kind})
+    assert reader.force_flush()
+    provider.shutdown()
+
+    stored = records(engine)
+    counted = [r for r in stored if r.counted]
+    assert len(stored) == 3 and len(counted) == 2
+    assert sorted((r.input_tokens, r.output_tokens, r.cost_usd, r.cost_source) for r in counted) == [
+        (800, 150, Decimal("0.022"), "reported"),
+        (1200, 300, Decimal("0.031"), "reported"),
+    ]

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 
 from bot.otlp import OtlpError, decode, to_telemetry
 from bot.pricing import price
-from storage.models import AgentRun, Outcome, Person, UsageRecord
+from storage.models import AgentRun, Outcome, Person, UnattributedUsage, UsageRecord
 from tests.support.ingest_fixtures import make_app, new_token, row_counts, running_server
 from tests.support.samples import SAMPLES
 
@@ -154,7 +154,7 @@ SECRET = "please refactor the payroll module"  # prompt text that must never be 
 
 def logs_export() -> dict[str, Any]:
     common = [attr("user.email", "Bo@Example.com"), attr("session.id", "s-logs")]
-    api_request = [  # Claude Code's event: the same tokens arrive in its metrics, so it is not counted
+    api_request = [  # Claude Code's event for one API call
         *common,
         attr("event.name", "api_request"),
         attr("model", "claude-opus-4-1-20250805"),
@@ -186,25 +186,31 @@ def logs_export() -> dict[str, Any]:
     return {"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": records}]}]}
 
 
-def test_log_records_give_genai_usage_drop_prompts_and_report_what_was_rejected(
+def test_log_records_give_usage_per_request_drop_prompts_and_keep_the_nameless(
     client: TestClient, auth: dict[str, str], engine: Engine
 ) -> None:
+    """Claude Code's `api_request` event (its cost as sent) and a GenAI log record (priced) are usage; the
+    prompt is never stored; a record naming nobody is kept as unattributed, not refused."""
     body = json.dumps(logs_export()).encode()
     response = post_json(client, auth, body, "logs")
-    assert response.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert "partialSuccess" not in response.json()
     counts = row_counts(engine)
     post_json(client, auth, body, "logs")
     assert row_counts(engine) == counts
     with Session(engine) as session:
-        records = session.exec(select(UsageRecord)).all()
+        records = session.exec(select(UsageRecord).order_by(UsageRecord.occurred_at)).all()
         runs = session.exec(select(AgentRun)).all()
-    assert [(r.model, r.input_tokens, r.output_tokens, r.cache_read_tokens) for r in records] == [
-        ("gpt-4o", 600, 30, 400)
+        nameless = session.exec(select(UnattributedUsage)).all()
+    assert [(r.model, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cost_source) for r in records] == [
+        ("claude-opus-4-1-20250805", 10, 20, 0, "reported"),
+        ("gpt-4o", 600, 30, 400, "priced"),
     ]
-    assert records[0].cost_usd == price("gpt-4o", 600, 30, 400) and records[0].cost_usd is not None
-    assert [r.external_id for r in runs] == ["s-logs"] and records[0].run_id == runs[0].id
+    assert records[0].cost_usd == Decimal("0.05") and all(r.counted for r in records)
+    assert records[1].cost_usd == price("gpt-4o", 600, 30, 400) and records[1].cost_usd is not None
+    assert [r.external_id for r in runs] == ["s-logs"] and {r.run_id for r in records} == {runs[0].id}
+    assert [(u.model, u.input_tokens) for u in nameless] == [("gpt-4o", 1)]
     with engine.connect() as connection:
-        for table in ("usage_record", "agent_run", "outcome", "person", "source"):
+        for table in ("usage_record", "unattributed_usage", "agent_run", "outcome", "person", "source"):
             dump = repr(connection.execute(text(f"SELECT * FROM {table}")).all())
             assert "payroll" not in dump
 

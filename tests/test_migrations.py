@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401
@@ -40,3 +40,40 @@ def test_downgrade_to_base_removes_every_table_then_upgrade_restores_them(engine
 def test_no_column_can_hold_prompt_or_completion_text() -> None:
     columns = {c.name for table in SQLModel.metadata.tables.values() for c in table.columns}
     assert not {c for c in columns if "prompt" in c or "completion" in c or "content" in c}
+
+
+def test_a_session_two_sources_made_two_runs_of_becomes_one_run_with_all_it_had(engine: Engine) -> None:
+    """Before 0007 Claude Code's logs and its OTLP export each made a run of the same session: the upgrade
+    merges them into the earliest, with usage, outcomes and the owner's latest verdict."""
+    command.downgrade(alembic_config(engine), "0006_counted_once")
+    when = "2026-11-24 10:00:00.000000"
+    statements = [
+        "INSERT INTO person (id, email, timezone, nudges_enabled, created_at) VALUES (1, 'a@x.io', 'UTC', true, :t)",
+        "INSERT INTO source (id, name, kind, personal, outcomes, created_at) VALUES"
+        " (1, 'logs', 'claude-code-logs', false, false, :t), (2, 'laptop', 'otlp', false, true, :t),"
+        " (3, 'api', 'api', false, false, :t)",
+        "INSERT INTO agent_run (id, source_id, external_id, person_id, agent, started_at) VALUES"
+        " (1, 1, 's1', 1, 'claude-code', '2026-11-24 10:05:00.000000'), (2, 2, 's1', 1, 'claude-code', :t),"
+        " (3, 3, 's1', 1, 'custom', :t)",
+        "INSERT INTO usage_record (source_id, person_id, run_id, occurred_at, agent, model, input_tokens,"
+        " output_tokens, cache_read_tokens, cache_write_tokens, dedupe_key, counted) VALUES"
+        " (1, 1, 1, :t, 'claude-code', 'm', 1, 1, 0, 0, 'cc:1', true),"
+        " (2, 1, 2, :t, 'claude-code', 'm', 1, 1, 0, 0, 'otlp:c:1', false)",
+        "INSERT INTO outcome (source_id, run_id, person_id, kind, weight, occurred_at, external_id) VALUES"
+        " (2, 2, 1, 'commit', 0.5, :t, 'o1')",
+        "INSERT INTO annotation (run_id, person_id, verdict, share_as_win, created_at, updated_at) VALUES"
+        " (1, 1, 'not_useful', false, :t, '2026-11-24 11:00:00.000000'),"
+        " (2, 1, 'useful', false, :t, '2026-11-24 12:00:00.000000')",
+    ]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement), {"t": when})
+    upgrade(engine)
+    with engine.connect() as connection:
+        runs = connection.execute(text("SELECT id, source_id, started_at FROM agent_run ORDER BY id")).all()
+        usage = connection.execute(text("SELECT DISTINCT run_id FROM usage_record")).scalars().all()
+        outcomes = connection.execute(text("SELECT run_id FROM outcome")).scalars().all()
+        verdicts = connection.execute(text("SELECT run_id, verdict FROM annotation")).all()
+    assert [(run[0], run[1]) for run in runs] == [(1, 1), (3, 3)]  # the API's run is not a session: kept
+    assert str(runs[0][2]).startswith("2026-11-24 10:00:00")  # the earlier start of the two
+    assert usage == [1] and outcomes == [1] and verdicts == [(1, "useful")]

@@ -100,6 +100,21 @@ def test_me_acks_empty_then_responds_privately_with_own_numbers(harness: Harness
         assert len(session.exec(select(AuditEvent).where(AuditEvent.action == "slack_me")).all()) == 1
 
 
+def test_me_shows_the_callers_costliest_projects_and_nobody_elses(harness: Harness) -> None:
+    with Session(harness.engine, expire_on_commit=False) as session:
+        ada = person(session, ADA)
+        run(session, ada, "Refunds", cost="0.70", project="payments")
+        run(session, ada, "Refunds again", cost="0.20", project="payments")
+        run(session, ada, "Docs", cost="0.05", project="handbook")
+        run(session, person(session, GRACE), "Grace's run", cost="9.00", project="secret-skunkworks")
+        session.commit()
+    _, url = harness.command("me 30d")
+    (answer,) = harness.respond_to(url)
+    shown = texts(answer)
+    assert "*By project*  payments $0.90 · handbook $0.05" in shown
+    assert "skunkworks" not in shown
+
+
 def test_me_uses_the_callers_slack_time_zone(harness: Harness) -> None:
     harness.slack.add_user(ADA, email="ada@example.com", name="Ada Lovelace", tz="Asia/Tokyo")
     _, url = harness.command("me")

@@ -14,7 +14,17 @@ from sqlmodel import Session
 from bot.cli.root import UserError, app, database, out, print_json, resolve_period, settings
 from bot.numbers import money, number, share, trend
 from bot.periods import Period, PeriodError, date_range, parse_date, require_whole_weeks, zone
-from bot.reports import Disclosure, Figures, Report, build_report, change, group_weeks, group_zone, report_json
+from bot.reports import (
+    BY_RUN,
+    Disclosure,
+    Figures,
+    Report,
+    build_report,
+    change,
+    group_weeks,
+    group_zone,
+    report_json,
+)
 from storage.audit import record_event
 from storage.metrics import Scope
 from storage.models import id_of
@@ -34,7 +44,10 @@ def report(
     until: Annotated[
         str | None, typer.Option(help="Last day, YYYY-MM-DD (inclusive); a Sunday for a team or the organisation.")
     ] = None,
-    by: Annotated[str, typer.Option("--by", help="Breakdown: day or week (groups: week only).")] = "week",
+    by: Annotated[
+        str,
+        typer.Option("--by", help="Breakdown: day, week, project or branch (a team or the organisation: week only)."),
+    ] = "week",
     tz: Annotated[
         str | None,
         typer.Option("--tz", help="Time zone of a person's days (a group's is its own). Default: UTC."),
@@ -50,8 +63,10 @@ def report(
     with database(config) as session:
         if person and team:
             raise UserError("Give --person or --team, not both.")
-        if by not in {"day", "week"}:
-            raise UserError(f"Unknown --by '{by}'; use day or week.")
+        if by not in {"day", "week", *BY_RUN}:
+            raise UserError(f"Unknown --by '{by}'; use day, week, project or branch.")
+        if by in BY_RUN and not person:
+            raise UserError(f"--by {by} is for a person's own report (--person): a group's could single someone out.")
         if tz:
             try:
                 zone(tz)
@@ -179,9 +194,17 @@ def render_report(console: Console, report: Report) -> None:
             f"Not in these figures: {loose.records:,} usage records naming no known person ({loose.tokens:,} tokens"
             f"{cost}). `tokenwise source status` lists their identities; `tokenwise people link` attributes them."
         )
+    metrics = report.totals.metrics
+    if not report.scope.is_group and metrics is not None and metrics.priced_cost_usd:
+        console.print(
+            f"Of the known cost, {money(metrics.priced_cost_usd)} was priced by Tokenwise from token counts "
+            f"(genai-prices); {money(metrics.cost_usd - metrics.priced_cost_usd)} was reported by the sources."
+        )
     if report.totals.withheld_weeks:
         weeks = ", ".join(week.isoformat() for week in report.totals.withheld_weeks)
         console.print(f"Left out of these totals, withheld on their own: the weeks of {weeks}.")
+    if report.by in BY_RUN:
+        render_slices(console, report)
     if report.periods:
         by_period = Table(show_header=True, header_style="bold", title="By period")
         for column in ("Start", "Runs", "Known cost", "Useful runs", "Outcome value", "Verified share"):
@@ -200,3 +223,21 @@ def render_report(console: Console, report: Report) -> None:
                 "withheld" if "verified_spend_share" in item.hidden else share(m.verified_spend_share),
             )
         console.print(by_period)
+
+
+def render_slices(console: Console, report: Report) -> None:
+    """A person's usage per project or branch (the runs' own, from Claude Code's logs)."""
+    title = f"By {report.by}"
+    if not report.slices:
+        console.print(f"{title}: no usage in this period.")
+        return
+    table = Table(show_header=True, header_style="bold", title=title)
+    table.add_column(str(report.by).capitalize())
+    for column in ("Runs", "Tokens", "Known cost"):
+        table.add_column(column, justify="right")
+    for item in report.slices:
+        cost = money(item.cost_usd) + (
+            f" (+{item.cost_unknown_records:,} unknown)" if item.cost_unknown_records else ""
+        )
+        table.add_row(item.key or f"(no {report.by} recorded)", number(item.runs), f"{item.total_tokens:,}", cost)
+    console.print(table)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,7 +110,15 @@ def _tokens(usage: dict[str, Any], key: str) -> int:
     return value
 
 
-def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
+@dataclass
+class LoggedUsage(SeenUsage):
+    """A log line's usage, and where its session ran (for the run: cost per project and per branch)."""
+
+    project: str | None = None
+    branch: str | None = None
+
+
+def usage_of(line: dict[str, Any], where: str, email: str) -> LoggedUsage | None:
     """The usage one log line reports, or None for lines without usage; ValueError for a broken one."""
     message = line.get("message")
     if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
@@ -136,6 +145,7 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
     if len(key) > 300:
         key = "cc:sha256:" + hashlib.sha256(key.encode()).hexdigest()
     cost: Decimal | None
+    priced = False
     if "costUSD" in line and line["costUSD"] is not None:
         try:
             cost = Decimal(str(line["costUSD"]))
@@ -151,8 +161,9 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
             counts["cache_read_tokens"],
             counts["cache_write_tokens"],
         )
+        priced = cost is not None
     session_id = line.get("sessionId")
-    return SeenUsage(
+    return LoggedUsage(
         dedupe_key=key,
         email=email,
         occurred_at=when,
@@ -164,12 +175,27 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> SeenUsage | None:
         output_tokens=counts["output_tokens"],
         cache_read_tokens=counts["cache_read_tokens"],
         cache_write_tokens=counts["cache_write_tokens"],
+        cost_source="priced" if priced else None,
+        project=project_of(line.get("cwd")),
+        branch=_short(line.get("gitBranch")),
     )
+
+
+def project_of(cwd: Any) -> str | None:
+    """The checkout folder a session ran in: the last component of its working directory, never the full
+    path (which carries the name of a home folder)."""
+    if not isinstance(cwd, str):
+        return None
+    return _short(re.split(r"[\\/]", cwd.rstrip("/\\"))[-1])
+
+
+def _short(value: Any) -> str | None:
+    return (value.strip()[:200] or None) if isinstance(value, str) else None
 
 
 def read_logs(
     files: list[Path], email: str, summary: ImportSummary, advance: Callable[[int], None] | None = None
-) -> Iterator[SeenUsage]:
+) -> Iterator[LoggedUsage]:
     """Usage one message at a time; `advance` hears how many bytes were read, for a progress bar.
 
     Claude Code writes a message once per content block while it streams: the copies share `message.id`
@@ -183,7 +209,7 @@ def read_logs(
         summary.files += 1
         name = f"{path.parent.name}/{path.name}"
         consumed = 0
-        kept: OrderedDict[str, SeenUsage] = OrderedDict()
+        kept: OrderedDict[str, LoggedUsage] = OrderedDict()
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 consumed += len(raw)
@@ -267,6 +293,8 @@ def import_logs(
                     agent=AGENT,
                     started_at=record.occurred_at,
                     ended_at=record.occurred_at,
+                    project=record.project,
+                    branch=record.branch,
                 )
             )
         if len(chunk.usage) >= chunk_lines:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from bot.numbers import money, number, share, trend
 from bot.reports import Report, change
+from storage.metrics import Slice
 from storage.models import VERDICTS
 from storage.runs import NOTE_MAX, VERDICT_LABELS, RunView
 
@@ -199,8 +200,23 @@ def withheld_note(hidden: dict[str, str]) -> str | None:
     return " ".join(reasons) if reasons else None
 
 
-def me_message(report: Report, unreviewed: int, coaching: str | None = None) -> Message:
-    """The caller's own numbers, change against the previous period, and what awaits review."""
+PROJECTS_SHOWN = 5
+
+
+def projects_line(projects: Sequence[Slice]) -> str | None:
+    """The caller's costliest projects, one line (only when some run said where it ran)."""
+    if not any(item.key for item in projects):
+        return None
+    parts = []
+    for item in projects[:PROJECTS_SHOWN]:
+        cost = money(item.cost_usd) if item.cost_usd or not item.cost_unknown_records else "unknown cost"
+        parts.append(f"{escape(item.key or '(no project)')} {cost}")
+    more = len(projects) - PROJECTS_SHOWN
+    return "*By project*  " + " · ".join(parts) + (f" · {more:,} more" if more > 0 else "")
+
+
+def me_message(report: Report, unreviewed: int, coaching: str | None = None, projects: Sequence[Slice] = ()) -> Message:
+    """The caller's own numbers, change against the previous period, their projects, and what awaits review."""
     period = f"{report.period.label()} ({report.period.tz})"
     blocks = [
         header("Your AI use, by outcomes"),
@@ -214,6 +230,9 @@ def me_message(report: Report, unreviewed: int, coaching: str | None = None) -> 
         text = f"Your Tokenwise numbers for {period}: no usage recorded yet."
     else:
         blocks.append(section(None, fields=_figure_fields(report)))
+        by_project = projects_line(projects)
+        if by_project:
+            blocks.append(context(by_project))
         text = (
             f"Your Tokenwise numbers for {period}: {number(metrics.runs)} runs, "
             f"{number(metrics.useful_runs)} useful, outcome value {number(metrics.outcome_value)}, "

@@ -181,6 +181,7 @@ def run(
     cost: str | None = "0.10",
     ago: timedelta = timedelta(minutes=5),
     outcome: bool = False,
+    project: str | None = None,
 ) -> AgentRun:
     started = datetime.now(UTC) - ago
     made = AgentRun(
@@ -191,6 +192,7 @@ def run(
         started_at=started,
         title=title,
         repo="acme/api",
+        project=project,
     )
     session.add(made)
     session.flush()

@@ -32,7 +32,7 @@ RUNS_SHOWN = 5
 def me(caller: Caller, request: CommandRequest) -> blocks.Message:
     """The caller's own numbers for the period they asked for, in their own time zone."""
     period = request.options["period"].resolve(caller.today, caller.tz)
-    view = personal_view(caller.session, caller.person_id, caller.person.email or "", period)
+    view = personal_view(caller.session, caller.person_id, caller.person.email or "", period, projects=True)
     metrics = view.report.totals.metrics
     coaching = None
     if metrics is not None:
@@ -41,7 +41,7 @@ def me(caller: Caller, request: CommandRequest) -> blocks.Message:
             metrics.total_tokens, metrics.outcomes, metrics.reviewed_runs, settings.coaching_min_tokens
         )
     caller.audit("slack_me", f"person:{caller.person_id}")
-    return blocks.me_message(view.report, view.unreviewed, coaching)
+    return blocks.me_message(view.report, view.unreviewed, coaching, view.projects)
 
 
 def runs(caller: Caller, _request: CommandRequest) -> blocks.Message:
