@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from functools import lru_cache
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.github import LinkRules
 from storage.models import OUTCOME_KINDS
 
 DEFAULT_OUTCOME_WEIGHTS: dict[str, Decimal] = {
@@ -20,6 +22,20 @@ DEFAULT_OUTCOME_WEIGHTS: dict[str, Decimal] = {
     "doc": Decimal("1"),
     "other": Decimal("1"),
 }
+
+
+# Commit-message trailers that say an agent wrote the commit (matched per line, ignoring case). Claude Code
+# adds the first; GitHub Copilot's coding agent, Cursor, Codex, Aider and Gemini add the others.
+DEFAULT_AGENT_TRAILERS = (
+    r"^co-authored-by:.*\bclaude\b",
+    r"^co-authored-by:.*noreply@anthropic\.com",
+    r"^co-authored-by:.*\bcopilot\b",
+    r"^co-authored-by:.*\bcursor(agent)?\b",
+    r"^co-authored-by:.*\b(codex|openai)\b",
+    r"^co-authored-by:.*\baider\b",
+    r"^co-authored-by:.*\bgemini\b",
+    r"^(generated|assisted)-by:",
+)
 
 
 class Settings(BaseSettings):
@@ -95,6 +111,12 @@ class Settings(BaseSettings):
     )
     openai_admin_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY"))
     openai_usage_days: int = Field(2, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_OPENAI_USAGE_DAYS"))
+    link_window_days: int = Field(14, ge=1, le=365, validation_alias=AliasChoices("TOKENWISE_LINK_WINDOW_DAYS"))
+    agent_trailers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_AGENT_TRAILERS), validation_alias=AliasChoices("TOKENWISE_AGENT_TRAILERS")
+    )
+    github_titles: bool = Field(False, validation_alias=AliasChoices("TOKENWISE_GITHUB_TITLES"))
+    github_self_merge_counts: bool = Field(False, validation_alias=AliasChoices("TOKENWISE_GITHUB_SELF_MERGE_COUNTS"))
 
     @field_validator("outcome_weights")
     @classmethod
@@ -106,9 +128,24 @@ class Settings(BaseSettings):
             raise ValueError("outcome weights must not be negative")
         return value
 
+    @field_validator("agent_trailers")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"'{pattern}' is not a regular expression: {error}") from error
+        return value
+
     def weight_for(self, kind: str) -> Decimal:
         """The configured weight of an outcome kind, falling back to the documented default."""
         return self.outcome_weights.get(kind, DEFAULT_OUTCOME_WEIGHTS[kind])
+
+    def link_rules(self) -> LinkRules:
+        """How GitHub's facts become outcomes and run links (storage/github.py)."""
+        weights = {kind: self.weight_for(kind) for kind in OUTCOME_KINDS}
+        return LinkRules(self.link_window_days, weights, self.github_self_merge_counts)
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from storage.db import session_scope, sqlite_writer
+from storage.github import LinkRules, record_run_commits, relink_runs
 from storage.identities import keep_unattributed, linked_people
 from storage.ingest_schemas import (
     BatchInvalid,
@@ -259,7 +260,9 @@ def ingest_usage(session: Session, source_id: int, items: Sequence[UsageIn], fir
     return plan_usage(session, source_id, items, first_index).write(session)
 
 
-def ingest_runs(session: Session, source_id: int, items: Sequence[RunIn]) -> BatchResult:
+def ingest_runs(
+    session: Session, source_id: int, items: Sequence[RunIn], rules: LinkRules | None = None
+) -> BatchResult:
     check_slack_ids(session, items)
     people = PersonCache(session)
     people.preload((item.email, item.slack_user_id) for item in items)
@@ -273,11 +276,15 @@ def ingest_runs(session: Session, source_id: int, items: Sequence[RunIn]) -> Bat
             "ended_at": item.ended_at,
             "title": item.title,
             "repo": item.repo,
+            "branch": item.branch,
             "status": item.status,
         }
         for item in items
     ]
     accepted = insert_new(session, RUNS, rows, ("source_id", "external_id"))
+    if rules is not None and any(item.branch for item in items):  # a pull request merged before its runs came
+        known = run_ids(session, source_id, (item.external_id for item in items if item.branch))
+        relink_runs(session, [run_id for run_id, _ in known.values()], rules)
     return BatchResult(accepted=accepted, duplicates=len(rows) - accepted)
 
 
@@ -287,18 +294,24 @@ def ingest_outcomes(
     items: Sequence[OutcomeIn],
     weight_for: Callable[[str], Decimal],
     first_index: int = 0,
+    rules: LinkRules | None = None,
 ) -> BatchResult:
-    """Write outcomes; the person comes from the linked run when there is one."""
+    """Write outcomes; the person comes from the linked run when there is one. An outcome is evidence when its
+    source is the operator's (not limited to one person); a commit SHA links its run to pull requests."""
     runs = run_ids(session, source_id, (i.run_external_id for i in items if i.run_external_id))
     _missing_runs(items, runs, first_index)
     run_times = _run_times(session, [run_id for run_id, _ in runs.values()])
     check_slack_ids(session, items, first_index)
     people = PersonCache(session)
     people.preload((item.email, item.slack_user_id) for item in items if not item.run_external_id)
+    evidence = is_evidence_source(session, source_id)
     rows = []
+    commits: list[tuple[int, str]] = []
     for item in items:
         if item.run_external_id:
             run_id, person_id = runs[item.run_external_id]
+            if item.commit_sha:
+                commits.append((run_id, item.commit_sha))
             occurred_at = item.occurred_at or run_times[run_id]
         else:
             run_id, person_id = None, people.id_for(item.email, item.slack_user_id)
@@ -314,10 +327,22 @@ def ingest_outcomes(
                 "weight": weight_for(item.kind),  # the operator's, never the sender's (OutcomeIn.weight)
                 "url": item.url,
                 "occurred_at": occurred_at,
+                "evidence": evidence,
+                "counted": evidence,
+                "agent_assisted": False,
             }
         )
     accepted = insert_new(session, OUTCOMES, rows, ("source_id", "external_id"))
+    if commits and rules is not None:
+        record_run_commits(session, commits, rules)
     return BatchResult(accepted=accepted, duplicates=len(rows) - accepted)
+
+
+def is_evidence_source(session: Session, source_id: int) -> bool:
+    """Whether a source's outcomes are evidence from outside the person they name: an operator's source,
+    not limited to one person, and not Claude Code's own counters (docs/metrics.md "Evidence")."""
+    source = session.get(Source, source_id)
+    return bool(source and source.kind not in ("otlp",) and source.person_id is None and not source.personal)
 
 
 def cost_source(usage: SeenUsage) -> str | None:
@@ -433,6 +458,9 @@ def ingest_telemetry(
                 "weight": weight_for(o.kind),
                 "url": None,
                 "occurred_at": o.occurred_at,
+                "evidence": False,  # Claude Code's own counters: what the tool says it did, not evidence
+                "counted": False,
+                "agent_assisted": False,
             }
         )
     result.notes["outcomes"] = insert_new(session, OUTCOMES, outcome_rows, ("source_id", "external_id"))
@@ -667,6 +695,7 @@ def write_batch(
     source_id: int,
     items: Sequence[Any],
     weight_for: Callable[[str], Decimal],
+    rules: LinkRules | None = None,
 ) -> BatchResult:
     """Write one parsed batch in the transaction protocol its kind needs: usage is planned (runs and people
     looked up) before the write transaction and only inserted inside it (`write_prepared`); runs and
@@ -674,5 +703,5 @@ def write_batch(
     if kind == "records":
         return write_prepared(engine, lambda session: plan_usage(session, source_id, items).write)
     if kind == "runs":
-        return write_atomically(engine, lambda session: ingest_runs(session, source_id, items))
-    return write_atomically(engine, lambda session: ingest_outcomes(session, source_id, items, weight_for))
+        return write_atomically(engine, lambda session: ingest_runs(session, source_id, items, rules))
+    return write_atomically(engine, lambda session: ingest_outcomes(session, source_id, items, weight_for, 0, rules))

@@ -123,7 +123,8 @@ class RunIn(_Item):
     started_at: Rfc3339
     ended_at: Rfc3339 | None = None
     title: Annotated[str, Field(max_length=300)] | None = None
-    repo: Annotated[str, Field(max_length=300)] | None = None
+    repo: Annotated[str, Field(max_length=300)] | None = None  # owner/name on GitHub: links merged PRs
+    branch: Annotated[str, Field(max_length=200)] | None = None  # the git branch it worked on
     status: Annotated[str, Field(max_length=40)] | None = None
 
 
@@ -135,6 +136,8 @@ class OutcomeIn(_Item):
     kind: str
     url: Annotated[str, Field(max_length=2000)] | None = None
     occurred_at: Rfc3339 | None = None
+    # A commit the run produced (40 hex digits): links the run to the pull request that merges it.
+    commit_sha: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{40}$")] | None = None
     # Refused whenever it is sent: an outcome's weight is the operator's to set, never a sender's.
     weight: SkipJsonSchema[Any] = None
 

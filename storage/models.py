@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlmodel import Field, SQLModel
@@ -89,6 +90,8 @@ class Source(SQLModel, table=True):
     person_id: int | None = Field(default=None, foreign_key="person.id", ondelete="CASCADE")
     personal: bool = Field(default=False)  # made by /tokenwise connect; replaced by the next one
     outcomes: bool = Field(default=False)  # may post to /v1/outcomes
+    # A GitHub source's webhook secret: kept (not hashed) because each delivery's HMAC is checked with it.
+    webhook_secret: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
     revoked_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
 
@@ -171,6 +174,13 @@ class Outcome(SQLModel, table=True):
     weight: Decimal = Field(sa_column=Column(ScaledDecimal(MILLI), nullable=False))
     url: str | None = Field(default=None, max_length=2000)
     occurred_at: datetime = Field(sa_column=_when())
+    # Evidence from outside the person (GitHub, an operator's CI or deploy source), as opposed to what they
+    # report themselves (a personal token, Claude Code's own counters): docs/metrics.md "Evidence".
+    evidence: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    # Whether it moves outcome value and verified spend: evidence, and for a pull request also the work of
+    # an agent (linked to a run, or an agent trailer in its commits).
+    counted: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    agent_assisted: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class Annotation(SQLModel, table=True):
@@ -293,6 +303,106 @@ class UnattributedUsage(SQLModel, table=True):
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
     cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
+
+
+class GithubDelivery(SQLModel, table=True):
+    """A GitHub webhook delivery already handled (`X-GitHub-Delivery`): a re-delivery writes nothing."""
+
+    __tablename__ = "github_delivery"
+    delivery_id: str = Field(primary_key=True, max_length=64)
+    source_id: int = Field(foreign_key="source.id", ondelete="CASCADE")
+    event: str = Field(max_length=40)
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_when(index=True))
+
+
+class PullRequest(SQLModel, table=True):
+    """A pull request as GitHub reported it: what linking and display need, no body or diff (a title only
+    when TOKENWISE_GITHUB_TITLES is on)."""
+
+    __tablename__ = "pull_request"
+    __table_args__ = (UniqueConstraint("repo", "number"), Index("ix_pull_request_head", "repo", "head_branch"))
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", ondelete="CASCADE")
+    repo: str = Field(max_length=200)  # owner/name, lower-cased
+    number: int
+    url: str = Field(max_length=500)
+    author_login: str | None = Field(default=None, max_length=100)
+    merged_by_login: str | None = Field(default=None, max_length=100)
+    head_branch: str | None = Field(default=None, max_length=255)
+    head_sha: str | None = Field(default=None, max_length=40)
+    merge_sha: str | None = Field(default=None, max_length=40)
+    opened_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    merged_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    closed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    additions: int | None = None
+    deletions: int | None = None
+    title: str | None = Field(default=None, max_length=300)
+
+
+class GithubCommit(SQLModel, table=True):
+    """A commit pushed to a repository (or listed in a pull request by the backfill): its author and
+    whether its message carries an agent trailer; never the message itself."""
+
+    __tablename__ = "github_commit"
+    __table_args__ = (UniqueConstraint("repo", "sha"), Index("ix_github_commit_branch", "repo", "branch"))
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", ondelete="CASCADE")
+    repo: str = Field(max_length=200)
+    sha: str = Field(max_length=40)
+    branch: str | None = Field(default=None, max_length=255)  # the branch it was pushed to
+    pr_number: int | None = None  # the pull request it belongs to, when known
+    author_login: str | None = Field(default=None, max_length=100)
+    author_email: str | None = Field(default=None, max_length=320)
+    agent_trailer: str | None = Field(default=None, max_length=100)  # the trailer that marked it, if any
+    committed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+
+
+class GithubCheck(SQLModel, table=True):
+    """A successful CI run (`workflow_run`, `check_suite`) or deployment on a commit."""
+
+    __tablename__ = "github_check"
+    __table_args__ = (UniqueConstraint("repo", "kind", "external_id"), Index("ix_github_check_sha", "repo", "sha"))
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", ondelete="CASCADE")
+    repo: str = Field(max_length=200)
+    kind: str = Field(max_length=20)  # tests_passed or deploy
+    external_id: str = Field(max_length=100)  # the workflow run, check suite or deployment id
+    sha: str = Field(max_length=40)
+    branch: str | None = Field(default=None, max_length=255)
+    pr_numbers: str | None = Field(default=None, max_length=200)  # comma-separated, as GitHub listed them
+    environment: str | None = Field(default=None, max_length=100)
+    completed_at: datetime = Field(sa_column=_when())
+
+
+class OutcomeLink(SQLModel, table=True):
+    """Why an outcome (a merged pull request) is a run's: the evidence, and whether the run's owner removed
+    the link (it then stays removed, whatever GitHub re-delivers)."""
+
+    __tablename__ = "outcome_link"
+    __table_args__ = (UniqueConstraint("outcome_id", "run_id"), Index("ix_outcome_link_run", "run_id"))
+    id: int | None = Field(default=None, primary_key=True)
+    outcome_id: int = Field(foreign_key="outcome.id", ondelete="CASCADE")
+    run_id: int = Field(foreign_key="agent_run.id", ondelete="CASCADE")
+    evidence: str = Field(max_length=16)  # commit (the run produced one of its commits) or branch
+    detail: str | None = Field(default=None, max_length=300)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+    removed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+
+
+class RunCommit(SQLModel, table=True):
+    """A commit a run produced, as its source reported it: the strongest link to a pull request."""
+
+    __tablename__ = "run_commit"
+    run_id: int = Field(foreign_key="agent_run.id", ondelete="CASCADE", primary_key=True)
+    sha: str = Field(max_length=40, primary_key=True)
+
+
+class RepoMapping(SQLModel, table=True):
+    """An operator's `tokenwise repo map FOLDER OWNER/NAME`: the checkout folder runs name, as a repository."""
+
+    __tablename__ = "repo_mapping"
+    folder: str = Field(primary_key=True, max_length=200)
+    repo: str = Field(max_length=200)
 
 
 class SlackRequestSeen(SQLModel, table=True):

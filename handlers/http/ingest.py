@@ -104,7 +104,9 @@ async def _batch(request: Request, services: Services, sender: Sender, kind: Bat
             raise Rejected(415, "Send the batch as JSON with 'Content-Type: application/json'.")
         body = await _body(request, settings.ingest_max_bytes)
         parsed = await run_in_threadpool(_parse_batch, body, kind, settings.ingest_max_items, sender)
-        result = await run_in_threadpool(write_batch, services.engine, kind, sender.id, parsed, settings.weight_for)
+        result = await run_in_threadpool(
+            write_batch, services.engine, kind, sender.id, parsed, settings.weight_for, settings.link_rules()
+        )
     except BatchInvalid as invalid:
         return JSONResponse({"errors": invalid.errors}, status_code=422)
     except Rejected as rejected:

@@ -1,0 +1,565 @@
+"""GitHub as evidence: pull requests, commits and checks as GitHub reported them, the outcomes they make and
+the links from those outcomes to the agent runs that did the work (docs/ingest.md "GitHub").
+
+Facts are written as they arrive, in any order (a push after the merge, CI after the merge, runs imported a
+week later); every write then settles the pull requests it touches: `settle` recomputes a pull request's
+outcomes and links from all the facts stored so far, so the result does not depend on the order. A link a
+run's owner removed stays removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlmodel import Session
+
+from storage.models import (
+    AgentRun,
+    GithubCheck,
+    GithubCommit,
+    GithubDelivery,
+    Outcome,
+    OutcomeLink,
+    Person,
+    PersonLink,
+    PullRequest,
+    RepoMapping,
+    RunCommit,
+    table_of,
+    utcnow,
+)
+from storage.people import normalize_email
+from storage.upsert import dialect_insert, insert_new
+
+PRS = table_of(PullRequest)
+COMMITS = table_of(GithubCommit)
+CHECKS = table_of(GithubCheck)
+LINKS = table_of(OutcomeLink)
+OUTCOMES = table_of(Outcome)
+RUNS = table_of(AgentRun)
+NOREPLY = re.compile(r"^(?:\d+\+)?([A-Za-z0-9-]+)@users\.noreply\.github\.com$")
+
+
+@dataclass(frozen=True)
+class LinkRules:
+    """How outcomes are made from GitHub's facts: the operator's settings (bot/config.py)."""
+
+    window_days: int = 14
+    weights: dict[str, Decimal] = field(default_factory=dict)
+    self_merge_counts: bool = False
+
+    def weight(self, kind: str) -> Decimal:
+        return self.weights.get(kind, Decimal(1))
+
+
+@dataclass
+class PullRequestSeen:
+    repo: str
+    number: int
+    url: str
+    author_login: str | None = None
+    merged_by_login: str | None = None
+    head_branch: str | None = None
+    head_sha: str | None = None
+    merge_sha: str | None = None
+    opened_at: datetime | None = None
+    merged_at: datetime | None = None
+    closed_at: datetime | None = None
+    additions: int | None = None
+    deletions: int | None = None
+    title: str | None = None
+
+
+@dataclass
+class CommitSeen:
+    repo: str
+    sha: str
+    branch: str | None = None
+    pr_number: int | None = None
+    author_login: str | None = None
+    author_email: str | None = None
+    agent_trailer: str | None = None
+    committed_at: datetime | None = None
+
+
+@dataclass
+class CheckSeen:
+    repo: str
+    kind: str  # tests_passed or deploy
+    external_id: str
+    sha: str
+    completed_at: datetime
+    branch: str | None = None
+    pr_numbers: Sequence[int] = ()
+    environment: str | None = None
+
+
+def repo_name(value: str) -> str:
+    return value.strip().lower()
+
+
+# -- facts --------------------------------------------------------------------------------------------------
+def claim_delivery(session: Session, source_id: int, delivery_id: str, event: str) -> bool:
+    """Whether this delivery is new (then it is remembered): a re-delivery of the same id is a no-op."""
+    row = {"delivery_id": delivery_id[:64], "source_id": source_id, "event": event[:40], "received_at": utcnow()}
+    return insert_new(session, table_of(GithubDelivery), [row], ("delivery_id",)) == 1
+
+
+def record_pull_request(session: Session, source_id: int, pr: PullRequestSeen) -> None:
+    """Store or update what GitHub said about a pull request; a later event never erases what an earlier
+    one said (a merge stays a merge, whatever order the deliveries come in)."""
+    values = {
+        "source_id": source_id,
+        "repo": repo_name(pr.repo),
+        "number": pr.number,
+        "url": pr.url[:500],
+        "author_login": _login(pr.author_login),
+        "merged_by_login": _login(pr.merged_by_login),
+        "head_branch": (pr.head_branch or None) and pr.head_branch[:255],
+        "head_sha": pr.head_sha,
+        "merge_sha": pr.merge_sha,
+        "opened_at": pr.opened_at,
+        "merged_at": pr.merged_at,
+        "closed_at": pr.closed_at,
+        "additions": pr.additions,
+        "deletions": pr.deletions,
+        "title": (pr.title or None) and pr.title[:300],
+    }
+    statement = dialect_insert(session, PRS)
+    new = statement.excluded
+    keep = ("source_id", "repo", "number")
+    statement = statement.on_conflict_do_update(
+        index_elements=["repo", "number"],
+        set_={column: func.coalesce(new[column], PRS.c[column]) for column in values if column not in keep},
+    )
+    session.execute(statement, [values])
+
+
+def record_commits(session: Session, source_id: int, commits: Iterable[CommitSeen]) -> None:
+    """Store commits; one seen again keeps what it had and gains what it lacked (its pull request)."""
+    rows = [
+        {
+            "source_id": source_id,
+            "repo": repo_name(c.repo),
+            "sha": c.sha.lower(),
+            "branch": (c.branch or None) and c.branch[:255],
+            "pr_number": c.pr_number,
+            "author_login": _login(c.author_login),
+            "author_email": normalize_email(c.author_email)[:320] if c.author_email else None,
+            "agent_trailer": (c.agent_trailer or None) and c.agent_trailer[:100],
+            "committed_at": c.committed_at,
+        }
+        for c in commits
+    ]
+    if not rows:
+        return
+    statement = dialect_insert(session, COMMITS)
+    new = statement.excluded
+    keep = ("source_id", "repo", "sha")
+    statement = statement.on_conflict_do_update(
+        index_elements=["repo", "sha"],
+        set_={column: func.coalesce(COMMITS.c[column], new[column]) for column in rows[0] if column not in keep},
+    )
+    session.execute(statement, sorted(rows, key=lambda row: (row["repo"], row["sha"])))
+
+
+def record_check(session: Session, source_id: int, check: CheckSeen) -> bool:
+    """Store a successful CI run or deployment once (by its id); whether it was new."""
+    row = {
+        "source_id": source_id,
+        "repo": repo_name(check.repo),
+        "kind": check.kind,
+        "external_id": check.external_id[:100],
+        "sha": check.sha.lower(),
+        "branch": (check.branch or None) and check.branch[:255],
+        "pr_numbers": ",".join(str(n) for n in check.pr_numbers)[:200] or None,
+        "environment": (check.environment or None) and check.environment[:100],
+        "completed_at": check.completed_at,
+    }
+    return insert_new(session, CHECKS, [row], ("repo", "kind", "external_id")) == 1
+
+
+def _login(value: str | None) -> str | None:
+    return value.strip().lower()[:100] if value and value.strip() else None
+
+
+# -- which pull requests a fact touches ----------------------------------------------------------------------
+def prs_touched(
+    session: Session,
+    repo: str,
+    numbers: Iterable[int] = (),
+    branches: Iterable[str] = (),
+    shas: Iterable[str] = (),
+) -> list[int]:
+    """The numbers of a repository's pull requests that a fact names: by number, head branch, or a SHA
+    (its head, its merge commit, or one of its commits)."""
+    repo = repo_name(repo)
+    numbers, branches, shas = set(numbers), {b for b in branches if b}, {s.lower() for s in shas if s}
+    conditions = []
+    if numbers:
+        conditions.append(PRS.c.number.in_(sorted(numbers)))
+    if branches:
+        conditions.append(PRS.c.head_branch.in_(sorted(branches)))
+    if shas:
+        conditions.append(PRS.c.head_sha.in_(sorted(shas)))
+        conditions.append(PRS.c.merge_sha.in_(sorted(shas)))
+        in_commits = select(COMMITS.c.pr_number).where(
+            COMMITS.c.repo == repo, COMMITS.c.sha.in_(sorted(shas)), COMMITS.c.pr_number.is_not(None)
+        )
+        conditions.append(PRS.c.number.in_(in_commits))
+    if not conditions:
+        return []
+    found = session.execute(select(PRS.c.number).where(PRS.c.repo == repo, or_(*conditions)))
+    return sorted({int(n) for (n,) in found})
+
+
+# -- people ----------------------------------------------------------------------------------------------------
+def person_for_github(session: Session, login: str | None, emails: Iterable[str] = ()) -> int | None:
+    """A GitHub user's person: the operator's link of the login (`tokenwise import org` github column,
+    `tokenwise people link github`), else a commit author email equal to a person's, or GitHub's noreply
+    address of a linked login. Never a person made up from GitHub's data."""
+    logins = {login.lower()} if login else set()
+    addresses = set()
+    for email in emails:
+        match = NOREPLY.match(email.strip())
+        if match:
+            logins.add(match.group(1).lower())
+        elif "@" in email:
+            addresses.add(normalize_email(email))
+    if logins:
+        linked = session.execute(
+            select(table_of(PersonLink).c.person_id)
+            .where(table_of(PersonLink).c.kind == "github", table_of(PersonLink).c.value.in_(sorted(logins)))
+            .order_by(table_of(PersonLink).c.person_id)
+        ).first()
+        if linked:
+            return int(linked[0])
+    if addresses:
+        people = table_of(Person).c
+        found = session.execute(
+            select(people.id).where(people.email.in_(sorted(addresses))).order_by(people.id)
+        ).first()
+        if found:
+            return int(found[0])
+    return None
+
+
+# -- outcomes and links ------------------------------------------------------------------------------------
+@dataclass
+class Settled:
+    """What settling a pull request decided, for `tokenwise outcomes explain`."""
+
+    pr: PullRequest | None
+    person_id: int | None = None
+    evidence: bool = False
+    reason: str = ""
+    agent_trailer: str | None = None
+    links: list[tuple[int, str, str | None, bool]] = field(default_factory=list)  # run, evidence, detail, active
+    outcomes: list[str] = field(default_factory=list)
+
+
+def settle(session: Session, repo: str, numbers: Iterable[int], rules: LinkRules) -> list[Settled]:
+    return [settle_one(session, repo_name(repo), number, rules) for number in sorted(set(numbers))]
+
+
+def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Settled:
+    """Recompute one pull request's outcomes and run links from every fact stored about it."""
+    pr = session.execute(select(PullRequest).where(PRS.c.repo == repo, PRS.c.number == number)).scalar_one_or_none()
+    if pr is None:
+        return Settled(None, reason="not seen")
+    commits = _commits_of(session, pr)
+    emails = [c.author_email for c in commits if c.author_email and c.author_login in (None, pr.author_login)]
+    person_id = person_for_github(session, pr.author_login, emails)
+    trailer = next((c.agent_trailer for c in commits if c.agent_trailer), None)
+    result = Settled(pr, person_id, agent_trailer=trailer)
+    if person_id is None:
+        result.reason = f"its author {pr.author_login or '(unknown)'} is no known person (link the GitHub login)"
+        return result
+    if pr.merged_at is None:
+        if pr.opened_at is not None:
+            _outcome(session, pr, "opened", "pr_opened", pr.opened_at, person_id, rules, False, False, False)
+            result.outcomes.append("pr_opened")
+        result.reason = "not merged"
+        return result
+    empty = pr.additions == 0 and pr.deletions == 0
+    self_merged = pr.merged_by_login is not None and pr.merged_by_login == pr.author_login
+    result.evidence = not empty and (not self_merged or rules.self_merge_counts)
+    if empty:
+        result.reason = "an empty merge (no lines changed)"
+    elif not result.evidence:
+        result.reason = "merged by its own author (TOKENWISE_GITHUB_SELF_MERGE_COUNTS is off)"
+    merged = _outcome(session, pr, "merged", "pr_merged", pr.merged_at, person_id, rules, result.evidence, False, False)
+    _link(session, merged, pr, commits, person_id, rules)
+    result.links = [
+        (int(run_id), evidence, detail, removed is None)
+        for run_id, evidence, detail, removed in session.execute(
+            select(LINKS.c.run_id, LINKS.c.evidence, LINKS.c.detail, LINKS.c.removed_at)
+            .where(LINKS.c.outcome_id == merged)
+            .order_by(LINKS.c.run_id)
+        )
+    ]
+    assisted = trailer is not None or any(active for *_, active in result.links)
+    counted = result.evidence and assisted
+    if result.evidence and not assisted:
+        result.reason = "no agent run is linked and no commit carries an agent trailer"
+    elif counted:
+        result.reason = "counted"
+    _set_flags(session, merged, result.evidence, counted, assisted)
+    result.outcomes.append("pr_merged")
+    checks = session.execute(
+        select(CHECKS.c.kind, CHECKS.c.environment, func.min(CHECKS.c.completed_at))
+        .where(
+            CHECKS.c.repo == pr.repo,
+            or_(
+                and_(CHECKS.c.kind == "tests_passed", CHECKS.c.sha.in_([s for s in (pr.head_sha, "~") if s])),
+                and_(CHECKS.c.kind == "deploy", CHECKS.c.sha.in_([s for s in (pr.merge_sha, "~") if s])),
+            ),
+        )
+        .group_by(CHECKS.c.kind, CHECKS.c.environment)
+    ).all()
+    for kind, environment, when in checks:
+        name = "tests" if kind == "tests_passed" else f"deploy:{environment or 'default'}"
+        made = _outcome(session, pr, name, kind, when, person_id, rules, result.evidence, counted, assisted)
+        _set_flags(session, made, result.evidence, counted, assisted)
+        result.outcomes.append(kind)
+    return result
+
+
+def _commits_of(session: Session, pr: PullRequest) -> list[GithubCommit]:
+    conditions = [COMMITS.c.pr_number == pr.number]
+    if pr.head_branch:
+        conditions.append(COMMITS.c.branch == pr.head_branch)
+    shas = [s for s in (pr.head_sha, pr.merge_sha) if s]
+    if shas:
+        conditions.append(COMMITS.c.sha.in_(shas))
+    rows = session.execute(select(GithubCommit).where(COMMITS.c.repo == pr.repo, or_(*conditions)))
+    return list(rows.scalars())
+
+
+def _outcome(
+    session: Session,
+    pr: PullRequest,
+    suffix: str,
+    kind: str,
+    when: datetime,
+    person_id: int,
+    rules: LinkRules,
+    evidence: bool,
+    counted: bool,
+    assisted: bool,
+) -> int:
+    external_id = f"github:{pr.repo}#{pr.number}:{suffix}"[:200]
+    row = {
+        "source_id": pr.source_id,
+        "external_id": external_id,
+        "run_id": None,
+        "person_id": person_id,
+        "kind": kind,
+        "weight": rules.weight(kind),
+        "url": pr.url,
+        "occurred_at": when,
+        "evidence": evidence,
+        "counted": counted,
+        "agent_assisted": assisted,
+    }
+    insert_new(session, OUTCOMES, [row], ("source_id", "external_id"))
+    found = session.execute(
+        select(OUTCOMES.c.id).where(OUTCOMES.c.source_id == pr.source_id, OUTCOMES.c.external_id == external_id)
+    ).scalar_one()
+    session.execute(update(OUTCOMES).where(OUTCOMES.c.id == found).values(person_id=person_id, url=pr.url))
+    return int(found)
+
+
+def _set_flags(session: Session, outcome_id: int, evidence: bool, counted: bool, assisted: bool) -> None:
+    session.execute(
+        update(OUTCOMES)
+        .where(OUTCOMES.c.id == outcome_id)
+        .values(evidence=evidence, counted=counted, agent_assisted=assisted)
+    )
+
+
+def _link(
+    session: Session,
+    outcome_id: int,
+    pr: PullRequest,
+    commits: Sequence[GithubCommit],
+    person_id: int,
+    rules: LinkRules,
+) -> None:
+    """Link the merged pull request to runs, strongest evidence first: a run that produced one of its
+    commits; else the author's runs on its repository and head branch, started within the window before
+    the merge. Links already made (or removed by the run's owner) are left as they are."""
+    shas = sorted({c.sha for c in commits} | {s for s in (pr.head_sha, pr.merge_sha) if s})
+    rows: dict[int, tuple[str, str]] = {}
+    if shas:
+        for run_id, sha in session.execute(
+            select(table_of(RunCommit).c.run_id, table_of(RunCommit).c.sha).where(table_of(RunCommit).c.sha.in_(shas))
+        ):
+            rows.setdefault(int(run_id), ("commit", f"produced commit {sha[:12]}"))
+    if pr.head_branch and pr.merged_at is not None:
+        start = pr.merged_at - timedelta(days=rules.window_days)
+        folders = _folders_of(session, pr.repo)
+        r = RUNS.c
+        for (run_id,) in session.execute(
+            select(r.id).where(
+                r.person_id == person_id,
+                r.branch == pr.head_branch,
+                r.started_at >= start,
+                r.started_at <= pr.merged_at,
+                or_(func.lower(r.repo) == pr.repo, func.lower(r.project).in_(folders)),
+            )
+        ):
+            rows.setdefault(
+                int(run_id), ("branch", f"the author's run on {pr.repo} branch {pr.head_branch}, before the merge")
+            )
+    if rows:
+        values = [
+            {"outcome_id": outcome_id, "run_id": run_id, "evidence": evidence, "detail": detail, "created_at": utcnow()}
+            for run_id, (evidence, detail) in sorted(rows.items())
+        ]
+        insert_new(session, LINKS, values, ("outcome_id", "run_id"))
+
+
+def _folders_of(session: Session, repo: str) -> list[str]:
+    """The checkout folders that name a repository: its own name, and every folder an operator mapped to it."""
+    mapped = session.execute(select(table_of(RepoMapping).c.folder).where(table_of(RepoMapping).c.repo == repo))
+    return sorted({repo.rsplit("/", 1)[-1], *(folder.lower() for (folder,) in mapped)})
+
+
+def prs_for_runs(session: Session, run_ids: Sequence[int], rules: LinkRules) -> list[tuple[str, int]]:
+    """Merged pull requests that runs written late (a log import a week after the merge) may belong to:
+    same head branch as a run, merged after it started, within the window."""
+    if not run_ids:
+        return []
+    r = RUNS.c
+    runs = session.execute(
+        select(r.branch, func.min(r.started_at)).where(r.id.in_(run_ids), r.branch.is_not(None)).group_by(r.branch)
+    ).all()
+    found: set[tuple[str, int]] = set()
+    for branch, earliest in runs:
+        until = earliest + timedelta(days=rules.window_days)
+        for repo, number in session.execute(
+            select(PRS.c.repo, PRS.c.number).where(
+                PRS.c.head_branch == branch, PRS.c.merged_at >= earliest, PRS.c.merged_at <= until
+            )
+        ):
+            found.add((str(repo), int(number)))
+    return sorted(found)
+
+
+def relink_runs(session: Session, run_ids: Sequence[int], rules: LinkRules) -> int:
+    """Settle the pull requests that runs written now may belong to; how many."""
+    touched = prs_for_runs(session, run_ids, rules)
+    for repo, number in touched:
+        settle_one(session, repo, number, rules)
+    return len(touched)
+
+
+def record_run_commits(session: Session, pairs: Iterable[tuple[int, str]], rules: LinkRules) -> int:
+    """Commits that runs produced (reported by their source); the pull requests holding them are settled."""
+    pairs = sorted({(run_id, sha.lower()) for run_id, sha in pairs})
+    rows = [{"run_id": run_id, "sha": sha} for run_id, sha in pairs]
+    if not rows:
+        return 0
+    insert_new(session, table_of(RunCommit), rows, ("run_id", "sha"))
+    shas = sorted({sha.lower() for _, sha in pairs})
+    holders = session.execute(
+        select(PRS.c.repo, PRS.c.number).where(
+            or_(
+                PRS.c.head_sha.in_(shas),
+                PRS.c.merge_sha.in_(shas),
+                tuple_(PRS.c.repo, PRS.c.number).in_(
+                    select(COMMITS.c.repo, COMMITS.c.pr_number).where(COMMITS.c.sha.in_(shas))
+                ),
+                tuple_(PRS.c.repo, PRS.c.head_branch).in_(
+                    select(COMMITS.c.repo, COMMITS.c.branch).where(COMMITS.c.sha.in_(shas))
+                ),
+            )
+        )
+    ).all()
+    for repo, number in holders:
+        settle_one(session, str(repo), int(number), rules)
+    return len(rows)
+
+
+def remove_link(session: Session, outcome_id: int, run_id: int, person_id: int, rules: LinkRules) -> bool:
+    """The run's owner says a pull request is not their run's: the link is removed, and stays removed."""
+    owner = session.execute(select(RUNS.c.person_id).where(RUNS.c.id == run_id)).scalar_one_or_none()
+    if owner != person_id:
+        return False
+    done = session.execute(
+        update(LINKS)
+        .where(LINKS.c.outcome_id == outcome_id, LINKS.c.run_id == run_id, LINKS.c.removed_at.is_(None))
+        .values(removed_at=utcnow())
+    )
+    if not getattr(done, "rowcount", 0):
+        return False
+    external_id = session.execute(select(OUTCOMES.c.external_id).where(OUTCOMES.c.id == outcome_id)).scalar_one()
+    match = re.match(r"^github:(.+)#(\d+):", external_id or "")
+    if match is not None:
+        settle_one(session, match.group(1), int(match.group(2)), rules)
+    return True
+
+
+def links_of_runs(session: Session, run_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str]]]:
+    """run id -> its active links: (outcome id, pull request URL, evidence)."""
+    if not run_ids:
+        return {}
+    found: dict[int, list[tuple[int, str, str]]] = {}
+    for run_id, outcome_id, url, evidence in session.execute(
+        select(LINKS.c.run_id, LINKS.c.outcome_id, OUTCOMES.c.url, LINKS.c.evidence)
+        .join(OUTCOMES, OUTCOMES.c.id == LINKS.c.outcome_id)
+        .where(LINKS.c.run_id.in_(run_ids), LINKS.c.removed_at.is_(None))
+        .order_by(LINKS.c.run_id, LINKS.c.outcome_id)
+    ):
+        found.setdefault(int(run_id), []).append((int(outcome_id), str(url or ""), str(evidence)))
+    return found
+
+
+def find_pull_request(session: Session, url: str) -> PullRequest | None:
+    """The pull request at a URL (html `.../pull/N`), however it is written."""
+    match = re.search(r"github[^/]*/([^/]+/[^/]+)/pulls?/(\d+)", url.strip())
+    if match is None:
+        return None
+    return session.execute(
+        select(PullRequest).where(PRS.c.repo == repo_name(match.group(1)), PRS.c.number == int(match.group(2)))
+    ).scalar_one_or_none()
+
+
+def unmatched_logins(session: Session, source_id: int | None = None) -> list[tuple[str, int]]:
+    """GitHub logins whose pull requests name no known person, with how many: kept, listed, never invented."""
+    rows = session.execute(
+        select(PRS.c.author_login, func.count())
+        .where(PRS.c.author_login.is_not(None), *([PRS.c.source_id == source_id] if source_id else []))
+        .group_by(PRS.c.author_login)
+        .order_by(PRS.c.author_login)
+    ).all()
+    return [(str(login), int(count)) for login, count in rows if person_for_github(session, str(login)) is None]
+
+
+__all__ = [
+    "CheckSeen",
+    "CommitSeen",
+    "LinkRules",
+    "PullRequestSeen",
+    "Settled",
+    "claim_delivery",
+    "find_pull_request",
+    "links_of_runs",
+    "person_for_github",
+    "prs_touched",
+    "record_check",
+    "record_commits",
+    "record_pull_request",
+    "record_run_commits",
+    "relink_runs",
+    "remove_link",
+    "settle",
+    "settle_one",
+    "unmatched_logins",
+]
