@@ -32,10 +32,15 @@ METRIC_KEYS = (
     "useful_runs",
     "useful_rate",
     "outcome_value",
+    "merged_prs",
+    "cost_per_merged_pr",
     "cost_per_useful_run",
     "cost_per_outcome",
     "verified_spend_share",
 )
+# Figures made of the run owners' own verdicts: a person's private feedback loop, never a group's figure,
+# since anyone could raise them with their own clicks (docs/metrics.md "What a person could do alone").
+SELF_REPORTED = ("reviewed_share", "useful_runs", "useful_rate", "cost_per_useful_run")
 MONEY = Decimal("0.000001")
 SHARE = Decimal("0.0001")
 
@@ -75,7 +80,14 @@ def rules_of(rules: Rules) -> Disclosure:
 # The shown figures each of a group's sums reveals. Token figures go together (the total and three parts
 # give the fourth), and so do the money figures (cost per useful run times useful runs gives the cost).
 TOKEN_FIGURES = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "total_tokens")
-COST_FIGURES = ("cost_usd", "cost_per_useful_run", "cost_per_outcome", "verified_spend_share", "verified_cost_usd")
+COST_FIGURES = (
+    "cost_usd",
+    "cost_per_useful_run",
+    "cost_per_outcome",
+    "cost_per_merged_pr",
+    "verified_spend_share",
+    "verified_cost_usd",
+)
 DOMINATED = {
     "tokens": TOKEN_FIGURES,
     "cost_usd": COST_FIGURES,
@@ -138,6 +150,13 @@ def zone_reason() -> str:
     )
 
 
+def self_reported_reason() -> str:
+    return (
+        "Not shown for a group: made of the run owners' own verdicts, which anyone could raise with their own "
+        "clicks (each person sees theirs in /tokenwise me)."
+    )
+
+
 def dominance_reason(share: Decimal) -> str:
     return (
         f"Withheld: one person made more than {float(share) * 100:.0f}% of this figure in this period, "
@@ -180,6 +199,7 @@ def _disclosure(scope: Scope, period: Period, metrics: Metrics, rules: Disclosur
     if len(active) < rules.min_group_size:
         return Figures(period, None, withheld_reason(len(active), rules.min_group_size))
     hidden = _dominated(metrics, rules)
+    hidden.update(dict.fromkeys(SELF_REPORTED, self_reported_reason()))
     for inside in _subtractable(scope, active, period, rules, around):
         if inside is None:
             return Figures(period, None, zone_reason())
@@ -330,6 +350,8 @@ def _add(total: Metrics, week: Metrics) -> None:
         setattr(total, name, getattr(total, name) + getattr(week, name))
     for kind, count in week.outcomes_by_kind.items():
         total.outcomes_by_kind[kind] = total.outcomes_by_kind.get(kind, 0) + count
+    for kind, count in week.self_reported_by_kind.items():
+        total.self_reported_by_kind[kind] = total.self_reported_by_kind.get(kind, 0) + count
     for person, part in week.contributions.items():
         before = total.contributions.get(person, Contribution())
         total.contributions[person] = Contribution(
@@ -396,6 +418,8 @@ def metric_values(metrics: Metrics | None, hidden: Collection[str] = ()) -> dict
         "useful_runs": float(metrics.useful_runs),
         "useful_rate": _share(metrics.useful_rate),
         "outcome_value": float(metrics.outcome_value),
+        "merged_prs": metrics.merged_prs,
+        "cost_per_merged_pr": _money(metrics.cost_per_merged_pr),
         "cost_per_useful_run": _money(metrics.cost_per_useful_run),
         "cost_per_outcome": _money(metrics.cost_per_outcome),
         "verified_spend_share": _share(metrics.verified_spend_share),
@@ -409,6 +433,7 @@ def figures_json(item: Figures, personal: bool = False) -> dict[str, Any]:
     if personal:  # a group's split would be a sum of its own, needing its own disclosure check
         body["cost_source"] = cost_sources(item.metrics)
     body["outcomes_by_kind"] = dict(item.metrics.outcomes_by_kind) if item.metrics else None
+    body["self_reported_by_kind"] = dict(item.metrics.self_reported_by_kind) if item.metrics else None
     body["active_people"] = item.metrics.active_people if item.metrics else None
     body["withheld"] = item.withheld
     body["withheld_figures"] = {key: reason for key, reason in item.hidden.items() if key in METRIC_KEYS}

@@ -110,7 +110,10 @@ USAGE_COLUMNS = (
     "id", "source_id", "person_id", "run_id", "occurred_at", "agent", "model", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "cost_usd", "dedupe_key", "cost_source",
 )  # fmt: skip
-OUTCOME_COLUMNS = ("id", "source_id", "external_id", "run_id", "person_id", "kind", "weight", "url", "occurred_at")
+OUTCOME_COLUMNS = (
+    "id", "source_id", "external_id", "run_id", "person_id", "kind", "weight", "url", "occurred_at", "evidence",
+    "counted", "agent_assisted",
+)  # fmt: skip
 ANNOTATION_COLUMNS = (
     "id", "run_id", "person_id", "verdict", "note", "link", "share_as_win", "created_at", "updated_at",
 )  # fmt: skip
@@ -334,7 +337,7 @@ def _person_week(
             when = clock[end + 2 * (5 + int(chance() * 595))]
             add_outcome(
                 (outcome_id, source_id, f"seed-outcome-{outcome_id}", run_id, person_id, kind,
-                 MILLI_WEIGHTS[kind], url, when),
+                 MILLI_WEIGHTS[kind], url, when, True, True, True),
             )  # fmt: skip
             outcome_id += 1
         if chance() < review_chance:

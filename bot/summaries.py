@@ -82,21 +82,18 @@ def team_facts(
         Fact("days", "Days covered", str(period.days)),
         Fact("active_people", "People active", number(metrics.active_people)),
         Fact("runs", "Agent runs", number(metrics.runs)),
-        Fact("reviewed_share", "Share of runs reviewed by their owner", share(metrics.reviewed_share)),
-        Fact("useful_runs", "Useful runs (partly useful counts half)", number(metrics.useful_runs)),
-        Fact("useful_rate", "Useful rate of reviewed runs", share(metrics.useful_rate)),
         Fact("cost_usd", "Known spend", money(None if "cost_usd" in hidden else metrics.cost_usd)),
         Fact(
             "verified_spend_share",
-            "Verified-spend share",
+            "Verified-spend share (spend in runs with evidence: merged PRs, CI, deploys)",
             share(None if "verified_spend_share" in hidden else metrics.verified_spend_share),
         ),
         Fact(
-            "cost_per_useful_run",
-            "Cost per useful run",
-            money(None if "cost_per_useful_run" in hidden else metrics.cost_per_useful_run),
+            "cost_per_merged_pr",
+            "Cost per merged pull request",
+            money(None if "cost_per_merged_pr" in hidden else metrics.cost_per_merged_pr),
         ),
-        Fact("outcome_value", "Outcome value (weighted outcomes)", number(metrics.outcome_value)),
+        Fact("outcome_value", "Outcome value (weighted outcomes with evidence)", number(metrics.outcome_value)),
         Fact("merged_prs", "Merged pull requests with agent help", number(merged_prs)),
     ]
     for kind, count in sorted(metrics.outcomes_by_kind.items()):
@@ -110,7 +107,7 @@ def team_facts(
         )
         for key, label in (
             ("verified_spend_share", "Change in verified-spend share vs the previous period"),
-            ("cost_per_useful_run", "Change in cost per useful run vs the previous period"),
+            ("cost_per_merged_pr", "Change in cost per merged pull request vs the previous period"),
             ("outcome_value", "Change in outcome value vs the previous period"),
         ):
             shown = _signed_percent(changes.get(key))

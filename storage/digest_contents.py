@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
 from storage.metrics import Scope
@@ -27,12 +27,14 @@ OC = table_of(Outcome).c
 
 
 def merged_prs_with_agent_help(session: Session, scope: Scope, start: datetime, end: datetime) -> int:
-    """Merged pull requests recorded as an outcome of an agent run, in the scope and range."""
+    """Merged pull requests that count (evidence from outside the person) and that an agent helped with (linked
+    to a run, or an agent trailer in their commits), in the scope and range."""
     return int(
         session.execute(
             select(func.count(OC.id)).where(
                 OC.kind == "pr_merged",
-                OC.run_id.is_not(None),
+                OC.counted.is_(True),
+                or_(OC.run_id.is_not(None), OC.agent_assisted.is_(True)),
                 OC.occurred_at >= start,
                 OC.occurred_at < end,
                 scope.covers(OC.person_id, OC.occurred_at),

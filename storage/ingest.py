@@ -329,7 +329,7 @@ def ingest_outcomes(
                 "occurred_at": occurred_at,
                 "evidence": evidence,
                 "counted": evidence,
-                "agent_assisted": False,
+                "agent_assisted": run_id is not None,
             }
         )
     accepted = insert_new(session, OUTCOMES, rows, ("source_id", "external_id"))

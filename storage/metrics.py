@@ -16,7 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, type_coerce
 from sqlmodel import Session
 
-from storage.models import AgentRun, Annotation, Membership, Outcome, Person, UsageRecord, table_of
+from storage.models import AgentRun, Annotation, Membership, Outcome, OutcomeLink, Person, UsageRecord, table_of
 
 # Core columns (typed as SQL expressions, unlike the model attributes).
 from storage.types import MILLI, NANO, ScaledDecimal
@@ -25,6 +25,7 @@ U = table_of(UsageRecord).c
 R = table_of(AgentRun).c
 A = table_of(Annotation).c
 OC = table_of(Outcome).c
+L = table_of(OutcomeLink).c
 M = table_of(Membership).c
 P = table_of(Person).c
 
@@ -114,8 +115,10 @@ class Metrics:
     cost_unknown_records: int = 0
     priced_cost_usd: Decimal = ZERO  # the part of cost_usd Tokenwise priced from tokens (cost_source "priced")
     verified_cost_usd: Decimal = ZERO
-    outcome_value: Decimal = ZERO
+    outcome_value: Decimal = ZERO  # counted outcomes only: evidence from outside the person
     outcomes_by_kind: dict[str, int] = field(default_factory=dict)
+    # What people report of themselves (a personal token, Claude Code's own counters): shown, never counted.
+    self_reported_by_kind: dict[str, int] = field(default_factory=dict)
     contributions: dict[int, Contribution] = field(default_factory=dict)  # person id -> their part (groups)
 
     @property
@@ -143,6 +146,14 @@ class Metrics:
         return _ratio(self.cost_usd, self.outcome_value)
 
     @property
+    def merged_prs(self) -> int:
+        return self.outcomes_by_kind.get("pr_merged", 0)
+
+    @property
+    def cost_per_merged_pr(self) -> Decimal | None:
+        return _ratio(self.cost_usd, Decimal(self.merged_prs))
+
+    @property
     def verified_spend_share(self) -> Decimal | None:
         return _ratio(self.verified_cost_usd, self.cost_usd)
 
@@ -158,15 +169,17 @@ def _cost_sum(expression: Any) -> Any:
 
 
 def verified_run(run_id: Any) -> ColumnElement[bool]:
-    """SQL condition: the run has a useful/partly verdict from its owner, or a recorded outcome."""
-    owner_says_useful = (
+    """SQL condition: the run has evidence from outside its owner: a counted outcome recorded for it (an
+    operator's CI or deploy source), or a link from a counted outcome (a merged pull request) that its owner
+    has not removed. The owner's own verdict never verifies (docs/metrics.md "Evidence")."""
+    has_outcome = exists().where(OC.run_id == run_id, OC.counted.is_(True))
+    linked = (
         select(1)
-        .select_from(table_of(Annotation).join(table_of(AgentRun), A.run_id == R.id))
-        .where(R.id == run_id, A.person_id == R.person_id, A.verdict.in_(("useful", "partly")))
+        .select_from(table_of(OutcomeLink).join(table_of(Outcome), L.outcome_id == OC.id))
+        .where(L.run_id == run_id, L.removed_at.is_(None), OC.counted.is_(True))
         .exists()
     )
-    has_outcome = exists().where(OC.run_id == run_id)
-    return and_(run_id.is_not(None), or_(owner_says_useful, has_outcome))
+    return and_(run_id.is_not(None), or_(has_outcome, linked))
 
 
 def _window_of(column: Any, windows: Sequence[Window]) -> Any:
@@ -273,19 +286,29 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
 
     o = OC
     outcomes = (
-        select(_window_of(o.occurred_at, windows).label("w"), o.kind, o.id, o.weight)
+        select(_window_of(o.occurred_at, windows).label("w"), o.kind, o.id, o.weight, o.counted, o.evidence)
         .where(_span(o.occurred_at, windows), scope.covers(o.person_id, o.occurred_at))
         .subquery()
     )
     weight_sum = type_coerce(func.coalesce(func.sum(outcomes.c.weight), 0), ScaledDecimal(MILLI))
-    for w, kind, count, value in session.execute(
-        select(outcomes.c.w, outcomes.c.kind, func.count(outcomes.c.id), weight_sum)
+    for w, kind, counted, evidence, count, value in session.execute(
+        select(
+            outcomes.c.w,
+            outcomes.c.kind,
+            outcomes.c.counted,
+            outcomes.c.evidence,
+            func.count(outcomes.c.id),
+            weight_sum,
+        )
         .where(outcomes.c.w.is_not(None))
-        .group_by(outcomes.c.w, outcomes.c.kind)
+        .group_by(outcomes.c.w, outcomes.c.kind, outcomes.c.counted, outcomes.c.evidence)
         .order_by(outcomes.c.w, outcomes.c.kind)
     ):
-        found[w].outcomes_by_kind[kind] = int(count)
-        found[w].outcome_value += value
+        if counted:
+            found[w].outcomes_by_kind[kind] = found[w].outcomes_by_kind.get(kind, 0) + int(count)
+            found[w].outcome_value += value
+        elif not evidence:
+            found[w].self_reported_by_kind[kind] = found[w].self_reported_by_kind.get(kind, 0) + int(count)
 
     if not scope.is_group:
         for m in found:

@@ -41,6 +41,7 @@ def build_worked_example(session: Session) -> Scope:
     f.annotate(session, r4, ada, "not_useful")
     f.usage(session, src, ada, "2026-11-06 10:00", "1.00")
     f.outcome(session, ada, "doc", "2026-11-07 10:00")
+    f.outcome(session, ada, "commit", "2026-11-05 11:00", r4, evidence=False)  # Claude Code's own counter
     session.commit()
     return Scope.person(ada.id or 0, "ada@example.com")
 
@@ -56,13 +57,16 @@ def test_worked_example_matches_docs(session: Session) -> None:
     assert m.cost_unknown_records == 1
     assert m.outcome_value == Decimal("4.5")
     assert m.outcomes_by_kind == {"commit": 1, "doc": 1, "pr_merged": 1}
-    assert m.verified_cost_usd == Decimal("6")
+    assert m.self_reported_by_kind == {"commit": 1}
+    assert m.verified_cost_usd == Decimal("4")
+    assert (m.merged_prs, m.cost_per_merged_pr) == (1, Decimal("11"))
     assert (m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_write_tokens) == (7000, 700, 3500, 350)
 
     totals = report_json(build_report(session, scope, WEEK, 5))
     assert totals["totals"]["cost_per_useful_run"] == 7.333333
     assert totals["totals"]["cost_per_outcome"] == 2.444444
-    assert totals["totals"]["verified_spend_share"] == 0.5455
+    assert totals["totals"]["verified_spend_share"] == 0.3636
+    assert totals["totals"]["cost_per_merged_pr"] == 11.0
     assert totals["previous"]["cost_usd"] == 5.0
     assert totals["previous"]["verified_spend_share"] == 0.0
     assert totals["change"]["cost_usd"] == 1.2
@@ -144,8 +148,9 @@ def test_weekly_breakdown_splits_on_local_week_boundaries(session: Session) -> N
     assert [p["cost_usd"] for p in body["periods"]] == [1.0, 2.0]
 
 
-@pytest.mark.parametrize("verdict, verified", [("useful", True), ("partly", True), ("not_useful", False)])
-def test_verified_spend_follows_the_owners_verdict(session: Session, verdict: str, verified: bool) -> None:
+@pytest.mark.parametrize("verdict", ["useful", "partly", "not_useful"])
+def test_the_owners_own_verdict_never_verifies_spend(session: Session, verdict: str) -> None:
+    """A verdict is the owner's feedback loop: it moves useful runs, never verified spend (evidence only)."""
     src = f.source(session)
     ada = f.person(session, "ada@example.com")
     run = f.run(session, src, ada, "2026-11-03 10:00")
@@ -153,7 +158,21 @@ def test_verified_spend_follows_the_owners_verdict(session: Session, verdict: st
     f.annotate(session, run, ada, verdict)
     session.commit()
     m = compute(session, Scope.person(ada.id or 0), WEEK.start, WEEK.end)
-    assert m.verified_spend_share == (Decimal(1) if verified else Decimal(0))
+    assert m.verified_spend_share == Decimal(0)
+    assert m.useful_runs == {"useful": 1, "partly": Decimal("0.5"), "not_useful": 0}[verdict]
+
+
+@pytest.mark.parametrize("evidence", [True, False])
+def test_only_an_outcome_from_outside_the_person_verifies_its_run(session: Session, evidence: bool) -> None:
+    src = f.source(session)
+    ada = f.person(session, "ada@example.com")
+    run = f.run(session, src, ada, "2026-11-03 10:00")
+    f.usage(session, src, ada, "2026-11-03 10:01", "4", run)
+    f.outcome(session, ada, "pr_merged", "2026-11-04 10:00", run, evidence=evidence)
+    session.commit()
+    m = compute(session, Scope.person(ada.id or 0), WEEK.start, WEEK.end)
+    assert m.verified_spend_share == (Decimal(1) if evidence else Decimal(0))
+    assert m.outcome_value == (Decimal(3) if evidence else Decimal(0))
 
 
 def test_windows_read_together_give_what_each_window_gives_alone(engine: Engine) -> None:

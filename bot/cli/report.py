@@ -147,16 +147,19 @@ def headline_rows(item: Figures) -> list[tuple[str, str]]:
         if "total_tokens" in item.hidden
         else f"{m.input_tokens:,} / {m.output_tokens:,} / {m.cache_read_tokens:,} / {m.cache_write_tokens:,}"
     )
+    self_reported = ", ".join(f"{kind} {count}" for kind, count in sorted(m.self_reported_by_kind.items()))
     return [
         ("Verified-spend share", shown("verified_spend_share", share)),
-        ("Cost per useful run", shown("cost_per_useful_run", money)),
+        ("Cost per merged PR", shown("cost_per_merged_pr", money)),
         ("Cost per outcome value", shown("cost_per_outcome", money)),
         ("Outcome value", number(m.outcome_value)),
-        ("Outcomes", outcomes),
+        ("Outcomes (evidence)", outcomes),
+        ("Self-reported, not counted", self_reported or "none"),
         ("Runs", number(m.runs)),
-        ("Reviewed share", share(m.reviewed_share)),
-        ("Useful runs", number(m.useful_runs)),
-        ("Useful rate (of reviewed)", share(m.useful_rate)),
+        ("Reviewed share (owners' verdicts)", shown("reviewed_share", share)),
+        ("Useful runs (owners' verdicts)", shown("useful_runs", number)),
+        ("Useful rate (of reviewed)", shown("useful_rate", share)),
+        ("Cost per useful run", shown("cost_per_useful_run", money)),
         ("Known cost", cost),
         ("Tokens (in / out / cache read / cache write)", tokens),
     ]
@@ -170,12 +173,13 @@ def render_report(console: Console, report: Report) -> None:
     changes = change(report.totals, report.previous)
     keys = {
         "Verified-spend share": "verified_spend_share",
+        "Cost per merged PR": "cost_per_merged_pr",
         "Cost per useful run": "cost_per_useful_run",
         "Cost per outcome value": "cost_per_outcome",
         "Outcome value": "outcome_value",
         "Runs": "runs",
-        "Reviewed share": "reviewed_share",
-        "Useful runs": "useful_runs",
+        "Reviewed share (owners' verdicts)": "reviewed_share",
+        "Useful runs (owners' verdicts)": "useful_runs",
     }
     table = Table(show_header=True, header_style="bold")
     table.add_column("Metric")

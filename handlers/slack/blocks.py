@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.numbers import money, number, share, trend
-from bot.reports import Report, change
+from bot.reports import SELF_REPORTED, Report, change
 from storage.metrics import Slice
 from storage.models import VERDICTS
 from storage.runs import NOTE_MAX, VERDICT_LABELS, RunView
@@ -163,6 +163,7 @@ def apology() -> Message:
 
 
 def _figure_fields(report: Report) -> list[str]:
+    """The headline figures: evidence first (docs/metrics.md); a person's own verdicts only in their own view."""
     item = report.totals
     metrics = item.metrics
     if metrics is None:
@@ -177,16 +178,29 @@ def _figure_fields(report: Report) -> list[str]:
     if metrics.cost_unknown_records:
         cost += f" (+{metrics.cost_unknown_records:,} of unknown cost)"
     tokens = "withheld" if "total_tokens" in item.hidden else f"{metrics.total_tokens:,}"
-    return [
+    fields = [
         line("Verified-spend share", _or_withheld(item, "verified_spend_share", share), "verified_spend_share"),
-        line("Cost per useful run", _or_withheld(item, "cost_per_useful_run", money), "cost_per_useful_run"),
+        line("Cost per merged PR", _or_withheld(item, "cost_per_merged_pr", money), "cost_per_merged_pr"),
         line("Outcome value", number(metrics.outcome_value), "outcome_value"),
-        line("Useful runs", number(metrics.useful_runs), "useful_runs"),
-        line("Runs", number(metrics.runs), "runs"),
-        line("Reviewed", share(metrics.reviewed_share), "reviewed_share"),
-        f"*Known cost*\n{cost}",
-        f"*Tokens*\n{tokens}",
+        line("Merged PRs with agent help", number(metrics.merged_prs), "merged_prs"),
     ]
+    if not report.scope.is_group:  # their own verdicts: their feedback loop, never a team's figure
+        fields.append(line("Useful runs (your verdicts)", number(metrics.useful_runs), "useful_runs"))
+        fields.append(line("Reviewed", share(metrics.reviewed_share), "reviewed_share"))
+    fields += [line("Runs", number(metrics.runs), "runs"), f"*Known cost*\n{cost}", f"*Tokens*\n{tokens}"]
+    return fields
+
+
+def self_reported_line(report: Report) -> str | None:
+    """What the person's own tools said they did (Claude Code's commit counters, a personal token): shown as
+    such, never counted."""
+    metrics = report.totals.metrics
+    if metrics is None or not metrics.self_reported_by_kind:
+        return None
+    parts = ", ".join(
+        f"{count:,} {kind.replace('_', ' ')}" for kind, count in sorted(metrics.self_reported_by_kind.items())
+    )
+    return f"Self-reported, not counted: {parts}."
 
 
 def _or_withheld(item: Any, key: str, show: Any) -> str:
@@ -195,8 +209,9 @@ def _or_withheld(item: Any, key: str, show: Any) -> str:
 
 
 def withheld_note(hidden: dict[str, str]) -> str | None:
-    """One line saying why some figures are withheld, or None."""
-    reasons = sorted(set(hidden.values()))
+    """One line saying why some shown figures are withheld, or None (a group's self-reported figures are
+    not shown at all, so they need no note)."""
+    reasons = sorted({reason for key, reason in hidden.items() if key not in SELF_REPORTED})
     return " ".join(reasons) if reasons else None
 
 
@@ -233,6 +248,9 @@ def me_message(report: Report, unreviewed: int, coaching: str | None = None, pro
         by_project = projects_line(projects)
         if by_project:
             blocks.append(context(by_project))
+        reported = self_reported_line(report)
+        if reported:
+            blocks.append(context(reported))
         text = (
             f"Your Tokenwise numbers for {period}: {number(metrics.runs)} runs, "
             f"{number(metrics.useful_runs)} useful, outcome value {number(metrics.outcome_value)}, "
@@ -268,7 +286,7 @@ def team_message(report: Report) -> Message:
     if note:
         blocks.append(context(f":lock: {note}"))
     text = (
-        f"Team {name}, {period}: {number(metrics.runs)} runs, {number(metrics.useful_runs)} useful, "
+        f"Team {name}, {period}: {number(metrics.runs)} runs, {number(metrics.merged_prs)} merged PRs, "
         f"outcome value {number(metrics.outcome_value)}."
     )
     return message(text, blocks)
@@ -528,14 +546,14 @@ def digest_message(digest: Any) -> Message:
     if m.cost_unknown_records:
         cost += f" (+{m.cost_unknown_records:,} records of unknown cost)"
     verified_share = _or_withheld(totals, "verified_spend_share", share)
-    per_useful_run = _or_withheld(totals, "cost_per_useful_run", money)
+    per_merged_pr = _or_withheld(totals, "cost_per_merged_pr", money)
     fields = [
         f"*Verified-spend share*\n{_with_trend(verified_share, changes.get('verified_spend_share'))}",
-        f"*Cost per useful run*\n{_with_trend(per_useful_run, changes.get('cost_per_useful_run'))}",
+        f"*Cost per merged PR*\n{_with_trend(per_merged_pr, changes.get('cost_per_merged_pr'))}",
         f"*Outcome value*\n{_with_trend(number(m.outcome_value), changes.get('outcome_value'))}",
         f"*Merged PRs with agent help*\n{number(digest.merged_prs_with_agent)}",
         f"*Known spend*\n{cost}",
-        f"*Runs reviewed*\n{share(m.reviewed_share)} of {number(m.runs)}",
+        f"*Runs*\n{number(m.runs)}",
     ]
     blocks.append(section(" ", fields=fields))
     if digest.trend:
@@ -549,7 +567,8 @@ def digest_message(digest: Any) -> Message:
         blocks.append(
             section(
                 f":mag: {number(digest.unreviewed_runs)} of last week's {runs} still unreviewed. "
-                "A one-click verdict on your own runs (`/tokenwise runs`) is what turns spend into verified spend."
+                "A one-click verdict on your own runs (`/tokenwise runs`) is your private record of which runs "
+                "were worth it; no team figure counts it. Spend is verified by evidence: merged PRs, CI, deploys."
             )
         )
     if digest.wins:
@@ -562,7 +581,7 @@ def digest_message(digest: Any) -> Message:
     blocks.append(context(DIGEST_PRIVACY_NOTE + (f" :lock: {note}" if note else "")))
     text = (
         f"{title}: verified-spend share {verified_share}, "
-        f"cost per useful run {per_useful_run}, outcome value {number(m.outcome_value)}."
+        f"cost per merged PR {per_merged_pr}, outcome value {number(m.outcome_value)}."
     )
     return message(text, blocks)
 

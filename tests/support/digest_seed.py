@@ -108,6 +108,9 @@ def seed_team(
                                 kind="pr_merged",
                                 weight=Decimal(3),
                                 occurred_at=started + timedelta(hours=1),
+                                evidence=True,
+                                counted=True,
+                                agent_assisted=True,
                             )
                         )
     session.flush()

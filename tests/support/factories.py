@@ -81,8 +81,15 @@ def usage(
 
 
 def outcome(
-    session: Session, owner: Person, kind: str, when: str, run_: AgentRun | None = None, weight: str | None = None
+    session: Session,
+    owner: Person,
+    kind: str,
+    when: str,
+    run_: AgentRun | None = None,
+    weight: str | None = None,
+    evidence: bool = True,
 ) -> Outcome:
+    """An outcome; by default evidence (an operator's source), else self-reported (not counted)."""
     from bot.config import DEFAULT_OUTCOME_WEIGHTS
 
     item = Outcome(
@@ -91,6 +98,9 @@ def outcome(
         kind=kind,
         weight=Decimal(weight) if weight else DEFAULT_OUTCOME_WEIGHTS[kind],
         occurred_at=at(when),
+        evidence=evidence,
+        counted=evidence,
+        agent_assisted=run_ is not None,
     )
     session.add(item)
     session.flush()

@@ -211,7 +211,16 @@ def run(
     )
     if outcome:
         session.add(
-            Outcome(run_id=made.id, person_id=made.person_id, kind="pr_merged", weight=Decimal(3), occurred_at=started)
+            Outcome(
+                run_id=made.id,
+                person_id=made.person_id,
+                kind="pr_merged",
+                weight=Decimal(3),
+                occurred_at=started,
+                evidence=True,
+                counted=True,
+                agent_assisted=True,
+            )
         )
     session.flush()
     return made
