@@ -6,7 +6,7 @@ else's would let a colleague's opinion change that person's numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from storage.github import links_of_runs
 from storage.models import VERDICTS, AgentRun, Annotation, Outcome, UsageRecord, table_of
 from storage.people import NotFound
 from storage.types import NANO, ScaledDecimal
@@ -69,6 +70,8 @@ class RunView:
     note: str | None = None
     link: str | None = None
     share_as_win: bool = False
+    # Merged pull requests linked to the run (its owner may remove a wrong link): (outcome id, URL, evidence).
+    pull_requests: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -224,6 +227,7 @@ def _views(session: Session, run_ids: list[int]) -> list[RunView]:
         .where(R.id.in_(run_ids))
     ).all()
     by_id = {row[0]: row for row in rows}
+    linked = links_of_runs(session, run_ids)
     views = []
     for run_id in run_ids:
         row = by_id[run_id]
@@ -242,6 +246,7 @@ def _views(session: Session, run_ids: list[int]) -> list[RunView]:
                 note=row[6],
                 link=row[7],
                 share_as_win=bool(row[8]),
+                pull_requests=linked.get(run_id, []),
             )
         )
     return views

@@ -1,5 +1,20 @@
 """Every command group, imported so that each registers its commands on `bot.cli.root.app`."""
 
-from bot.cli import audit, console, db, digest, imports, people, report, retention, seed, serve, source, summary, team
+from bot.cli import (
+    audit,
+    console,
+    db,
+    digest,
+    imports,
+    outcomes,
+    people,
+    report,
+    retention,
+    seed,
+    serve,
+    source,
+    summary,
+    team,
+)
 
-GROUPS = (audit, console, db, digest, imports, people, report, retention, seed, serve, source, summary, team)
+GROUPS = (audit, console, db, digest, imports, outcomes, people, report, retention, seed, serve, source, summary, team)

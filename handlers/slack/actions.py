@@ -18,6 +18,7 @@ from handlers.slack.caller import resolved_caller
 from handlers.slack.home import publish_home
 from handlers.slack.middleware import ack_only, apologetic, tell, workspace_of
 from handlers.slack.slash.personal import forget
+from storage.github import remove_link
 from storage.runs import (
     NOT_YOURS,
     AnnotationError,
@@ -47,6 +48,7 @@ def register(app: App) -> None:
     for action_id in blocks.ACTION_VERDICT.values():
         app.action(action_id)(ack=ack_only, lazy=[record_verdict])
     app.action(blocks.ACTION_NOTE)(ack=ack_only, lazy=[open_note])
+    app.action(blocks.ACTION_UNLINK)(ack=ack_only, lazy=[unlink_pull_request])
     app.action(blocks.ACTION_REVIEW)(ack=ack_only, lazy=[show_runs])
     app.action(blocks.ACTION_FORGET_ME)(ack=ack_only, lazy=[forget_me_pressed])
 
@@ -89,6 +91,39 @@ def record_verdict(
         publish_home(services, client, user_id, workspace_of(context))
     else:
         respond(replace_original=True, **blocks.runs_message(remaining, caller.tz, reviewed).as_kwargs())
+
+
+@apologetic
+def unlink_pull_request(
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Respond,
+    client: WebClient,
+    context: BoltContext,
+    services: Services,
+) -> None:
+    """The run's owner says a merged pull request is not their run's: the link goes, and stays gone whatever
+    GitHub sends again; the run's spend is no longer verified by it. Only the owner can; anyone else gets the
+    same sentence as for a run that does not exist."""
+    outcome, _, run = str(action.get("value") or "").partition(":")
+    if not (outcome.isdigit() and run.isdigit() and len(outcome) < 19 and len(run) < 19):
+        tell(body, client, blocks.error_message(STALE))
+        return
+    user_id = body["user"]["id"]
+    with resolved_caller(services, client, user_id, workspace_of(context)) as caller:
+        removed = remove_link(caller.session, int(outcome), int(run), caller.person_id, services.settings.link_rules())
+        if removed:
+            caller.audit("run.unlink", f"run:{run}", f"outcome {outcome}")
+            remaining = unreviewed_runs(caller.session, caller.person_id, RUNS_SHOWN)
+    if not removed:
+        tell(body, client, refusal())
+        return
+    if from_home(body):
+        publish_home(services, client, user_id, workspace_of(context))
+        return
+    message = blocks.runs_message(remaining, caller.tz)
+    notice = "Removed: that pull request no longer counts for your run."
+    respond(replace_original=True, text=f"{notice} {message.text}", blocks=[blocks.section(notice), *message.blocks])
 
 
 @apologetic

@@ -38,9 +38,10 @@ MAX_FALLBACK = 4000
 # Interactive ids: handlers register these, manifest tests read them.
 ACTION_VERDICT = {"useful": "run_useful", "partly": "run_partly", "not_useful": "run_not_useful"}
 ACTION_NOTE = "run_note"
+ACTION_UNLINK = "run_unlink"  # "not this run's": the owner removes a pull request's link to their run
 ACTION_REVIEW = "review_runs"
 ACTION_FORGET_ME = "forget_me"
-ACTIONS = (*ACTION_VERDICT.values(), ACTION_NOTE, ACTION_REVIEW, ACTION_FORGET_ME)
+ACTIONS = (*ACTION_VERDICT.values(), ACTION_NOTE, ACTION_UNLINK, ACTION_REVIEW, ACTION_FORGET_ME)
 VIEW_NOTE = "run_note_modal"
 VIEWS = (VIEW_NOTE,)
 BUTTON_LABELS = {"useful": "Useful", "partly": "Partly", "not_useful": "Not useful"}
@@ -318,7 +319,24 @@ def run_blocks(run: RunView, tz: str) -> list[dict[str, Any]]:
         for v in VERDICTS
     ]
     buttons.append(button("Add note" if not run.note else "Edit note", ACTION_NOTE, str(run.id)))
-    return [section(_run_line(run, tz)), actions(*buttons, block_id=f"run:{run.id}")]
+    found = [section(_run_line(run, tz)), actions(*buttons, block_id=f"run:{run.id}")]
+    for outcome_id, url, evidence in run.pull_requests:
+        why = (
+            "it produced one of its commits" if evidence == "commit" else "same repository and branch, before the merge"
+        )
+        found.append(
+            section(
+                f":link: Linked to merged <{escape(url)}|{escape(_pr_name(url))}> ({why}): "
+                "it verifies this run's spend.",
+                accessory=button("Not this run's", ACTION_UNLINK, f"{outcome_id}:{run.id}"),
+            )
+        )
+    return found
+
+
+def _pr_name(url: str) -> str:
+    parts = url.rstrip("/").split("/")
+    return f"{parts[-4]}/{parts[-3]}#{parts[-1]}" if len(parts) >= 4 and parts[-2] == "pull" else url
 
 
 def runs_message(runs: Sequence[RunView], tz: str, reviewed: RunView | None = None) -> Message:
