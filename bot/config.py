@@ -116,6 +116,10 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_AGENT_TRAILERS), validation_alias=AliasChoices("TOKENWISE_AGENT_TRAILERS")
     )
     github_titles: bool = Field(False, validation_alias=AliasChoices("TOKENWISE_GITHUB_TITLES"))
+    # `tokenwise import github` (docs/ingest.md "GitHub history"): a token that reads the repository's pull
+    # requests, and the REST API's base URL (GitHub Enterprise Server: https://HOST/api/v3).
+    github_token: str | None = Field(None, validation_alias=AliasChoices("GITHUB_TOKEN"))
+    github_api_url: str = Field("https://api.github.com", validation_alias=AliasChoices("GITHUB_API_URL"))
     github_self_merge_counts: bool = Field(False, validation_alias=AliasChoices("TOKENWISE_GITHUB_SELF_MERGE_COUNTS"))
 
     @field_validator("outcome_weights")

@@ -55,6 +55,7 @@ def keep_unattributed(session: Session, rows: Sequence[Mapping[str, Any]]) -> in
 class Linked:
     link: PersonLink
     moved: int  # unattributed rows that became the person's usage
+    created: bool = False  # False: the link was there already
 
 
 def link_identity(session: Session, kind: str, value: str, person_id: int) -> Linked:
@@ -62,6 +63,8 @@ def link_identity(session: Session, kind: str, value: str, person_id: int) -> Li
     if kind not in IDENTITY_KINDS:
         raise LinkError(f"Unknown kind '{kind}'; use one of {', '.join(IDENTITY_KINDS)}.")
     value = value.strip()
+    if kind == "github":
+        value = value.lower()  # GitHub logins ignore case; storage/github.py looks them up lower-cased
     if not value or len(value) > 200:
         raise LinkError("Give the identity's value (1 to 200 characters).")
     existing = session.execute(select(PersonLink).where(LINKS.kind == kind, LINKS.value == value)).scalar_one_or_none()
@@ -89,7 +92,7 @@ def link_identity(session: Session, kind: str, value: str, person_id: int) -> Li
     if usage:
         merge_usage_totals(session, usage, "max")
         session.execute(delete(table_of(UnattributedUsage)).where(UN.identity_kind == kind, UN.identity_value == value))
-    return Linked(link, len(usage))
+    return Linked(link, len(usage), existing is None)
 
 
 @dataclass(frozen=True)

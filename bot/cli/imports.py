@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bot.cli.root import UserError, app, database, fail, open_engine, out, settings, today_utc, user_errors
+from bot.github.backfill import REPO, BackfillSummary, GitHubUnavailable, import_history
 from bot.periods import parse_date
 from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, total_bytes
 from bot.sources.csv_files import CsvInvalid, import_org, import_usage_csv
@@ -83,6 +86,59 @@ def import_openai_usage(
     )
 
 
+@import_app.command("github")
+def import_github(
+    repo: Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")],
+    since: Annotated[str, typer.Option("--since", help="Pull requests merged on or after this day, YYYY-MM-DD (UTC).")],
+) -> None:
+    """Merged pull requests and their commits from GitHub's REST API, settled into outcomes (needs GITHUB_TOKEN;
+    GITHUB_API_URL for GitHub Enterprise Server). Safe to run again, and beside the webhook."""
+    config = settings()
+    repo = repo.strip()
+    if not REPO.match(repo):
+        fail(f"'{repo}' is not a repository; pass --repo OWNER/NAME, for example --repo acme/payments.")
+    if not config.github_token:
+        fail(f"Set GITHUB_TOKEN to a GitHub token that can read {repo}'s pull requests.")
+    with user_errors():
+        day = parse_date(since, "--since date")
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    engine = open_engine(config)
+    try:
+        with user_errors():
+            columns = (TextColumn("Pull requests"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=out, transient=True) as progress:
+                task = progress.add_task("pulls", total=None)
+
+                def advance(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                def notice(message: str) -> None:
+                    progress.console.print(message, highlight=False, soft_wrap=True)
+
+                try:
+                    summary = asyncio.run(import_history(config, engine, repo, start, advance, notice))
+                except GitHubUnavailable as error:
+                    raise UserError(str(error)) from error
+    finally:
+        engine.dispose()
+    out.print(_github_summary(repo, day.isoformat(), summary), highlight=False, soft_wrap=True)
+
+
+def _github_summary(repo: str, since: str, summary: BackfillSummary) -> str:
+    line = (
+        f"{repo} since {since}: {summary.closed} pull requests closed, {summary.merged} merged, "
+        f"{summary.commits} commits; {summary.linked} linked to agent runs, {summary.assisted} agent-assisted, "
+        f"{summary.counted} counted."
+    )
+    if summary.unknown_logins:
+        logins = ", ".join(sorted(summary.unknown_logins)[:5]) + (", ..." if len(summary.unknown_logins) > 5 else "")
+        line += (
+            f" {summary.unknown_author} by GitHub logins linked to no one ({logins}): "
+            "tokenwise people link github LOGIN EMAIL, then run this again."
+        )
+    return line
+
+
 @import_app.command("csv")
 def import_csv(
     file: Annotated[Path, typer.Argument(help="A CSV of usage records (columns in docs/ingest.md).")],
@@ -98,7 +154,7 @@ def import_csv(
 
 @import_app.command("org")
 def import_org_csv(
-    file: Annotated[Path, typer.Argument(help="A CSV with columns email, team, role.")],
+    file: Annotated[Path, typer.Argument(help="A CSV with columns email, team, role and optionally github.")],
     with_history: Annotated[
         bool,
         typer.Option(
@@ -107,16 +163,19 @@ def import_org_csv(
         ),
     ] = False,
 ) -> None:
-    """People, teams and roles (member or manager) from a CSV file: all lines or none.
+    """People, teams and roles (member or manager) from a CSV file, and each person's GitHub login (an optional
+    github column): all lines or none.
 
-    New members count for their team from next Monday in its time zone, so no week already shown changes."""
+    New members count for their team from next Monday in its time zone, so no week already shown changes. A
+    GitHub login is linked to its person as `tokenwise people link github LOGIN EMAIL` links it."""
     config = settings()
     with database(config) as session:
         try:
             summary = import_org(session, file, config.timezone, with_history)
         except CsvInvalid as error:
             raise UserError(str(error)) from error
+    linked = f", {summary.github_linked} GitHub logins linked" if summary.github_linked else ""
     out.print(
         f"{summary.people} people; {summary.teams_created} new teams, {summary.memberships_added} new memberships, "
-        f"{summary.roles_changed} roles changed."
+        f"{summary.roles_changed} roles changed{linked}."
     )

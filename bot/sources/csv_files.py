@@ -7,6 +7,7 @@ messages, and the write is one transaction. Re-importing the same file changes n
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from bot.periods import next_week_start
+from storage.identities import LinkError, link_identity
 from storage.ingest import BatchResult, ingest_usage
 from storage.ingest_schemas import BatchInvalid, UsageIn, validate_batch
 from storage.models import ROLES, Membership, Team, id_of, utcnow
@@ -26,6 +28,8 @@ USAGE_COLUMNS = tuple(c for c in UsageIn.model_fields if c != "run_external_id")
 USAGE_REQUIRED = ("dedupe_key", "occurred_at", "agent", "model", "input_tokens", "output_tokens")
 INTEGER_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 ORG_COLUMNS = ("email", "team", "role")
+ORG_OPTIONAL = ("github",)  # the person's GitHub login, linked as `tokenwise people link github` links it
+GITHUB_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 SOURCE_NAME = "csv"
 MAX_ERRORS_SHOWN = 20
 
@@ -99,6 +103,7 @@ class OrgSummary:
     teams_created: int = 0
     memberships_added: int = 0
     roles_changed: int = 0
+    github_linked: int = 0  # GitHub logins linked by this import (already linked ones are not counted)
 
 
 @dataclass(frozen=True)
@@ -107,20 +112,27 @@ class OrgRow:
     email: str
     team: str
     role: str
+    github: str | None = None  # lower-cased
 
 
 def read_org_csv(path: Path) -> list[OrgRow]:
     rows: list[OrgRow] = []
     errors: list[str] = []
-    for line, row in _rows(path, ORG_COLUMNS, ORG_COLUMNS):
+    logins: dict[str, str] = {}  # login -> the email of the first line naming it
+    for line, row in _rows(path, ORG_COLUMNS + ORG_OPTIONAL, ORG_COLUMNS):
         email, team, role = normalize_email(row["email"]), row["team"], row["role"].lower() or "member"
+        github = row.get("github", "").removeprefix("@").lower() or None
+        if github is not None and not GITHUB_LOGIN.match(github):
+            errors.append(f"line {line}, column github: '{row['github']}' is not a GitHub login")
+        elif github is not None and logins.setdefault(github, email) != email:
+            errors.append(f"line {line}, column github: '{github}' is {logins[github]}'s on an earlier line")
         if "@" not in email or " " in email or len(email) > 320:
             errors.append(f"line {line}, column email: '{row['email']}' is not an email address")
         if not team or len(team) > 100:
             errors.append(f"line {line}, column team: give a team name of 1 to 100 characters")
         if role not in ROLES:
             errors.append(f"line {line}, column role: '{row['role']}' is not a role; use {' or '.join(ROLES)}")
-        rows.append(OrgRow(line, email, team, role))
+        rows.append(OrgRow(line, email, team, role, github))
     if errors:
         _raise_with_lines(errors, len(errors))
     return rows
@@ -129,11 +141,12 @@ def read_org_csv(path: Path) -> list[OrgRow]:
 def import_org(
     session: Session, path: Path, default_tz: str = "UTC", with_history: bool = False, now: datetime | None = None
 ) -> OrgSummary:
-    """People, teams and roles from (email, team, role) lines; adds and updates, never removes.
+    """People, teams and roles from (email, team, role[, github]) lines; adds and updates, never removes.
 
     Everyone added counts for their team from the next Monday in its time zone (`Membership.since`), so no
     window ever changed or already shown changes; `with_history` (a first set-up, before anything was
-    shown) lets the members of teams this import creates count with their whole history.
+    shown) lets the members of teams this import creates count with their whole history. A `github` login
+    is linked to the line's person (a login linked to someone else already rejects the file).
     """
     rows = read_org_csv(path)
     summary = OrgSummary()
@@ -155,6 +168,12 @@ def import_org(
                 founded.add(id_of(team))
             teams[row.team] = id_of(team)
         person_id, team_id = people[row.email], teams[row.team]
+        if row.github is not None:
+            try:
+                linked = link_identity(session, "github", row.github, person_id)
+            except LinkError as error:
+                raise CsvInvalid(f"Nothing was imported:\nline {row.line}, column github: {error}") from error
+            summary.github_linked += linked.created
         membership = session.exec(
             select(Membership).where(Membership.person_id == person_id, Membership.team_id == team_id)
         ).first()
