@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, text
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
 from bot.pricing import price
 from storage.bulk_load import advance_sequences, bulk_load, bulk_transaction, copy_rows
-from storage.models import Membership, Person, Source, Team, table_of
+from storage.models import Membership, Person, PersonLink, Source, Team, table_of
 
 TEAM_NAMES = ["platform", "data", "mobile", "web", "infra", "payments", "search", "growth", "security", "billing"]
 FIRST_NAMES = [
@@ -105,6 +105,7 @@ RUN_COLUMNS = (
     "repo",
     "status",
     "project",
+    "branch",
 )
 USAGE_COLUMNS = (
     "id", "source_id", "person_id", "run_id", "occurred_at", "agent", "model", "input_tokens", "output_tokens",
@@ -117,12 +118,20 @@ OUTCOME_COLUMNS = (
 ANNOTATION_COLUMNS = (
     "id", "run_id", "person_id", "verdict", "note", "link", "share_as_win", "created_at", "updated_at",
 )  # fmt: skip
+PULL_REQUEST_COLUMNS = (
+    "id", "source_id", "repo", "number", "url", "author_login", "merged_by_login", "head_branch", "opened_at",
+    "merged_at", "closed_at", "additions", "deletions",
+)  # fmt: skip
+LINK_COLUMNS = ("id", "outcome_id", "run_id", "evidence", "detail", "created_at")
 TABLES = {
     "agent_run": RUN_COLUMNS,
     "usage_record": USAGE_COLUMNS,
     "outcome": OUTCOME_COLUMNS,
     "annotation": ANNOTATION_COLUMNS,
+    "pull_request": PULL_REQUEST_COLUMNS,
+    "outcome_link": LINK_COLUMNS,
 }
+SELF_REPORTED_KINDS = ("pr_opened", "commit")  # as Claude Code's own counters report them: shown, not counted
 MILLI_WEIGHTS = {kind: int(weight * 1000) for kind, weight in DEFAULT_OUTCOME_WEIGHTS.items()}
 
 
@@ -134,6 +143,7 @@ class _Writer:
         self.chunk = chunk
         self.buffers: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self.next_ids: dict[str, int] = {}
+        self.github_id = 0
         for name in TABLES:
             current = connection.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {name}")).scalar_one()
             self.next_ids[name] = int(current) + 1
@@ -177,6 +187,11 @@ def seed_organisation(
             .values(name=SEED_SOURCE, kind="seed", created_at=datetime.now(UTC))
             .returning(table_of(Source).c.id)
         ).scalar_one()
+        github_id = connection.execute(  # merged pull requests come from GitHub, linked to the runs behind them
+            insert(table_of(Source))
+            .values(name=f"{SEED_SOURCE}-github", kind="github", created_at=datetime.now(UTC))
+            .returning(table_of(Source).c.id)
+        ).scalar_one()
         now = datetime.now(UTC)
         connection.execute(
             insert(table_of(Team)),
@@ -209,9 +224,17 @@ def seed_organisation(
                 for i in range(people)
             ],
         )
+        connection.execute(
+            insert(table_of(PersonLink)),
+            [
+                {"kind": "github", "value": github_login(i + 1), "person_id": i + 1, "created_at": now}
+                for i in range(people)
+            ],
+        )
         personas = _personas(rng, people)
         summary.tokenmaxxers = [person_email(i) for i, p in enumerate(personas) if p.tokenmaxxer]
         writer = _Writer(connection)
+        writer.github_id = github_id
         first_ids = dict(writer.next_ids)
         first_day = end - timedelta(days=7 * weeks - 1)
         as_text = connection.dialect.name == "sqlite"
@@ -291,6 +314,10 @@ def _person_week(
     add_usage = buffers["usage_record"].append
     add_outcome = buffers["outcome"].append
     add_annotation = buffers["annotation"].append
+    add_pull_request = buffers["pull_request"].append
+    add_link = buffers["outcome_link"].append
+    github_id = writer.github_id
+    login = github_login(person_id)
     ids = writer.next_ids
     run_id = ids["agent_run"] - 1
     record_id = ids["usage_record"] - 1
@@ -312,9 +339,10 @@ def _person_week(
         run_id += 1
         title = f"{VERBS[int(chance() * len(VERBS))]} {THINGS[int(chance() * len(THINGS))]}"
         repo = REPOS[int(chance() * len(REPOS))]
+        branch = f"tw/run-{run_id}"
         add_run(
             (run_id, source_id, f"seed-run-{run_id}", person_id, agent, started, ended, title, repo, "completed",
-             repo.rsplit("/", 1)[-1])
+             repo.rsplit("/", 1)[-1], branch)
         )  # fmt: skip
         for step in range(1 + int(chance() * 6) + extra_steps):
             model, rate = models[int(chance() * len(models))]
@@ -335,10 +363,26 @@ def _person_week(
         for kind in kinds:
             url = f"https://github.com/{repo}/pull/{100 + int(chance() * 9900)}" if kind.startswith("pr_") else None
             when = clock[end + 2 * (5 + int(chance() * 595))]
-            add_outcome(
-                (outcome_id, source_id, f"seed-outcome-{outcome_id}", run_id, person_id, kind,
-                 MILLI_WEIGHTS[kind], url, when, True, True, True),
-            )  # fmt: skip
+            if kind == "pr_merged":  # from GitHub: merged by a colleague, linked to the run by its branch
+                number = outcome_id
+                url = f"https://github.com/{repo}/pull/{number}"
+                add_outcome(
+                    (outcome_id, github_id, f"github:{repo}#{number}:merged", None, person_id, kind,
+                     MILLI_WEIGHTS[kind], url, when, True, True, True),
+                )  # fmt: skip
+                add_pull_request(
+                    (outcome_id, github_id, repo, number, url, login, "reviewer", branch, ended, when, when,
+                     40 + number % 400, number % 90)
+                )  # fmt: skip
+                add_link(
+                    (outcome_id, outcome_id, run_id, "branch", f"the author's run on {repo} branch {branch}", when)
+                )
+            else:
+                evidence = kind not in SELF_REPORTED_KINDS
+                add_outcome(
+                    (outcome_id, source_id, f"seed-outcome-{outcome_id}", run_id if evidence else None, person_id,
+                     kind, MILLI_WEIGHTS[kind], url, when, evidence, evidence, evidence),
+                )  # fmt: skip
             outcome_id += 1
         if chance() < review_chance:
             verdict = _verdict(rng, bool(kinds))
@@ -350,6 +394,11 @@ def _person_week(
     ids["usage_record"] = record_id + 1
     ids["outcome"] = outcome_id
     ids["annotation"] = annotation_id
+
+
+def github_login(person_id: int) -> str:
+    """A seeded person's GitHub login (linked to them, as `tokenwise import org`'s github column would)."""
+    return person_email(person_id - 1).split("@")[0].replace(".", "-")
 
 
 def _outcome_kinds(rng: random.Random, productivity: float) -> list[str]:

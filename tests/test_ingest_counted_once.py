@@ -160,8 +160,8 @@ def test_an_outcome_on_the_session_verifies_the_spend_counted_from_another_sourc
     client = TestClient(make_app(engine, db_url))
     token = new_token(engine, "ana-laptop", "otlp", outcomes=True)
     export = metrics_export()
-    commit = {"name": "claude_code.commit.count", "sum": {"aggregationTemporality": 1, "dataPoints": [
-        {"startTimeUnixNano": "1795514400000000000", "timeUnixNano": "1795518000000000000", "asInt": "1"}]}}  # fmt: skip
+    point = {"startTimeUnixNano": "1795514400000000000", "timeUnixNano": "1795518000000000000", "asInt": "1"}
+    commit = {"name": "claude_code.commit.count", "sum": {"aggregationTemporality": 1, "dataPoints": [point]}}
     export["resourceMetrics"][0]["scopeMetrics"][0]["metrics"].append(commit)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     assert client.post("/v1/otlp/v1/metrics", content=json.dumps(export), headers=headers).status_code == 200

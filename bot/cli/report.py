@@ -211,7 +211,7 @@ def render_report(console: Console, report: Report) -> None:
         render_slices(console, report)
     if report.periods:
         by_period = Table(show_header=True, header_style="bold", title="By period")
-        for column in ("Start", "Runs", "Known cost", "Useful runs", "Outcome value", "Verified share"):
+        for column in ("Start", "Runs", "Known cost", "Merged PRs", "Outcome value", "Verified share"):
             by_period.add_column(column, justify="right")
         for item in report.periods:
             m = item.metrics
@@ -222,7 +222,7 @@ def render_report(console: Console, report: Report) -> None:
                 item.period.since.isoformat(),
                 number(m.runs),
                 "withheld" if "cost_usd" in item.hidden else money(m.cost_usd),
-                number(m.useful_runs),
+                number(m.merged_prs),
                 number(m.outcome_value),
                 "withheld" if "verified_spend_share" in item.hidden else share(m.verified_spend_share),
             )
