@@ -85,8 +85,11 @@ def test_a_due_digest_is_posted_once_with_a_marker_and_hand_checked_numbers(
     assert call.args["channel"] == "C222"
     assert call.args["metadata"]["event_type"] == METADATA_EVENT
     text = all_text(call)
-    # 5 people x 2 runs x $2.50 = $25.00; the 5 useful runs' $12.50 is verified; one merged PR (weight 3).
-    assert "50%" in text and "$5.00" in text and "$25.00" in text
+    # 5 people x 2 runs x $2.50 = $25.00; one merged PR (weight 3), so $25.00 per merged PR. Owners' "useful"
+    # verdicts verify nothing: only the merged PR's run ($2.50) is verified, all of it one person's, so the
+    # verified share is withheld (dominance), never shown as that person's number.
+    assert "cost per merged PR $25.00" in text and "$25.00" in text
+    assert "verified-spend share withheld" in text
     assert "Merged PRs with agent help*\n1" in text
     assert "Mar 23 – Mar 29, 2026 (Europe/Berlin)" in text
     assert "Fixed the flaky deploy for platform" in text  # the win its owner chose to share
