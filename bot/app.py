@@ -17,6 +17,7 @@ from bot.services import Services
 from bot.sources.openai_usage import build_admin_client
 from bot.summaries import build_summary_writer
 from handlers.http.deps import install as install_http_errors
+from handlers.http.github import router as github_router
 from handlers.http.ingest import router as ingest_router
 from handlers.slack.people import SlackPeople
 from storage.db import make_engine, upgrade
@@ -53,6 +54,7 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "up"})
 
     api.include_router(ingest_router)
+    api.include_router(github_router)
     install_http_errors(api)
 
     mount_slack(api, services)

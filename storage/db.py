@@ -11,7 +11,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event, exc, inspect
+from sqlalchemy import Engine, event, exc, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
@@ -112,6 +112,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def take_turns(session: Session, key: str) -> None:
+    """Make the transactions that name `key` take turns until they end, so each reads what the one before it
+    wrote: a transaction-level advisory lock on PostgreSQL; a no-op on SQLite, whose writers take turns anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}

@@ -35,7 +35,9 @@ class SourceError(ValueError):
 @dataclass(frozen=True)
 class NewSource:
     source: Source
-    token: str  # shown once, never stored
+    # Shown once: the bearer token (never stored, only its hash), or for a GitHub source, which has no
+    # token, its webhook secret (stored as it is: each delivery's signature is checked with it).
+    token: str
     revoked: int = 0  # personal sources: how many of the person's earlier tokens this one replaced
 
 
@@ -47,10 +49,15 @@ def _new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def _new_webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
 def create_source(
     session: Session, name: str, kind: str, *, person_email: str | None = None, outcomes: bool = False
 ) -> NewSource:
-    """A new source with a fresh bearer token; the caller shows the token once.
+    """A new source with a fresh bearer token; the caller shows the token once. A GitHub source gets a
+    webhook secret instead (GitHub signs its deliveries with it; it sends no bearer token).
 
     `person_email` limits it to that person's data (the person is found or created by email);
     `outcomes` lets it send outcomes (`/v1/outcomes`, or OTLP's commit and pull-request counters).
@@ -64,12 +71,20 @@ def create_source(
         raise SourceError(f"Unknown source kind '{kind}'. Kinds: {', '.join(SOURCE_KINDS)}.")
     if session.exec(select(Source.id).where(Source.name == name)).first() is not None:
         raise SourceError(f"A source called '{name}' exists already; pick another name or revoke it first.")
+    if kind == "github" and person_email is not None:
+        raise SourceError("A GitHub source speaks for a whole repository or organisation; leave --person out.")
     person_id = None
     if person_email is not None:
         email = normalize_email(person_email)
         if not _EMAIL.match(email) or len(email) > 320:
             raise SourceError(f"'{person_email}' is not an email address; pass --person you@company.com.")
         person_id = get_or_create_person(session, email=email).id
+    if kind == "github":
+        secret = _new_webhook_secret()
+        source = Source(name=name, kind=kind, token_hash=None, webhook_secret=secret, outcomes=True)
+        session.add(source)
+        session.flush()
+        return NewSource(source=source, token=secret)
     token = _new_token()
     source = Source(name=name, kind=kind, token_hash=hash_token(token), person_id=person_id, outcomes=outcomes)
     session.add(source)
@@ -147,6 +162,16 @@ def authenticate(session: Session, token: str | None) -> Source | None:
     if source.revoked_at is not None:
         return None
     return source
+
+
+def webhook_secrets(session: Session) -> list[tuple[int, str]]:
+    """(source id, secret) of every GitHub source not revoked: a delivery is its sender's whose secret signs it."""
+    rows = session.exec(
+        select(Source.id, Source.webhook_secret)
+        .where(Source.kind == "github", col(Source.revoked_at).is_(None), col(Source.webhook_secret).is_not(None))
+        .order_by(col(Source.id))
+    )
+    return [(source_id, secret) for source_id, secret in rows if source_id is not None and secret]
 
 
 def source_of_token(session: Session, token: str) -> Source | None:

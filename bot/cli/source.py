@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bot.cli.root import UserError, app, database, out
+from bot.cli.root import UserError, app, database, out, settings
 from storage.identities import source_activity, unattributed_identities
 from storage.people import normalize_email
 from storage.sources import (
@@ -30,7 +30,8 @@ def source_create(
         str,
         typer.Option(
             "--kind",
-            help=f"One of: {', '.join(SOURCE_KINDS)}. api: /v1/usage and /v1/runs; otlp: /v1/otlp/v1/*.",
+            help=f"One of: {', '.join(SOURCE_KINDS)}. api: /v1/usage and /v1/runs; otlp: /v1/otlp/v1/*; "
+            "github: a webhook secret for /v1/github/webhook instead of a token.",
         ),
     ] = "api",
     person: Annotated[
@@ -42,7 +43,8 @@ def source_create(
         typer.Option("--outcomes", help="May send outcomes (/v1/outcomes; OTLP commit and pull-request counts)."),
     ] = False,
 ) -> None:
-    """Create a source and print its bearer token (shown once; only a hash is stored)."""
+    """Create a source and print its bearer token (shown once; only a hash is stored), or for --kind github
+    the webhook secret and what to set in GitHub."""
     with database() as session:
         try:
             created = create_source(session, name, kind, person_email=person, outcomes=outcomes)
@@ -50,11 +52,33 @@ def source_create(
             raise UserError(str(error)) from error
         scope = f", only {normalize_email(person)}'s data" if person else ""
         scope += ", outcomes too" if outcomes else ""
+    if created.source.kind == "github":
+        _print_github_setup(created.source.name, created.token)
+        return
     out.print(
         f"Created source '{created.source.name}' ({created.source.kind}{scope}). Its token, shown only this once:"
     )
     print(created.token)
     out.print("Send it as 'Authorization: Bearer <token>'. Lost it? Revoke the source and create another.")
+
+
+def _print_github_setup(name: str, secret: str) -> None:
+    url = f"{settings().public_url.rstrip('/')}/v1/github/webhook"
+    out.print(f"Created source '{name}' (github). Its webhook secret, shown only this once:", highlight=False)
+    print(secret)
+    out.print(
+        "Add a webhook to a repository or an organisation (Settings > Webhooks > Add webhook), or set it as your "
+        "GitHub App's webhook:",
+        highlight=False,
+    )
+    print(f"  Payload URL:   {url}")
+    print("  Content type:  application/json")
+    print("  Secret:        the secret above")
+    print("  Events:        Pull requests, Pushes, Workflow runs, Check suites, Deployment statuses")
+    out.print(
+        "GitHub's ping should answer 200 (Recent Deliveries). Lost the secret? Revoke the source and create another.",
+        highlight=False,
+    )
 
 
 @source_app.command("list")
@@ -69,7 +93,7 @@ def source_list() -> None:
         return
     table = Table("name", "kind", "person", "personal", "outcomes", "created", "status")
     for source in sources:
-        if source.token_hash is None:
+        if source.token_hash is None and source.kind != "github":
             status = "importer (no token)"
         elif source.revoked_at:
             status = f"revoked {source.revoked_at:%Y-%m-%d %H:%M} UTC"
@@ -126,4 +150,5 @@ def source_revoke(name: Annotated[str, typer.Argument(help="The source's name (p
     """Revoke a source's token at once (its data stays)."""
     with database() as session:
         source = revoke_source(session, name)
-    out.print(f"Revoked '{source.name}'; requests with its token now get 401.")
+    what = "deliveries signed with its webhook secret" if source.kind == "github" else "requests with its token"
+    out.print(f"Revoked '{source.name}'; {what} now get 401.")
