@@ -2,7 +2,8 @@
 requests and multi-commit pushes, which the examples lack, made from their shapes), each checked against the
 JSON Schemas of octokit/webhooks before it is sent, and signed with a source's secret like GitHub signs them.
 
-The examples and schemas are the team's shared copy (`../shared/github-webhooks`, see its README);
+The examples and schemas are a copy of the team's shared one (`../shared/github-webhooks`, MIT, see its
+README and LICENSE), kept in tests/fixtures/github-webhooks so that a fresh clone tests on its own;
 TOKENWISE_GITHUB_WEBHOOKS points elsewhere.
 """
 
@@ -24,9 +25,8 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-WEBHOOKS = Path(
-    os.environ.get("TOKENWISE_GITHUB_WEBHOOKS") or Path(__file__).resolve().parents[3] / "shared" / "github-webhooks"
-)
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+WEBHOOKS = Path(os.environ.get("TOKENWISE_GITHUB_WEBHOOKS") or FIXTURES / "github-webhooks")
 EXAMPLES = WEBHOOKS / "examples"
 SCHEMAS = WEBHOOKS / "schemas"
 REPO = "acme/payments"
