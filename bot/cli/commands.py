@@ -8,6 +8,7 @@ from bot.cli import (
     imports,
     outcomes,
     people,
+    repo,
     report,
     retention,
     seed,
@@ -17,4 +18,20 @@ from bot.cli import (
     team,
 )
 
-GROUPS = (audit, console, db, digest, imports, outcomes, people, report, retention, seed, serve, source, summary, team)
+GROUPS = (
+    audit,
+    console,
+    db,
+    digest,
+    imports,
+    outcomes,
+    people,
+    repo,
+    report,
+    retention,
+    seed,
+    serve,
+    source,
+    summary,
+    team,
+)

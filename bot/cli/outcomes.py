@@ -1,9 +1,7 @@
-"""`tokenwise outcomes explain` and `tokenwise repo map`: why a pull request counts (or does not), and which
-checkout folder is which repository."""
+"""`tokenwise outcomes explain`: why a pull request counts as an outcome (or does not), and for which runs."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import typer
@@ -11,12 +9,10 @@ import typer
 from bot.cli.root import UserError, app, database, out, settings
 from storage.audit import record_event
 from storage.github import find_pull_request, settle_one
-from storage.models import AgentRun, Person, RepoMapping
+from storage.models import AgentRun, Person
 
 outcomes_app = typer.Typer(help="Outcomes: why a pull request counts, and for which runs.", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
-repo_app = typer.Typer(help="Repositories: which checkout folder is which GitHub repository.", no_args_is_help=True)
-app.add_typer(repo_app, name="repo")
 
 
 @outcomes_app.command("explain")
@@ -54,23 +50,3 @@ def explain(
             started = f"{run.started_at:%Y-%m-%d %H:%M}" if run else "?"
             status = "" if active else "  [removed by the run's owner]"
             out.print(f"  run {run_id} ({started}): {evidence}, {detail}{status}", highlight=False)
-
-
-@repo_app.command("map")
-def map_folder(
-    folder: Annotated[str, typer.Argument(help="The checkout folder runs name (the last part of their path).")],
-    repo: Annotated[str, typer.Argument(help="The GitHub repository it is, OWNER/NAME.")],
-) -> None:
-    """Say that runs in a checkout FOLDER work on the GitHub repository OWNER/NAME (when the folder is not named
-    after the repository), so that its merged pull requests link to them."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
-        raise UserError(f"'{repo}' is not OWNER/NAME.")
-    name = folder.strip().strip("/\\")
-    if not name or "/" in name or "\\" in name:
-        raise UserError(f"'{folder}' is not a folder name; give only its last part, e.g. 'api' for ~/src/api.")
-    with database() as session:
-        mapping = session.get(RepoMapping, name.lower()) or RepoMapping(folder=name.lower(), repo=repo.lower())
-        mapping.repo = repo.lower()
-        session.add(mapping)
-        record_event(session, actor="cli", action="repo.map", scope=f"repo:{repo.lower()}", detail=name.lower())
-    out.print(f"Runs in folders named '{name}' now count as work on {repo.lower()}.", highlight=False)
