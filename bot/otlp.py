@@ -46,6 +46,19 @@ TOKEN_TYPES = {
     "cacheRead": "cache_read_tokens",
     "cacheCreation": "cache_write_tokens",
 }
+# Token attributes of one event, by column: Claude Code's `api_request` log event, and the GenAI conventions.
+CLAUDE_CODE_TOKENS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_read_tokens": "cache_read_tokens",
+    "cache_write_tokens": "cache_creation_tokens",
+}
+GENAI_TOKENS = {
+    "input_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+    "cache_read_tokens": "gen_ai.usage.cache_read.input_tokens",
+    "cache_write_tokens": "gen_ai.usage.cache_creation.input_tokens",
+}
 OUTCOME_METRICS = {"claude_code.commit.count": "commit", "claude_code.pull_request.count": "pr_opened"}
 
 _REQUESTS: dict[str, type[Message]] = {
@@ -365,33 +378,19 @@ def _list(value: Any) -> list[dict[str, Any]]:
 def _event_usage(attrs: Mapping[str, Any], agent: str, when: int, identity: str) -> tuple[SeenUsage | None, str | None]:
     """A usage record from one event: Claude Code's `api_request` log event (one API call), or GenAI
     semantic-convention attributes on a span or log record; (None, None) when it reports no usage."""
-    if attrs.get("event.name") == "api_request" and "gen_ai.usage.input_tokens" not in attrs:
-        fields = {
-            "input_tokens": attrs.get("input_tokens", 0),
-            "output_tokens": attrs.get("output_tokens", 0),
-            "cache_read_tokens": attrs.get("cache_read_tokens", 0),
-            "cache_write_tokens": attrs.get("cache_creation_tokens", 0),
-        }
-        counts = {column: _count(value) for column, value in fields.items()}
-        if any(v is None for v in counts.values()):
-            return None, "api_request: token counts must be non-negative integers"
-        model = _model(attrs)
-    elif "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs:
-        fields = {
-            "input_tokens": attrs.get("gen_ai.usage.input_tokens", 0),
-            "output_tokens": attrs.get("gen_ai.usage.output_tokens", 0),
-            "cache_read_tokens": attrs.get("gen_ai.usage.cache_read.input_tokens", 0),
-            "cache_write_tokens": attrs.get("gen_ai.usage.cache_creation.input_tokens", 0),
-        }
-        counts = {column: _count(value) for column, value in fields.items()}
-        if any(v is None for v in counts.values()):
-            return None, "token counts must be non-negative integers"
-        # GenAI conventions count cached tokens inside input_tokens; Tokenwise keeps them beside it.
+    genai = "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs
+    names = GENAI_TOKENS if genai else CLAUDE_CODE_TOKENS if attrs.get("event.name") == "api_request" else None
+    if names is None:
+        return None, None
+    counts = {column: _count(attrs.get(name, 0)) for column, name in names.items()}
+    if any(v is None for v in counts.values()):
+        return None, "token counts must be non-negative integers"
+    if genai:  # GenAI conventions count cached tokens inside input_tokens; Tokenwise keeps them beside it.
         cached = (counts["cache_read_tokens"] or 0) + (counts["cache_write_tokens"] or 0)
         counts["input_tokens"] = max((counts["input_tokens"] or 0) - cached, 0)
         model = str(attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model") or "unknown")[:120]
     else:
-        return None, None
+        model = _model(attrs)
     tokens = {column: value or 0 for column, value in counts.items()}
     cost, priced = _number(attrs["cost_usd"]) if "cost_usd" in attrs else None, False
     if cost is None:
