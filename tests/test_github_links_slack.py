@@ -72,3 +72,33 @@ def test_the_owner_sees_the_link_and_removes_it_for_good_and_nobody_else_can(har
         (link,) = session.exec(select(OutcomeLink).where(OutcomeLink.run_id == run_id)).all()
     assert link.removed_at is not None
     assert verified_share(harness, ada_id) == 0
+
+
+def test_source_status_lists_the_github_logins_linked_to_nobody(tmp_path: object) -> None:
+    """A pull request whose author is no known person is kept and listed, with how to link the login."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from storage.db import make_engine, session_scope, upgrade
+
+    url = f"sqlite:///{Path(str(tmp_path)) / 'status.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with session_scope(engine) as session:
+        github = Source(name="github", kind="github")
+        session.add(github)
+        session.flush()
+        seen = PullRequestSeen(REPO, 9, f"https://github.com/{REPO}/pull/9", "stranger-gh")
+        record_pull_request(session, github.id or 0, seen)
+    engine.dispose()
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "source", "status"],
+        env=os.environ | {"DATABASE_URL": url, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "GitHub logins linked to nobody: stranger-gh (1 pull request)" in result.stdout

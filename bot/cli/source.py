@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from bot.cli.root import UserError, app, database, out, settings
+from storage.github import unmatched_logins
 from storage.identities import source_activity, unattributed_identities
 from storage.people import normalize_email
 from storage.sources import (
@@ -124,11 +125,20 @@ def source_status(
         loose = unattributed_identities(session, name)
         if name and not activity:
             raise UserError(f"No source called '{name}'. `tokenwise source list` shows them.")
+        shows_github = not name or any(item.kind == "github" for item in activity)
+        logins = unmatched_logins(session) if shows_github else []
     table = Table("source", "kind", "records", "unattributed", "latest usage")
     for item in activity:
         when = f"{item.last_seen:%Y-%m-%d %H:%M} UTC" if item.last_seen else "nothing yet"
         table.add_row(item.name, item.kind, f"{item.records:,}", f"{item.unattributed:,}", when)
     out.print(table)
+    if logins:
+        listed = ", ".join(f"{login} ({count:,} pull request{'' if count == 1 else 's'})" for login, count in logins)
+        out.print(
+            f"GitHub logins linked to nobody: {listed}. Their pull requests are kept and count once linked: "
+            "`tokenwise people link github LOGIN EMAIL`, or a github column in `tokenwise import org`.",
+            highlight=False,
+        )
     if not loose:
         out.print("All usage names a known person.")
         return
