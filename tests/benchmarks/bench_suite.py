@@ -154,7 +154,7 @@ def copy_floor(engine: Any, count: int) -> float:
     base = datetime(2026, 1, 1)
     rows = (
         (i, 1, 1 + i % 5000, i // 4 + 1, base + timedelta(seconds=i), "claude-code", "claude-sonnet-4-5",
-         12_000, 2_000, 70_000, 7_000, 81_000_000, f"floor-{i}")
+         12_000, 2_000, 70_000, 7_000, 81_000_000, f"floor-{i}", "priced")
         for i in range(1, count + 1)
     )  # fmt: skip
     with engine.connect() as connection:
@@ -385,7 +385,7 @@ def _ingest_floor(engine: Any, bodies: list[bytes], size: int) -> float:
             rows.append(
                 (source_id, ids[item["email"]], None, occurred, item["agent"], item["model"], item["input_tokens"],
                  item["output_tokens"], item["cache_read_tokens"], item["cache_write_tokens"], cost,
-                 "floor-" + item["dedupe_key"])
+                 "floor-" + item["dedupe_key"], "reported")
             )  # fmt: skip
         batches.append(rows)
     columns = USAGE_COLUMNS[1:]
