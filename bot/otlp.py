@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from bot.pricing import price
-from storage.ingest_schemas import SeenOutcome, SeenRun, SeenUsage, Telemetry
+from storage.ingest_schemas import JsonRefused, SeenOutcome, SeenRun, SeenUsage, Telemetry, load_json
 
 Signal = Literal["metrics", "logs", "traces"]
 DELTA, CUMULATIVE = 1, 2
@@ -89,9 +89,9 @@ def decode(signal: Signal, body: bytes, protobuf: bool) -> dict[str, Any]:
         _ids_to_hex(export)
         return export
     try:
-        export = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise OtlpError(f"not JSON: {error}") from error
+        export = load_json(body)
+    except JsonRefused as refused:
+        raise OtlpError(str(refused)) from refused
     if not isinstance(export, dict):
         raise OtlpError("an OTLP export is a JSON object")
     return export
@@ -438,7 +438,8 @@ def from_logs(export: Mapping[str, Any], person: str | None = None) -> Telemetry
                     stamp = attrs.get("event.timestamp")
                     when = _iso_nanos(stamp) if isinstance(stamp, str) else None
                 if when is None:
-                    if "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs:
+                    usage = "gen_ai.usage.input_tokens" in attrs or "gen_ai.usage.output_tokens" in attrs
+                    if usage or attrs.get("event.name") == "api_request":
                         telemetry.rejected += 1
                         telemetry.problems.append("log record without a time")
                     continue

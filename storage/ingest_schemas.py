@@ -3,9 +3,10 @@ its index and field), the telemetry a source reported (OTLP, importers), and the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -39,13 +40,59 @@ def batch_error(index: int | None, field_name: str | None, message: str) -> dict
     return {"index": index, "field": field_name, "message": message}
 
 
+class JsonRefused(ValueError):
+    """A body refused before validation: not JSON at all, or JSON nested past Python's stack (`too_deep`)."""
+
+    def __init__(self, message: str, *, too_deep: bool = False) -> None:
+        super().__init__(message)
+        self.too_deep = too_deep
+
+
+class TooManyDigits:
+    """An integer written with more than MAX_DIGITS digits: bigger than any field allows, so validation
+    refuses it naming the item and field (Python itself refuses to read 4 300 digits or more)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<an integer of {len(self.text)} digits>"
+
+
+MAX_DIGITS = 30
+
+
+def _bounded_int(text: str) -> int | TooManyDigits:
+    return int(text) if len(text.lstrip("-")) <= MAX_DIGITS else TooManyDigits(text)
+
+
+def load_json(body: bytes | str) -> Any:
+    """`json.loads` for bodies from outside: every refusal is a JsonRefused with a message for the sender.
+
+    Integers too long to mean anything come back as TooManyDigits (validation refuses them field by field);
+    nesting deeper than Python's stack allows is refused whole, since no item or field can be named.
+    """
+    try:
+        return json.loads(body, parse_int=_bounded_int)
+    except RecursionError:
+        raise JsonRefused("The body nests arrays or objects too deeply; no sender needs that.", too_deep=True) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise JsonRefused(f"The body is not JSON: {error}") from error
+
+
 def _rfc3339_text(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("must be an RFC 3339 timestamp string with a time-zone offset, e.g. 2026-11-25T14:03:00Z")
     return value
 
 
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+# Times a usage source can mean: a sender's clock gone wrong (or a poison batch: "0001-01-01T00:00:00+14:00"
+# is before year 1 in UTC and cannot even be converted) is refused with the item and field, never a 500.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), Field(ge=EARLIEST, lt=LATEST)]
 
 
 Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
@@ -104,7 +151,7 @@ class UsageJson(BaseModel):
     email: Email | None = None
     slack_user_id: SlackUserId | None = None
     dedupe_key: DedupeKey
-    occurred_at: Annotated[AwareDatetime, Field(strict=True)]
+    occurred_at: Annotated[AwareDatetime, Field(strict=True, ge=EARLIEST, lt=LATEST)]
     agent: AgentName
     model: ModelName
     input_tokens: TokenCount

@@ -10,7 +10,6 @@ Retry-After; nothing written), 200 with what was accepted.
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,7 +34,16 @@ from storage.ingest import (
     write_atomically,
     write_batch,
 )
-from storage.ingest_schemas import ITEM_MODELS, BatchInvalid, BatchKind, batch_error, parse_valid_batch, validate_batch
+from storage.ingest_schemas import (
+    ITEM_MODELS,
+    BatchInvalid,
+    BatchKind,
+    JsonRefused,
+    batch_error,
+    load_json,
+    parse_valid_batch,
+    validate_batch,
+)
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -87,9 +95,9 @@ def _parse_batch(body: bytes, kind: BatchKind, max_items: int, sender: Sender) -
     valid = parse_valid_batch(kind, body, max_items)
     if valid is None:
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise Rejected(415, f"The body is not JSON: {error}") from error
+            payload = load_json(body)
+        except JsonRefused as refused:
+            raise Rejected(400 if refused.too_deep else 415, str(refused)) from refused
         items = attribute_raw(sender, _items_of(payload, kind, max_items))
         valid = validate_batch(kind, items, nul_possible=b"\\u0000" in body)
     check_items(sender, valid)
