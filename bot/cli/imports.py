@@ -143,10 +143,19 @@ def _github_summary(repo: str, since: str, summary: BackfillSummary) -> str:
 def import_csv(
     file: Annotated[Path, typer.Argument(help="A CSV of usage records (columns in docs/ingest.md).")],
 ) -> None:
-    """Usage records from a CSV file: all lines or none."""
-    with database() as session:
+    """Usage records from a CSV file: all lines or none (checked first, then written in one transaction)."""
+    size = file.stat().st_size if file.is_file() else None
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with database() as session, Progress(*columns, console=out, transient=True) as progress:
+        checking = progress.add_task("Checking", total=size)
+        writing = progress.add_task("Writing", total=size, start=False)
+
+        def wrote(n: int) -> None:
+            progress.start_task(writing)
+            progress.advance(writing, n)
+
         try:
-            result = import_usage_csv(session, file)
+            result = import_usage_csv(session, file, lambda n: progress.advance(checking, n), wrote)
         except CsvInvalid as error:
             raise UserError(str(error)) from error
     out.print(f"Imported {result.accepted} usage records; {result.duplicates} were already there.")

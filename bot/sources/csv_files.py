@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,17 +32,23 @@ ORG_OPTIONAL = ("github",)  # the person's GitHub login, linked as `tokenwise pe
 GITHUB_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 SOURCE_NAME = "csv"
 MAX_ERRORS_SHOWN = 20
+CHUNK_ROWS = 5_000  # lines checked and written at a time: memory stays flat whatever the file's size
 
 
 class CsvInvalid(ValueError):
     """The file was rejected whole; the message lists the problems by line number."""
 
 
-def _rows(path: Path, allowed: tuple[str, ...], required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(
+    path: Path, allowed: tuple[str, ...], required: tuple[str, ...], progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, cells) of each line after the header, read as they come; `progress` gets the
+    characters read, line by line (a file's size in bytes is the total, near enough for a progress bar)."""
     if not path.is_file():
         raise CsvInvalid(f"No file at '{path}'.")
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+        lines: Iterable[str] = handle if progress is None else _counted(handle, progress)
+        reader = csv.DictReader(lines)
         header = [h.strip() for h in reader.fieldnames or []]
         if not header:
             raise CsvInvalid(f"'{path}' is empty; the first line must name the columns: {', '.join(allowed)}.")
@@ -62,39 +68,99 @@ def _rows(path: Path, allowed: tuple[str, ...], required: tuple[str, ...]) -> It
             yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
 
 
+def _counted(lines: Iterable[str], progress: Callable[[int], None]) -> Iterator[str]:
+    for line in lines:
+        progress(len(line))
+        yield line
+
+
 def _raise_with_lines(errors: list[str], total: int) -> None:
     shown = errors[:MAX_ERRORS_SHOWN]
     more = f"\n... and {total - len(shown)} more" if total > len(shown) else ""
     raise CsvInvalid("Nothing was imported:\n" + "\n".join(shown) + more)
 
 
-def read_usage_csv(path: Path) -> list[UsageIn]:
-    """Every line checked; CsvInvalid names each bad line and column."""
+def _usage_chunks(
+    path: Path, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+    """The file's usage lines as (line numbers, raw items), CHUNK_ROWS at a time."""
     lines: list[int] = []
     items: list[dict[str, Any]] = []
-    for line, row in _rows(path, USAGE_COLUMNS, USAGE_REQUIRED):
+    for line, row in _rows(path, USAGE_COLUMNS, USAGE_REQUIRED, progress):
         item: dict[str, Any] = {}
         for column, value in row.items():
             if value == "":
                 continue
-            if column in INTEGER_COLUMNS and value.lstrip("-").isdigit():
+            if column in INTEGER_COLUMNS and value.lstrip("-").isdigit() and len(value) <= 30:
                 item[column] = int(value)
             else:
                 item[column] = value
         lines.append(line)
         items.append(item)
+        if len(items) == CHUNK_ROWS:
+            yield lines, items
+            lines, items = [], []
+    if items:
+        yield lines, items
+
+
+def _validated(lines: list[int], items: list[dict[str, Any]], errors: list[str]) -> list[UsageIn]:
+    """The chunk's records; each problem is added to `errors` as "line N, column C: message"."""
     try:
         return validate_batch("records", items)
     except BatchInvalid as invalid:
-        errors = [f"line {lines[e['index']]}, column {e['field'] or '?'}: {e['message']}" for e in invalid.errors]
+        errors.extend(f"line {lines[e['index']]}, column {e['field'] or '?'}: {e['message']}" for e in invalid.errors)
+        return []
+
+
+def check_usage_csv(path: Path, progress: Callable[[int], None] | None = None) -> int:
+    """Every line checked, a chunk at a time (memory stays flat whatever the size); how many records.
+    CsvInvalid names the first bad lines and columns, and how many more there are."""
+    shown: list[str] = []
+    problems = count = 0
+    for lines, items in _usage_chunks(path, progress):
+        errors: list[str] = []
+        _validated(lines, items, errors)
+        problems += len(errors)
+        shown.extend(errors[: MAX_ERRORS_SHOWN - len(shown)])
+        count += len(items)
+    if problems:
+        _raise_with_lines(shown, problems)
+    return count
+
+
+def read_usage_csv(path: Path) -> list[UsageIn]:
+    """Every record of a (small) file, checked; CsvInvalid names each bad line and column."""
+    errors: list[str] = []
+    records = [record for lines, items in _usage_chunks(path) for record in _validated(lines, items, errors)]
+    if errors:
         _raise_with_lines(errors, len(errors))
-        raise
+    return records
 
 
-def import_usage_csv(session: Session, path: Path) -> BatchResult:
-    records = read_usage_csv(path)
-    source = internal_source(session, SOURCE_NAME, "csv")
-    return ingest_usage(session, id_of(source), records)
+def import_usage_csv(
+    session: Session,
+    path: Path,
+    checking: Callable[[int], None] | None = None,
+    writing: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """The whole file or nothing: every line is checked first (a pass that writes nothing), then written a
+    chunk at a time inside the caller's one transaction, so memory stays flat and a failure leaves no part
+    of the file behind. `checking` and `writing` get the characters each pass has read."""
+    check_usage_csv(path, checking)
+    source_id = id_of(internal_source(session, SOURCE_NAME, "csv"))
+    total = BatchResult()
+    first = 0
+    for lines, items in _usage_chunks(path, writing):
+        errors: list[str] = []
+        records = _validated(lines, items, errors)
+        if errors:  # the file changed between the passes
+            raise CsvInvalid(f"'{path}' changed while it was imported; nothing was imported. Run it again.")
+        result = ingest_usage(session, source_id, records, first)
+        total.accepted += result.accepted
+        total.duplicates += result.duplicates
+        first += len(items)
+    return total
 
 
 @dataclass
