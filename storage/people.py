@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from storage.models import Membership, Person, Team, table_of
@@ -164,7 +164,11 @@ def team_names(session: Session) -> list[str]:
 
 
 def find_team(session: Session, name: str) -> Team:
-    team = session.exec(select(Team).where(Team.name == name.strip())).first()
+    wanted = name.strip()
+    team = session.exec(select(Team).where(Team.name == wanted)).first()
+    if team is None:  # "Platform" finds "platform", unless two teams differ only by case
+        alike = session.exec(select(Team).where(func.lower(Team.name) == wanted.lower())).all()
+        team = alike[0] if len(alike) == 1 else None
     if team is None:
         names = team_names(session)
         known = f" Teams: {', '.join(names)}." if names else " There are no teams yet."

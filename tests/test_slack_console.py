@@ -70,3 +70,25 @@ def test_slack_markup_renders_as_terminal_styles() -> None:
     )
     assert mrkdwn_to_rich("a [link] &lt;b&gt;") == "a \\[link] <b>"
     assert slack_user_id_for("ada@example.com") == slack_user_id_for("ada@example.com")
+
+
+def test_a_refused_link_asks_again_for_the_link_only_and_keeps_the_note(engine: Engine, db_url: str) -> None:
+    seed_ada(engine)
+    typed = "runs\n4\nmaybe\n1\nmy careful note\nnot a link\n\nhttps://example.com/pr/1\n"
+    result = console(db_url, typed, "--as", "ada@example.com")
+    assert result.returncode == 0, result.stderr
+    assert "Type a number from 1 to 3" in result.stdout  # "maybe" is asked again at once, not refused at the end
+    assert "link: The link must be a web address" in result.stdout
+    retry = result.stdout.split("link: The link must be a web address", 1)[1]
+    assert "Note: my careful note" in retry and "Was it worth it? (number)" not in retry
+    (stored,) = [a for a in annotations(engine) if a.note]
+    assert (stored.verdict, stored.note, stored.link) == ("useful", "my careful note", "https://example.com/pr/1")
+
+
+def test_quit_inside_a_modal_closes_it_without_saving(engine: Engine, db_url: str) -> None:
+    seed_ada(engine)
+    result = console(db_url, "runs\n4\n1\nquit\nme\n", "--as", "ada@example.com")
+    assert result.returncode == 0, result.stderr
+    assert "Modal closed without saving." in result.stdout
+    assert "Your AI use, by outcomes" in result.stdout.split("Modal closed without saving.", 1)[1]
+    assert annotations(engine) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -14,6 +15,7 @@ from handlers.slack.digest_posts import send_due, summary_line
 from handlers.slack.slash.subscriptions import parse_time, parse_weekday
 from storage.audit import record_event
 from storage.digest_posts import recent_posts
+from storage.models import DigestSubscription
 from storage.people import find_team
 from storage.schedules import Schedule, SubscriptionError
 from storage.subscriptions import list_subscriptions, subscribe, unsubscribe
@@ -140,8 +142,11 @@ def status_command(limit: Annotated[int, typer.Option(help="How many recent dige
         posts = recent_posts(session, limit)
         for post in posts:
             error = f" — {post.last_error}" if post.last_error else ""
+            subscription = session.get(DigestSubscription, post.subscription_id)
+            tz = subscription.timezone if subscription else "UTC"
+            monday = post.period_start.replace(tzinfo=UTC).astimezone(ZoneInfo(tz)).date()  # as send-due says it
             out.print(
-                f"#{post.id} subscription {post.subscription_id} week of {post.period_start.date()}: "
+                f"#{post.id} subscription {post.subscription_id} week of {monday} ({tz}): "
                 f"{post.status} after {post.attempts} attempt(s){error}",
                 highlight=False,
             )

@@ -213,13 +213,19 @@ def render_report(console: Console, report: Report) -> None:
         by_period = Table(show_header=True, header_style="bold", title="By period")
         for column in ("Start", "Runs", "Known cost", "Merged PRs", "Outcome value", "Verified share"):
             by_period.add_column(column, justify="right")
+        partial = False
         for item in report.periods:
             m = item.metrics
+            start = item.period.since.isoformat()
+            days = (item.period.until - item.period.since).days + 1
+            if report.by == "week" and days < 7:  # the range began or ended mid-week
+                start += f" ({item.period.since:%a} to {item.period.until:%a})*"
+                partial = True
             if m is None:
-                by_period.add_row(item.period.since.isoformat(), "withheld", "", "", "", "")
+                by_period.add_row(start, "withheld", "", "", "", "")
                 continue
             by_period.add_row(
-                item.period.since.isoformat(),
+                start,
                 number(m.runs),
                 "withheld" if "cost_usd" in item.hidden else money(m.cost_usd),
                 number(m.merged_prs),
@@ -227,6 +233,8 @@ def render_report(console: Console, report: Report) -> None:
                 "withheld" if "verified_spend_share" in item.hidden else share(m.verified_spend_share),
             )
         console.print(by_period)
+        if partial:
+            console.print("* A partial week: the range starts or ends mid-week (`--since` a Monday gives whole weeks).")
 
 
 def render_slices(console: Console, report: Report) -> None:

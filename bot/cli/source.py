@@ -159,6 +159,10 @@ def source_status(
 def source_revoke(name: Annotated[str, typer.Argument(help="The source's name (personal tokens too).")]) -> None:
     """Revoke a source's token at once (its data stays)."""
     with database() as session:
+        before = next((s.revoked_at for s in list_sources(session) if s.name == name.strip()), None)
         source = revoke_source(session, name)
+    if before is not None:
+        out.print(f"'{source.name}' was already revoked on {before:%Y-%m-%d %H:%M} UTC; nothing changed.")
+        return
     what = "deliveries signed with its webhook secret" if source.kind == "github" else "requests with its token"
     out.print(f"Revoked '{source.name}'; {what} now get 401.")

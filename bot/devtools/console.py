@@ -236,7 +236,12 @@ class BlockRenderer:
 
 
 HELP = """Type a /tokenwise command (the "/tokenwise" is optional), e.g. `me`, `me last week`, `runs`, `team`.
-Press a button by typing its number. `home` opens the App Home tab. `quit` (or end of input) leaves."""
+Press a button by typing its number. `home` opens the App Home tab. `quit` (or end of input) leaves;
+inside a modal, `quit` closes the modal without saving."""
+
+
+QUIT_WORDS = {"quit", "exit", ":q"}
+CLOSED = object()  # what a modal input gets when the person closes the modal
 
 
 class ConsoleLoop:
@@ -257,7 +262,7 @@ class ConsoleLoop:
             line = line.strip()
             if not line:
                 continue
-            if line in {"quit", "exit", ":q"}:
+            if line in QUIT_WORDS:
                 return
             self.handle(line)
 
@@ -300,48 +305,75 @@ class ConsoleLoop:
                 self.renderer.message(call.args, "Tokenwise (only visible to you)")
 
     def fill_modal(self, view: dict[str, Any]) -> None:
-        """Ask for each input; like Slack, the modal stays open until it validates (or input ends)."""
+        """Ask for each input; like Slack, the modal stays open until it validates (or input ends), and only
+        the inputs the app refused are asked again: what was typed in the others is kept."""
+        answers: dict[str, Any] = {}
+        refused: set[str] | None = None  # None: ask every input
         for _attempt in range(3):
-            answers = self.ask_modal(view)
-            if answers is None:
+            asked = self.ask_modal(view, refused, answers)
+            if asked is None:
                 self.console.print("[yellow]Modal closed without saving.[/yellow]")
                 return
+            answers |= asked
             exchange = self.slack.submit(view, answers)
             if isinstance(exchange.ack, dict) and exchange.ack.get("response_action") == "errors":
-                for block_id, error in exchange.ack.get("errors", {}).items():
+                errors = exchange.ack.get("errors", {})
+                for block_id, error in errors.items():
                     self.console.print(f"[red]{rich_escape(block_id)}: {rich_escape(error)}[/red]")
+                refused = set(errors)
                 continue
             self.show(Exchange(exchange.status, None, exchange.outputs))
             return
         self.console.print("[yellow]Modal closed without saving.[/yellow]")
 
-    def ask_modal(self, view: dict[str, Any]) -> dict[str, Any] | None:
+    def ask_modal(
+        self, view: dict[str, Any], only: set[str] | None = None, kept: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The answers to the modal's inputs (`only` those blocks, when given); None when the person closes
+        it (`quit`, or end of input)."""
         self.console.print(Rule(self.renderer.text_of(view.get("title")), style="magenta"))
         answers: dict[str, Any] = {}
         for block in view.get("blocks", []):
             if block.get("type") != "input":
-                self.renderer.render([block])
+                if only is None:
+                    self.renderer.render([block])
                 continue
-            element = block["element"]
-            label = self.renderer.text_of(block.get("label"))
-            if element["type"] in {"radio_buttons", "checkboxes"}:
-                options = element["options"]
-                for i, option in enumerate(options, 1):
-                    self.console.print(f"  {i}. {self.renderer.text_of(option['text'])}")
-                optional = ", or empty" if block.get("optional") else ""
-                line = self.read_line(f"{label} (number{optional}): ")
-                if line is None:
-                    return None
-                choice = line.strip()
-                valid = choice.isdigit() and 1 <= int(choice) <= len(options)
-                picked = options[int(choice) - 1]["value"] if valid else None
-                answers[block["block_id"]] = [picked] if element["type"] == "checkboxes" and picked else picked
-            else:
-                line = self.read_line(f"{label}: ")
-                if line is None:
-                    return None
-                answers[block["block_id"]] = line.strip()
+            if only is not None and block["block_id"] not in only:
+                if kept and block["block_id"] in kept:
+                    label = self.renderer.text_of(block.get("label"))
+                    value = kept[block["block_id"]]
+                    shown = ", ".join(value) if isinstance(value, list) else value
+                    self.console.print(f"[dim]{rich_escape(label)}: {rich_escape(str(shown or '(empty)'))}[/dim]")
+                continue
+            answer = self.ask_input(block)
+            if answer is CLOSED:
+                return None
+            answers[block["block_id"]] = answer
         return answers
+
+    def ask_input(self, block: dict[str, Any]) -> Any:
+        """One input's answer, asked until it is one the input can hold; CLOSED on `quit` or end of input."""
+        element = block["element"]
+        label = self.renderer.text_of(block.get("label"))
+        choices = element["type"] in {"radio_buttons", "checkboxes"}
+        if choices:
+            for i, option in enumerate(element["options"], 1):
+                self.console.print(f"  {i}. {self.renderer.text_of(option['text'])}")
+        optional = ", or empty" if block.get("optional") else ""
+        while True:
+            line = self.read_line(f"{label} (number{optional}): " if choices else f"{label}: ")
+            if line is None or line.strip() in QUIT_WORDS:
+                return CLOSED
+            answer = line.strip()
+            if not choices:
+                return answer
+            options = element["options"]
+            if answer == "" and block.get("optional"):
+                return [] if element["type"] == "checkboxes" else None
+            if answer.isdigit() and 1 <= int(answer) <= len(options):
+                picked = options[int(answer) - 1]["value"]
+                return [picked] if element["type"] == "checkboxes" else picked
+            self.console.print(f"[yellow]Type a number from 1 to {len(options)}{optional} (`quit` closes it).[/yellow]")
 
 
 def line_reader(stream: TextIO, console: Console, interactive: bool) -> Callable[[str], str | None]:
