@@ -17,6 +17,7 @@ from bot.config import Settings
 if TYPE_CHECKING:
     from openai import OpenAI
 
+    from bot.health import DependencyWatch
     from bot.summaries import SummaryWriter
     from handlers.http.rate_limit import SourceRateLimit
     from handlers.slack.people import SlackPeople
@@ -40,6 +41,7 @@ class Services:
     openai_admin: OpenAI | None = None  # admin client when OPENAI_ADMIN_KEY is set (usage pulls)
     ingest_rate: SourceRateLimit | None = None  # per-token request budget; built from settings when None
     slack_deliveries: Deliveries = field(default_factory=lambda: _new("handlers.slack.retries", "Deliveries"))
+    health: DependencyWatch | None = None  # Slack and the model, re-checked in the background (`tokenwise serve`)
 
     def __post_init__(self) -> None:
         if self.ingest_rate is None:
