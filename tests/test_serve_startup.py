@@ -134,6 +134,18 @@ def test_serve_with_a_rejected_token_warns_naming_it_and_answers_once_slack_acce
         assert len(slack.wait_for("response_url", 1, timeout=60)) == 1
 
 
+def test_serve_in_socket_mode_with_slack_unreachable_warns_once_and_serves_ingest(
+    sqlite_url: str, sqlite_engine: Engine
+) -> None:
+    output: list[str] = []
+    env = environment(sqlite_url, f"http://127.0.0.1:{free_port()}/api/") | {"SLACK_APP_TOKEN": "xapp-1-test"}
+    with serve_process(env, output, "--socket") as url, httpx.Client(base_url=url, timeout=30) as http:
+        assert any("Socket Mode could not connect" in line and "SLACK_APP_TOKEN" in line for line in output)
+        assert not any("Traceback" in line for line in output)
+        assert ingest_works(http, sqlite_engine)
+        assert http.get("/healthz").json() == {"status": "degraded", "database": "up", "slack": "unreachable"}
+
+
 def test_a_normal_start_prints_no_library_warning(sqlite_url: str) -> None:
     output: list[str] = []
     with SlackStandIn(TOKEN) as slack, serve_process(environment(sqlite_url, slack.url), output) as url:
@@ -172,3 +184,26 @@ def test_a_second_serve_on_a_taken_port_exits_2_with_one_line_and_runs_no_job(
         assert slack.calls("chat.postMessage") == []
     with sqlite_engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(table_of(DigestPost))).scalar_one() == 0
+
+
+def test_healthz_names_the_model_down_as_degraded_and_up_once_its_server_answers(sqlite_engine: Engine) -> None:
+    from fastapi.testclient import TestClient
+
+    from bot.app import build_services, build_watch, create_app
+    from bot.config import Settings
+    from tests.support.llm_standin import LLMStandIn
+
+    def health_with_model_at(base_url: str) -> tuple[int, dict[str, str], list[str]]:
+        url = str(sqlite_engine.url)
+        settings = Settings(database_url=url, slack_signing_secret=None, openai_api_key="k", openai_base_url=base_url)
+        services = build_services(settings, sqlite_engine)
+        services.health = build_watch(services)
+        lines = services.health.check()
+        response = TestClient(create_app(services)).get("/healthz")
+        return response.status_code, response.json(), lines
+
+    status, body, (line,) = health_with_model_at(f"http://127.0.0.1:{free_port()}/v1")
+    assert (status, body) == (200, {"status": "degraded", "database": "up", "llm": "unreachable"})
+    assert "OPENAI_BASE_URL" in line
+    with LLMStandIn() as llm:
+        assert health_with_model_at(llm.base_url)[:2] == (200, {"status": "ok", "database": "up", "llm": "up"})

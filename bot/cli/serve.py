@@ -4,11 +4,13 @@ scheduler` (the jobs alone)."""
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import socket as net
 import sys
 import threading
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +20,8 @@ from bot.cli.root import app, err, fail, open_engine, out, settings
 from bot.jobs import build_scheduler
 from bot.log_safety import access_log_config
 from storage.db import WalCheckpointer
+
+log = logging.getLogger("tokenwise")
 
 
 @app.command()
@@ -58,8 +62,7 @@ def serve(
         if bolt is None:
             fail("Socket Mode needs Slack settings: SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN.")
         handler = SocketModeHandler(bolt, config.slack_app_token)
-        handler.connect()  # type: ignore[no-untyped-call]  # a background thread; Slack over WebSocket
-        out.print("Slack connected over Socket Mode.")
+        connect_socket_mode(handler, config.health_check_seconds)
     services.health.start()
     scheduler = None
     if not no_scheduler:
@@ -83,6 +86,34 @@ def serve(
         services.health.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+
+
+def connect_socket_mode(handler: Any, every_seconds: float) -> None:
+    """Slack over WebSocket; Slack unreachable is one warning line and a retry every `every_seconds` in the
+    background, while ingest serves."""
+    try:
+        handler.connect()  # a background thread; Slack over WebSocket
+    except Exception:
+        err.print(
+            "[yellow]Warning:[/yellow] Socket Mode could not connect to Slack with SLACK_APP_TOKEN (SLACK_API_URL "
+            f"unreachable or the token rejected); ingest and OTLP serve, retrying every {every_seconds:g} s.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+        def retry() -> None:
+            while True:
+                time.sleep(every_seconds)
+                try:
+                    handler.connect()
+                except Exception:
+                    continue
+                log.warning("Slack connected over Socket Mode.")
+                return
+
+        threading.Thread(target=retry, name="socket-mode-connect", daemon=True).start()
+        return
+    out.print("Slack connected over Socket Mode.")
 
 
 def bind(host: str, port: int) -> net.socket:

@@ -72,14 +72,14 @@ def running_server(app: FastAPI) -> Iterator[str]:
 
 
 @contextmanager
-def serve_process(env: dict[str, str], output: list[str] | None = None) -> Iterator[str]:
+def serve_process(env: dict[str, str], output: list[str] | None = None, *options: str) -> Iterator[str]:
     """`tokenwise serve --port 0` as its own process with `env`; yields its base URL, stops it after.
 
-    With `output`, everything the process writes (stdout, where uvicorn's access log goes, and stderr) is
-    appended to it line by line as it comes.
+    `options` are more of `serve`'s options (`--socket`). With `output`, everything the process writes
+    (stdout, where uvicorn's access log goes, and stderr) is appended to it line by line as it comes.
     """
     process = subprocess.Popen(
-        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler"],
+        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler", *options],
         cwd=Path(__file__).resolve().parents[2],
         env=env,
         stdout=subprocess.PIPE,
