@@ -108,8 +108,10 @@ def replicas(postgres_db: str) -> Iterator[tuple[SlackStandIn, str, str]]:
 
 
 def retry_of(request: SignedRequest) -> SignedRequest:
-    """Slack's first retry of a delivery: the same body, signed anew, with X-Slack-Retry-Num: 1."""
-    again = SlackRequests(SECRET).sign(request.body, request.headers["Content-Type"])
+    """Slack's first retry of a delivery: the same body, signed anew seconds later (so not a replay of the
+    same signature, which `slack_request_seen` would refuse anyway), with X-Slack-Retry-Num: 1."""
+    later = int(request.headers["X-Slack-Request-Timestamp"]) + 3
+    again = SlackRequests(SECRET).sign(request.body, request.headers["Content-Type"], later)
     return SignedRequest(
         again.body, {**again.headers, "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
     )
