@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         3600, ge=0, validation_alias=AliasChoices("TOKENWISE_SLACK_USER_CACHE_SECONDS")
     )
     public_url: str = Field("http://localhost:3000", validation_alias=AliasChoices("TOKENWISE_PUBLIC_URL"))
+    health_check_seconds: float = Field(
+        30, gt=0, le=3600, validation_alias=AliasChoices("TOKENWISE_HEALTH_CHECK_SECONDS")
+    )
     coaching_min_tokens: int = Field(500_000, ge=1, validation_alias=AliasChoices("TOKENWISE_COACHING_MIN_TOKENS"))
 
     @field_validator("timezone")

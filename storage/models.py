@@ -14,6 +14,8 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -415,6 +417,26 @@ class SlackRequestSeen(SQLModel, table=True):
     signature: str = Field(primary_key=True, max_length=100)
     request_timestamp: int = Field(sa_column=Column(BigInteger, nullable=False))
     seen_at: datetime = Field(default_factory=utcnow, sa_column=_when(index=True))
+
+
+class SlackDeliverySeen(SQLModel, table=True):
+    """A Slack delivery already taken (its event_id, trigger_id or body hash), kept while Slack may retry
+    it: a retry landing on any replica runs nothing."""
+
+    __tablename__ = "slack_delivery_seen"
+    delivery: str = Field(primary_key=True, max_length=100)
+    seen_at: datetime = Field(default_factory=utcnow, sa_column=_when(index=True))
+
+
+class IngestBudget(SQLModel, table=True):
+    """A source's ingest request budget, shared by every replica: the moment (Unix seconds) its bucket
+    would be full again, less one minute's burst (GCRA, `storage/ingest_budgets.py`)."""
+
+    __tablename__ = "ingest_budget"
+    source_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("source.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
+    )
+    ready_at: float = Field(sa_column=Column(Float, nullable=False))
 
 
 def id_of(row: SQLModel) -> int:

@@ -451,17 +451,26 @@ def test_serve_socket_without_an_app_token_is_a_one_line_error(tmp_path: Path) -
     assert "SLACK_APP_TOKEN" in result.stderr
 
 
-def test_a_bot_token_slack_refuses_stops_the_app_at_start_with_a_sentence(engine: Engine, db_url: str) -> None:
-    from bot.app import create_app
+def test_a_bot_token_slack_refuses_still_builds_the_app_and_the_health_watch_names_it(
+    engine: Engine, db_url: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from bot.app import build_watch, create_app
     from bot.devtools.slack_standin import SlackStandIn
     from bot.services import Services
-    from handlers.slack.app import SlackNotConfigured
     from tests.support.slack_harness import make_settings
 
     with SlackStandIn(token="xoxb-the-real-one") as slack:
         services = Services(settings=make_settings(slack, db_url), engine=engine)
-        with pytest.raises(SlackNotConfigured, match="did not accept SLACK_BOT_TOKEN"):
-            create_app(services)
+        services.health = build_watch(services)
+        (warning,) = services.health.check()
+        assert "SLACK_BOT_TOKEN" in warning
+        api = create_app(services)  # no auth.test at construction: ingest serves whatever Slack says
+        client = TestClient(api)
+        assert client.post("/slack/events", content=b"{}").status_code == 401  # served; unsigned is refused
+        body = client.get("/healthz").json()
+        assert body == {"status": "degraded", "database": "up", "slack": "token rejected"}
 
 
 def test_without_slack_settings_the_app_serves_no_slack_route(engine: Engine, db_url: str) -> None:

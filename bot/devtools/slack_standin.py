@@ -103,7 +103,9 @@ class SlackStandIn:
         strict_channels: bool = False,
         users: Iterable[dict[str, Any]] | None = None,
         hang_seconds: float = 30.0,
+        port: int = 0,
     ) -> None:
+        self.port = port  # 0: any free port; a fixed one lets a test start Slack where a process already looks
         self.tokens: set[str] = {token}
         self.token = token
         self.team_id = team_id
@@ -135,7 +137,7 @@ class SlackStandIn:
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> SlackStandIn:
         if self._server is None:
-            self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+            self._server = _QuietServer(("127.0.0.1", self.port), _handler_for(self))
             self._server.daemon_threads = True
             self._thread = threading.Thread(
                 target=self._server.serve_forever, args=(0.05,), name="slack-standin", daemon=True

@@ -15,20 +15,23 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from slack_bolt import App
-from slack_bolt.error import BoltError
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
 from slack_sdk.oauth.token_rotation import TokenRotator
 from sqlalchemy import Engine
 
 from bot.config import Settings
+from bot.health import UNKNOWN, UP, Dependency, Unavailable
 from handlers.slack.client import build_slack_client
 from storage.slack_tables import BOTS_TABLE, INSTALLATIONS_TABLE, OAUTH_STATES_TABLE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bot.services import Services
 
 log = logging.getLogger("tokenwise.slack")
@@ -49,6 +52,22 @@ INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 ROTATE_MINUTES_BEFORE_EXPIRY = 120
 OAUTH_STATE_SECONDS = 600
+
+
+PROBE_TIMEOUT_SECONDS = 5
+REJECTED = "token rejected"
+UNREACHABLE = "unreachable"
+
+
+class _WithoutClientTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment itself and, given our client as well (built with that
+    same token, SLACK_API_URL and our retry policy), warns on every start that the token "will be unused"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.App").addFilter(_WithoutClientTokenWarning())
 
 
 class SlackNotConfigured(RuntimeError):
@@ -91,6 +110,7 @@ def create_bolt_app(services: Services) -> App:
             signing_secret=settings.slack_signing_secret,
             client=build_slack_client(None, settings.slack_api_url),
             process_before_response=True,
+            before_authorize=wait_for_slack(services),
             installation_store=store,  # given here too so token rotation uses our client (SLACK_API_URL)
             oauth_settings=OAuthSettings(
                 client_id=settings.slack_client_id,
@@ -105,16 +125,16 @@ def create_bolt_app(services: Services) -> App:
             ),
         )
     elif settings.slack_bot_token:
-        try:  # Bolt checks the token with auth.test here: a wrong token fails at start, not at first use
-            app = App(
-                signing_secret=settings.slack_signing_secret,
-                client=build_slack_client(settings.slack_bot_token, settings.slack_api_url),
-                process_before_response=True,
-            )
-        except BoltError as error:
-            raise SlackNotConfigured(
-                f"Slack did not accept SLACK_BOT_TOKEN at {settings.slack_api_url} ({error}); check the token."
-            ) from error
+        # No auth.test here: Slack unreachable or the token rejected must not stop ingest from serving.
+        # The health watch checks the token in the background (`slack_dependency`), and `wait_for_slack`
+        # answers Slack's requests with a sentence until it passes.
+        app = App(
+            signing_secret=settings.slack_signing_secret,
+            client=build_slack_client(settings.slack_bot_token, settings.slack_api_url),
+            process_before_response=True,
+            token_verification_enabled=False,
+            before_authorize=wait_for_slack(services),
+        )
     else:
         raise SlackNotConfigured(
             "Set SLACK_BOT_TOKEN (one workspace), or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (OAuth install)."
@@ -125,6 +145,51 @@ def create_bolt_app(services: Services) -> App:
     for module in (slash, actions, views, events):
         module.register(app)
     return app
+
+
+def slack_dependency(settings: Settings) -> Dependency:
+    """Slack as the health watch sees it: auth.test with the bot token (one workspace), else api.test
+    (OAuth mode has no token of its own), one attempt with a short timeout."""
+    token = None if settings.slack_oauth_enabled else settings.slack_bot_token
+    client = build_slack_client(token, settings.slack_api_url, PROBE_TIMEOUT_SECONDS, retry=False)
+
+    def probe() -> None:
+        try:
+            client.auth_test() if token else client.api_test()
+        except SlackApiError as error:
+            raise Unavailable(REJECTED if token else UNREACHABLE) from error
+        except Exception as error:
+            raise Unavailable(UNREACHABLE) from error
+
+    def warning(state: str) -> str:
+        if state == REJECTED:
+            return "Slack rejected SLACK_BOT_TOKEN; ingest and OTLP serve, Slack's requests wait for a valid token."
+        return (
+            f"Slack is unreachable at {settings.slack_api_url} (SLACK_API_URL), so SLACK_BOT_TOKEN is unchecked; "
+            "ingest and OTLP serve, Slack answers once it is reachable."
+        )
+
+    return Dependency("slack", probe, warning)
+
+
+def wait_for_slack(
+    services: Services,
+) -> Callable[[BoltRequest, BoltResponse, Callable[[], BoltResponse]], BoltResponse]:
+    """Before authorization: while the health watch knows Slack to be down (unreachable, or the token
+    rejected), a slash command is answered with a sentence in its ack (which reaches the person without
+    Slack's Web API) and anything else with 503, which Slack retries. Without a watch, or before its first
+    check, requests go on as usual."""
+
+    def middleware(req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> BoltResponse:
+        watch = services.health
+        state = watch.state("slack") if watch is not None else None
+        if state in (None, UP, UNKNOWN) or req.body.get("type") == "url_verification":
+            return next()
+        if req.body.get("command"):
+            return BoltResponse(status=200, body=f"Tokenwise cannot use Slack right now ({state}); try again soon.")
+        return BoltResponse(status=503, body="", headers={"Retry-After": "60"})
+
+    return middleware
 
 
 class NotInstalled(LookupError):

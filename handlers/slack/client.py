@@ -55,13 +55,14 @@ def slack_retry_handlers(rate_limit_retries: int = 8, server_error_retries: int 
 
 
 def build_slack_client(
-    token: str | None = None, base_url: str | None = None, timeout: int = API_TIMEOUT_SECONDS
+    token: str | None = None, base_url: str | None = None, timeout: int = API_TIMEOUT_SECONDS, *, retry: bool = True
 ) -> WebClient:
     """The one way Tokenwise makes a Slack Web API client: for SLACK_API_URL (`base_url`), with the retry
-    policy of `slack_retry_handlers`, for every caller (listeners, digests, nudges, the console)."""
+    policy of `slack_retry_handlers`, for every caller (listeners, digests, nudges, the console). Without
+    `retry` (the health probe, which runs again anyway), one attempt answers at once."""
     return WebClient(
         token=token,
         base_url=base_url or WebClient.BASE_URL,
         timeout=timeout,
-        retry_handlers=slack_retry_handlers(),
+        retry_handlers=slack_retry_handlers() if retry else [],
     )

@@ -3,8 +3,10 @@
 Slack re-sends an event (and, rarely, other requests) with `X-Slack-Retry-Num` when it did not see our
 answer in time. Every delivery's identity (its event_id, else its trigger_id, else a hash of the body
 Slack signed) is remembered for RETRY_MEMORY_SECONDS; a retry of a delivery already taken is acked at
-once and goes no further. A retry of one never seen (say, the process restarted) is handled as new, so
-nothing is lost. The memory is this process's: run one `tokenwise serve` behind Slack's endpoint.
+once and goes no further. A retry of one never seen is handled as new, so nothing is lost. Given an
+engine, each delivery is also claimed in the database (`storage/slack_deliveries.py`), so a retry landing
+on another replica, or on this one after a restart, runs nothing either; this process's memory answers
+first, and stands in when SQLite's writer is too busy to take the claim at once.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from storage.slack_deliveries import claim_delivery, purge_deliveries
 
 RETRY_MEMORY_SECONDS = 15 * 60  # Slack retries three times within about five minutes
 RETRY_MEMORY_SIZE = 100_000
+PURGE_EVERY = 200  # claims between two purges of the database's old deliveries
 
 
 def delivery_key(body: dict[str, Any], raw_body: str) -> str:
@@ -34,10 +41,17 @@ def delivery_key(body: dict[str, Any], raw_body: str) -> str:
 class Deliveries:
     """Delivery keys seen lately, oldest first, bounded in time and count."""
 
-    def __init__(self, seconds: float = RETRY_MEMORY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        seconds: float = RETRY_MEMORY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        engine: Engine | None = None,
+    ) -> None:
         self.seconds = seconds
         self.clock = clock
+        self.engine = engine
         self.skipped = 0
+        self._claims = 0
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -52,7 +66,19 @@ class Deliveries:
             if key in self._seen:
                 return False
             self._seen[key] = now
+            self._claims += 1
+            purge = self._claims % PURGE_EVERY == 0
+        if self.engine is None:
             return True
+        try:
+            fresh = claim_delivery(self.engine, key)
+        except OperationalError:
+            if self.engine.dialect.name != "sqlite":
+                raise
+            fresh = True  # SQLite's writer was busy: this process's memory stands in for the claim
+        if purge:
+            purge_deliveries(self.engine)
+        return fresh
 
     def count_skipped(self) -> None:
         with self._lock:

@@ -72,22 +72,22 @@ def running_server(app: FastAPI) -> Iterator[str]:
 
 
 @contextmanager
-def serve_process(env: dict[str, str], output: list[str] | None = None) -> Iterator[str]:
+def serve_process(env: dict[str, str], output: list[str] | None = None, *options: str) -> Iterator[str]:
     """`tokenwise serve --port 0` as its own process with `env`; yields its base URL, stops it after.
 
-    With `output`, everything the process writes (stdout, where uvicorn's access log goes, and stderr) is
-    appended to it line by line as it comes.
+    `options` are more of `serve`'s options (`--socket`). With `output`, everything the process writes
+    (stdout, where uvicorn's access log goes, and stderr) is appended to it line by line as it comes.
     """
     process = subprocess.Popen(
-        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler"],
+        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--port", "0", "--no-scheduler", *options],
         cwd=Path(__file__).resolve().parents[2],
         env=env,
-        stdout=subprocess.DEVNULL if output is None else subprocess.PIPE,
-        stderr=subprocess.PIPE if output is None else subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    stream = process.stderr if output is None else process.stdout
+    stream = process.stdout
     assert stream is not None
 
     def read() -> None:
@@ -99,7 +99,7 @@ def serve_process(env: dict[str, str], output: list[str] | None = None) -> Itera
     threading.Thread(target=read, daemon=True).start()
     try:
         while True:
-            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", lines.get(timeout=60))
+            found = re.search(r"Tokenwise listening on (http://127\.0\.0\.1:\d+)", lines.get(timeout=60))
             if found:
                 yield found.group(1)
                 break
