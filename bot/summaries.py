@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from openai import APIStatusError, APITimeoutError, OpenAI
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -28,9 +29,10 @@ from bot.periods import Period
 from bot.pricing import price
 from bot.reports import Disclosure, build_report, change, group_weeks
 from storage.audit import record_event
+from storage.db import session_scope
 from storage.digest_contents import merged_prs_with_agent_help
 from storage.metrics import Metrics, Scope
-from storage.models import Person, Source, Team, UsageRecord, id_of
+from storage.models import Source, Team, UsageRecord, id_of
 from storage.people import NotFound, find_team, is_manager
 from storage.roles import managed_teams
 
@@ -286,14 +288,14 @@ def record_own_usage(session: Session, person_id: int, narrative: Narrative, now
     return record
 
 
-def _choose_team(session: Session, requester: Person, team_name: str | None) -> Team | str:
+def _choose_team(session: Session, requester_id: int, team_name: str | None) -> Team | str:
     """The team to summarise, or a refusal sentence."""
     if team_name:
         try:
             return find_team(session, team_name)
         except NotFound as error:
             return str(error)
-    teams = managed_teams(session, id_of(requester))
+    teams = managed_teams(session, requester_id)
     if len(teams) == 1:
         return teams[0]
     if not teams:
@@ -302,39 +304,67 @@ def _choose_team(session: Session, requester: Person, team_name: str | None) -> 
     return f"You manage {names}; name one, for example `/tokenwise summary {teams[0].name}`."
 
 
-def request_summary(
+@dataclass(frozen=True)
+class SummaryDraft:
+    """A granted summary whose facts are ready and whose narrative the model is still to write."""
+
+    team: str
+    period: Period
+    facts: list[Fact]
+    requester_id: int
+    actor: str
+    now: datetime
+
+    @property
+    def scope_label(self) -> str:
+        return f"team:{self.team}"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What came back from the model (or the template instead), not yet recorded."""
+
+    text: str
+    source: Literal["llm", "template"]
+    reason: str | None = None
+    narrative: Narrative | None = None  # the model's answer, whose tokens are recorded as usage
+
+
+def draft_summary(
     session: Session,
     *,
-    requester: Person,
+    requester_id: int,
     actor: str,
     team_name: str | None,
     writer: SummaryWriter | None,
     settings: Settings,
     now: datetime | None = None,
-) -> Summary:
-    """A manager's summary of their team for its last four whole weeks (in the team's time zone)."""
+) -> Summary | SummaryDraft:
+    """Everything before the model: the team, the manager check, the facts. A refusal, a withheld team
+    and (with no model configured) the template summary are finished here, with their audit row; a summary
+    the model is to write comes back as a draft, for `finish_summary` outside this transaction."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    chosen = _choose_team(session, requester, team_name)
+    chosen = _choose_team(session, requester_id, team_name)
     if isinstance(chosen, str):
         record_event(
             session,
             actor=actor,
             action="summary.refused",
             scope=f"team:{team_name or '?'}",
-            actor_person_id=requester.id,
+            actor_person_id=requester_id,
             detail=chosen,
             now=now,
         )
         return Summary(team=team_name or "", source="refused", refusal=chosen)
     team = chosen
     scope_label = f"team:{team.name}"
-    if not is_manager(session, id_of(requester), id_of(team)):
+    if not is_manager(session, requester_id, id_of(team)):
         record_event(
             session,
             actor=actor,
             action="summary.refused",
             scope=scope_label,
-            actor_person_id=requester.id,
+            actor_person_id=requester_id,
             detail="not a manager of this team",
             now=now,
         )
@@ -355,7 +385,7 @@ def request_summary(
             actor=actor,
             action="summary.withheld",
             scope=scope_label,
-            actor_person_id=requester.id,
+            actor_person_id=requester_id,
             detail=period.label(),
             now=now,
         )
@@ -364,41 +394,82 @@ def request_summary(
     facts = team_facts(
         report.totals.metrics, report.previous.metrics, merged, period, report.totals.hidden, report.previous.hidden
     )
-    narrative, source, reason = _narrative(session, requester, writer, facts, now)
-    record_event(
-        session,
-        actor=actor,
-        action="summary",
-        scope=scope_label,
-        actor_person_id=requester.id,
-        detail=f"{period.label()} {source}" + (f": {reason}" if reason else ""),
-        now=now,
-    )
-    return Summary(team.name, period, facts, narrative, source, reason)
-
-
-def _narrative(
-    session: Session, requester: Person, writer: SummaryWriter | None, facts: list[Fact], now: datetime
-) -> tuple[str, Literal["llm", "template"], str | None]:
+    draft = SummaryDraft(team.name, period, facts, requester_id, actor, now)
     if writer is None:
         reason = "no language model is configured"
-        return template_narrative(facts, reason), "template", reason
+        return record_summary(session, draft, Written(template_narrative(facts, reason), "template", reason))
+    return draft
+
+
+def write_narrative(writer: SummaryWriter, facts: list[Fact]) -> Written:
+    """The model's narrative if it passes the numbers check, else the template saying why. The one network
+    call of a summary: never make it inside a database transaction (it may take the whole timeout)."""
     try:
         written = writer.write(facts)
     except Exception as error:  # timeouts, connection errors, 5xx after the client's own retries
         log.warning("summary model call failed: %s", type(error).__name__)
         reason = _failure_reason(error)
-        return template_narrative(facts, reason), "template", reason
-    record_own_usage(session, id_of(requester), written, now)
+        return Written(template_narrative(facts, reason), "template", reason)
     if not written.text:
         reason = "the language model returned no text"
-        return template_narrative(facts, reason), "template", reason
+        return Written(template_narrative(facts, reason), "template", reason, written)
     invented = check_numbers(written.text, facts)
     if invented:
         log.info("summary narrative rejected: %d number(s) not among the facts", len(invented))
         reason = "the language model used a number that is not among the facts"
-        return template_narrative(facts, reason), "template", reason
-    return written.text, "llm", None
+        return Written(template_narrative(facts, reason), "template", reason, written)
+    return Written(written.text, "llm", None, written)
+
+
+def record_summary(session: Session, draft: SummaryDraft, written: Written) -> Summary:
+    """The bot's own tokens (when the model answered) and the audit row: a short write after the call."""
+    if written.narrative is not None:
+        record_own_usage(session, draft.requester_id, written.narrative, draft.now)
+    record_event(
+        session,
+        actor=draft.actor,
+        action="summary",
+        scope=draft.scope_label,
+        actor_person_id=draft.requester_id,
+        detail=f"{draft.period.label()} {written.source}" + (f": {written.reason}" if written.reason else ""),
+        now=draft.now,
+    )
+    return Summary(draft.team, draft.period, draft.facts, written.text, written.source, written.reason)
+
+
+def finish_summary(engine: Engine, draft: SummaryDraft, writer: SummaryWriter) -> Summary:
+    """The model's call with no transaction open, then what it cost and the audit row in a short one."""
+    written = write_narrative(writer, draft.facts)
+    with session_scope(engine) as session:
+        return record_summary(session, draft, written)
+
+
+def request_summary(
+    engine: Engine,
+    *,
+    requester_id: int,
+    actor: str,
+    team_name: str | None,
+    writer: SummaryWriter | None,
+    settings: Settings,
+    now: datetime | None = None,
+) -> Summary:
+    """A manager's summary of their team for its last four whole weeks (in the team's time zone): read and
+    decide in one transaction, ask the model outside any, record in another."""
+    with session_scope(engine) as session:
+        draft = draft_summary(
+            session,
+            requester_id=requester_id,
+            actor=actor,
+            team_name=team_name,
+            writer=writer,
+            settings=settings,
+            now=now,
+        )
+    if isinstance(draft, Summary):
+        return draft
+    assert writer is not None  # a draft is only left for the model to write
+    return finish_summary(engine, draft, writer)
 
 
 def _failure_reason(error: Exception) -> str:

@@ -23,6 +23,75 @@ class DatabaseUnavailable(RuntimeError):
     """The database did not answer; the user should check DATABASE_URL."""
 
 
+# -- writes in progress --------------------------------------------------------------------------------------
+# A transaction that has written (or locked) holds SQLite's one write lock, or PostgreSQL's row locks, until it
+# ends: nothing slow may happen inside one, above all no call over the network (a model, Slack, a vendor,
+# GitHub). `watch_writes()` makes every engine note, per thread, the connections whose transaction has
+# written; `write_in_progress()` says whether the current thread holds one. The tests install it with hooks
+# on the HTTP clients (tests/support/network_guard.py), so a network call inside a write transaction fails.
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "CREATE", "DROP", "ALTER", "COPY", "TRUNCATE")
+_LOCKS = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE", " FOR UPDATE", " FOR NO KEY UPDATE", "PG_ADVISORY_XACT_LOCK")
+_writing: dict[int, tuple[int, str]] = {}  # id(DBAPI connection) -> (thread that wrote, the first write's SQL)
+_writing_guard = threading.Lock()
+_watching = False
+
+
+def _is_write(statement: str, context: Any) -> bool:
+    if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+        return True
+    head = statement.lstrip()[:24].upper()
+    if head.startswith(_WRITE_VERBS) or head.startswith(_LOCKS[:2]):
+        return True
+    if head.startswith(("SELECT", "WITH")):
+        upper = statement.upper()
+        return any(lock in upper for lock in _LOCKS[2:]) or (
+            head.startswith("WITH") and any(f" {verb} " in upper for verb in _WRITE_VERBS[:3])
+        )
+    return False
+
+
+def _note_write(conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool) -> None:
+    if _is_write(statement, context):
+        key = id(conn.connection.dbapi_connection)
+        with _writing_guard:
+            _writing.setdefault(key, (threading.get_ident(), " ".join(statement.split())[:120]))
+
+
+def _end_write(conn: Any) -> None:
+    if conn.closed or conn.invalidated:
+        return
+    with _writing_guard:
+        _writing.pop(id(conn.connection.dbapi_connection), None)
+
+
+def _returned(dbapi_connection: Any, *_args: Any) -> None:
+    with _writing_guard:
+        _writing.pop(id(dbapi_connection), None)
+
+
+def watch_writes() -> None:
+    """Note, on every engine, which threads hold a transaction that has written (see `write_in_progress`)."""
+    global _watching
+    if _watching:
+        return
+    from sqlalchemy.pool import Pool
+
+    event.listen(Engine, "before_cursor_execute", _note_write)
+    event.listen(Engine, "commit", _end_write)
+    event.listen(Engine, "rollback", _end_write)
+    event.listen(Pool, "checkin", _returned)
+    event.listen(Pool, "reset", _returned)
+    event.listen(Pool, "invalidate", _returned)
+    _watching = True
+
+
+def write_in_progress() -> str | None:
+    """The first write of a transaction this thread holds open, or None (always None unless `watch_writes`)."""
+    me = threading.get_ident()
+    with _writing_guard:
+        return next((sql for thread, sql in _writing.values() if thread == me), None)
+
+
 def normalize_url(url: str) -> str:
     """Accept the URLs people paste (postgres://, postgresql://) and pick the psycopg 3 driver."""
     if url.startswith("postgres://"):
@@ -39,6 +108,7 @@ def normalize_url(url: str) -> str:
 SQLITE_CACHE_KIB = 65_536
 SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 SQLITE_WAL_KEEP_BYTES = 64 * 1024 * 1024
+SQLITE_BUSY_MS = 10_000  # how long a connection waits for the write lock before "database is locked"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -46,7 +116,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
     cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_KEEP_BYTES}")
@@ -112,6 +182,23 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def waiting_at_most(session: Session, seconds: float) -> Iterator[Session]:
+    """Make this transaction wait at most `seconds` for another writer's lock, then fail (OperationalError)
+    instead of waiting the pool's 10 s: for the few writes a person waits on. SQLite's busy_timeout is
+    the connection's, so it is put back after; PostgreSQL's lock_timeout ends with the transaction."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        try:
+            yield session
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        return
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(seconds * 1000)}ms'")
+    yield session
 
 
 def take_turns(session: Session, key: str) -> None:

@@ -19,8 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from storage.db import make_engine, normalize_url, upgrade
+from tests.support import network_guard
 
 pytest_plugins = ["tests.support.slack_harness"]  # the `harness` fixture, registered once
+network_guard.install()  # a network call inside a database write transaction fails the test
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -28,6 +30,17 @@ BACKENDS = ["sqlite", "postgresql"]
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(autouse=True)
+def no_network_call_inside_a_write_transaction() -> Iterator[None]:
+    """Fail the test if anything it ran called the network while holding a write transaction, even when
+    the code under test caught the guard's error (tests/support/network_guard.py)."""
+    seen = len(network_guard.VIOLATIONS)
+    yield
+    found = network_guard.VIOLATIONS[seen:]
+    if found:
+        pytest.fail("Network call inside a write transaction:\n" + "\n".join(found), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from bot.devtools.slack_standin import iter_blocks_text
 from bot.summaries import SummaryWriter
+from handlers.slack import blocks
 from handlers.slack.slash.registry import parse_command
 from handlers.slack.slash.subscriptions import parse_digest, parse_forget_me, parse_nudges, parse_subscribe
 from storage.models import Annotation, AuditEvent, DigestSubscription, Membership, Person
@@ -100,6 +101,7 @@ def test_digest_preview_shows_team_figures_only_and_is_audited(harness: Harness)
     assert "Weekly AI outcomes · platform" in said
     for private in ("Ada", "Grace", "Alan", "@example.com", "Secret title"):
         assert private not in said
+    harness.idle()  # the look is recorded just after the answer
     with Session(harness.engine) as session:
         actions = [e.action for e in session.exec(select(AuditEvent)).all()]
     assert "digest.preview" in actions
@@ -119,7 +121,12 @@ def test_a_manager_gets_a_checked_summary_from_the_model(harness: Harness) -> No
             OpenAI(api_key="sk-test", base_url=llm.base_url, timeout=5, max_retries=0), "gpt-4o-mini"
         )
         llm.reply = "The team made 3 agent runs in the last 28 days."
-        said = answer(harness, "summary", ADA)
+        response, url = harness.command("summary", ADA)
+        assert response.status_code == 200
+        working, summary = harness.respond_to(url, count=2)
+    assert working["text"] == blocks.SUMMARY_WORKING and working["replace_original"] is False
+    assert summary["replace_original"] is True  # the summary takes the place of "Writing the summary…"
+    said = texts(summary)
     assert "The team made 3 agent runs in the last 28 days." in said
     assert "every number in it was checked" in said
     prompt = str(llm.requests[0]["messages"])

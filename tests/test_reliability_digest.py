@@ -17,6 +17,7 @@ from bot.app import build_services, create_app
 from bot.devtools.console import LocalServer
 from bot.devtools.slack_requests import SlackRequests
 from bot.devtools.slack_standin import SlackStandIn
+from handlers.slack import blocks
 from storage.db import session_scope
 from storage.roles import add_manager
 from tests.support.digest_seed import seed_team
@@ -83,9 +84,14 @@ def test_a_hanging_language_model_never_delays_the_ack_or_other_commands_and_the
         assert http.post("/slack/events", content=request.body, headers=request.headers).status_code == 200
         slack.wait_until(lambda: any(c.path.endswith(other.rsplit("/", 1)[1]) for c in slack.calls("response_url")))
 
-        slack.wait_until(lambda: len(slack.calls("response_url")) == 2, timeout=LLM_TIMEOUT + 15)
-    answer = next(c for c in slack.calls("response_url") if c.path.endswith(asked.rsplit("/", 1)[1]))
-    assert "did not answer in time" in str(answer.args)
+        mine = asked.rsplit("/", 1)[1]
+        slack.wait_until(
+            lambda: len([c for c in slack.calls("response_url") if c.path.endswith(mine)]) == 2,
+            timeout=LLM_TIMEOUT + 15,
+        )
+    working, answer = (c for c in slack.calls("response_url") if c.path.endswith(mine))
+    assert working.args["text"] == blocks.SUMMARY_WORKING  # told at once, then replaced by the template
+    assert answer.args["replace_original"] is True and "did not answer in time" in str(answer.args)
     assert len(llm.requests) == 1
 
 

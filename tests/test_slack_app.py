@@ -96,6 +96,7 @@ def test_me_acks_empty_then_responds_privately_with_own_numbers(harness: Harness
     assert "99,999" not in shown
     assert "await your review" in shown
     assert blocks.ACTION_REVIEW in [b["action_id"] for b in buttons(answer)]
+    harness.idle()  # the look is recorded just after the answer
     with Session(harness.engine, expire_on_commit=False) as session:
         assert len(session.exec(select(AuditEvent).where(AuditEvent.action == "slack_me")).all()) == 1
 
@@ -120,6 +121,7 @@ def test_me_uses_the_callers_slack_time_zone(harness: Harness) -> None:
     _, url = harness.command("me")
     (answer,) = harness.respond_to(url)
     assert "(Asia/Tokyo)" in texts(answer)
+    harness.idle()  # the time zone is written just after the answer
     with Session(harness.engine, expire_on_commit=False) as session:
         assert session.exec(select(Person).where(Person.email == "ada@example.com")).one().timezone == "Asia/Tokyo"
 
@@ -419,6 +421,7 @@ def test_users_info_is_cached_between_commands(harness: Harness) -> None:
 def test_first_contact_creates_the_person_matched_by_email(harness: Harness) -> None:
     _, url = harness.command("runs")
     harness.respond_to(url)
+    harness.idle()  # the time zone is written just after the answer
     with Session(harness.engine, expire_on_commit=False) as session:
         found = session.exec(select(Person).where(Person.slack_user_id == ADA)).one()
     assert found.email == "ada@example.com"

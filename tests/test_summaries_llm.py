@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from bot.config import Settings
 from bot.summaries import SummaryWriter, build_summary_writer, facts_prompt, request_summary
 from storage.db import session_scope
-from storage.models import AuditEvent, Person, Source, UsageRecord
+from storage.models import AuditEvent, Source, UsageRecord
 from storage.roles import add_manager
 from tests.support.digest_seed import seed_team
 from tests.support.llm_standin import LLMStandIn
@@ -50,18 +50,15 @@ def setup(engine: Engine, size: int = 6) -> tuple[int, int]:
 
 
 def ask(engine: Engine, config: Settings, person_id: int, writer: SummaryWriter | None, team: str | None = None):  # type: ignore[no-untyped-def]
-    with session_scope(engine) as session:
-        person = session.get(Person, person_id)
-        assert person is not None
-        return request_summary(
-            session,
-            requester=person,
-            actor=f"test:{person_id}",
-            team_name=team,
-            writer=writer,
-            settings=config,
-            now=NOW,
-        )
+    return request_summary(
+        engine,
+        requester_id=person_id,
+        actor=f"test:{person_id}",
+        team_name=team,
+        writer=writer,
+        settings=config,
+        now=NOW,
+    )
 
 
 def audit(session: Session) -> list[tuple[str, str]]:

@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.root import app, database, out, settings
+from bot.cli.root import app, open_engine, out, settings, user_errors
+from storage.db import session_scope
+from storage.models import id_of
 from storage.people import find_person
 
 
@@ -20,16 +22,21 @@ def summary_command(
     from handlers.slack.blocks import plain_lines, summary_message
 
     config = settings()
-    with database(config) as session:
-        person = find_person(session, email=as_manager)
-        result = request_summary(
-            session,
-            requester=person,
-            actor=f"cli:{person.email}",
-            team_name=team,
-            writer=build_summary_writer(config),
-            settings=config,
-        )
+    engine = open_engine(config)
+    try:
+        with user_errors():
+            with session_scope(engine) as session:
+                person = find_person(session, email=as_manager)
+            result = request_summary(
+                engine,
+                requester_id=id_of(person),
+                actor=f"cli:{person.email}",
+                team_name=team,
+                writer=build_summary_writer(config),
+                settings=config,
+            )
+    finally:
+        engine.dispose()
     for line in plain_lines(summary_message(result).blocks):
         out.print(line, highlight=False)
     if result.refused:

@@ -46,6 +46,8 @@ VIEW_NOTE = "run_note_modal"
 VIEWS = (VIEW_NOTE,)
 BUTTON_LABELS = {"useful": "Useful", "partly": "Partly", "not_useful": "Not useful"}
 APOLOGY = "Sorry, something went wrong on our side and Tokenwise could not answer. Please try again in a minute."
+DATABASE_BUSY = "Tokenwise's database is not answering right now, so this could not be answered. Try again in a minute."
+SUMMARY_WORKING = "Writing the summary… (the language model is thinking; this message is replaced with it)"
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,16 @@ def error_message(text: str) -> Message:
 
 def apology() -> Message:
     return message(APOLOGY, [section(f":face_with_head_bandage: {APOLOGY}")])
+
+
+def database_busy() -> Message:
+    """The database did not answer (down, or another writer held it too long): nothing to fix but to wait."""
+    return message(DATABASE_BUSY, [section(f":hourglass: {DATABASE_BUSY}")])
+
+
+def summary_working() -> Message:
+    """Sent at once while the model writes a summary; the summary replaces it."""
+    return message(SUMMARY_WORKING, [section(f":hourglass_flowing_sand: {SUMMARY_WORKING}")])
 
 
 def _figure_fields(report: Report) -> list[str]:

@@ -3,13 +3,16 @@ the refusal of replayed requests.
 
 Bolt runs lazy listeners after the ack and swallows their exceptions (one log line, no traceback, and
 silence for the user). `apologetic` wraps each lazy listener so a failure is logged with its traceback
-and the user gets a short apology instead.
+and the user gets a short apology instead, or, when the database did not answer (down, or a writer held
+its lock too long), a sentence saying so. After the listener has answered, it records what the listener's
+caller left for later (`handlers.slack.caller.record_afterwards`: looks, the time zone).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +22,10 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from bot.log_safety import log_failure
-from handlers.slack.blocks import Message, apology
+from handlers.slack.blocks import Message, apology, database_busy
+from handlers.slack.caller import record_afterwards
 from handlers.slack.retries import header
+from storage.db import database_unreachable
 from storage.slack_requests_seen import SeenRequests
 
 if TYPE_CHECKING:
@@ -66,20 +71,50 @@ def tell(body: dict[str, Any], client: WebClient | None, message: Message) -> No
         client.chat_postMessage(channel=user, **message.as_kwargs())
 
 
+class LazyWork:
+    """How many lazy listeners are running: `wait_idle` waits until every one has finished, its answer sent
+    and what it left for after the answer recorded (tests wait on it before reading the audit trail)."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._changed = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._changed:
+            self._running += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
+
+    def wait_idle(self, timeout: float = 15.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._running == 0, timeout):
+                raise TimeoutError(f"{self._running} lazy listener(s) still running after {timeout}s")
+
+
+LAZY_WORK = LazyWork()
+
+
 def apologetic(func: Callable[..., None]) -> Callable[[Args], None]:
-    """A lazy listener that logs failures with a traceback and apologises to the user."""
+    """A lazy listener that logs failures with a traceback and tells the user (an apology, or that the
+    database is not answering), then records what its caller left for after the answer."""
     names = list(inspect.signature(func).parameters)
 
     def run(args: Args) -> None:
         kwargs = {name: getattr(args, name) if hasattr(args, name) else args.context.get(name) for name in names}
-        try:
-            func(**kwargs)
-        except Exception as error:
-            log_failure(log, "Slack listener %s failed (user %s)", func.__name__, user_of(args.body), error=error)
+        with LAZY_WORK:
             try:
-                tell(args.body, args.client, apology())
-            except Exception as second:
-                log_failure(log, "Could not send the apology for %s", func.__name__, error=second)
+                func(**kwargs)
+            except Exception as error:
+                log_failure(log, "Slack listener %s failed (user %s)", func.__name__, user_of(args.body), error=error)
+                try:
+                    tell(args.body, args.client, database_busy() if database_unreachable(error) else apology())
+                except Exception as second:
+                    log_failure(log, "Could not send the apology for %s", func.__name__, error=second)
+            finally:
+                record_afterwards()
 
     # Copy the name for Bolt's logs, but no __wrapped__: Bolt must inject `args`, not func's arguments.
     run.__name__, run.__qualname__, run.__doc__ = func.__name__, func.__qualname__, func.__doc__

@@ -12,15 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bot.periods import zone
 from storage.audit import record_event
+from storage.db import session_scope, waiting_at_most
 from storage.models import Person
 from storage.people import bind_slack_user, normalize_email
 
 FIRST_CONTACT_ATTEMPTS = 3
+BIND_WAIT_SECONDS = 5.0  # a first contact's binding waits at most this for another writer, then the person hears why
 
 
 @dataclass(frozen=True)
@@ -73,51 +76,51 @@ class SlackPeople:
         return user_id
 
     def resolve(
-        self, session: Session, client: WebClient, user_id: str, workspace: str = ""
+        self, engine: Engine, client: WebClient, user_id: str, workspace: str = ""
     ) -> tuple[Person, SlackProfile]:
-        """The person behind a Slack user (created on first contact), their time zone kept current.
+        """The person behind a Slack user (created on first contact) and what Slack says about them.
 
         Identity comes from Slack: the signed request's user id and the email users.info gives for it
         (`storage.people.bind_slack_user`); every binding it makes is recorded in the audit log.
 
-        Call it first in a transaction: when two requests of a new user race to create them, the loser
-        rolls its (still empty) transaction back and finds the winner's row.
+        users.info is asked first, with no transaction open. A person met before is then only read; a first
+        contact (or an email changed in Slack) is bound in a short transaction of its own, which waits at
+        most BIND_WAIT_SECONDS for another writer. The time zone is not written here: the caller's profile
+        is brought up to date after the answer (`handlers.slack.caller`). When two requests of a new user
+        race to create them, the loser rolls back and finds the winner's row.
         """
         profile = self.profile(client, user_id, workspace)
         for attempt in range(1, FIRST_CONTACT_ATTEMPTS + 1):
             try:
-                binding = bind_slack_user(
-                    session, slack_user_id=user_id, email=profile.email, display_name=profile.name
-                )
-                person = binding.person
-                if binding.released is not None:
-                    record_event(
-                        session,
-                        actor=f"slack:{user_id}",
-                        action="slack.released",
-                        scope=f"person:{binding.released}",
-                        detail="the Slack id now names the person its profile email names",
-                    )
-                if binding.bound:
-                    record_event(
-                        session,
-                        actor=f"slack:{user_id}",
-                        action="slack.bound",
-                        scope=f"person:{person.id}",
-                        actor_person_id=person.id,
-                        detail="bound from a signed Slack request and users.info",
-                    )
-                if person.timezone != profile.tz:
-                    person.timezone = profile.tz
-                    session.add(person)
-                    session.flush()
-                return person, profile
-            except (IntegrityError, OperationalError) as error:
-                lost_race = isinstance(error, IntegrityError) or "locked" in str(error).lower()
-                if attempt == FIRST_CONTACT_ATTEMPTS or not lost_race:
+                with session_scope(engine) as session, waiting_at_most(session, BIND_WAIT_SECONDS):
+                    return _bind(session, profile), profile
+            except IntegrityError:  # lost the race to create a new person: the winner's row is there now
+                if attempt == FIRST_CONTACT_ATTEMPTS:
                     raise
-                session.rollback()
         raise AssertionError("unreachable")
+
+
+def _bind(session: Session, profile: SlackProfile) -> Person:
+    binding = bind_slack_user(session, slack_user_id=profile.user_id, email=profile.email, display_name=profile.name)
+    person = binding.person
+    if binding.released is not None:
+        record_event(
+            session,
+            actor=f"slack:{profile.user_id}",
+            action="slack.released",
+            scope=f"person:{binding.released}",
+            detail="the Slack id now names the person its profile email names",
+        )
+    if binding.bound:
+        record_event(
+            session,
+            actor=f"slack:{profile.user_id}",
+            action="slack.bound",
+            scope=f"person:{person.id}",
+            actor_person_id=person.id,
+            detail="bound from a signed Slack request and users.info",
+        )
+    return person
 
 
 def profile_of(user: dict) -> SlackProfile:  # type: ignore[type-arg]

@@ -1,7 +1,7 @@
 """A loopback OpenAI-compatible server: POST /v1/chat/completions answers with text the test chose.
 
 with LLMStandIn() as llm:
-    llm.reply = "The team ..."        # or llm.hang = True, or llm.status = 500
+    llm.reply = "The team ..."        # or llm.hang = True (until llm.release()), or llm.status = 500
     client = OpenAI(api_key="test", base_url=llm.base_url)
     llm.requests[0]["messages"]       # what the model was shown
 """
@@ -24,6 +24,7 @@ class LLMStandIn:
         self.completion_tokens = 54
         self.requests: list[dict[str, Any]] = []
         self._release = threading.Event()
+        self._asked = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
 
     def __enter__(self) -> LLMStandIn:
@@ -35,7 +36,9 @@ class LLMStandIn:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request = json.loads(body or b"{}")
-                standin.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **request})
+                with standin._asked:
+                    standin.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **request})
+                    standin._asked.notify_all()
                 if standin.hang:
                     standin._release.wait(30)
                 if self.path.rstrip("/") != "/v1/chat/completions":
@@ -69,6 +72,16 @@ class LLMStandIn:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def release(self) -> None:
+        """Let a hanging model answer (what it answers: `reply`, or `status`)."""
+        self._release.set()
+
+    def wait_for_request(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until the model has been asked `count` times (it may still be thinking)."""
+        with self._asked:
+            if not self._asked.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise AssertionError(f"the model was asked {len(self.requests)} time(s), not {count}")
 
     @property
     def base_url(self) -> str:

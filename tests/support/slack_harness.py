@@ -22,6 +22,7 @@ from bot.devtools.console import LocalServer
 from bot.devtools.slack_requests import FORM, JSON, SignedRequest, SlackRequests
 from bot.devtools.slack_standin import Call, SlackStandIn
 from bot.services import Services
+from handlers.slack.middleware import LAZY_WORK
 from handlers.slack.people import SlackPeople
 from storage.models import AgentRun, Annotation, Membership, Outcome, Person, Source, Team, UsageRecord, table_of
 from storage.people import get_or_create_person
@@ -80,6 +81,11 @@ class Harness:
         if len(posted()) < count:
             self.slack.wait_until(lambda: len(posted()) >= count, timeout)
         return [c.args for c in posted()]
+
+    def idle(self, timeout: float = 15) -> None:
+        """Wait until every lazy listener has finished, including what it records after its answer (the
+        looks of the audit trail, the caller's time zone)."""
+        LAZY_WORK.wait_idle(timeout)
 
     def click(
         self, action_id: str, value: str, user_id: str = ADA, *, home: bool = False, timestamp: int | None = None

@@ -1,5 +1,8 @@
 """`/tokenwise`: help and errors are answered in the ack; everything else lazily, through respond().
 
+A handler that waits on a model (a summary) returns a `Later`: its "working on it" message is sent as soon
+as the caller's transaction has ended, and replaced by the answer (response_url, `replace_original`).
+
 Each subcommand is one entry (parse + handle + its place in the help) in the module of its area, which
 adds it to the table when imported: personal.py, team.py and digest.py, imported here.
 """
@@ -20,6 +23,7 @@ from handlers.slack.slash.registry import (
     COMMAND,
     SUBCOMMANDS,
     CommandRequest,
+    Later,
     help_lines,
     parse_command,
 )
@@ -71,4 +75,8 @@ def answer(
             reply = handle(caller, request)
         except (NotFound, PeriodError, SubscriptionError) as error:
             reply = blocks.error_message(str(error))
+    if isinstance(reply, Later):  # the transaction has ended: say it is working, then wait on the far side
+        respond(response_type="ephemeral", replace_original=False, **reply.working.as_kwargs())
+        respond(response_type="ephemeral", replace_original=True, **reply.finish().as_kwargs())
+        return
     respond(response_type="ephemeral", replace_original=False, **reply.as_kwargs())

@@ -41,7 +41,7 @@ def digest(caller: Caller, request: CommandRequest) -> blocks.Message:
         return blocks.digest_list_message(rows)
     if wanted.action == "preview":
         team = named_or_mine(caller, wanted.team, "digest subscribe TEAM")
-        caller.audit("digest.preview", f"team:{team.name}")
+        caller.looked("digest.preview", f"team:{team.name}")
         settings = caller.services.settings
         scope = scope_for(session, team.id)
         built = build_digest(session, scope, group_weeks(session, scope, settings.timezone), Disclosure.of(settings))

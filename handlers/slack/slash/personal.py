@@ -40,7 +40,7 @@ def me(caller: Caller, request: CommandRequest) -> blocks.Message:
         coaching = blocks.coaching_note(
             metrics.total_tokens, metrics.outcomes, metrics.reviewed_runs, settings.coaching_min_tokens
         )
-    caller.audit("slack_me", f"person:{caller.person_id}")
+    caller.looked("slack_me", f"person:{caller.person_id}")
     return blocks.me_message(view.report, view.unreviewed, coaching, view.projects)
 
 

@@ -27,8 +27,17 @@ class CommandError(ValueError):
     """The text is not a valid use of a subcommand; the message is one line saying what would be."""
 
 
+@dataclass(frozen=True)
+class Later:
+    """A reply that waits on a model or a vendor: `working` is sent at once and then replaced by what
+    `finish()` returns, which runs after the caller's transaction has ended, never inside it."""
+
+    working: Message
+    finish: Callable[[], Message]
+
+
 ArgumentParser = Callable[[str], dict[str, Any]]
-Handler = Callable[["Caller", "CommandRequest"], "Message"]
+Handler = Callable[["Caller", "CommandRequest"], "Message | Later"]
 
 
 @dataclass(frozen=True)

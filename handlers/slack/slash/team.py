@@ -6,10 +6,10 @@ Team figures pass the disclosure rules of docs/metrics.md; a team is named, or i
 from __future__ import annotations
 
 from bot.reports import Disclosure, build_report, group_weeks
-from bot.summaries import request_summary
+from bot.summaries import Summary, draft_summary, finish_summary
 from handlers.slack import blocks
 from handlers.slack.caller import Caller
-from handlers.slack.slash.registry import COMMAND, CommandRequest, Subcommand, add_subcommand, team_argument
+from handlers.slack.slash.registry import COMMAND, CommandRequest, Later, Subcommand, add_subcommand, team_argument
 from storage.metrics import Scope
 from storage.models import Team, id_of
 from storage.people import NotFound, find_team, team_names, teams_of
@@ -32,20 +32,29 @@ def team(caller: Caller, request: CommandRequest) -> blocks.Message:
     scope = Scope.team(id_of(found), found.name)
     period = group_weeks(caller.session, scope, settings.timezone)  # the same window for every caller
     report = build_report(caller.session, scope, period, Disclosure.of(settings))
-    caller.audit("slack_team", f"team:{found.name}", period.label())
+    caller.looked("slack_team", f"team:{found.name}", period.label())
     return blocks.team_message(report)
 
 
-def summary(caller: Caller, request: CommandRequest) -> blocks.Message:
-    result = request_summary(
+def summary(caller: Caller, request: CommandRequest) -> blocks.Message | Later:
+    """Refusals, withheld teams and the template answer at once; the model's summary is written after the
+    caller's transaction, with "Writing the summary…" shown meanwhile."""
+    services = caller.services
+    writer = services.summary_writer
+    draft = draft_summary(
         caller.session,
-        requester=caller.person,
+        requester_id=caller.person_id,
         actor=caller.actor,
         team_name=request.options.get("team"),
-        writer=caller.services.summary_writer,
-        settings=caller.services.settings,
+        writer=writer,
+        settings=services.settings,
     )
-    return blocks.summary_message(result)
+    if isinstance(draft, Summary):
+        return blocks.summary_message(draft)
+    assert writer is not None  # only a configured model leaves a draft to write
+    return Later(
+        blocks.summary_working(), lambda: blocks.summary_message(finish_summary(services.engine, draft, writer))
+    )
 
 
 TEAM = add_subcommand(
