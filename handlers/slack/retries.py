@@ -12,6 +12,7 @@ first, and stands in when SQLite's writer is too busy to take the claim at once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -20,10 +21,11 @@ from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage.slack_deliveries import claim_delivery, purge_deliveries
 
+log = logging.getLogger(__name__)
 RETRY_MEMORY_SECONDS = 15 * 60  # Slack retries three times within about five minutes
 RETRY_MEMORY_SIZE = 100_000
 PURGE_EVERY = 200  # claims between two purges of the database's old deliveries
@@ -72,10 +74,11 @@ class Deliveries:
             return True
         try:
             fresh = claim_delivery(self.engine, key)
-        except OperationalError:
-            if self.engine.dialect.name != "sqlite":
-                raise
-            fresh = True  # SQLite's writer was busy: this process's memory stands in for the claim
+        except SQLAlchemyError as error:
+            # SQLite's writer busy, or the database not answering: this process's memory stands in for the
+            # claim (the ack needs no database; what the delivery could change is in that database anyway).
+            log.warning("Could not claim a Slack delivery in the database (%s); remembered here", type(error).__name__)
+            return True
         if purge:
             purge_deliveries(self.engine)
         return fresh
