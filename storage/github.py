@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlmodel import Session
 
 from storage.models import (
@@ -73,6 +74,7 @@ class PullRequestSeen:
     additions: int | None = None
     deletions: int | None = None
     title: str | None = None
+    updated_at: datetime | None = None  # GitHub's: of two deliveries, the later one says what the PR is now
 
 
 @dataclass
@@ -110,9 +112,39 @@ def claim_delivery(session: Session, source_id: int, delivery_id: str, event: st
     return insert_new(session, table_of(GithubDelivery), [row], ("delivery_id",)) == 1
 
 
+PR_COLUMNS = (
+    "source_id", "repo", "number", "url", "author_login", "merged_by_login", "head_branch", "head_sha",
+    "merge_sha", "opened_at", "merged_at", "closed_at", "updated_at", "additions", "deletions", "title",
+)  # fmt: skip
+_PR_UPSERTS: dict[str, Any] = {}
+
+
+def _pr_upsert(session: Session) -> Any:
+    """The pull request's upsert, built once per database: of two deliveries, the one GitHub updated later
+    says what the pull request is now (a late `opened` never overwrites a newer head, size or state); what
+    either says fills what the other lacks, so a merge stays a merge whatever order they come in."""
+    dialect = session.get_bind().dialect.name
+    statement = _PR_UPSERTS.get(dialect)
+    if statement is None:
+        statement = dialect_insert(session, PRS)
+        new, old = statement.excluded, PRS.c
+        newer = or_(old.updated_at.is_(None), new.updated_at >= old.updated_at)
+        statement = statement.on_conflict_do_update(
+            index_elements=["repo", "number"],
+            set_={
+                column: case(
+                    (newer, func.coalesce(new[column], old[column])), else_=func.coalesce(old[column], new[column])
+                )
+                for column in PR_COLUMNS
+                if column not in ("source_id", "repo", "number")
+            },
+        )
+        _PR_UPSERTS[dialect] = statement
+    return statement
+
+
 def record_pull_request(session: Session, source_id: int, pr: PullRequestSeen) -> None:
-    """Store or update what GitHub said about a pull request; a later event never erases what an earlier
-    one said (a merge stays a merge, whatever order the deliveries come in)."""
+    """Store or update what GitHub said about a pull request (see `_pr_upsert` for which delivery wins)."""
     values = {
         "source_id": source_id,
         "repo": repo_name(pr.repo),
@@ -126,18 +158,12 @@ def record_pull_request(session: Session, source_id: int, pr: PullRequestSeen) -
         "opened_at": pr.opened_at,
         "merged_at": pr.merged_at,
         "closed_at": pr.closed_at,
+        "updated_at": pr.updated_at,
         "additions": pr.additions,
         "deletions": pr.deletions,
         "title": (pr.title or None) and pr.title[:300],
     }
-    statement = dialect_insert(session, PRS)
-    new = statement.excluded
-    keep = ("source_id", "repo", "number")
-    statement = statement.on_conflict_do_update(
-        index_elements=["repo", "number"],
-        set_={column: func.coalesce(new[column], PRS.c[column]) for column in values if column not in keep},
-    )
-    session.execute(statement, [values])
+    session.execute(_pr_upsert(session), [values])
 
 
 def record_commits(session: Session, source_id: int, commits: Iterable[CommitSeen]) -> None:
@@ -280,10 +306,10 @@ def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Se
     if person_id is None:
         result.reason = f"its author {pr.author_login or '(unknown)'} is no known person (link the GitHub login)"
         return result
+    if pr.opened_at is not None:  # self-reported (anyone can open one), whenever its delivery arrives
+        _outcome(session, pr, "opened", "pr_opened", pr.opened_at, person_id, rules, False, False, False)
+        result.outcomes.append("pr_opened")
     if pr.merged_at is None:
-        if pr.opened_at is not None:
-            _outcome(session, pr, "opened", "pr_opened", pr.opened_at, person_id, rules, False, False, False)
-            result.outcomes.append("pr_opened")
         result.reason = "not merged"
         return result
     empty = pr.additions == 0 and pr.deletions == 0
@@ -322,10 +348,9 @@ def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Se
         )
         .group_by(CHECKS.c.kind, CHECKS.c.environment)
     ).all()
-    for kind, environment, when in checks:
+    for kind, environment, when in checks:  # each at its earliest success, whichever delivery came first
         name = "tests" if kind == "tests_passed" else f"deploy:{environment or 'default'}"
-        made = _outcome(session, pr, name, kind, when, person_id, rules, result.evidence, counted, assisted)
-        _set_flags(session, made, result.evidence, counted, assisted)
+        _outcome(session, pr, name, kind, when, person_id, rules, result.evidence, counted, assisted)
         result.outcomes.append(kind)
     return result
 
@@ -353,10 +378,11 @@ def _outcome(
     counted: bool,
     assisted: bool,
 ) -> int:
-    external_id = f"github:{pr.repo}#{pr.number}:{suffix}"[:200]
+    """Write one of the pull request's outcomes as it stands now, in one upsert: its person, URL, time and
+    flags follow the facts; its weight is the one it was first given."""
     row = {
         "source_id": pr.source_id,
-        "external_id": external_id,
+        "external_id": f"github:{pr.repo}#{pr.number}:{suffix}"[:200],
         "run_id": None,
         "person_id": person_id,
         "kind": kind,
@@ -367,12 +393,24 @@ def _outcome(
         "counted": counted,
         "agent_assisted": assisted,
     }
-    insert_new(session, OUTCOMES, [row], ("source_id", "external_id"))
-    found = session.execute(
-        select(OUTCOMES.c.id).where(OUTCOMES.c.source_id == pr.source_id, OUTCOMES.c.external_id == external_id)
-    ).scalar_one()
-    session.execute(update(OUTCOMES).where(OUTCOMES.c.id == found).values(person_id=person_id, url=pr.url))
-    return int(found)
+    return int(session.execute(_outcome_upsert(session), [row]).scalar_one())
+
+
+_OUTCOME_UPSERTS: dict[str, Any] = {}
+
+
+def _outcome_upsert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    statement = _OUTCOME_UPSERTS.get(dialect)
+    if statement is None:
+        statement = dialect_insert(session, OUTCOMES)
+        new = statement.excluded
+        changing = ("person_id", "url", "occurred_at", "evidence", "counted", "agent_assisted")
+        statement = statement.on_conflict_do_update(
+            index_elements=["source_id", "external_id"], set_={column: new[column] for column in changing}
+        ).returning(OUTCOMES.c.id)
+        _OUTCOME_UPSERTS[dialect] = statement
+    return statement
 
 
 def _set_flags(session: Session, outcome_id: int, evidence: bool, counted: bool, assisted: bool) -> None:

@@ -189,6 +189,7 @@ def pull_request_seen(repo: str, pull: Mapping[str, Any], titles: bool = False) 
         opened_at=_time(pull.get("created_at")),
         merged_at=_time(pull.get("merged_at")),
         closed_at=_time(pull.get("closed_at")),
+        updated_at=_time(pull.get("updated_at")),
         additions=_int(pull.get("additions")),
         deletions=_int(pull.get("deletions")),
         title=title if titles and isinstance(title, str) else None,

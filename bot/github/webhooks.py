@@ -159,6 +159,7 @@ def _pull_request(repo: str, pr: dict[str, Any], reading: Reading) -> Facts:
         opened_at=_when(pr.get("created_at")),
         merged_at=merged_at,
         closed_at=_when(pr.get("closed_at")),
+        updated_at=_when(pr.get("updated_at")),
         additions=_count(pr.get("additions")),
         deletions=_count(pr.get("deletions")),
         title=(pr.get("title") or None) if reading.titles else None,
