@@ -435,8 +435,18 @@ def _link(
     shas = sorted({c.sha for c in commits} | {s for s in (pr.head_sha, pr.merge_sha) if s})
     rows: dict[int, tuple[str, str]] = {}
     if shas:
+        # A run's commits are its sender's word: they link it only to the pull request of its owner, or of
+        # a commit its owner authored, so nobody can claim a colleague's merge for their own run.
+        authors = {person_id} | {
+            found
+            for c in commits
+            if (found := person_for_github(session, c.author_login, [c.author_email] if c.author_email else []))
+        }
+        run_commits = table_of(RunCommit).c
         for run_id, sha in session.execute(
-            select(table_of(RunCommit).c.run_id, table_of(RunCommit).c.sha).where(table_of(RunCommit).c.sha.in_(shas))
+            select(run_commits.run_id, run_commits.sha)
+            .join(RUNS, RUNS.c.id == run_commits.run_id)
+            .where(run_commits.sha.in_(shas), RUNS.c.person_id.in_(sorted(authors)))
         ):
             rows.setdefault(int(run_id), ("commit", f"produced commit {sha[:12]}"))
     if pr.head_branch and pr.merged_at is not None:
