@@ -508,6 +508,30 @@ def relink_runs(session: Session, run_ids: Sequence[int], rules: LinkRules) -> i
     return len(touched)
 
 
+def settle_for_identities(session: Session, logins: Iterable[str], emails: Iterable[str], rules: LinkRules) -> int:
+    """Settle again the pull requests that newly linked GitHub logins (or newly known people's emails) may
+    make someone's: those they authored, or holding a commit by one of them; how many. Run after
+    `tokenwise people link github` and `tokenwise import org`, so their runs link now, not at the next delivery."""
+    names = sorted({name for login in logins if (name := _login(login))})
+    addresses = sorted({normalize_email(email) for email in emails if "@" in email})
+    noreply = [f"%+{name}@users.noreply.github.com" for name in names]
+    noreply += [f"{name}@users.noreply.github.com" for name in names]
+    c = COMMITS.c
+    by_commit = [c.author_login.in_(names), c.author_email.in_(addresses), *(c.author_email.like(n) for n in noreply)]
+    commits = select(c.repo, c.pr_number, c.branch).where(or_(*by_commit))
+    found: set[tuple[str, int]] = set()
+    for repo, number in session.execute(select(PRS.c.repo, PRS.c.number).where(PRS.c.author_login.in_(names))):
+        found.add((str(repo), int(number)))
+    for repo, number, branch in session.execute(commits):
+        if number is not None:
+            found.add((str(repo), int(number)))
+        elif branch:
+            found.update((str(repo), n) for n in prs_touched(session, str(repo), branches=[str(branch)]))
+    for repo, number in sorted(found):
+        settle_one(session, repo, number, rules)
+    return len(found)
+
+
 def record_run_commits(session: Session, pairs: Iterable[tuple[int, str]], rules: LinkRules) -> int:
     """Commits that runs produced (reported by their source); the pull requests holding them are settled."""
     pairs = sorted({(run_id, sha.lower()) for run_id, sha in pairs})
@@ -608,6 +632,7 @@ __all__ = [
     "relink_runs",
     "remove_link",
     "settle",
+    "settle_for_identities",
     "settle_one",
     "unmatched_logins",
 ]
