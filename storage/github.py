@@ -108,8 +108,27 @@ def repo_name(value: str) -> str:
 # -- facts --------------------------------------------------------------------------------------------------
 def claim_delivery(session: Session, source_id: int, delivery_id: str, event: str) -> bool:
     """Whether this delivery is new (then it is remembered): a re-delivery of the same id is a no-op."""
-    row = {"delivery_id": delivery_id[:64], "source_id": source_id, "event": event[:40], "received_at": utcnow()}
-    return insert_new(session, table_of(GithubDelivery), [row], ("delivery_id",)) == 1
+    return bool(claim_deliveries(session, [(source_id, delivery_id, event)]))
+
+
+def claim_deliveries(session: Session, deliveries: Sequence[tuple[int, str, str]]) -> set[str]:
+    """The ids of the deliveries (source, delivery id, event) that are new, now remembered, in one statement;
+    of one id sent twice, the first is the one claimed."""
+    rows: dict[str, dict[str, Any]] = {}
+    now = utcnow()
+    for source_id, delivery_id, event in deliveries:
+        key = delivery_id[:64]
+        rows.setdefault(key, {"delivery_id": key, "source_id": source_id, "event": event[:40], "received_at": now})
+    if not rows:
+        return set()
+    table = table_of(GithubDelivery)
+    statement = (
+        dialect_insert(session, table)
+        .values([rows[key] for key in sorted(rows)])  # in key order: concurrent groups never wait in a circle
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(table.c.delivery_id)
+    )
+    return {str(claimed) for claimed in session.execute(statement).scalars()}
 
 
 PR_COLUMNS = (
@@ -196,18 +215,26 @@ def record_commits(session: Session, source_id: int, commits: Iterable[CommitSee
 
 def record_check(session: Session, source_id: int, check: CheckSeen) -> bool:
     """Store a successful CI run or deployment once (by its id); whether it was new."""
-    row = {
-        "source_id": source_id,
-        "repo": repo_name(check.repo),
-        "kind": check.kind,
-        "external_id": check.external_id[:100],
-        "sha": check.sha.lower(),
-        "branch": (check.branch or None) and check.branch[:255],
-        "pr_numbers": ",".join(str(n) for n in check.pr_numbers)[:200] or None,
-        "environment": (check.environment or None) and check.environment[:100],
-        "completed_at": check.completed_at,
-    }
-    return insert_new(session, CHECKS, [row], ("repo", "kind", "external_id")) == 1
+    return record_checks(session, source_id, [check]) == 1
+
+
+def record_checks(session: Session, source_id: int, checks: Sequence[CheckSeen]) -> int:
+    """Store successful CI runs and deployments once each (by their ids); how many were new."""
+    rows = [
+        {
+            "source_id": source_id,
+            "repo": repo_name(check.repo),
+            "kind": check.kind,
+            "external_id": check.external_id[:100],
+            "sha": check.sha.lower(),
+            "branch": (check.branch or None) and check.branch[:255],
+            "pr_numbers": ",".join(str(n) for n in check.pr_numbers)[:200] or None,
+            "environment": (check.environment or None) and check.environment[:100],
+            "completed_at": check.completed_at,
+        }
+        for check in checks
+    ]
+    return insert_new(session, CHECKS, rows, ("repo", "kind", "external_id"))
 
 
 def _login(value: str | None) -> str | None:
@@ -290,14 +317,21 @@ class Settled:
 
 
 def settle(session: Session, repo: str, numbers: Iterable[int], rules: LinkRules) -> list[Settled]:
-    return [settle_one(session, repo_name(repo), number, rules) for number in sorted(set(numbers))]
+    folders = _folders_of(session, repo_name(repo))  # once for all of the repository's pull requests
+    return [settle_one(session, repo_name(repo), number, rules, folders) for number in sorted(set(numbers))]
 
 
-def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Settled:
-    """Recompute one pull request's outcomes and run links from every fact stored about it."""
-    pr = session.execute(select(PullRequest).where(PRS.c.repo == repo, PRS.c.number == number)).scalar_one_or_none()
-    if pr is None:
+def settle_one(
+    session: Session, repo: str, number: int, rules: LinkRules, folders: Sequence[str] | None = None
+) -> Settled:
+    """Recompute one pull request's outcomes and run links from every fact stored about it.
+
+    Read as plain rows and written in as few statements as the facts allow: settling is what a burst of
+    deliveries spends its time on (docs/performance.md, "GitHub's 10 seconds under a burst")."""
+    found = session.execute(select(PRS).where(PRS.c.repo == repo, PRS.c.number == number)).mappings().first()
+    if found is None:
         return Settled(None, reason="not seen")
+    pr = PullRequest(**found)
     commits = _commits_of(session, pr)
     emails = [c.author_email for c in commits if c.author_email and c.author_login in (None, pr.author_login)]
     person_id = person_for_github(session, pr.author_login, emails)
@@ -319,23 +353,36 @@ def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Se
         result.reason = "an empty merge (no lines changed)"
     elif not result.evidence:
         result.reason = "merged by its own author (TOKENWISE_GITHUB_SELF_MERGE_COUNTS is off)"
-    merged = _outcome(session, pr, "merged", "pr_merged", pr.merged_at, person_id, rules, result.evidence, False, False)
-    _link(session, merged, pr, commits, person_id, rules)
-    result.links = [
-        (int(run_id), evidence, detail, removed is None)
+    # The links the merge has (a removed one stays removed) and the runs it should link, then the outcome
+    # with its flags in one upsert, then the new links.
+    existing = {
+        int(run_id): (str(evidence), detail, removed is None)
         for run_id, evidence, detail, removed in session.execute(
             select(LINKS.c.run_id, LINKS.c.evidence, LINKS.c.detail, LINKS.c.removed_at)
-            .where(LINKS.c.outcome_id == merged)
-            .order_by(LINKS.c.run_id)
+            .join(OUTCOMES, OUTCOMES.c.id == LINKS.c.outcome_id)
+            .where(OUTCOMES.c.source_id == pr.source_id, OUTCOMES.c.external_id == _external_id(pr, "merged"))
         )
-    ]
+    }
+    wanted = _runs_to_link(session, pr, commits, person_id, rules, folders)
+    added = {run_id: link for run_id, link in wanted.items() if run_id not in existing}
+    every = {**existing, **{run_id: (evidence, detail, True) for run_id, (evidence, detail) in added.items()}}
+    result.links = [(run_id, *every[run_id]) for run_id in sorted(every)]
     assisted = trailer is not None or any(active for *_, active in result.links)
     counted = result.evidence and assisted
     if result.evidence and not assisted:
         result.reason = "no agent run is linked and no commit carries an agent trailer"
     elif counted:
         result.reason = "counted"
-    _set_flags(session, merged, result.evidence, counted, assisted)
+    merged = _outcome(
+        session, pr, "merged", "pr_merged", pr.merged_at, person_id, rules, result.evidence, counted, assisted
+    )
+    if added:
+        now = utcnow()
+        values = [
+            {"outcome_id": merged, "run_id": run_id, "evidence": evidence, "detail": detail, "created_at": now}
+            for run_id, (evidence, detail) in sorted(added.items())
+        ]
+        insert_new(session, LINKS, values, ("outcome_id", "run_id"))
     result.outcomes.append("pr_merged")
     checks = session.execute(
         select(CHECKS.c.kind, CHECKS.c.environment, func.min(CHECKS.c.completed_at))
@@ -355,15 +402,26 @@ def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Se
     return result
 
 
-def _commits_of(session: Session, pr: PullRequest) -> list[GithubCommit]:
+def _commits_of(session: Session, pr: PullRequest) -> list[Any]:
+    """The pull request's commits as rows (sha, author_login, author_email, agent_trailer)."""
     conditions = [COMMITS.c.pr_number == pr.number]
     if pr.head_branch:
         conditions.append(COMMITS.c.branch == pr.head_branch)
     shas = [s for s in (pr.head_sha, pr.merge_sha) if s]
     if shas:
         conditions.append(COMMITS.c.sha.in_(shas))
-    rows = session.execute(select(GithubCommit).where(COMMITS.c.repo == pr.repo, or_(*conditions)))
-    return list(rows.scalars())
+    c = COMMITS.c
+    return list(
+        session.execute(
+            select(c.sha, c.author_login, c.author_email, c.agent_trailer)
+            .where(c.repo == pr.repo, or_(*conditions))
+            .order_by(c.id)
+        )
+    )
+
+
+def _external_id(pr: PullRequest, suffix: str) -> str:
+    return f"github:{pr.repo}#{pr.number}:{suffix}"[:200]
 
 
 def _outcome(
@@ -382,7 +440,7 @@ def _outcome(
     flags follow the facts; its weight is the one it was first given."""
     row = {
         "source_id": pr.source_id,
-        "external_id": f"github:{pr.repo}#{pr.number}:{suffix}"[:200],
+        "external_id": _external_id(pr, suffix),
         "run_id": None,
         "person_id": person_id,
         "kind": kind,
@@ -413,45 +471,42 @@ def _outcome_upsert(session: Session) -> Any:
     return statement
 
 
-def _set_flags(session: Session, outcome_id: int, evidence: bool, counted: bool, assisted: bool) -> None:
-    session.execute(
-        update(OUTCOMES)
-        .where(OUTCOMES.c.id == outcome_id)
-        .values(evidence=evidence, counted=counted, agent_assisted=assisted)
-    )
-
-
-def _link(
+def _runs_to_link(
     session: Session,
-    outcome_id: int,
     pr: PullRequest,
-    commits: Sequence[GithubCommit],
+    commits: Sequence[Any],
     person_id: int,
     rules: LinkRules,
-) -> None:
-    """Link the merged pull request to runs, strongest evidence first: a run that produced one of its
-    commits; else the author's runs on its repository and head branch, started within the window before
-    the merge. Links already made (or removed by the run's owner) are left as they are."""
+    folders: Sequence[str] | None = None,
+) -> dict[int, tuple[str, str]]:
+    """The runs the merged pull request links to (run -> evidence, detail), strongest evidence first: a run
+    that produced one of its commits; else the author's runs on its repository and head branch, started
+    within the window before the merge. Links already made (or removed by the run's owner) stay as they are."""
     shas = sorted({c.sha for c in commits} | {s for s in (pr.head_sha, pr.merge_sha) if s})
     rows: dict[int, tuple[str, str]] = {}
     if shas:
         # A run's commits are its sender's word: they link it only to the pull request of its owner, or of
         # a commit its owner authored, so nobody can claim a colleague's merge for their own run.
-        authors = {person_id} | {
-            found
-            for c in commits
-            if (found := person_for_github(session, c.author_login, [c.author_email] if c.author_email else []))
-        }
         run_commits = table_of(RunCommit).c
-        for run_id, sha in session.execute(
-            select(run_commits.run_id, run_commits.sha)
+        claimed = session.execute(
+            select(run_commits.run_id, run_commits.sha, RUNS.c.person_id)
             .join(RUNS, RUNS.c.id == run_commits.run_id)
-            .where(run_commits.sha.in_(shas), RUNS.c.person_id.in_(sorted(authors)))
-        ):
-            rows.setdefault(int(run_id), ("commit", f"produced commit {sha[:12]}"))
+            .where(run_commits.sha.in_(shas))
+            .order_by(run_commits.run_id, run_commits.sha)
+        ).all()
+        authors = {person_id}
+        if any(owner != person_id for *_, owner in claimed):
+            authors |= {
+                found
+                for c in commits
+                if (found := person_for_github(session, c.author_login, [c.author_email] if c.author_email else []))
+            }
+        for run_id, sha, owner in claimed:
+            if owner in authors:
+                rows.setdefault(int(run_id), ("commit", f"produced commit {sha[:12]}"))
     if pr.head_branch and pr.merged_at is not None:
         start = pr.merged_at - timedelta(days=rules.window_days)
-        folders = _folders_of(session, pr.repo)
+        folders = _folders_of(session, pr.repo) if folders is None else folders
         r = RUNS.c
         for (run_id,) in session.execute(
             select(r.id).where(
@@ -465,12 +520,7 @@ def _link(
             rows.setdefault(
                 int(run_id), ("branch", f"the author's run on {pr.repo} branch {pr.head_branch}, before the merge")
             )
-    if rows:
-        values = [
-            {"outcome_id": outcome_id, "run_id": run_id, "evidence": evidence, "detail": detail, "created_at": utcnow()}
-            for run_id, (evidence, detail) in sorted(rows.items())
-        ]
-        insert_new(session, LINKS, values, ("outcome_id", "run_id"))
+    return rows
 
 
 def _folders_of(session: Session, repo: str) -> list[str]:
@@ -620,17 +670,20 @@ __all__ = [
     "LinkRules",
     "PullRequestSeen",
     "Settled",
+    "claim_deliveries",
     "claim_delivery",
     "find_pull_request",
     "links_of_runs",
     "person_for_github",
     "prs_touched",
     "record_check",
+    "record_checks",
     "record_commits",
     "record_pull_request",
     "record_run_commits",
     "relink_runs",
     "remove_link",
+    "repo_name",
     "settle",
     "settle_for_identities",
     "settle_one",
