@@ -94,11 +94,17 @@ def test_people_link_github_settles_the_logins_pull_requests_so_their_runs_link_
     host.run_on("bo@example.com", "bo/retries")
     host.merge(7, "bo-dev", "bo/retries")
     assert host.linked_runs() == {}  # bo-dev is nobody known yet: kept, unlinked
+    url = f"https://github.com/{REPO}/pull/7"
+    code, why = tokenwise("outcomes", "explain", url)
+    assert code == 0 and "person: none: the GitHub login is linked to nobody" in why
 
     code, said = tokenwise("people", "link", "github", "Bo-Dev", "bo@example.com")
     assert code == 0, said
     assert "1 pull request settled again" in said
     assert host.linked_runs() == {"7": ["bo@example.com-bo/retries"]}
+    code, why = tokenwise("outcomes", "explain", url)
+    assert code == 0 and "person: bo@example.com" in why and "evidence: yes" in why and "counts: yes" in why
+    assert "branch, the author's run on acme/payments branch bo/retries, before the merge" in why
     assert tokenwise("people", "link", "github", "bo-dev", "bo@example.com")[0] == 0  # again: no change
     assert host.linked_runs() == {"7": ["bo@example.com-bo/retries"]}
 
