@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlmodel import Session
 
 from storage.models import (
@@ -73,6 +74,7 @@ class PullRequestSeen:
     additions: int | None = None
     deletions: int | None = None
     title: str | None = None
+    updated_at: datetime | None = None  # GitHub's: of two deliveries, the later one says what the PR is now
 
 
 @dataclass
@@ -106,13 +108,62 @@ def repo_name(value: str) -> str:
 # -- facts --------------------------------------------------------------------------------------------------
 def claim_delivery(session: Session, source_id: int, delivery_id: str, event: str) -> bool:
     """Whether this delivery is new (then it is remembered): a re-delivery of the same id is a no-op."""
-    row = {"delivery_id": delivery_id[:64], "source_id": source_id, "event": event[:40], "received_at": utcnow()}
-    return insert_new(session, table_of(GithubDelivery), [row], ("delivery_id",)) == 1
+    return bool(claim_deliveries(session, [(source_id, delivery_id, event)]))
+
+
+def claim_deliveries(session: Session, deliveries: Sequence[tuple[int, str, str]]) -> set[str]:
+    """The ids of the deliveries (source, delivery id, event) that are new, now remembered, in one statement;
+    of one id sent twice, the first is the one claimed."""
+    rows: dict[str, dict[str, Any]] = {}
+    now = utcnow()
+    for source_id, delivery_id, event in deliveries:
+        key = delivery_id[:64]
+        rows.setdefault(key, {"delivery_id": key, "source_id": source_id, "event": event[:40], "received_at": now})
+    if not rows:
+        return set()
+    table = table_of(GithubDelivery)
+    statement = (
+        dialect_insert(session, table)
+        .values([rows[key] for key in sorted(rows)])  # in key order: concurrent groups never wait in a circle
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(table.c.delivery_id)
+    )
+    return {str(claimed) for claimed in session.execute(statement).scalars()}
+
+
+PR_COLUMNS = (
+    "source_id", "repo", "number", "url", "author_login", "merged_by_login", "head_branch", "head_sha",
+    "merge_sha", "opened_at", "merged_at", "closed_at", "updated_at", "additions", "deletions", "title",
+)  # fmt: skip
+_PR_UPSERTS: dict[str, Any] = {}
+
+
+def _pr_upsert(session: Session) -> Any:
+    """The pull request's upsert, built once per database: of two deliveries, the one GitHub updated later
+    says what the pull request is now (a late `opened` never overwrites a newer head, size or state); what
+    either says fills what the other lacks, so a merge stays a merge whatever order they come in."""
+    dialect = session.get_bind().dialect.name
+    statement = _PR_UPSERTS.get(dialect)
+    if statement is None:
+        statement = dialect_insert(session, PRS)
+        new, old = statement.excluded, PRS.c
+        newer = or_(old.updated_at.is_(None), new.updated_at >= old.updated_at)
+        statement = statement.on_conflict_do_update(
+            index_elements=["repo", "number"],
+            set_={
+                column: case(
+                    (newer, func.coalesce(new[column], old[column])), else_=func.coalesce(old[column], new[column])
+                )
+                for column in PR_COLUMNS
+                if column not in ("source_id", "repo", "number")
+            },
+        )
+        _PR_UPSERTS[dialect] = statement
+    return statement
 
 
 def record_pull_request(session: Session, source_id: int, pr: PullRequestSeen) -> None:
-    """Store or update what GitHub said about a pull request; a later event never erases what an earlier
-    one said (a merge stays a merge, whatever order the deliveries come in)."""
+    """Store or update what GitHub said about a pull request (see `_pr_upsert` for which delivery wins)."""
     values = {
         "source_id": source_id,
         "repo": repo_name(pr.repo),
@@ -126,18 +177,12 @@ def record_pull_request(session: Session, source_id: int, pr: PullRequestSeen) -
         "opened_at": pr.opened_at,
         "merged_at": pr.merged_at,
         "closed_at": pr.closed_at,
+        "updated_at": pr.updated_at,
         "additions": pr.additions,
         "deletions": pr.deletions,
         "title": (pr.title or None) and pr.title[:300],
     }
-    statement = dialect_insert(session, PRS)
-    new = statement.excluded
-    keep = ("source_id", "repo", "number")
-    statement = statement.on_conflict_do_update(
-        index_elements=["repo", "number"],
-        set_={column: func.coalesce(new[column], PRS.c[column]) for column in values if column not in keep},
-    )
-    session.execute(statement, [values])
+    session.execute(_pr_upsert(session), [values])
 
 
 def record_commits(session: Session, source_id: int, commits: Iterable[CommitSeen]) -> None:
@@ -170,18 +215,26 @@ def record_commits(session: Session, source_id: int, commits: Iterable[CommitSee
 
 def record_check(session: Session, source_id: int, check: CheckSeen) -> bool:
     """Store a successful CI run or deployment once (by its id); whether it was new."""
-    row = {
-        "source_id": source_id,
-        "repo": repo_name(check.repo),
-        "kind": check.kind,
-        "external_id": check.external_id[:100],
-        "sha": check.sha.lower(),
-        "branch": (check.branch or None) and check.branch[:255],
-        "pr_numbers": ",".join(str(n) for n in check.pr_numbers)[:200] or None,
-        "environment": (check.environment or None) and check.environment[:100],
-        "completed_at": check.completed_at,
-    }
-    return insert_new(session, CHECKS, [row], ("repo", "kind", "external_id")) == 1
+    return record_checks(session, source_id, [check]) == 1
+
+
+def record_checks(session: Session, source_id: int, checks: Sequence[CheckSeen]) -> int:
+    """Store successful CI runs and deployments once each (by their ids); how many were new."""
+    rows = [
+        {
+            "source_id": source_id,
+            "repo": repo_name(check.repo),
+            "kind": check.kind,
+            "external_id": check.external_id[:100],
+            "sha": check.sha.lower(),
+            "branch": (check.branch or None) and check.branch[:255],
+            "pr_numbers": ",".join(str(n) for n in check.pr_numbers)[:200] or None,
+            "environment": (check.environment or None) and check.environment[:100],
+            "completed_at": check.completed_at,
+        }
+        for check in checks
+    ]
+    return insert_new(session, CHECKS, rows, ("repo", "kind", "external_id"))
 
 
 def _login(value: str | None) -> str | None:
@@ -264,14 +317,21 @@ class Settled:
 
 
 def settle(session: Session, repo: str, numbers: Iterable[int], rules: LinkRules) -> list[Settled]:
-    return [settle_one(session, repo_name(repo), number, rules) for number in sorted(set(numbers))]
+    folders = _folders_of(session, repo_name(repo))  # once for all of the repository's pull requests
+    return [settle_one(session, repo_name(repo), number, rules, folders) for number in sorted(set(numbers))]
 
 
-def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Settled:
-    """Recompute one pull request's outcomes and run links from every fact stored about it."""
-    pr = session.execute(select(PullRequest).where(PRS.c.repo == repo, PRS.c.number == number)).scalar_one_or_none()
-    if pr is None:
+def settle_one(
+    session: Session, repo: str, number: int, rules: LinkRules, folders: Sequence[str] | None = None
+) -> Settled:
+    """Recompute one pull request's outcomes and run links from every fact stored about it.
+
+    Read as plain rows and written in as few statements as the facts allow: settling is what a burst of
+    deliveries spends its time on (docs/performance.md, "GitHub's 10 seconds under a burst")."""
+    found = session.execute(select(PRS).where(PRS.c.repo == repo, PRS.c.number == number)).mappings().first()
+    if found is None:
         return Settled(None, reason="not seen")
+    pr = PullRequest(**found)
     commits = _commits_of(session, pr)
     emails = [c.author_email for c in commits if c.author_email and c.author_login in (None, pr.author_login)]
     person_id = person_for_github(session, pr.author_login, emails)
@@ -280,10 +340,10 @@ def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Se
     if person_id is None:
         result.reason = f"its author {pr.author_login or '(unknown)'} is no known person (link the GitHub login)"
         return result
+    if pr.opened_at is not None:  # self-reported (anyone can open one), whenever its delivery arrives
+        _outcome(session, pr, "opened", "pr_opened", pr.opened_at, person_id, rules, False, False, False)
+        result.outcomes.append("pr_opened")
     if pr.merged_at is None:
-        if pr.opened_at is not None:
-            _outcome(session, pr, "opened", "pr_opened", pr.opened_at, person_id, rules, False, False, False)
-            result.outcomes.append("pr_opened")
         result.reason = "not merged"
         return result
     empty = pr.additions == 0 and pr.deletions == 0
@@ -293,23 +353,36 @@ def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Se
         result.reason = "an empty merge (no lines changed)"
     elif not result.evidence:
         result.reason = "merged by its own author (TOKENWISE_GITHUB_SELF_MERGE_COUNTS is off)"
-    merged = _outcome(session, pr, "merged", "pr_merged", pr.merged_at, person_id, rules, result.evidence, False, False)
-    _link(session, merged, pr, commits, person_id, rules)
-    result.links = [
-        (int(run_id), evidence, detail, removed is None)
+    # The links the merge has (a removed one stays removed) and the runs it should link, then the outcome
+    # with its flags in one upsert, then the new links.
+    existing = {
+        int(run_id): (str(evidence), detail, removed is None)
         for run_id, evidence, detail, removed in session.execute(
             select(LINKS.c.run_id, LINKS.c.evidence, LINKS.c.detail, LINKS.c.removed_at)
-            .where(LINKS.c.outcome_id == merged)
-            .order_by(LINKS.c.run_id)
+            .join(OUTCOMES, OUTCOMES.c.id == LINKS.c.outcome_id)
+            .where(OUTCOMES.c.source_id == pr.source_id, OUTCOMES.c.external_id == _external_id(pr, "merged"))
         )
-    ]
+    }
+    wanted = _runs_to_link(session, pr, commits, person_id, rules, folders)
+    added = {run_id: link for run_id, link in wanted.items() if run_id not in existing}
+    every = {**existing, **{run_id: (evidence, detail, True) for run_id, (evidence, detail) in added.items()}}
+    result.links = [(run_id, *every[run_id]) for run_id in sorted(every)]
     assisted = trailer is not None or any(active for *_, active in result.links)
     counted = result.evidence and assisted
     if result.evidence and not assisted:
         result.reason = "no agent run is linked and no commit carries an agent trailer"
     elif counted:
         result.reason = "counted"
-    _set_flags(session, merged, result.evidence, counted, assisted)
+    merged = _outcome(
+        session, pr, "merged", "pr_merged", pr.merged_at, person_id, rules, result.evidence, counted, assisted
+    )
+    if added:
+        now = utcnow()
+        values = [
+            {"outcome_id": merged, "run_id": run_id, "evidence": evidence, "detail": detail, "created_at": now}
+            for run_id, (evidence, detail) in sorted(added.items())
+        ]
+        insert_new(session, LINKS, values, ("outcome_id", "run_id"))
     result.outcomes.append("pr_merged")
     checks = session.execute(
         select(CHECKS.c.kind, CHECKS.c.environment, func.min(CHECKS.c.completed_at))
@@ -322,23 +395,33 @@ def settle_one(session: Session, repo: str, number: int, rules: LinkRules) -> Se
         )
         .group_by(CHECKS.c.kind, CHECKS.c.environment)
     ).all()
-    for kind, environment, when in checks:
+    for kind, environment, when in checks:  # each at its earliest success, whichever delivery came first
         name = "tests" if kind == "tests_passed" else f"deploy:{environment or 'default'}"
-        made = _outcome(session, pr, name, kind, when, person_id, rules, result.evidence, counted, assisted)
-        _set_flags(session, made, result.evidence, counted, assisted)
+        _outcome(session, pr, name, kind, when, person_id, rules, result.evidence, counted, assisted)
         result.outcomes.append(kind)
     return result
 
 
-def _commits_of(session: Session, pr: PullRequest) -> list[GithubCommit]:
+def _commits_of(session: Session, pr: PullRequest) -> list[Any]:
+    """The pull request's commits as rows (sha, author_login, author_email, agent_trailer)."""
     conditions = [COMMITS.c.pr_number == pr.number]
     if pr.head_branch:
         conditions.append(COMMITS.c.branch == pr.head_branch)
     shas = [s for s in (pr.head_sha, pr.merge_sha) if s]
     if shas:
         conditions.append(COMMITS.c.sha.in_(shas))
-    rows = session.execute(select(GithubCommit).where(COMMITS.c.repo == pr.repo, or_(*conditions)))
-    return list(rows.scalars())
+    c = COMMITS.c
+    return list(
+        session.execute(
+            select(c.sha, c.author_login, c.author_email, c.agent_trailer)
+            .where(c.repo == pr.repo, or_(*conditions))
+            .order_by(c.id)
+        )
+    )
+
+
+def _external_id(pr: PullRequest, suffix: str) -> str:
+    return f"github:{pr.repo}#{pr.number}:{suffix}"[:200]
 
 
 def _outcome(
@@ -353,10 +436,11 @@ def _outcome(
     counted: bool,
     assisted: bool,
 ) -> int:
-    external_id = f"github:{pr.repo}#{pr.number}:{suffix}"[:200]
+    """Write one of the pull request's outcomes as it stands now, in one upsert: its person, URL, time and
+    flags follow the facts; its weight is the one it was first given."""
     row = {
         "source_id": pr.source_id,
-        "external_id": external_id,
+        "external_id": _external_id(pr, suffix),
         "run_id": None,
         "person_id": person_id,
         "kind": kind,
@@ -367,43 +451,62 @@ def _outcome(
         "counted": counted,
         "agent_assisted": assisted,
     }
-    insert_new(session, OUTCOMES, [row], ("source_id", "external_id"))
-    found = session.execute(
-        select(OUTCOMES.c.id).where(OUTCOMES.c.source_id == pr.source_id, OUTCOMES.c.external_id == external_id)
-    ).scalar_one()
-    session.execute(update(OUTCOMES).where(OUTCOMES.c.id == found).values(person_id=person_id, url=pr.url))
-    return int(found)
+    return int(session.execute(_outcome_upsert(session), [row]).scalar_one())
 
 
-def _set_flags(session: Session, outcome_id: int, evidence: bool, counted: bool, assisted: bool) -> None:
-    session.execute(
-        update(OUTCOMES)
-        .where(OUTCOMES.c.id == outcome_id)
-        .values(evidence=evidence, counted=counted, agent_assisted=assisted)
-    )
+_OUTCOME_UPSERTS: dict[str, Any] = {}
 
 
-def _link(
+def _outcome_upsert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    statement = _OUTCOME_UPSERTS.get(dialect)
+    if statement is None:
+        statement = dialect_insert(session, OUTCOMES)
+        new = statement.excluded
+        changing = ("person_id", "url", "occurred_at", "evidence", "counted", "agent_assisted")
+        statement = statement.on_conflict_do_update(
+            index_elements=["source_id", "external_id"], set_={column: new[column] for column in changing}
+        ).returning(OUTCOMES.c.id)
+        _OUTCOME_UPSERTS[dialect] = statement
+    return statement
+
+
+def _runs_to_link(
     session: Session,
-    outcome_id: int,
     pr: PullRequest,
-    commits: Sequence[GithubCommit],
+    commits: Sequence[Any],
     person_id: int,
     rules: LinkRules,
-) -> None:
-    """Link the merged pull request to runs, strongest evidence first: a run that produced one of its
-    commits; else the author's runs on its repository and head branch, started within the window before
-    the merge. Links already made (or removed by the run's owner) are left as they are."""
+    folders: Sequence[str] | None = None,
+) -> dict[int, tuple[str, str]]:
+    """The runs the merged pull request links to (run -> evidence, detail), strongest evidence first: a run
+    that produced one of its commits; else the author's runs on its repository and head branch, started
+    within the window before the merge. Links already made (or removed by the run's owner) stay as they are."""
     shas = sorted({c.sha for c in commits} | {s for s in (pr.head_sha, pr.merge_sha) if s})
     rows: dict[int, tuple[str, str]] = {}
     if shas:
-        for run_id, sha in session.execute(
-            select(table_of(RunCommit).c.run_id, table_of(RunCommit).c.sha).where(table_of(RunCommit).c.sha.in_(shas))
-        ):
-            rows.setdefault(int(run_id), ("commit", f"produced commit {sha[:12]}"))
+        # A run's commits are its sender's word: they link it only to the pull request of its owner, or of
+        # a commit its owner authored, so nobody can claim a colleague's merge for their own run.
+        run_commits = table_of(RunCommit).c
+        claimed = session.execute(
+            select(run_commits.run_id, run_commits.sha, RUNS.c.person_id)
+            .join(RUNS, RUNS.c.id == run_commits.run_id)
+            .where(run_commits.sha.in_(shas))
+            .order_by(run_commits.run_id, run_commits.sha)
+        ).all()
+        authors = {person_id}
+        if any(owner != person_id for *_, owner in claimed):
+            authors |= {
+                found
+                for c in commits
+                if (found := person_for_github(session, c.author_login, [c.author_email] if c.author_email else []))
+            }
+        for run_id, sha, owner in claimed:
+            if owner in authors:
+                rows.setdefault(int(run_id), ("commit", f"produced commit {sha[:12]}"))
     if pr.head_branch and pr.merged_at is not None:
         start = pr.merged_at - timedelta(days=rules.window_days)
-        folders = _folders_of(session, pr.repo)
+        folders = _folders_of(session, pr.repo) if folders is None else folders
         r = RUNS.c
         for (run_id,) in session.execute(
             select(r.id).where(
@@ -417,12 +520,7 @@ def _link(
             rows.setdefault(
                 int(run_id), ("branch", f"the author's run on {pr.repo} branch {pr.head_branch}, before the merge")
             )
-    if rows:
-        values = [
-            {"outcome_id": outcome_id, "run_id": run_id, "evidence": evidence, "detail": detail, "created_at": utcnow()}
-            for run_id, (evidence, detail) in sorted(rows.items())
-        ]
-        insert_new(session, LINKS, values, ("outcome_id", "run_id"))
+    return rows
 
 
 def _folders_of(session: Session, repo: str) -> list[str]:
@@ -458,6 +556,30 @@ def relink_runs(session: Session, run_ids: Sequence[int], rules: LinkRules) -> i
     for repo, number in touched:
         settle_one(session, repo, number, rules)
     return len(touched)
+
+
+def settle_for_identities(session: Session, logins: Iterable[str], emails: Iterable[str], rules: LinkRules) -> int:
+    """Settle again the pull requests that newly linked GitHub logins (or newly known people's emails) may
+    make someone's: those they authored, or holding a commit by one of them; how many. Run after
+    `tokenwise people link github` and `tokenwise import org`, so their runs link now, not at the next delivery."""
+    names = sorted({name for login in logins if (name := _login(login))})
+    addresses = sorted({normalize_email(email) for email in emails if "@" in email})
+    noreply = [f"%+{name}@users.noreply.github.com" for name in names]
+    noreply += [f"{name}@users.noreply.github.com" for name in names]
+    c = COMMITS.c
+    by_commit = [c.author_login.in_(names), c.author_email.in_(addresses), *(c.author_email.like(n) for n in noreply)]
+    commits = select(c.repo, c.pr_number, c.branch).where(or_(*by_commit))
+    found: set[tuple[str, int]] = set()
+    for repo, number in session.execute(select(PRS.c.repo, PRS.c.number).where(PRS.c.author_login.in_(names))):
+        found.add((str(repo), int(number)))
+    for repo, number, branch in session.execute(commits):
+        if number is not None:
+            found.add((str(repo), int(number)))
+        elif branch:
+            found.update((str(repo), n) for n in prs_touched(session, str(repo), branches=[str(branch)]))
+    for repo, number in sorted(found):
+        settle_one(session, repo, number, rules)
+    return len(found)
 
 
 def record_run_commits(session: Session, pairs: Iterable[tuple[int, str]], rules: LinkRules) -> int:
@@ -548,18 +670,22 @@ __all__ = [
     "LinkRules",
     "PullRequestSeen",
     "Settled",
+    "claim_deliveries",
     "claim_delivery",
     "find_pull_request",
     "links_of_runs",
     "person_for_github",
     "prs_touched",
     "record_check",
+    "record_checks",
     "record_commits",
     "record_pull_request",
     "record_run_commits",
     "relink_runs",
     "remove_link",
+    "repo_name",
     "settle",
+    "settle_for_identities",
     "settle_one",
     "unmatched_logins",
 ]

@@ -336,6 +336,7 @@ class PullRequest(SQLModel, table=True):
     opened_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     merged_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     closed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    updated_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))  # GitHub's: newest wins
     additions: int | None = None
     deletions: int | None = None
     title: str | None = Field(default=None, max_length=300)

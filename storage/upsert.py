@@ -51,6 +51,8 @@ def insert_values(
     if not values:
         return 0
     if session.get_bind().dialect.name == "postgresql":
+        if len(values) <= SMALL_BATCH:
+            return _insert_new_small(session, table, names, values, key)
         return _insert_new_copy(session, table, names, values, key)
     return _insert_new_values(session, table, names, values, key)
 
@@ -142,6 +144,36 @@ def _insert_new_values(
     finally:
         cursor.close()
     return int(raw.total_changes - before)  # type: ignore[union-attr]
+
+
+SMALL_BATCH = 64  # PostgreSQL: rows up to this many go in one INSERT ... VALUES, more by COPY
+
+
+def _insert_new_small(
+    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+) -> int:
+    """A few rows on PostgreSQL (a webhook's delivery claim, a check, a pull request's links): one
+    `INSERT ... VALUES ... ON CONFLICT DO NOTHING` round trip, where COPY costs a savepoint and, for a key
+    already there, a staging table and three more statements. Rows go in key order, the first sent of a key
+    kept, as `_insert_new_copy` does, so concurrent writers lock keys in one order."""
+    key_of = itemgetter(*(list(names).index(name) for name in key))
+    in_key_order = sorted(zip(map(key_of, values), range(len(values)), strict=True))
+    firsts = [
+        sent for index, (key_, sent) in enumerate(in_key_order) if not index or in_key_order[index - 1][0] != key_
+    ]
+    quoted = ", ".join(f'"{name}"' for name in names)
+    one = f"({', '.join(['%s'] * len(names))})"
+    conflict = ", ".join(f'"{name}"' for name in key)
+    statement = (
+        f'INSERT INTO "{table.name}" ({quoted}) VALUES {", ".join([one] * len(firsts))}'
+        f" ON CONFLICT ({conflict}) DO NOTHING"
+    )
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement, [value for sent in firsts for value in values[sent]])
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
 
 
 def _insert_new_copy(

@@ -16,6 +16,7 @@ from bot.periods import parse_date
 from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, total_bytes
 from bot.sources.csv_files import CsvInvalid, import_org, import_usage_csv
 from bot.sources.openai_usage import build_admin_client, pull_usage
+from storage.github import settle_for_identities
 
 import_app = typer.Typer(help="Import usage from files and APIs (safe to run again).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -183,7 +184,10 @@ def import_org_csv(
             summary = import_org(session, file, config.timezone, with_history)
         except CsvInvalid as error:
             raise UserError(str(error)) from error
+        # Pull requests their logins or emails name are settled again, in the same transaction: runs link now.
+        settled = settle_for_identities(session, summary.github_logins, summary.emails, config.link_rules())
     linked = f", {summary.github_linked} GitHub logins linked" if summary.github_linked else ""
+    linked += f", {settled} pull requests settled again" if settled else ""
     out.print(
         f"{summary.people} people; {summary.teams_created} new teams, {summary.memberships_added} new memberships, "
         f"{summary.roles_changed} roles changed{linked}."

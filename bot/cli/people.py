@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.root import UserError, app, database, out
+from bot.cli.root import UserError, app, database, out, settings
 from storage.audit import record_event
+from storage.github import settle_for_identities
 from storage.identities import LinkError, link_identity
 from storage.models import IDENTITY_KINDS, id_of
 from storage.people import get_or_create_person, normalize_email
@@ -26,7 +27,9 @@ def link_command(
 
     `tokenwise source status` lists the identities with unattributed usage. Identities are linked only here,
     never because they appear together in data a source sent."""
-    with database() as session:
+    config = settings()
+    settled = 0
+    with database(config) as session:
         if "@" not in email:
             raise UserError(f"'{email}' is not an email address; give the person's email.")
         person = get_or_create_person(session, email=normalize_email(email))
@@ -34,6 +37,9 @@ def link_command(
             linked = link_identity(session, kind, value, id_of(person))
         except LinkError as error:
             raise UserError(str(error)) from error
+        if kind == "github":  # their pull requests are settled again: their runs link now
+            settled = settle_for_identities(session, [value], [], config.link_rules())
         record_event(session, actor="cli", action="people.link", scope=f"person:{id_of(person)}", detail=f"{kind}")
     noun = "record" if linked.moved == 1 else "records"
-    out.print(f"Linked {kind} {value} to {person.email}; {linked.moved} unattributed usage {noun} moved to them.")
+    prs = f"; {settled} pull request{'s' if settled != 1 else ''} settled again" if kind == "github" else ""
+    out.print(f"Linked {kind} {value} to {person.email}; {linked.moved} unattributed usage {noun} moved to them{prs}.")

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot.config import Settings
+from storage.db import take_turns
 from storage.github import (
     CommitSeen,
     LinkRules,
@@ -35,6 +36,7 @@ from storage.github import (
     prs_touched,
     record_commits,
     record_pull_request,
+    repo_name,
     settle,
 )
 from storage.ingest import write_atomically
@@ -189,6 +191,7 @@ def pull_request_seen(repo: str, pull: Mapping[str, Any], titles: bool = False) 
         opened_at=_time(pull.get("created_at")),
         merged_at=_time(pull.get("merged_at")),
         closed_at=_time(pull.get("closed_at")),
+        updated_at=_time(pull.get("updated_at")),
         additions=_int(pull.get("additions")),
         deletions=_int(pull.get("deletions")),
         title=title if titles and isinstance(title, str) else None,
@@ -257,10 +260,12 @@ async def fetch_pull(
 # -- writing ------------------------------------------------------------------------------------------------
 def write_pull(engine: Engine, fetched: FetchedPull, rules: LinkRules) -> Settled:
     """One short transaction: the pull request, its commits, and the settling of every pull request they
-    touch (a commit may sit in more than one)."""
+    touch (a commit may sit in more than one), taking its turn with the webhook's writers of the repository
+    (storage.db.take_turns), so a delivery and the backfill never settle one pull request at once."""
     pr = fetched.pr
 
     def work(session: Session) -> Settled:
+        take_turns(session, f"github:{repo_name(pr.repo)}")  # with the webhook's writers of this repository
         source_id = id_of(internal_source(session, SOURCE_NAME, SOURCE_KIND))
         record_pull_request(session, source_id, pr)
         record_commits(session, source_id, fetched.commits)

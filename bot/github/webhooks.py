@@ -27,9 +27,9 @@ from storage.github import (
     CommitSeen,
     LinkRules,
     PullRequestSeen,
-    claim_delivery,
+    claim_deliveries,
     prs_touched,
-    record_check,
+    record_checks,
     record_commits,
     record_pull_request,
     settle,
@@ -159,6 +159,7 @@ def _pull_request(repo: str, pr: dict[str, Any], reading: Reading) -> Facts:
         opened_at=_when(pr.get("created_at")),
         merged_at=merged_at,
         closed_at=_when(pr.get("closed_at")),
+        updated_at=_when(pr.get("updated_at")),
         additions=_count(pr.get("additions")),
         deletions=_count(pr.get("deletions")),
         title=(pr.get("title") or None) if reading.titles else None,
@@ -321,12 +322,15 @@ def _prepare(
     def write(session: Session) -> list[Handled]:
         for repo in sorted({u.facts.repo.strip().lower() for u in usable}):
             take_turns(session, f"github:{repo}")  # in one order everywhere, so no two groups wait in a circle
+        claimed = claim_deliveries(session, [(u.source_id, u.event.delivery_id, u.event.event) for u in usable])
         written = []
         for u in usable:
-            if _record(session, u):
+            if u.event.delivery_id[:64] in claimed:
+                claimed.discard(u.event.delivery_id[:64])  # the first of an id sent twice in one group
                 written.append(u)
             else:
                 handled[u.index] = Handled(200, u.event.event, u.event.delivery_id, duplicate=True)
+        _record(session, written)
         named: dict[str, tuple[set[int], set[str], set[str]]] = {}
         for u in written:
             numbers, branches, shas = named.setdefault(u.facts.repo.strip().lower(), (set(), set(), set()))
@@ -341,14 +345,18 @@ def _prepare(
     return write
 
 
-def _record(session: Session, usable: _Usable) -> bool:
-    """Claim the delivery and write its facts; False for a delivery id seen before (nothing written)."""
-    facts = usable.facts
-    if not claim_delivery(session, usable.source_id, usable.event.delivery_id, usable.event.event):
-        return False
-    if facts.pull_request is not None:
-        record_pull_request(session, usable.source_id, facts.pull_request)
-    record_commits(session, usable.source_id, facts.commits)
-    if facts.check is not None:
-        record_check(session, usable.source_id, facts.check)
-    return True
+def _record(session: Session, written: Sequence[_Usable]) -> None:
+    """Write the facts of the deliveries claimed: each pull request as it came (the later `updated_at` wins),
+    the commits and the checks of the whole group in one statement each."""
+    for u in written:
+        if u.facts.pull_request is not None:
+            record_pull_request(session, u.source_id, u.facts.pull_request)
+    by_source: dict[int, tuple[list[CommitSeen], list[CheckSeen]]] = {}
+    for u in written:
+        commits, checks = by_source.setdefault(u.source_id, ([], []))
+        commits.extend(u.facts.commits)
+        if u.facts.check is not None:
+            checks.append(u.facts.check)
+    for source_id, (commits, checks) in sorted(by_source.items()):
+        record_commits(session, source_id, commits)
+        record_checks(session, source_id, checks)

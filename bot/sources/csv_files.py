@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,8 @@ class OrgSummary:
     memberships_added: int = 0
     roles_changed: int = 0
     github_linked: int = 0  # GitHub logins linked by this import (already linked ones are not counted)
+    github_logins: list[str] = field(default_factory=list)  # every login the file names
+    emails: list[str] = field(default_factory=list)  # every person the file names
 
 
 @dataclass(frozen=True)
@@ -256,4 +258,6 @@ def import_org(
             session.flush()
             summary.roles_changed += 1
     summary.people = len(people)
+    summary.emails = sorted(people)
+    summary.github_logins = sorted({row.github for row in rows if row.github is not None})
     return summary

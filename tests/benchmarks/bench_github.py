@@ -204,10 +204,12 @@ def _rows(engine: Any) -> dict[str, int]:
     return found
 
 
-def github_section(kind: str, scratch: Callable[[str, str], AbstractContextManager[str]]) -> dict[str, Any]:
+def github_section(
+    kind: str, scratch: Callable[[str, str], AbstractContextManager[str]], deliveries: int = DELIVERIES
+) -> dict[str, Any]:
     """The suite's `github` section on one database: a scratch database of `kind`, the burst, its results."""
     with scratch(kind, "github") as url:
-        return bench_github(url)
+        return bench_github(url, deliveries)
 
 
 @contextmanager

@@ -50,6 +50,8 @@ from storage.db import make_engine, normalize_url, session_scope, upgrade
 from storage.metrics import Scope
 from storage.sources import create_source
 from storage.types import UTCDateTime
+from tests.benchmarks.bench_github import DELIVERIES as GITHUB_DELIVERIES
+from tests.benchmarks.bench_github import github_section
 from tests.support.ingest_fixtures import serve_process
 
 FULL_PEOPLE = 5_000
@@ -619,7 +621,7 @@ def _parse_floor(root: Path) -> float:
 
 
 # -- the suite ------------------------------------------------------------------------------------
-SECTIONS = ("seed", "slash", "acks", "ingest", "digest", "import")
+SECTIONS = ("seed", "slash", "acks", "ingest", "digest", "import", "github")
 ACK_BURST = 200
 SLACK_ACK_LIMIT = 3.0
 
@@ -674,6 +676,10 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
                     if largest and "digest" in only:
                         here["digest"] = bench_digest(url)
                         _say(kind, "digest", here["digest"])
+        if "github" in only:
+            deliveries = max(50, round(GITHUB_DELIVERIES * min(1.0, factor)))  # 2 000 at full scale
+            here["github"] = github_section(kind, scratch_database, deliveries)
+            _say(kind, "github", here["github"])
         if "import" in only and kind == databases[0]:
             with scratch_database(kind, "import") as url:
                 here["import"] = bench_import(url, max(1 << 20, round(FULL_LOG_BYTES * factor)))
@@ -756,6 +762,21 @@ def render(results: dict[str, Any]) -> str:
                 f"| {db} | {row['teams']} | {row['shown']} | {row['build_seconds']:.1f} | {row['chart_seconds']:.1f} |"
                 f" {row['seconds']:.1f} | {row['rss_mb_after_first_tenth']:.0f}, {row['rss_mb_at_end']:.0f},"
                 f" {row['rss_mb_peak']:.0f} | {row['floor_seconds']:.2f} | {row.get('org_seconds', float('nan')):.2f} |"
+            )
+        out.append("")
+    hooks = [(db, results[db]["github"]) for db in databases if "github" in results[db]]
+    if hooks:
+        out += [
+            "| database | deliveries | pull requests | all 200 | p50 s | p95 s | slowest s | GitHub's limit s"
+            " | rows lost |",
+            "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for db, row in hooks:
+            out.append(
+                f"| {db} | {row['deliveries']:,} | {row['pull_requests']:,} |"
+                f" {row['statuses'] == {'200': row['deliveries']}} |"
+                f" {row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['slowest_s']:.2f} | {row['limit_s']:.0f} |"
+                f" {row['lost'] or 'none'} |"
             )
         out.append("")
     imports = [(db, results[db]["import"]) for db in databases if "import" in results[db]]
