@@ -29,6 +29,7 @@ from typing import Any
 MODELS = ("claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001")
 BRANCHES = ("main", "feature/search", "fix/login-timeout")
 Tokens = tuple[int, int, int, int]  # input, output, cache read, cache write
+_FILLER = 'def handler(event):\n    """Never stored."""\n    return {"status": 200, "body": event["path"]}\n\n'
 
 
 @dataclass
@@ -55,9 +56,13 @@ def _stamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: datetime | None = None) -> Truth:
-    """Logs of `sessions` sessions under root/projects; the truth they hold."""
+def write_claude_logs(
+    root: Path, seed: int = 1, sessions: int = 12, start: datetime | None = None, text_bytes: int = 0
+) -> Truth:
+    """Logs of `sessions` sessions under root/projects; the truth they hold. `text_bytes` gives each prompt,
+    answer and tool result text of about that size (real sizes, for benchmarks); the default keeps them tiny."""
     rng = random.Random(seed)
+    filler = (_FILLER * (1 + 2 * text_bytes // len(_FILLER)))[: 2 * text_bytes]
     truth = Truth(sessions=sessions)
     start = start or datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
     history: list[str] = []  # main-thread message lines a resumed session copies
@@ -92,7 +97,8 @@ def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: date
 
         for turn in range(rng.randrange(3, 9)):
             moment += timedelta(seconds=rng.randrange(20, 200))
-            lines.append(compact({**base("user", moment), "message": {"role": "user", "content": "never stored"}}))
+            prompt = "never stored" + filler[: text_bytes // 2 + turn * 97 % (text_bytes + 1)]
+            lines.append(compact({**base("user", moment), "message": {"role": "user", "content": prompt}}))
             sidechain = rng.random() < 0.2
             model = rng.choice(MODELS)
             message_id = f"msg_{seed}_{number}_{turn}"
@@ -105,7 +111,7 @@ def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: date
                 output = final[1] if copy == copies - 1 else rng.randrange(1, final[1])
                 block = {"type": "tool_use", "id": f"toolu_{turn}_{copy}", "name": "Read", "input": {"path": "x"}}
                 if copy == 0:
-                    block = {"type": "text", "text": "never stored"}
+                    block = {"type": "text", "text": "never stored" + filler[: text_bytes // 2]}
                 usage = {
                     "input_tokens": final[0], "cache_creation_input_tokens": final[3],
                     "cache_read_input_tokens": final[2], "output_tokens": output, "service_tier": "standard",
@@ -121,7 +127,10 @@ def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: date
                 last = compact(line)
                 lines.append(last)
                 if block["type"] == "tool_use":
+                    output_text = filler[: text_bytes // 2 + copy * 131 % (text_bytes + 1)]
                     result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block["id"]}]}
+                    if text_bytes:
+                        result["content"][0]["content"] = output_text
                     lines.append(compact({**base("user", moment), "message": result}))
             truth.add(moment.date().isoformat(), project, final)
             if not sidechain:
