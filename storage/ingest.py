@@ -528,10 +528,30 @@ def settle_sessions(session: Session, sessions: set[tuple[int, str]]) -> int:
         return 0
     u, r, s = USAGE.c, RUNS.c, table_of(Source).c
     precision = _precision(s.kind, u.dedupe_key)
+    joined = USAGE.join(RUNS, u.run_id == r.id).join(table_of(Source), s.id == u.source_id)
+    records = (
+        select(r.person_id, r.external_id, precision.label("level"), u.counted)
+        .select_from(joined)
+        .where(tuple_(r.person_id, r.external_id).in_(sorted(sessions)))
+        .subquery()
+    )
+    # First the kinds of records each session has, counted in the database (a few rows a session): most
+    # writes change nothing (a session's new log lines are counted already), and then no record is read.
+    kinds = session.execute(select(records).group_by(*records.c)).all()
+    top: dict[tuple[int, str], int] = {}
+    for person_id, external_id, level, _counted in kinds:
+        top[(person_id, external_id)] = max(top.get((person_id, external_id), 0), int(level))
+    unsettled = {
+        (person_id, external_id)
+        for person_id, external_id, level, counted in kinds
+        if level and bool(counted) != (int(level) == top[(person_id, external_id)])
+    }
+    if not unsettled:
+        return 0
     rows = session.execute(
         select(u.id, r.person_id, r.external_id, precision, u.counted)
-        .select_from(USAGE.join(RUNS, u.run_id == r.id).join(table_of(Source), s.id == u.source_id))
-        .where(tuple_(r.person_id, r.external_id).in_(sorted(sessions)))
+        .select_from(joined)
+        .where(tuple_(r.person_id, r.external_id).in_(sorted(unsettled)))
     ).all()
     best: dict[tuple[int, str], int] = {}
     for _id, person_id, external_id, level, _counted in rows:

@@ -118,6 +118,8 @@ def _parse_time(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if moment.tzinfo is UTC:  # what Claude Code writes ("...Z"): nothing to convert
+        return moment
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
