@@ -11,7 +11,6 @@ from functools import partial
 from operator import itemgetter
 from typing import Any, Literal
 
-import psycopg
 from sqlalchemy import Table, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
@@ -156,6 +155,8 @@ def _insert_new_copy(
     costs one COPY; one with a key already stored is refused whole by the unique index, rolled back to a
     savepoint and moved by `_insert_new_staged`, which skips the keys that exist.
     """
+    import psycopg  # here, not at the top: a SQLite user's start-up does without it
+
     connection = session.connection()
     dialect = connection.dialect
     types = [table.c[name].type.compile(dialect=dialect) for name in names]

@@ -19,12 +19,33 @@ counting each API call once.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+# ccusage, the tool these logs are checked against: the version and where `make bench` installs it (npm, into
+# a folder outside the repository); tests/test_ingest_claude_code.py finds it there too.
+CCUSAGE_VERSION = "20.0.24"
+CCUSAGE_HOME = Path(os.environ.get("TOKENWISE_CCUSAGE_HOME", "/tmp/tokenwise-bench/ccusage"))
+CCUSAGE_PLACES = (str(CCUSAGE_HOME / "node_modules" / ".bin" / "ccusage"),)
+
+
+def find_ccusage() -> str | None:
+    """ccusage CCUSAGE_VERSION where it is installed: TOKENWISE_CCUSAGE, CCUSAGE_PLACES, or on the PATH."""
+    candidates = [os.environ.get("TOKENWISE_CCUSAGE", ""), *CCUSAGE_PLACES, shutil.which("ccusage") or ""]
+    for candidate in filter(None, candidates):
+        if Path(candidate).is_file():
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=False)
+            if version.stdout.strip().endswith(CCUSAGE_VERSION):
+                return candidate
+    return None
+
 
 MODELS = ("claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001")
 BRANCHES = ("main", "feature/search", "fix/login-timeout")
