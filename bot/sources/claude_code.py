@@ -458,30 +458,39 @@ def import_logs(
     summary = ImportSummary()
     sessions: set[str] = set()
     chunk = Telemetry()
+    runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
 
     def flush() -> None:
         nonlocal chunk
+        chunk.runs = list(runs.values())
         if chunk.usage:
             written, duplicates = write_atomically(engine, lambda s: _write(s, chunk, weight_for))
             summary.written += written
             summary.duplicates += duplicates
         chunk = Telemetry()
+        runs.clear()
 
     for record in _records(files, email.strip().lower(), summary, on_progress, parallel):
         chunk.usage.append(record)
-        if record.run_external_id:
-            sessions.add(record.run_external_id)
-            chunk.runs.append(
-                SeenRun(
-                    external_id=record.run_external_id,
+        session_id = record.run_external_id
+        if session_id:
+            sessions.add(session_id)
+            when = record.occurred_at
+            run = runs.get(session_id)
+            if run is None:
+                runs[session_id] = SeenRun(
+                    external_id=session_id,
                     email=record.email,
                     agent=AGENT,
-                    started_at=record.occurred_at,
-                    ended_at=record.occurred_at,
+                    started_at=when,
+                    ended_at=when,
                     project=record.project,
                     branch=record.branch,
                 )
-            )
+            else:
+                run.started_at = min(run.started_at, when)
+                run.ended_at = max(run.ended_at or when, when)
+                run.project, run.branch = run.project or record.project, run.branch or record.branch
         if len(chunk.usage) >= chunk_lines:
             flush()
     flush()
