@@ -360,25 +360,6 @@ def test_lines_msgspec_refuses_are_read_the_exact_way(tmp_path: Path) -> None:
         assert fast == exact and (fast != "skipped") == counts
 
 
-@pytest.mark.parametrize("seed", [5, 6])
-def test_reading_in_a_second_process_imports_exactly_what_reading_in_one_does(
-    tmp_path: Path, engine: Engine, seed: int
-) -> None:
-    truth = write_claude_logs(tmp_path / ".claude", seed=seed, sessions=30)
-    summary = import_logs(engine, tmp_path / ".claude", "dev@example.com", weight_for, parallel=True, chunk_lines=40)
-    assert per_day(engine) == truth.per_day and per_project(engine) == truth.per_project
-    alone = import_logs(engine, tmp_path / ".claude", "dev@example.com", weight_for, parallel=False)
-    assert (summary.files, summary.lines, summary.usage_lines, summary.malformed, summary.sessions) == (
-        alone.files,
-        alone.lines,
-        alone.usage_lines,
-        alone.malformed,
-        alone.sessions,
-    )
-    assert summary.written == truth.calls and alone.written == 0
-    assert summary.duplicates == alone.duplicates - truth.calls  # the second time, every call is known
-
-
 # -- logs as Claude Code writes them, against their truth and against ccusage ------------------------------
 def per_project(engine: Engine) -> dict[str, tuple[int, int, int, int]]:
     with Session(engine) as session:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import re
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,8 +35,6 @@ from storage.sources import internal_source
 AGENT = "claude-code"
 SOURCE_NAME = "claude-code-logs"
 CHUNK_LINES = 10_000
-PARALLEL_BYTES = 32 << 20  # logs this large are read in a second process, beside the writing
-SEND_RECORDS = 2_000
 COPY_WINDOW = 64  # messages held back for a later, more complete streamed copy (seen: adjacent)
 
 
@@ -445,16 +441,9 @@ def import_logs(
     weight_for: Callable[[str], Decimal],
     on_progress: Callable[[int], None] | None = None,
     chunk_lines: int = CHUNK_LINES,
-    parallel: bool | None = None,
 ) -> ImportSummary:
-    """Import every session log under PATH for one person; safe to run again (nothing is added twice).
-
-    With `parallel` (by default on Linux when the machine has a second core and the logs are large) the
-    files are read in a second process while this one writes what it has read so far."""
+    """Import every session log under PATH for one person; safe to run again (nothing is added twice)."""
     files = log_files(*([path] if isinstance(path, Path) else path))
-    if parallel is None:
-        large = sum(f.stat().st_size for f in files) >= PARALLEL_BYTES
-        parallel = sys.platform == "linux" and (os.cpu_count() or 1) > 1 and large  # fork: Linux's is safe
     summary = ImportSummary()
     sessions: set[str] = set()
     chunk = Telemetry()
@@ -470,7 +459,7 @@ def import_logs(
         chunk = Telemetry()
         runs.clear()
 
-    for record in _records(files, email.strip().lower(), summary, on_progress, parallel):
+    for record in read_logs(files, email.strip().lower(), summary, on_progress):
         chunk.usage.append(record)
         session_id = record.run_external_id
         if session_id:
@@ -496,64 +485,6 @@ def import_logs(
     flush()
     summary.sessions = len(sessions)
     return summary
-
-
-def _records(
-    files: list[Path], email: str, summary: ImportSummary, advance: Callable[[int], None] | None, parallel: bool
-) -> Iterator[LoggedUsage]:
-    """read_logs, here or in a second process (forked: it needs no imports of its own) that sends what it
-    reads in batches through a pipe; the pipe's small buffer holds it back when the writing falls behind,
-    so memory stays flat in both processes."""
-    if not parallel:
-        yield from read_logs(files, email, summary, advance)
-        return
-    context = multiprocessing.get_context("fork")
-    receiving, sending = context.Pipe(duplex=False)
-    reader = context.Process(target=_read_for, args=(files, email, sending), daemon=True)
-    reader.start()
-    sending.close()
-    try:
-        while True:
-            kind, payload, read = receiving.recv()
-            if advance and read:
-                advance(read)
-            if kind == "records":
-                yield from payload
-            elif kind == "done":
-                for name in ("files", "lines", "usage_lines", "malformed", "duplicates"):
-                    setattr(summary, name, getattr(summary, name) + getattr(payload, name))
-                return
-            else:
-                raise RuntimeError(f"Reading the logs failed: {payload}")
-    finally:
-        receiving.close()
-        reader.join(timeout=5)
-        if reader.is_alive():
-            reader.terminate()
-
-
-def _read_for(files: list[Path], email: str, sending: Any) -> None:
-    """The second process: read_logs, sent in batches with the bytes read since the last one."""
-    read = 0
-
-    def advance(size: int) -> None:
-        nonlocal read
-        read += size
-
-    summary = ImportSummary()
-    batch: list[LoggedUsage] = []
-    try:
-        for record in read_logs(files, email, summary, advance):
-            batch.append(record)
-            if len(batch) >= SEND_RECORDS:
-                sending.send(("records", batch, read))
-                batch, read = [], 0
-        sending.send(("records", batch, read))
-        sending.send(("done", summary, 0))
-    except Exception as error:  # told to the writing process, which raises it there
-        sending.send(("error", f"{type(error).__name__}: {error}", 0))
-    finally:
-        sending.close()
 
 
 def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal]) -> tuple[int, int]:
