@@ -80,7 +80,8 @@ def _found(paths: Sequence[Path]) -> set[Path]:
         root = path / "projects" if (path / "projects").is_dir() else path
         if not root.is_dir():
             raise LogsNotFound(f"No folder at '{path}'. Point at ~/.claude or ~/.claude/projects.")
-        files += [f for f in root.glob("**/*.jsonl") if f.is_file()]
+        for folder, _folders, names in os.walk(root):  # as root.glob("**/*.jsonl") (no symlinked folders), faster
+            files += [f for name in names if name.endswith(".jsonl") and (f := Path(folder, name)).is_file()]
     if not files:
         where = ", ".join(f"'{p}'" for p in paths)
         raise LogsNotFound(f"No *.jsonl session logs under {where}. Point at ~/.claude or ~/.claude/projects.")
