@@ -61,7 +61,10 @@ lock: $(BIN)/uv
 
 # The benchmark suite behind docs/performance.md (minutes at full size; BENCH_SCALE=0.01 for a smoke run).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--db sqlite --only slash,ingest".
+# Bytecode first, as pip writes it when it installs a package: with PYTHONDONTWRITEBYTECODE set (as on this
+# project's machines) every command would otherwise compile its libraries again at each start.
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib bot handlers storage tests > /dev/null
 	$(BIN)/python -m tests.benchmarks.bench_suite $(BENCH_ARGS)
 
 clean:

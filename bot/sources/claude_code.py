@@ -80,12 +80,27 @@ def _found(paths: Sequence[Path]) -> set[Path]:
         root = path / "projects" if (path / "projects").is_dir() else path
         if not root.is_dir():
             raise LogsNotFound(f"No folder at '{path}'. Point at ~/.claude or ~/.claude/projects.")
-        for folder, _folders, names in os.walk(root):  # as root.glob("**/*.jsonl") (no symlinked folders), faster
-            files += [f for name in names if name.endswith(".jsonl") and (f := Path(folder, name)).is_file()]
+        files += map(Path, _jsonl_under(str(root)))
     if not files:
         where = ", ".join(f"'{p}'" for p in paths)
         raise LogsNotFound(f"No *.jsonl session logs under {where}. Point at ~/.claude or ~/.claude/projects.")
     return set(files)
+
+
+def _jsonl_under(root: str) -> Iterator[str]:
+    """What root.glob("**/*.jsonl") finds (files, symlinked folders not followed), from the folders' own
+    listings: no stat of each file, no Path for each entry."""
+    folders = [root]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except PermissionError:  # as glob: a folder we may not read is passed over
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+            elif entry.name.endswith(".jsonl") and entry.is_file():
+                yield entry.path
 
 
 class _Stamped(msgspec.Struct):
