@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from operator import itemgetter
 from typing import Any, Literal
@@ -103,6 +103,8 @@ def naive_utc(value: datetime | None) -> datetime | None:
 
 
 def _sqlite_utc_text(value: datetime | None) -> str | None:
+    if value is not None and value.tzinfo is UTC:  # the usual: "...+00:00" cut off is the naive UTC text
+        return value.isoformat(" ", "microseconds")[:26]
     naive = naive_utc(value)
     return None if naive is None else naive.isoformat(" ", "microseconds")
 
