@@ -14,14 +14,15 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
-# The product alone (the demo), then the product and its test tools (the suite); each pinned by hash.
+# The product alone (the demo), then the product and its test tools (the suite); each pinned by hash, and
+# compiled to bytecode as it installs, so that no command's first run pays for compiling its libraries.
 $(VENV)/.installed-product: requirements.lock pyproject.toml $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --require-hashes -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
 $(VENV)/.installed-dev: requirements-dev.lock $(VENV)/.installed-product
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements-dev.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --require-hashes -r requirements-dev.lock
 	@touch $@
 
 demo: $(VENV)/.installed-product
@@ -68,7 +69,10 @@ lock: $(BIN)/uv
 
 # The benchmark suite behind docs/performance.md (minutes at full size; BENCH_SCALE=0.01 for a smoke run).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--db sqlite --only slash,ingest".
+# Bytecode first, as pip writes it when it installs a package: with PYTHONDONTWRITEBYTECODE set (as on this
+# project's machines) every command would otherwise compile its libraries again at each start.
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib bot handlers storage tests > /dev/null
 	$(BIN)/python -m tests.benchmarks.bench_suite $(BENCH_ARGS)
 
 clean:

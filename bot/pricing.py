@@ -56,7 +56,8 @@ class _Linear:
     rates: tuple[Decimal, Decimal, Decimal, Decimal]
 
     def __call__(self, tokens: tuple[int, int, int, int]) -> Decimal:
-        return self.fixed + sum((rate * count for rate, count in zip(self.rates, tokens, strict=True)), Decimal(0))
+        r = self.rates  # written out, not sum() over a generator: an importer prices every record
+        return self.fixed + (r[0] * tokens[0] + r[1] * tokens[1] + r[2] * tokens[2] + r[3] * tokens[3])
 
 
 @lru_cache(maxsize=1024)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, event, exc, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -150,6 +152,8 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -157,8 +161,44 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision`; safe to run on every start."""
+    """Bring the schema to `revision`; safe to run on every start, and cheap when the schema is current:
+    Alembic (a few hundred milliseconds of imports, part of every CLI command's start-up) is loaded only
+    when there is something to upgrade."""
+    if revision == "head" and _at_head(engine):
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)
+
+
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
+
+
+def head_revisions() -> set[str] | None:
+    """The migrations' heads, read off their files' `revision` and `down_revision` lines as Alembic's own
+    files write them; None when a file cannot be read that way (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict((name, value) for name, value in _REVISION.findall(path.read_text()))
+        names = re.findall(r"[\"']([^\"']+)[\"']", found.get("revision", ""))
+        if len(names) != 1 or "down_revision" not in found:
+            return None
+        revisions.add(names[0])
+        parents.update(re.findall(r"[\"']([^\"']+)[\"']", found["down_revision"]))
+    return (revisions - parents) or None
+
+
+def _at_head(engine: Engine) -> bool:
+    heads = head_revisions()
+    if heads is None:
+        return False
+    try:
+        with engine.connect() as connection:
+            current = {row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")}
+    except exc.DBAPIError:  # no schema yet
+        return False
+    return current == heads
 
 
 def current_revision(engine: Engine) -> str | None:

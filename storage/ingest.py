@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import Engine, case, func, literal, or_, select, tuple_, type_coerce, update
+from sqlalchemy import Engine, bindparam, case, func, or_, select, tuple_, type_coerce, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
@@ -418,31 +418,33 @@ def ingest_telemetry(
     _widen_known_runs(session, [row for row in run_rows if row["known"] is not None])
     result.notes["unattributed"] = kept
     runs = known | session_runs(session, source_id, wanted - set(known))
-    usage_rows = [
-        {
-            "source_id": source_id,
-            "person_id": people.id_for(u.email, u.slack_user_id),
-            "run_id": runs.get((people.id_for(u.email, u.slack_user_id), u.run_external_id or "")),
-            "occurred_at": u.occurred_at,
-            "agent": u.agent,
-            "model": u.model,
-            "input_tokens": u.input_tokens,
-            "output_tokens": u.output_tokens,
-            "cache_read_tokens": u.cache_read_tokens,
-            "cache_write_tokens": u.cache_write_tokens,
-            "cost_usd": u.cost_usd,
-            "cost_source": cost_source(u),
-            "dedupe_key": u.dedupe_key,
-        }
-        for u in telemetry.usage
-    ]
+    person_ids = [people.id_for(u.email, u.slack_user_id) for u in telemetry.usage]
     if usage_mode == "new":
-        accepted = insert_new(session, USAGE, usage_rows, ("source_id", "dedupe_key"))
+        values = _usage_values(session, source_id, telemetry.usage, person_ids, runs)
+        accepted = insert_values(session, USAGE, USAGE_COLUMNS, values, ("source_id", "dedupe_key"))
         result.accepted += accepted
-        result.duplicates += len(usage_rows) - accepted
+        result.duplicates += len(values) - accepted
     else:
+        usage_rows = [
+            {
+                "source_id": source_id,
+                "person_id": person_id,
+                "run_id": runs.get((person_id, u.run_external_id or "")),
+                "occurred_at": u.occurred_at,
+                "agent": u.agent,
+                "model": u.model,
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cache_read_tokens": u.cache_read_tokens,
+                "cache_write_tokens": u.cache_write_tokens,
+                "cost_usd": u.cost_usd,
+                "cost_source": cost_source(u),
+                "dedupe_key": u.dedupe_key,
+            }
+            for u, person_id in zip(telemetry.usage, person_ids, strict=True)
+        ]
         result.accepted += merge_usage_totals(session, usage_rows, usage_mode)
-    sessions = {(people.id_for(u.email, u.slack_user_id), u.run_external_id) for u in telemetry.usage}
+    sessions = {(person_id, u.run_external_id) for u, person_id in zip(telemetry.usage, person_ids, strict=True)}
     settle_sessions(session, {(person, run) for person, run in sessions if run})
     outcome_rows = []
     for o in telemetry.outcomes:
@@ -465,6 +467,42 @@ def ingest_telemetry(
         )
     result.notes["outcomes"] = insert_new(session, OUTCOMES, outcome_rows, ("source_id", "external_id"))
     return result
+
+
+def _usage_values(
+    session: Session,
+    source_id: int,
+    usage: Sequence[SeenUsage],
+    person_ids: Sequence[int],
+    runs: Mapping[tuple[int, str], int],
+) -> list[list[Any]]:
+    """Usage rows as `insert_values` takes them: lists in the order of USAGE_COLUMNS, converted by the
+    columns' own types (`column_processors`), with no dict per row (as `plan_usage` builds them)."""
+    processors = dict(column_processors(session.get_bind().dialect, USAGE, USAGE_COLUMNS))
+    occurred = processors.pop(OCCURRED, _same)
+    cost = processors.pop(COST, _same)
+    values = [
+        [
+            source_id,
+            person_id,
+            runs.get((person_id, u.run_external_id or "")),
+            occurred(u.occurred_at),
+            u.agent,
+            u.model,
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            cost(u.cost_usd),
+            u.dedupe_key,
+            cost_source(u),
+        ]
+        for u, person_id in zip(usage, person_ids, strict=True)
+    ]
+    for position, process in processors.items():  # none today: the other columns are taken as they are
+        for row in values:
+            row[position] = process(row[position])
+    return values
 
 
 # How precisely a source reports a session: Claude Code's log lines (one record per API call), then OTLP log
@@ -490,10 +528,30 @@ def settle_sessions(session: Session, sessions: set[tuple[int, str]]) -> int:
         return 0
     u, r, s = USAGE.c, RUNS.c, table_of(Source).c
     precision = _precision(s.kind, u.dedupe_key)
+    joined = USAGE.join(RUNS, u.run_id == r.id).join(table_of(Source), s.id == u.source_id)
+    records = (
+        select(r.person_id, r.external_id, precision.label("level"), u.counted)
+        .select_from(joined)
+        .where(tuple_(r.person_id, r.external_id).in_(sorted(sessions)))
+        .subquery()
+    )
+    # First the kinds of records each session has, counted in the database (a few rows a session): most
+    # writes change nothing (a session's new log lines are counted already), and then no record is read.
+    kinds = session.execute(select(records).group_by(*records.c)).all()
+    top: dict[tuple[int, str], int] = {}
+    for person_id, external_id, level, _counted in kinds:
+        top[(person_id, external_id)] = max(top.get((person_id, external_id), 0), int(level))
+    unsettled = {
+        (person_id, external_id)
+        for person_id, external_id, level, counted in kinds
+        if level and bool(counted) != (int(level) == top[(person_id, external_id)])
+    }
+    if not unsettled:
+        return 0
     rows = session.execute(
         select(u.id, r.person_id, r.external_id, precision, u.counted)
-        .select_from(USAGE.join(RUNS, u.run_id == r.id).join(table_of(Source), s.id == u.source_id))
-        .where(tuple_(r.person_id, r.external_id).in_(sorted(sessions)))
+        .select_from(joined)
+        .where(tuple_(r.person_id, r.external_id).in_(sorted(unsettled)))
     ).all()
     best: dict[tuple[int, str], int] = {}
     for _id, person_id, external_id, level, _counted in rows:
@@ -575,27 +633,35 @@ def session_runs(session: Session, source_id: int, wanted: set[tuple[int, str]])
 
 
 def _widen_known_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Widen runs that exist already (maybe another source's): earliest start, latest end, first place."""
+    """Widen runs that exist already (maybe another source's): earliest start, latest end, first place.
+
+    One UPDATE, compiled once and executed for every run in id order (an executemany), rather than a
+    statement built per run; runs seen here without an end keep theirs."""
     r = RUNS.c
-    for row in sorted(rows, key=lambda row: row["known"]):
-        started = literal(row["started_at"], r.started_at.type)
-        session.execute(
-            update(RUNS)
-            .where(r.id == row["known"])
-            .values(
-                started_at=case((r.started_at > started, started), else_=r.started_at),
-                ended_at=_later(r.ended_at, row["ended_at"]),
-                project=func.coalesce(r.project, row["project"]),
-                branch=func.coalesce(r.branch, row["branch"]),
-            )
+    started = bindparam("b_started", type_=r.started_at.type)
+    ended = bindparam("b_ended", type_=r.ended_at.type)  # NULL (no end seen) leaves the stored end as it is
+    statement = (
+        update(RUNS)
+        .where(r.id == bindparam("b_id"))
+        .values(
+            started_at=case((r.started_at > started, started), else_=r.started_at),
+            ended_at=case((or_(r.ended_at.is_(None), r.ended_at < ended), ended), else_=r.ended_at),
+            project=func.coalesce(r.project, bindparam("b_project", type_=r.project.type)),
+            branch=func.coalesce(r.branch, bindparam("b_branch", type_=r.branch.type)),
         )
-
-
-def _later(stored: Any, new: datetime | None) -> Any:
-    if new is None:
-        return stored
-    value = literal(new, stored.type)
-    return case((or_(stored.is_(None), stored < value), value), else_=stored)
+    )
+    params = [
+        {
+            "b_id": row["known"],
+            "b_started": row["started_at"],
+            "b_ended": row["ended_at"],
+            "b_project": row["project"],
+            "b_branch": row["branch"],
+        }
+        for row in sorted(rows, key=lambda row: row["known"])
+    ]
+    if params:
+        session.connection().execute(statement, params)
 
 
 def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:

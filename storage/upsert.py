@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from operator import itemgetter
 from typing import Any, Literal
 
-import psycopg
 from sqlalchemy import Table, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
@@ -106,6 +105,8 @@ def naive_utc(value: datetime | None) -> datetime | None:
 
 
 def _sqlite_utc_text(value: datetime | None) -> str | None:
+    if value is not None and value.tzinfo is UTC:  # the usual: "...+00:00" cut off is the naive UTC text
+        return value.isoformat(" ", "microseconds")[:26]
     naive = naive_utc(value)
     return None if naive is None else naive.isoformat(" ", "microseconds")
 
@@ -188,6 +189,8 @@ def _insert_new_copy(
     costs one COPY; one with a key already stored is refused whole by the unique index, rolled back to a
     savepoint and moved by `_insert_new_staged`, which skips the keys that exist.
     """
+    import psycopg  # here, not at the top: a SQLite user's start-up does without it
+
     connection = session.connection()
     dialect = connection.dialect
     types = [table.c[name].type.compile(dialect=dialect) for name in names]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
+from bot.sources import claude_code
 from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, log_files, usage_of
 from storage.models import AgentRun, UsageRecord
-from tests.support.claude_logs import compact, write_claude_logs
+from tests.support.claude_logs import compact, find_ccusage, write_claude_logs
 from tests.support.ingest_fixtures import row_counts
 
 SONNET = "claude-sonnet-4-20250514"
@@ -263,6 +263,103 @@ def test_any_log_line_gives_usage_nothing_or_a_skip_never_a_crash(line: dict[str
         assert record.input_tokens >= 0 and record.output_tokens >= 0
 
 
+# -- the fast reader (msgspec, a filter on the bytes "usage") against the exact one (json.loads, usage_of) ----
+counts = (
+    st.none()
+    | st.integers(min_value=-5, max_value=2**70)
+    | st.booleans()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=3)
+)
+anything = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+usage_lines = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.just("assistant"),
+        "timestamp": st.sampled_from(["2026-11-24T23:59:59.500Z", "2026-11-25T01:00:00+02:00", "2026-11-24T10:00:00"])
+        | anything,
+        "requestId": st.sampled_from(["r1", "r2"]) | anything,
+        "sessionId": st.sampled_from(["s1", ""]) | anything,
+        "costUSD": st.none()
+        | st.floats(min_value=-1, max_value=1e400)
+        | st.integers(min_value=-2, max_value=10**30)
+        | anything,
+        "isSidechain": st.booleans() | anything,
+        "cwd": st.sampled_from(["/home/ana/src/api/", "C:\\src\\web"]) | anything,
+        "gitBranch": st.sampled_from(["main", " "]) | anything,
+        "message": anything
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "id": st.sampled_from(["m1", "m2"]) | anything,
+                "model": st.sampled_from([SONNET, "<synthetic>", "meshclaw-internal-2", ""]) | anything,
+                "usage": anything
+                | st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "input_tokens": counts,
+                        "output_tokens": counts,
+                        "cache_read_input_tokens": counts,
+                        "cache_creation_input_tokens": counts,
+                        "service_tier": anything,
+                    },
+                ),
+                "content": st.just([{"type": "text", "text": "never stored"}]),
+            },
+        ),
+    },
+)
+
+
+def _read_both_ways(raw: bytes) -> tuple[object, object]:
+    """(fast, exact) reading of one line: its usage (priced), message id and sidechain flag, or "skipped"."""
+    results: list[object] = []
+    for read in (claude_code._read_usage, claude_code._read_usage_slowly):
+        try:
+            record, message_id, sidechain = read(raw, "p/f.jsonl:1", "a@b.c")
+        except ValueError:
+            results.append("skipped")
+            continue
+        results.append((record and claude_code._priced(record), message_id, sidechain))
+    return results[0], results[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(usage_lines, st.booleans())
+def test_the_fast_reader_reads_every_line_as_json_loads_and_usage_of_read_it(
+    line: dict[str, Any], spaced: bool
+) -> None:
+    raw = (json.dumps(line) if spaced else compact(line)).encode()
+    fast, exact = _read_both_ways(raw)
+    assert fast == exact
+    if claude_code.USAGE_KEY not in raw:  # lines the filter passes by: checked to be objects, never read
+        assert exact in ("skipped", (None, None, False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=60) | st.builds(lambda a, b: a + b'"usage"' + b, st.binary(max_size=20), st.binary(max_size=20))
+)
+def test_any_bytes_are_read_alike_by_both_readers_and_counted_broken_alike(raw: bytes) -> None:
+    assert _read_both_ways(raw)[0] == _read_both_ways(raw)[1]
+    try:
+        is_object = isinstance(json.loads(raw), dict)
+    except ValueError:
+        is_object = False
+    assert claude_code._is_object(raw) == is_object
+
+
+def test_lines_msgspec_refuses_are_read_the_exact_way(tmp_path: Path) -> None:
+    """NaN, a byte-order mark, bytes that are not UTF-8: json.loads decides, as the importer always did."""
+    good = assistant("s1", "2026-11-24T10:00:00.000Z", "m1", "r1", (1, 2, 3, 4))
+    nan = good.replace('"version"', '"nan": NaN, "version"').encode()
+    marked = b"\xef\xbb\xbf" + good.encode()
+    latin = good.replace("never stored", "n-ver").encode().replace(b"n-ver", b"n\xe9ver")  # Latin-1, not UTF-8
+    for raw, counts in ((nan, True), (marked, True), (latin, False)):
+        fast, exact = _read_both_ways(raw)
+        assert fast == exact and (fast != "skipped") == counts
+
+
 # -- logs as Claude Code writes them, against their truth and against ccusage ------------------------------
 def per_project(engine: Engine) -> dict[str, tuple[int, int, int, int]]:
     with Session(engine) as session:
@@ -293,22 +390,8 @@ def test_logs_written_as_claude_code_writes_them_import_to_their_true_totals(
     assert summary.malformed == truth.truncated_files and summary.sessions == truth.sessions
 
 
-def ccusage() -> str | None:
-    """ccusage 20.0.24, where it is installed: TOKENWISE_CCUSAGE, or where `make bench` installs it."""
-    candidates = [os.environ.get("TOKENWISE_CCUSAGE", ""), *CCUSAGE_PLACES, shutil.which("ccusage") or ""]
-    for candidate in filter(None, candidates):
-        if Path(candidate).is_file():
-            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=False)
-            if version.stdout.strip().endswith("20.0.24"):
-                return candidate
-    return None
-
-
-CCUSAGE_PLACES = ("/tmp/tokenwise-bench/ccusage/node_modules/.bin/ccusage",)
-
-
 def test_logs_written_as_claude_code_writes_them_count_as_ccusage_20_counts_them(tmp_path: Path) -> None:
-    command = ccusage()
+    command = find_ccusage()
     if command is None:
         pytest.skip("ccusage 20.0.24 is not installed (`make bench` installs it; or set TOKENWISE_CCUSAGE)")
     truth = write_claude_logs(tmp_path / ".claude", seed=4, sessions=20)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401
-from storage.db import alembic_config, current_revision, upgrade
+from storage.db import alembic_config, current_revision, head_revisions, upgrade
 from storage.slack_tables import slack_metadata
 
 
@@ -27,6 +27,13 @@ def test_upgrade_is_idempotent_and_reaches_head(engine: Engine) -> None:
     from alembic.script import ScriptDirectory
 
     assert current_revision(engine) == ScriptDirectory.from_config(heads).get_current_head()
+
+
+def test_the_heads_read_off_the_migration_files_are_alembics(engine: Engine) -> None:
+    """`upgrade` skips Alembic when the database is at these heads (start-up time), so they must be its own."""
+    from alembic.script import ScriptDirectory
+
+    assert head_revisions() == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
 
 
 def test_downgrade_to_base_removes_every_table_then_upgrade_restores_them(engine: Engine) -> None:

@@ -99,6 +99,14 @@ def test_the_benchmark_suite_runs_at_a_tiny_scale(db_url: str, tmp_path: Path, m
     digests = bench_suite.bench_digest(db_url, teams=2, charts=True)
     assert digests["teams"] == 2 and digests["seconds"] > 0 and digests["rss_mb_peak"] > 0
 
-    imported = bench_suite.bench_import(db_url, 200_000, compare=False)
+    imported = bench_suite.bench_import(db_url, 200_000, install=False)  # ccusage only where it is installed
     assert imported["totals_match_hand_count"] is True
-    assert imported["peak_rss_mb"] > 0
+    assert imported["peak_rss_mb"] > 0 and imported["floor"]["usage_records"] == imported["hand_count"]["entries"]
+    assert imported.get("ccusage_matches_hand_count", True) is True
+
+    kind = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    with bench_suite.scratch_database(kind, "dense") as url:
+        dense = bench_suite.bench_import(url, 200_000, install=False, dense=True)
+    assert dense["totals_match_hand_count"] is True and dense["hand_count"]["days"] >= 3
+    assert dense.get("ccusage_matches_hand_count", True) is True
+    assert "record-dense logs" in bench_suite.render({"sqlite": {"imports": [imported, dense]}})

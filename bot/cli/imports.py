@@ -1,22 +1,24 @@
-"""`tokenwise import`: one-off imports from files and vendor APIs (safe to run again)."""
+"""`tokenwise import`: one-off imports from files and vendor APIs (safe to run again).
+
+Each command imports its importer when it runs, so that one import does not wait for the libraries of the
+others (the OpenAI and GitHub clients): `tokenwise import claude-code` is a hot path for every team
+onboarding its history, and its start-up is part of its time.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bot.cli.root import UserError, app, database, fail, open_engine, out, settings, today_utc, user_errors
-from bot.github.backfill import REPO, BackfillSummary, GitHubUnavailable, import_history
 from bot.periods import parse_date
-from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, total_bytes
-from bot.sources.csv_files import CsvInvalid, import_org, import_usage_csv
-from bot.sources.openai_usage import build_admin_client, pull_usage
-from storage.github import settle_for_identities
+
+if TYPE_CHECKING:
+    from bot.github.backfill import BackfillSummary
 
 import_app = typer.Typer(help="Import usage from files and APIs (safe to run again).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -33,6 +35,8 @@ def import_claude_code(
     ] = None,
 ) -> None:
     """Claude Code's local session logs: one run per session, one usage record per API call."""
+    from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, total_bytes
+
     config = settings()
     if "@" not in email:
         fail(f"'{email}' is not an email address; pass --email you@company.com.")
@@ -64,6 +68,8 @@ def import_openai_usage(
     """OpenAI's organisation Usage API (needs OPENAI_ADMIN_KEY; OPENAI_BASE_URL to point elsewhere)."""
     import openai
 
+    from bot.sources.openai_usage import build_admin_client, pull_usage
+
     config = settings()
     client = build_admin_client(config)
     if client is None:
@@ -94,6 +100,10 @@ def import_github(
 ) -> None:
     """Merged pull requests and their commits from GitHub's REST API, settled into outcomes (needs GITHUB_TOKEN;
     GITHUB_API_URL for GitHub Enterprise Server). Safe to run again, and beside the webhook."""
+    import asyncio
+
+    from bot.github.backfill import REPO, GitHubUnavailable, import_history
+
     config = settings()
     repo = repo.strip()
     if not REPO.match(repo):
@@ -145,6 +155,8 @@ def import_csv(
     file: Annotated[Path, typer.Argument(help="A CSV of usage records (columns in docs/ingest.md).")],
 ) -> None:
     """Usage records from a CSV file: all lines or none (checked first, then written in one transaction)."""
+    from bot.sources.csv_files import CsvInvalid, import_usage_csv
+
     size = file.stat().st_size if file.is_file() else None
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with database() as session, Progress(*columns, console=out, transient=True) as progress:
@@ -178,6 +190,9 @@ def import_org_csv(
 
     New members count for their team from next Monday in its time zone, so no week already shown changes. A
     GitHub login is linked to its person as `tokenwise people link github LOGIN EMAIL` links it."""
+    from bot.sources.csv_files import CsvInvalid, import_org
+    from storage.github import settle_for_identities
+
     config = settings()
     with database(config) as session:
         try:

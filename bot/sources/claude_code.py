@@ -4,8 +4,10 @@ Counting follows ccusage (today's, which fixed its issue #888) so that per-day t
 line with `message.usage` counts (sidechain lines too); of the streamed copies of one `message.id` +
 `requestId` in a file, the one with the largest token total counts (the last, complete one), and a copy
 seen again in a later file (a resumed session's history) is a duplicate; a line that is not JSON is
-skipped and counted. Files are streamed line by line and written in chunks; de-duplication
+skipped and counted. Files are read in large blocks and written in chunks; de-duplication across files
 happens in the database, so memory stays flat however large the logs are, and a re-import adds nothing.
+Only lines holding the bytes `"usage"` are decoded, by msgspec into the few fields usage needs; anything
+msgspec cannot read that way goes through json.loads and `usage_of`, so the counts are the exact ones.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine
 
 from bot.pricing import fast_price
@@ -32,7 +36,7 @@ from storage.sources import internal_source
 
 AGENT = "claude-code"
 SOURCE_NAME = "claude-code-logs"
-CHUNK_LINES = 2000
+CHUNK_LINES = 20_000
 COPY_WINDOW = 64  # messages held back for a later, more complete streamed copy (seen: adjacent)
 
 
@@ -64,6 +68,11 @@ def default_folders(environ: Mapping[str, str] | None = None, home: Path | None 
 def log_files(*paths: Path) -> list[Path]:
     """The JSONL files under each PATH/projects (or PATH itself when it is a projects folder), in nested
     session folders or flat, oldest first."""
+    return sorted(_found(paths), key=lambda f: (_first_timestamp(f), str(f)))
+
+
+def _found(paths: Sequence[Path]) -> set[Path]:
+    """The JSONL files under each PATH, in no order (the sizes for a progress bar need no more)."""
     if not paths:
         raise LogsNotFound(
             "No Claude Code logs in ~/.config/claude or ~/.claude; give their folder, or set CLAUDE_CONFIG_DIR."
@@ -73,20 +82,49 @@ def log_files(*paths: Path) -> list[Path]:
         root = path / "projects" if (path / "projects").is_dir() else path
         if not root.is_dir():
             raise LogsNotFound(f"No folder at '{path}'. Point at ~/.claude or ~/.claude/projects.")
-        files += [f for f in root.glob("**/*.jsonl") if f.is_file()]
+        files += map(Path, _jsonl_under(str(root)))
     if not files:
         where = ", ".join(f"'{p}'" for p in paths)
         raise LogsNotFound(f"No *.jsonl session logs under {where}. Point at ~/.claude or ~/.claude/projects.")
-    return sorted(set(files), key=lambda f: (_first_timestamp(f), str(f)))
+    return set(files)
+
+
+def _jsonl_under(root: str) -> Iterator[str]:
+    """What root.glob("**/*.jsonl") finds (files, symlinked folders not followed), from the folders' own
+    listings: no stat of each file, no Path for each entry."""
+    folders = [root]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except PermissionError:  # as glob: a folder we may not read is passed over
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+            elif entry.name.endswith(".jsonl") and entry.is_file():
+                yield entry.path
+
+
+class _Stamped(msgspec.Struct):
+    timestamp: str | None = None
+
+
+_decode_stamp = msgspec.json.Decoder(_Stamped).decode
 
 
 def _first_timestamp(path: Path) -> str:
     with path.open("rb") as handle:
         for raw in handle:
+            stamp: Any
             try:
-                stamp = json.loads(raw).get("timestamp")
-            except (ValueError, AttributeError):
-                continue
+                stamp = _decode_stamp(raw).timestamp
+                if not raw.isascii():
+                    raw.decode()
+            except (msgspec.DecodeError, UnicodeDecodeError):  # as below: the exact, slow way
+                try:
+                    stamp = json.loads(raw).get("timestamp")
+                except (ValueError, AttributeError):
+                    continue
             moment = _parse_time(stamp) if isinstance(stamp, str) else None
             if moment is not None:
                 return moment.isoformat()
@@ -98,11 +136,12 @@ def _parse_time(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if moment.tzinfo is UTC:  # what Claude Code writes ("...Z"): nothing to convert
+        return moment
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _tokens(usage: dict[str, Any], key: str) -> int:
-    value = usage.get(key, 0)
+def _tokens(value: Any, key: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -123,21 +162,65 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> LoggedUsage | None
     message = line.get("message")
     if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
         return None
-    if message.get("model") == "<synthetic>":
-        return None  # Claude Code's own placeholder messages (errors, interruptions): no API call, no tokens
     usage = message["usage"]
-    stamp = line.get("timestamp")
+    return _logged(
+        message.get("model"),
+        (
+            usage.get("input_tokens", 0),
+            usage.get("output_tokens", 0),
+            usage.get("cache_read_input_tokens", 0),
+            usage.get("cache_creation_input_tokens", 0),
+        ),
+        line.get("timestamp"),
+        message.get("id"),
+        line.get("requestId"),
+        line.get("costUSD"),
+        line.get("sessionId"),
+        line.get("cwd"),
+        line.get("gitBranch"),
+        where,
+        email,
+    )
+
+
+def _logged(
+    model_name: Any,
+    tokens: tuple[Any, Any, Any, Any],
+    stamp: Any,
+    message_id: Any,
+    request_id: Any,
+    reported_cost: Any,
+    session_id: Any,
+    cwd: Any,
+    git_branch: Any,
+    where: str,
+    email: str,
+    price_now: bool = True,
+) -> LoggedUsage | None:
+    """One line's usage from its fields, however they were parsed: `usage_of` and the fast reader share it.
+    Without `price_now` a cost the line does not report is left for `_priced` (the reader prices only the
+    copy of a message it keeps)."""
+    if model_name == "<synthetic>":
+        return None  # Claude Code's own placeholder messages (errors, interruptions): no API call, no tokens
     when = _parse_time(stamp) if isinstance(stamp, str) else None
     if when is None:
         raise ValueError("no valid timestamp")
-    counts = {
-        "input_tokens": _tokens(usage, "input_tokens"),
-        "output_tokens": _tokens(usage, "output_tokens"),
-        "cache_read_tokens": _tokens(usage, "cache_read_input_tokens"),
-        "cache_write_tokens": _tokens(usage, "cache_creation_input_tokens"),
-    }
-    model = str(message.get("model") or "unknown")[:120]
-    message_id, request_id = message.get("id"), line.get("requestId")
+    input_tokens, output_tokens, cache_read, cache_write = tokens
+    if not (  # the usual line, in one test; else each count is checked (None is 0) or refused
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(cache_read) is int
+        and type(cache_write) is int
+        and input_tokens >= 0
+        and output_tokens >= 0
+        and cache_read >= 0
+        and cache_write >= 0
+    ):
+        input_tokens = _tokens(tokens[0], "input_tokens")
+        output_tokens = _tokens(tokens[1], "output_tokens")
+        cache_read = _tokens(tokens[2], "cache_read_input_tokens")
+        cache_write = _tokens(tokens[3], "cache_creation_input_tokens")
+    model = str(model_name or "unknown")[:120]
     if isinstance(message_id, str) and isinstance(request_id, str):
         key = f"cc:{message_id}:{request_id}"
     else:  # ccusage counts such lines every time; so do we, keyed by their place in the file
@@ -146,23 +229,18 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> LoggedUsage | None
         key = "cc:sha256:" + hashlib.sha256(key.encode()).hexdigest()
     cost: Decimal | None
     priced = False
-    if "costUSD" in line and line["costUSD"] is not None:
+    if reported_cost is not None:
         try:
-            cost = Decimal(str(line["costUSD"]))
+            cost = Decimal(str(reported_cost))
         except InvalidOperation as error:
             raise ValueError("costUSD is not a number") from error
         if not cost.is_finite() or cost < 0:
             raise ValueError("costUSD is not a non-negative number")
-    else:
-        cost = fast_price(
-            model,
-            counts["input_tokens"],
-            counts["output_tokens"],
-            counts["cache_read_tokens"],
-            counts["cache_write_tokens"],
-        )
+    elif price_now:
+        cost = fast_price(model, input_tokens, output_tokens, cache_read, cache_write)
         priced = cost is not None
-    session_id = line.get("sessionId")
+    else:
+        cost = None
     return LoggedUsage(
         dedupe_key=key,
         email=email,
@@ -171,16 +249,26 @@ def usage_of(line: dict[str, Any], where: str, email: str) -> LoggedUsage | None
         model=model,
         run_external_id=str(session_id)[:200] if session_id else None,
         cost_usd=cost,
-        input_tokens=counts["input_tokens"],
-        output_tokens=counts["output_tokens"],
-        cache_read_tokens=counts["cache_read_tokens"],
-        cache_write_tokens=counts["cache_write_tokens"],
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
         cost_source="priced" if priced else None,
-        project=project_of(line.get("cwd")),
-        branch=_short(line.get("gitBranch")),
+        project=project_of(cwd),
+        branch=_short(git_branch),
     )
 
 
+def _priced(record: LoggedUsage) -> LoggedUsage:
+    """The record with its cost priced from its tokens, when the line reported none."""
+    if record.cost_usd is None:
+        tokens = (record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_write_tokens)
+        record.cost_usd = fast_price(record.model, *tokens)
+        record.cost_source = "priced" if record.cost_usd is not None else None
+    return record
+
+
+@lru_cache(maxsize=4096)
 def project_of(cwd: Any) -> str | None:
     """The checkout folder a session ran in: the last component of its working directory, never the full
     path (which carries the name of a home folder)."""
@@ -191,6 +279,116 @@ def project_of(cwd: Any) -> str | None:
 
 def _short(value: Any) -> str | None:
     return (value.strip()[:200] or None) if isinstance(value, str) else None
+
+
+# The fields of a log line that usage is read from, decoded by msgspec straight into these types and nothing
+# else (the prompts, answers and tool results around them are skipped unread). A line whose fields have
+# other types (a string for a count, a list for a message) fails to decode into them and is read again by
+# json.loads and `usage_of`, so both readers agree on every line (tests/test_ingest_claude_code.py).
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    cache_read_input_tokens: int | None = 0
+    cache_creation_input_tokens: int | None = 0
+
+
+class _Message(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class _Line(msgspec.Struct):
+    message: _Message | None = None
+    timestamp: str | None = None
+    request_id: str | None = msgspec.field(default=None, name="requestId")
+    session_id: str | None = msgspec.field(default=None, name="sessionId")
+    cost_usd: float | int | None = msgspec.field(default=None, name="costUSD")
+    sidechain: bool | None = msgspec.field(default=None, name="isSidechain")
+    cwd: str | None = None
+    git_branch: str | None = msgspec.field(default=None, name="gitBranch")
+
+
+class _Anything(msgspec.Struct):
+    """Any JSON object: decoding into it only checks that a line is one."""
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+_check_object = msgspec.json.Decoder(_Anything).decode
+USAGE_KEY = b'"usage"'  # a line without these bytes reports no usage: it is checked, not read
+BLOCK_BYTES = 1 << 22
+
+
+def _read_usage(raw: bytes, where: str, email: str) -> tuple[LoggedUsage | None, str | None, bool]:
+    """(usage, message id, is a sidechain line) of a line that mentions usage; ValueError for a broken one."""
+    try:
+        line = _decode_line(raw)
+        if not raw.isascii():
+            raw.decode()  # json.loads refuses what is not UTF-8; msgspec does not look inside skipped strings
+    except (msgspec.DecodeError, UnicodeDecodeError):  # or fields of unexpected types: the exact, slow way
+        return _read_usage_slowly(raw, where, email)
+    message = line.message
+    if message is None or message.usage is None:
+        return None, None, False
+    usage = message.usage
+    tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens)
+    record = _logged(
+        message.model,
+        tokens,
+        line.timestamp,
+        message.id,
+        line.request_id,
+        line.cost_usd,
+        line.session_id,
+        line.cwd,
+        line.git_branch,
+        where,
+        email,
+        price_now=False,
+    )
+    return record, message.id, line.sidechain is True
+
+
+def _read_usage_slowly(raw: bytes, where: str, email: str) -> tuple[LoggedUsage | None, str | None, bool]:
+    try:
+        line = json.loads(raw)
+    except UnicodeDecodeError as error:
+        raise ValueError("not UTF-8") from error
+    if not isinstance(line, dict):
+        raise ValueError("not an object")
+    record = usage_of(line, where, email)  # priced already: _priced leaves it as it is
+    if record is None:
+        return None, None, False
+    message_id = line["message"].get("id")
+    return record, message_id if isinstance(message_id, str) else None, line.get("isSidechain") is True
+
+
+def _is_object(raw: bytes) -> bool:
+    """Whether a line is a JSON object (the lines without usage are checked, so that broken ones are counted)."""
+    try:
+        _check_object(raw)
+        if not raw.isascii():
+            raw.decode()
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        try:  # what json.loads takes and msgspec does not (NaN, a byte-order mark), or refuses (not UTF-8)
+            return isinstance(json.loads(raw), dict)
+        except (ValueError, UnicodeDecodeError):
+            return False
+    return True
+
+
+def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[bytes]:
+    """A file's lines (without their newlines), read in large blocks; `advance` hears the bytes read."""
+    rest = b""
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK_BYTES):
+            lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+            rest = lines.pop()
+            yield from lines
+            if advance:
+                advance(len(block))
+    if rest:
+        yield rest
 
 
 def read_logs(
@@ -208,49 +406,43 @@ def read_logs(
     for path in files:
         summary.files += 1
         name = f"{path.parent.name}/{path.name}"
-        consumed = 0
         kept: OrderedDict[str, LoggedUsage] = OrderedDict()
-        with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                consumed += len(raw)
-                if advance and consumed >= 1 << 20:
-                    advance(consumed)
-                    consumed = 0
-                if not raw.strip():
-                    continue
-                summary.lines += 1
-                try:
-                    line = json.loads(raw)
-                    if not isinstance(line, dict):
-                        raise ValueError("not an object")
-                    record = usage_of(line, f"{name}:{number}", email)
-                except (ValueError, UnicodeDecodeError):
-                    summary.malformed += 1
-                    continue
-                if record is not None:
-                    summary.usage_lines += 1
-                    if _replayed(line, parents):
-                        summary.duplicates += 1  # a sub-agent's replay of its parent's message (ccusage #913)
-                        continue
-                    earlier = kept.get(record.dedupe_key)
-                    if earlier is not None:
-                        summary.duplicates += 1  # a streamed copy: one of the two is left out
-                    if earlier is None or _total(record) > _total(earlier):
-                        kept[record.dedupe_key] = record
-                    if len(kept) > COPY_WINDOW:
-                        yield kept.popitem(last=False)[1]
-        yield from kept.values()
-        if advance:
-            advance(consumed)
+        for number, raw in enumerate(_lines(path, advance), start=1):
+            if USAGE_KEY not in raw:
+                if raw.strip():
+                    summary.lines += 1
+                    if not _is_object(raw):
+                        summary.malformed += 1
+                continue
+            summary.lines += 1
+            try:
+                record, message_id, sidechain = _read_usage(raw, f"{name}:{number}", email)
+            except ValueError:
+                summary.malformed += 1
+                continue
+            if record is None:
+                continue
+            summary.usage_lines += 1
+            if _replayed(message_id, sidechain, parents):
+                summary.duplicates += 1  # a sub-agent's replay of its parent's message (ccusage #913)
+                continue
+            earlier = kept.get(record.dedupe_key)
+            if earlier is not None:
+                summary.duplicates += 1  # a streamed copy: one of the two is left out
+            if earlier is None or _total(record) > _total(earlier):
+                kept[record.dedupe_key] = record
+            if len(kept) > COPY_WINDOW:
+                yield _priced(kept.popitem(last=False)[1])
+        for record in kept.values():
+            yield _priced(record)
 
 
-def _replayed(line: dict[str, Any], parents: set[int]) -> bool:
+def _replayed(message_id: str | None, sidechain: bool, parents: set[int]) -> bool:
     """Whether a usage line is a sidechain's copy of a message its main thread already reported (same
     `message.id`, another `requestId`); a main-thread line's message id is remembered, as a hash."""
-    message_id = line["message"].get("id")
-    if not isinstance(message_id, str):
+    if message_id is None:
         return False
-    if line.get("isSidechain") is True:
+    if sidechain:
         return hash(message_id) in parents
     parents.add(hash(message_id))
     return False
@@ -273,30 +465,39 @@ def import_logs(
     summary = ImportSummary()
     sessions: set[str] = set()
     chunk = Telemetry()
+    runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
 
     def flush() -> None:
         nonlocal chunk
+        chunk.runs = list(runs.values())
         if chunk.usage:
             written, duplicates = write_atomically(engine, lambda s: _write(s, chunk, weight_for))
             summary.written += written
             summary.duplicates += duplicates
         chunk = Telemetry()
+        runs.clear()
 
     for record in read_logs(files, email.strip().lower(), summary, on_progress):
         chunk.usage.append(record)
-        if record.run_external_id:
-            sessions.add(record.run_external_id)
-            chunk.runs.append(
-                SeenRun(
-                    external_id=record.run_external_id,
+        session_id = record.run_external_id
+        if session_id:
+            sessions.add(session_id)
+            when = record.occurred_at
+            run = runs.get(session_id)
+            if run is None:
+                runs[session_id] = SeenRun(
+                    external_id=session_id,
                     email=record.email,
                     agent=AGENT,
-                    started_at=record.occurred_at,
-                    ended_at=record.occurred_at,
+                    started_at=when,
+                    ended_at=when,
                     project=record.project,
                     branch=record.branch,
                 )
-            )
+            else:
+                run.started_at = min(run.started_at, when)
+                run.ended_at = max(run.ended_at or when, when)
+                run.project, run.branch = run.project or record.project, run.branch or record.branch
         if len(chunk.usage) >= chunk_lines:
             flush()
     flush()
@@ -311,4 +512,4 @@ def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal])
 
 
 def total_bytes(path: Path | Sequence[Path]) -> int:
-    return sum(f.stat().st_size for f in log_files(*([path] if isinstance(path, Path) else path)))
+    return sum(f.stat().st_size for f in _found([path] if isinstance(path, Path) else path))

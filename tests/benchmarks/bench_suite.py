@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import shutil
 import statistics
@@ -25,13 +26,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 
@@ -44,14 +46,17 @@ from bot.periods import complete_weeks, parse_period
 from bot.reports import build_report
 from bot.seed import TIMEZONES, USAGE_COLUMNS, person_email, seed_organisation
 from bot.services import Services
+from bot.sources import claude_code
 from handlers.slack.people import SlackPeople
-from storage.bulk_load import copy_rows
+from storage.bulk_load import bulk_transaction, copy_rows
 from storage.db import make_engine, normalize_url, session_scope, upgrade
 from storage.metrics import Scope
 from storage.sources import create_source
 from storage.types import UTCDateTime
 from tests.benchmarks.bench_github import DELIVERIES as GITHUB_DELIVERIES
 from tests.benchmarks.bench_github import github_section
+from tests.support.claude_logs import CCUSAGE_HOME, CCUSAGE_VERSION, compact, find_ccusage
+from tests.support.claude_logs import write_claude_logs as write_dense_truth
 from tests.support.ingest_fixtures import serve_process
 
 FULL_PEOPLE = 5_000
@@ -62,7 +67,6 @@ END = date(2026, 11, 25)  # a Wednesday: "this week" has data and a previous wee
 SECRET = "bench-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-bench"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-CCUSAGE = "ccusage@17.2.1"
 
 
 def bench_dir() -> Path:
@@ -466,12 +470,24 @@ def bench_digest(url: str, teams: int | None = None, charts: bool = True) -> dic
 
 
 # -- Claude Code logs -----------------------------------------------------------------------------
+# The record-dense set: logs as Claude Code writes them (tests/support/claude_logs.py), ~209 MB holding
+# ~130 000 assistant lines at scale 1, as the issue measured; the 1 GB set has far fewer usage lines a MB.
+DENSE_SESSIONS = 7_800
+DENSE_TEXT_BYTES = 700
+Tokens = tuple[int, int, int, int]
+
+
+class CcusageUnavailable(RuntimeError):
+    """ccusage could not be installed; the message says why, in one line."""
+
+
 def write_claude_logs(root: Path, total_bytes: int, seed: int = 5) -> dict[str, Any]:
     """Claude Code-shaped session logs under root/projects, about `total_bytes` in all, and a hand count.
 
     Each session alternates user and assistant lines (text padded to real sizes, never stored by the
     importer); one assistant line in ten is streamed again with the same message and request id, which
-    ccusage and the importer must count once.
+    ccusage and the importer must count once. Compact JSON, as Claude Code writes it (ccusage 20 reads
+    nothing else).
     """
     rng = random.Random(seed)
     projects = root / "projects"
@@ -479,7 +495,7 @@ def write_claude_logs(root: Path, total_bytes: int, seed: int = 5) -> dict[str, 
         shutil.rmtree(projects)
     written = 0
     counts = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "entries": 0}
-    days: dict[str, int] = {}
+    per_day: dict[str, Tokens] = {}
     start = datetime(2026, 9, 1, 8, tzinfo=UTC)
     session_number = 0
     padding = "x" * 4000
@@ -495,7 +511,7 @@ def write_claude_logs(root: Path, total_bytes: int, seed: int = 5) -> dict[str, 
             stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             user = {"type": "user", "sessionId": session_id, "timestamp": stamp, "cwd": "/home/dev/repo",
                     "message": {"role": "user", "content": padding[: rng.randrange(100, 2000)]}}  # fmt: skip
-            lines.append(json.dumps(user))
+            lines.append(compact(user))
             usage = {
                 "input_tokens": rng.randrange(1, 4_000),
                 "output_tokens": rng.randrange(1, 3_000),
@@ -510,21 +526,46 @@ def write_claude_logs(root: Path, total_bytes: int, seed: int = 5) -> dict[str, 
                             "model": "claude-sonnet-4-5-20250929", "usage": usage,
                             "content": [{"type": "text", "text": padding[: rng.randrange(200, 3000)]}]},
             }  # fmt: skip
-            text_ = json.dumps(line)
+            text_ = compact(line)
             lines.append(text_)
             if rng.random() < 0.1:
                 lines.append(text_)  # a streamed repeat
-            counts["input"] += usage["input_tokens"]
-            counts["output"] += usage["output_tokens"]
-            counts["cache_read"] += usage["cache_read_input_tokens"]
-            counts["cache_write"] += usage["cache_creation_input_tokens"]
+            tokens = (
+                usage["input_tokens"],
+                usage["output_tokens"],
+                usage["cache_read_input_tokens"],
+                usage["cache_creation_input_tokens"],
+            )
+            for name, value in zip(("input", "output", "cache_read", "cache_write"), tokens, strict=True):
+                counts[name] += value
             counts["entries"] += 1
-            day = stamp[:10]
-            days[day] = days.get(day, 0) + 1
+            before = per_day.get(stamp[:10], (0, 0, 0, 0))
+            per_day[stamp[:10]] = (
+                before[0] + tokens[0],
+                before[1] + tokens[1],
+                before[2] + tokens[2],
+                before[3] + tokens[3],
+            )
         content = "\n".join(lines) + "\n"
         (folder / f"{session_id}.jsonl").write_text(content)
         written += len(content)
-    return {"bytes": written, "files": session_number, "days": len(days), **counts}
+    return {"bytes": written, "files": session_number, "days": len(per_day), "per_day": per_day, **counts}
+
+
+def write_dense_logs(root: Path, factor: float) -> dict[str, Any]:
+    """The record-dense set, scaled (1 = ~209 MB); its truth as write_claude_logs gives it."""
+    if root.exists():
+        shutil.rmtree(root)
+    truth = write_dense_truth(root, sessions=max(12, round(DENSE_SESSIONS * factor)), text_bytes=DENSE_TEXT_BYTES)
+    tokens = [sum(day[i] for day in truth.per_day.values()) for i in range(4)]
+    return {
+        "bytes": sum(f.stat().st_size for f in root.glob("projects/**/*.jsonl")),
+        "files": truth.files,
+        "days": len(truth.per_day),
+        "per_day": truth.per_day,
+        "entries": truth.calls,
+        **dict(zip(("input", "output", "cache_read", "cache_write"), tokens, strict=True)),
+    }
 
 
 def _rss_wrapper(command: list[str]) -> list[str]:
@@ -547,77 +588,150 @@ def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str
     return seconds, peak_kb / 1024, process.stdout
 
 
-def ccusage_command() -> list[str] | None:
-    """ccusage 17.2.1 run by node directly (npx itself would add its own start-up to the timing)."""
-    if shutil.which("npx") is None:
-        return None
-    found = subprocess.run(
-        ["npx", "-y", CCUSAGE, "--version"], capture_output=True, text=True, check=False, cwd=bench_dir()
-    )
-    if found.returncode != 0:
-        return None
-    cache = Path(os.environ.get("NPM_CONFIG_CACHE", Path.home() / ".npm")) / "_npx"
-    for package in sorted(cache.glob("*/node_modules/ccusage/package.json")):
-        if json.loads(package.read_text()).get("version") == "17.2.1":
-            entry = json.loads(package.read_text()).get("bin", {})
-            target = entry.get("ccusage") if isinstance(entry, dict) else entry
-            return ["node", str(package.parent / target), "daily", "--json", "--offline"]
-    return ["npx", "-y", CCUSAGE, "daily", "--json", "--offline"]
+def ccusage_command(install: bool = True) -> list[str] | None:
+    """`ccusage claude daily --json --offline -z UTC` from ccusage 20.0.24 as its users run it (the npm
+    package's `ccusage`, which starts its native binary), installed with npm into CCUSAGE_HOME, outside the
+    repository, when it is missing. None when it is missing and `install` is False; CcusageUnavailable when
+    npm cannot install it."""
+    found = find_ccusage()
+    if found is None and install:
+        _install_ccusage()
+        found = find_ccusage()
+        if found is None:
+            raise CcusageUnavailable(f"npm installed ccusage into {CCUSAGE_HOME}, but not version {CCUSAGE_VERSION}")
+    return [found, "claude", "daily", "--json", "--offline", "-z", "UTC"] if found else None
 
 
-def bench_import(url: str, log_bytes: int, compare: bool = True) -> dict[str, Any]:
-    """`tokenwise import claude-code` on generated logs (time, peak RSS, totals) against ccusage on them."""
-    root = bench_dir() / "claude-logs"
-    truth = write_claude_logs(root, log_bytes)
+def _install_ccusage() -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise CcusageUnavailable(
+            f"npm is not installed: install Node.js and npm to compare with ccusage {CCUSAGE_VERSION}"
+            f" (or set TOKENWISE_CCUSAGE to a ccusage {CCUSAGE_VERSION}, or run --only without import)"
+        )
+    packages = [f"ccusage@{CCUSAGE_VERSION}"]
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        packages.append(f"@ccusage/ccusage-linux-x64@{CCUSAGE_VERSION}")  # its native binary
+    CCUSAGE_HOME.mkdir(parents=True, exist_ok=True)
+    command = [npm, "install", "--prefix", str(CCUSAGE_HOME), "--no-audit", "--no-fund", *packages]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = ([line for line in done.stderr.splitlines() if line.strip()] or ["no output"])[-1]
+        raise CcusageUnavailable(f"npm could not install ccusage {CCUSAGE_VERSION} into {CCUSAGE_HOME}: {last}")
+
+
+def bench_import(
+    url: str, log_bytes: int, compare: bool = True, install: bool = True, dense: bool = False
+) -> dict[str, Any]:
+    """`tokenwise import claude-code` on generated logs (time, peak RSS, totals per UTC day) against ccusage
+    20.0.24 on the same files and against the floor. `dense`: the record-dense set, scaled like the 1 GB
+    one (log_bytes / 1 GB). ccusage is left out when `compare` is False, or when it is not installed and
+    `install` is False."""
+    root = bench_dir() / ("claude-logs-dense" if dense else "claude-logs")
+    truth = write_dense_logs(root, log_bytes / FULL_LOG_BYTES) if dense else write_claude_logs(root, log_bytes)
     env = {**os.environ, "DATABASE_URL": url}
     tokenwise = [str(Path(sys.executable).with_name("tokenwise")), "import", "claude-code", str(root), "--email"]
     seconds, peak_mb, _out = measured([*tokenwise, "bench@example.com"], env)
-    engine = make_engine(url)
-    with engine.connect() as connection:
-        sums = connection.execute(
-            text(
-                "SELECT count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
-                " sum(cache_write_tokens) FROM usage_record u JOIN source s ON s.id = u.source_id"
-                " WHERE s.name = 'claude-code-logs'"
-            )
-        ).one()
-    engine.dispose()
-    ours = dict(zip(("entries", "input", "output", "cache_read", "cache_write"), map(int, sums), strict=True))
-    parse_seconds = _parse_floor(root)
+    ours = _stored_per_day(url)
+    truth_per_day = truth.pop("per_day")
     result: dict[str, Any] = {
+        "set": "dense" if dense else "1gb",
         "log_bytes": truth["bytes"],
         "files": truth["files"],
         "seconds": seconds,
         "peak_rss_mb": peak_mb,
-        "totals_match_hand_count": all(ours[k] == truth[k] for k in ours),
+        "totals_match_hand_count": ours == truth_per_day,
         "hand_count": truth,
-        "tokenwise": ours,
-        "parse_floor_seconds": parse_seconds,
+        "tokenwise": _totals(ours),
+        "floor": bench_import_floor(root, url),
     }
-    command = ccusage_command() if compare else None
+    command = ccusage_command(install) if compare else None
     if command is not None:
         cc_seconds, cc_peak_mb, out = measured(command, {**os.environ, "CLAUDE_CONFIG_DIR": str(root)})
-        totals = json.loads(out)["totals"]
-        result["ccusage"] = {
-            "seconds": cc_seconds,
-            "peak_rss_mb": cc_peak_mb,
-            "input": totals["inputTokens"],
-            "output": totals["outputTokens"],
-            "cache_read": totals["cacheReadTokens"],
-            "cache_write": totals["cacheCreationTokens"],
+        theirs = {
+            day["date"]: (day["inputTokens"], day["outputTokens"], day["cacheReadTokens"], day["cacheCreationTokens"])
+            for day in json.loads(out)["daily"]
         }
-        result["ccusage_matches_hand_count"] = all(result["ccusage"][k] == truth[k] for k in ours if k != "entries")
+        result["ccusage"] = {"version": CCUSAGE_VERSION, "seconds": cc_seconds, "peak_rss_mb": cc_peak_mb}
+        result["ccusage"].update(_totals(theirs))
+        result["ccusage_matches_hand_count"] = theirs == truth_per_day
+        result["ratio"] = seconds / cc_seconds
     return result
 
 
-def _parse_floor(root: Path) -> float:
-    """Seconds to read every log line and json.loads it, nothing else: the floor of any importer in Python."""
+def _stored_per_day(url: str) -> dict[str, Tokens]:
+    engine = make_engine(url)
+    per_day: dict[str, Tokens] = {}
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT u.occurred_at, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens"
+                " FROM usage_record u JOIN source s ON s.id = u.source_id WHERE s.name = 'claude-code-logs'"
+            ).columns(occurred_at=UTCDateTime())
+        )
+        for when, *tokens in rows:
+            day = when.date().isoformat()
+            before = per_day.get(day, (0, 0, 0, 0))
+            per_day[day] = (before[0] + tokens[0], before[1] + tokens[1], before[2] + tokens[2], before[3] + tokens[3])
+    engine.dispose()
+    return per_day
+
+
+def _totals(per_day: dict[str, Tokens]) -> dict[str, int]:
+    names = ("input", "output", "cache_read", "cache_write")
+    return {name: sum(day[i] for day in per_day.values()) for i, name in enumerate(names)}
+
+
+FLOOR_TABLES = ("person", "source", "agent_run", "usage_record")
+
+
+def bench_import_floor(root: Path, url: str) -> dict[str, Any]:
+    """The least an importer in Python can do with these logs, in the benchmark's process: read every file in
+    large blocks and decode every line with msgspec into the fields usage needs (the importer's own decoder,
+    `claude_code._Line`, with no filter, no de-duplication, no pricing), then insert the rows the import
+    wrote (its runs and usage records, read back from its database) into a fresh database with
+    `storage.bulk_load.copy_rows` in one bulk transaction: a COPY on PostgreSQL, multi-row INSERTs on SQLite.
+    No start-up, no look-ups, no conflict checks."""
+    decode = msgspec.json.Decoder(claude_code._Line).decode
     started = time.perf_counter()
-    for path in sorted(root.glob("projects/*/*.jsonl")):
+    lines = 0
+    for path in sorted(root.glob("projects/**/*.jsonl")):
         with path.open("rb") as handle:
-            for raw in handle:
-                json.loads(raw)
-    return time.perf_counter() - started
+            for raw in handle.read().split(b"\n"):
+                if raw:
+                    lines += 1
+                    with suppress(msgspec.DecodeError):
+                        decode(raw)
+    parse_seconds = time.perf_counter() - started
+    source = make_engine(url)
+    with source.connect() as connection:
+        logs = "(SELECT id FROM source WHERE name = 'claude-code-logs')"
+        tables = {
+            table: (list(result.keys()), [tuple(row) for row in result])
+            for table in FLOOR_TABLES
+            for where in [f" WHERE source_id IN {logs}" if table in FLOOR_TABLES[2:] else ""]
+            for result in [connection.exec_driver_sql(f"SELECT * FROM {table}{where} ORDER BY id")]
+        }
+    source.dispose()
+    kind = "postgresql" if url.startswith("postgresql") else "sqlite"
+    with scratch_database(kind, "import-floor") as floor_url:
+        engine = make_engine(floor_url)
+        with bulk_transaction(engine) as connection:
+            for table in FLOOR_TABLES[:2]:  # who and where from: not part of the timing
+                copy_rows(connection, table, *tables[table])
+            started = time.perf_counter()
+            for table in FLOOR_TABLES[2:]:
+                copy_rows(connection, table, *tables[table])
+            insert_seconds = time.perf_counter() - started
+        engine.dispose()
+    return {
+        "lines": lines,
+        "parse_seconds": parse_seconds,
+        "insert_seconds": insert_seconds,
+        "seconds": parse_seconds + insert_seconds,
+        "runs": len(tables["agent_run"][1]),
+        "usage_records": len(tables["usage_record"][1]),
+    }
 
 
 # -- the suite ------------------------------------------------------------------------------------
@@ -681,9 +795,11 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
             here["github"] = github_section(kind, scratch_database, deliveries)
             _say(kind, "github", here["github"])
         if "import" in only and kind == databases[0]:
-            with scratch_database(kind, "import") as url:
-                here["import"] = bench_import(url, max(1 << 20, round(FULL_LOG_BYTES * factor)))
-                _say(kind, "import", here["import"])
+            for dense in (True, False):
+                with scratch_database(kind, "import") as url:
+                    row = bench_import(url, max(1 << 20, round(FULL_LOG_BYTES * factor)), dense=dense)
+                    here.setdefault("imports", []).append(row)
+                    _say(kind, f"import {row['set']}", row)
     return results
 
 
@@ -779,21 +895,32 @@ def render(results: dict[str, Any]) -> str:
                 f" {row['lost'] or 'none'} |"
             )
         out.append("")
-    imports = [(db, results[db]["import"]) for db in databases if "import" in results[db]]
+    imports = [(db, row) for db in databases for row in results[db].get("imports", [])]
     for db, row in imports:
+        size = f"{row['log_bytes'] / 1e6:,.0f} MB"
+        name = {"dense": "record-dense logs", "1gb": "1 GB set"}[row["set"]]
+        entries = row["hand_count"]["entries"]
         out += [
-            "| importer | logs | seconds | peak RSS MB | totals = hand count |",
+            f"{name}: {size}, {row['files']:,} files, {entries:,} API calls",
+            "",
+            "| importer | seconds | ratio to ccusage | peak RSS MB | totals per UTC day = truth |",
             "| --- | ---: | ---: | ---: | --- |",
-            f"| tokenwise import claude-code ({db}) | {row['log_bytes'] / 2**20:,.0f} MiB | {row['seconds']:.1f} |"
+            f"| tokenwise import claude-code ({db}) | {row['seconds']:.1f} | {row.get('ratio', float('nan')):.2f} |"
             f" {row['peak_rss_mb']:.0f} | {row['totals_match_hand_count']} |",
         ]
         if "ccusage" in row:
             cc = row["ccusage"]
             out.append(
-                f"| ccusage 17.2.1 daily --json --offline | {row['log_bytes'] / 2**20:,.0f} MiB | {cc['seconds']:.1f} |"
+                f"| ccusage {cc['version']} claude daily --json --offline -z UTC | {cc['seconds']:.1f} | 1.00 |"
                 f" {cc['peak_rss_mb']:.0f} | {row['ccusage_matches_hand_count']} |"
             )
-        out.append(f"| floor: read + json.loads every line | | {row['parse_floor_seconds']:.1f} | | |")
+        floor = row["floor"]
+        cc_seconds = row["ccusage"]["seconds"] if "ccusage" in row else float("nan")
+        out.append(
+            f"| floor: read + msgspec-decode every line ({floor['parse_seconds']:.1f} s), copy_rows the same"
+            f" {floor['runs']:,} runs and {floor['usage_records']:,} records ({floor['insert_seconds']:.1f} s) |"
+            f" {floor['seconds']:.1f} | {floor['seconds'] / cc_seconds:.2f} | | |"
+        )
         out.append("")
     return "\n".join(out)
 
@@ -816,7 +943,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    results = run_suite([d.strip() for d in args.db.split(",")], only, scale(), args.samples)
+    try:
+        results = run_suite([d.strip() for d in args.db.split(",")], only, scale(), args.samples)
+    except CcusageUnavailable as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
     out = bench_dir() / f"results-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(results, indent=2, default=str))
     print(render(results))

@@ -19,16 +19,38 @@ counting each API call once.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# ccusage, the tool these logs are checked against: the version and where `make bench` installs it (npm, into
+# a folder outside the repository); tests/test_ingest_claude_code.py finds it there too.
+CCUSAGE_VERSION = "20.0.24"
+CCUSAGE_HOME = Path(os.environ.get("TOKENWISE_CCUSAGE_HOME", "/tmp/tokenwise-bench/ccusage"))
+CCUSAGE_PLACES = (str(CCUSAGE_HOME / "node_modules" / ".bin" / "ccusage"),)
+
+
+def find_ccusage() -> str | None:
+    """ccusage CCUSAGE_VERSION where it is installed: TOKENWISE_CCUSAGE, CCUSAGE_PLACES, or on the PATH."""
+    candidates = [os.environ.get("TOKENWISE_CCUSAGE", ""), *CCUSAGE_PLACES, shutil.which("ccusage") or ""]
+    for candidate in filter(None, candidates):
+        if Path(candidate).is_file():
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=False)
+            if version.stdout.strip().endswith(CCUSAGE_VERSION):
+                return candidate
+    return None
+
+
 MODELS = ("claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001")
 BRANCHES = ("main", "feature/search", "fix/login-timeout")
 Tokens = tuple[int, int, int, int]  # input, output, cache read, cache write
+_FILLER = 'def handler(event):\n    """Never stored."""\n    return {"status": 200, "body": event["path"]}\n\n'
 
 
 @dataclass
@@ -55,9 +77,13 @@ def _stamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: datetime | None = None) -> Truth:
-    """Logs of `sessions` sessions under root/projects; the truth they hold."""
+def write_claude_logs(
+    root: Path, seed: int = 1, sessions: int = 12, start: datetime | None = None, text_bytes: int = 0
+) -> Truth:
+    """Logs of `sessions` sessions under root/projects; the truth they hold. `text_bytes` gives each prompt,
+    answer and tool result text of about that size (real sizes, for benchmarks); the default keeps them tiny."""
     rng = random.Random(seed)
+    filler = (_FILLER * (1 + 2 * text_bytes // len(_FILLER)))[: 2 * text_bytes]
     truth = Truth(sessions=sessions)
     start = start or datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
     history: list[str] = []  # main-thread message lines a resumed session copies
@@ -92,7 +118,8 @@ def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: date
 
         for turn in range(rng.randrange(3, 9)):
             moment += timedelta(seconds=rng.randrange(20, 200))
-            lines.append(compact({**base("user", moment), "message": {"role": "user", "content": "never stored"}}))
+            prompt = "never stored" + filler[: text_bytes // 2 + turn * 97 % (text_bytes + 1)]
+            lines.append(compact({**base("user", moment), "message": {"role": "user", "content": prompt}}))
             sidechain = rng.random() < 0.2
             model = rng.choice(MODELS)
             message_id = f"msg_{seed}_{number}_{turn}"
@@ -105,7 +132,7 @@ def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: date
                 output = final[1] if copy == copies - 1 else rng.randrange(1, final[1])
                 block = {"type": "tool_use", "id": f"toolu_{turn}_{copy}", "name": "Read", "input": {"path": "x"}}
                 if copy == 0:
-                    block = {"type": "text", "text": "never stored"}
+                    block = {"type": "text", "text": "never stored" + filler[: text_bytes // 2]}
                 usage = {
                     "input_tokens": final[0], "cache_creation_input_tokens": final[3],
                     "cache_read_input_tokens": final[2], "output_tokens": output, "service_tier": "standard",
@@ -121,7 +148,10 @@ def write_claude_logs(root: Path, seed: int = 1, sessions: int = 12, start: date
                 last = compact(line)
                 lines.append(last)
                 if block["type"] == "tool_use":
+                    output_text = filler[: text_bytes // 2 + copy * 131 % (text_bytes + 1)]
                     result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block["id"]}]}
+                    if text_bytes:
+                        result["content"][0]["content"] = output_text
                     lines.append(compact({**base("user", moment), "message": result}))
             truth.add(moment.date().isoformat(), project, final)
             if not sidechain:
