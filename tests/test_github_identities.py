@@ -137,3 +137,34 @@ def merged_outcomes(host: Host) -> dict[str, str]:
             .where(o.kind == "pr_merged", o.counted.is_(True))
         )
         return {str(url).rsplit("/", 1)[-1]: str(email) for url, email in rows}
+
+
+def test_importing_claude_code_logs_after_the_merge_links_their_session_to_it(host: Host, tmp_path: Path) -> None:
+    """A history imported a week after the merge: the session on the PR's branch, in a checkout of its
+    repository, links once the import has written it (no new delivery needed)."""
+    import json
+
+    assert tokenwise("people", "link", "github", "eve-dev", "eve@example.com")[0] == 0
+    host.merge(11, "eve-dev", "eve/exports")
+    assert host.linked_runs() == {}
+    folder = tmp_path / "claude" / "projects" / "-home-eve-src-payments"
+    folder.mkdir(parents=True)
+    line = {
+        "type": "assistant",
+        "sessionId": "5e551011-0000-4000-8000-000000000011",
+        "cwd": "/home/eve/src/payments",
+        "gitBranch": "eve/exports",
+        "timestamp": (MERGED - timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+        "requestId": "req_011",
+        "message": {
+            "id": "msg_011",
+            "model": "claude-sonnet-4-5",
+            "usage": {"input_tokens": 1200, "output_tokens": 300, "cache_read_input_tokens": 0,
+                      "cache_creation_input_tokens": 0},
+        },
+    }  # fmt: skip
+    (folder / "5e551011-0000-4000-8000-000000000011.jsonl").write_text(json.dumps(line) + "\n")
+    code, said = tokenwise("import", "claude-code", str(tmp_path / "claude"), "--email", "eve@example.com")
+    assert code == 0, said
+    assert "1 merged pull requests settled again" in said
+    assert host.linked_runs() == {"11": ["5e551011-0000-4000-8000-000000000011"]}

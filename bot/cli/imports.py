@@ -51,12 +51,24 @@ def import_claude_code(
             columns = (TextColumn("Reading logs"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
             with Progress(*columns, console=out, transient=True) as progress:
                 task = progress.add_task("logs", total=size)
-                summary = import_logs(engine, folders, email, config.weight_for, lambda n: progress.advance(task, n))
+                summary = import_logs(
+                    engine,
+                    folders,
+                    email,
+                    config.weight_for,
+                    lambda n: progress.advance(task, n),
+                    rules=config.link_rules(),
+                )
     finally:
         engine.dispose()
     out.print(
         f"Imported {summary.written} new usage records from {summary.files} files ({summary.sessions} sessions); "
         f"{summary.duplicates} already known or streamed repeats; {summary.malformed} malformed lines skipped."
+        + (
+            f" {summary.pull_requests_settled} merged pull requests settled again for these sessions' branches."
+            if summary.pull_requests_settled
+            else ""
+        )
     )
 
 

@@ -29,7 +29,8 @@ import msgspec
 from sqlalchemy import Engine
 
 from bot.pricing import fast_price
-from storage.ingest import ingest_telemetry, write_atomically
+from storage.github import LinkRules, relink_runs
+from storage.ingest import ingest_telemetry, run_ids, write_atomically
 from storage.ingest_schemas import SeenRun, SeenUsage, Telemetry
 from storage.models import id_of
 from storage.sources import internal_source
@@ -53,6 +54,7 @@ class ImportSummary:
     written: int = 0
     duplicates: int = 0
     sessions: int = 0
+    pull_requests_settled: int = 0  # merged pull requests settled again for these sessions' branches
 
 
 def default_folders(environ: Mapping[str, str] | None = None, home: Path | None = None) -> list[Path]:
@@ -459,11 +461,15 @@ def import_logs(
     weight_for: Callable[[str], Decimal],
     on_progress: Callable[[int], None] | None = None,
     chunk_lines: int = CHUNK_LINES,
+    rules: LinkRules | None = None,
 ) -> ImportSummary:
-    """Import every session log under PATH for one person; safe to run again (nothing is added twice)."""
+    """Import every session log under PATH for one person; safe to run again (nothing is added twice).
+    With `rules`, pull requests merged from the branches these sessions worked on are settled again at the
+    end, so a history imported after the merges still links its runs to them."""
     files = log_files(*([path] if isinstance(path, Path) else path))
     summary = ImportSummary()
     sessions: set[str] = set()
+    on_branches: set[str] = set()  # sessions that name their git branch: the ones a merge may link
     chunk = Telemetry()
     runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
 
@@ -498,11 +504,21 @@ def import_logs(
                 run.started_at = min(run.started_at, when)
                 run.ended_at = max(run.ended_at or when, when)
                 run.project, run.branch = run.project or record.project, run.branch or record.branch
+            if record.branch:
+                on_branches.add(session_id)
         if len(chunk.usage) >= chunk_lines:
             flush()
     flush()
     summary.sessions = len(sessions)
+    if rules is not None and on_branches:
+        summary.pull_requests_settled = write_atomically(engine, lambda s: _relink(s, on_branches, rules))
     return summary
+
+
+def _relink(session: Any, session_ids: set[str], rules: LinkRules) -> int:
+    source = internal_source(session, SOURCE_NAME, "claude-code-logs")
+    known = run_ids(session, id_of(source), session_ids)
+    return relink_runs(session, [run_id for run_id, _ in known.values()], rules)
 
 
 def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal]) -> tuple[int, int]:
