@@ -110,3 +110,10 @@ def test_the_benchmark_suite_runs_at_a_tiny_scale(db_url: str, tmp_path: Path, m
     assert dense["totals_match_hand_count"] is True and dense["hand_count"]["days"] >= 3
     assert dense.get("ccusage_matches_hand_count", True) is True
     assert "record-dense logs" in bench_suite.render({"sqlite": {"imports": [imported, dense]}})
+
+    from tests.benchmarks.bench_csv import bench_csv
+
+    csv_rows = bench_csv(kind, 1.0)  # a 1 MB file and a tenth of it
+    assert [row["stored"] for row in csv_rows.values()] == [row["lines"] for row in csv_rows.values()]
+    assert all(row["peak_rss_mb"] > 0 for row in csv_rows.values())
+    assert "| file MB |" in bench_suite.render({kind: {"csv": csv_rows}})

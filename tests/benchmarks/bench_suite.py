@@ -735,7 +735,7 @@ def bench_import_floor(root: Path, url: str) -> dict[str, Any]:
 
 
 # -- the suite ------------------------------------------------------------------------------------
-SECTIONS = ("seed", "slash", "acks", "ingest", "digest", "import", "github")
+SECTIONS = ("seed", "slash", "acks", "ingest", "digest", "import", "github", "csv")
 ACK_BURST = 200
 SLACK_ACK_LIMIT = 3.0
 
@@ -790,6 +790,11 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
                     if largest and "digest" in only:
                         here["digest"] = bench_digest(url)
                         _say(kind, "digest", here["digest"])
+        if "csv" in only and kind == databases[0]:
+            from tests.benchmarks.bench_csv import bench_csv
+
+            here["csv"] = bench_csv(kind, max(2.0, 1024 * factor))  # a 1 GB file at full scale, and a tenth
+            _say(kind, "csv", here["csv"])
         if "github" in only:
             deliveries = max(50, round(GITHUB_DELIVERIES * min(1.0, factor)))  # 2 000 at full scale
             here["github"] = github_section(kind, scratch_database, deliveries)
@@ -880,6 +885,12 @@ def render(results: dict[str, Any]) -> str:
                 f" {row['rss_mb_peak']:.0f} | {row['floor_seconds']:.2f} | {row.get('org_seconds', float('nan')):.2f} |"
             )
         out.append("")
+    csvs = [(db, results[db]["csv"]) for db in databases if "csv" in results[db]]
+    if csvs:
+        from tests.benchmarks.bench_csv import render as render_csv
+
+        for db, rows in csvs:
+            out += [render_csv(db, rows), ""]
     hooks = [(db, results[db]["github"]) for db in databases if "github" in results[db]]
     if hooks:
         out += [
