@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         Decimal("0.85"), gt=Decimal("0.5"), le=1, validation_alias=AliasChoices("TOKENWISE_DOMINANCE_SHARE")
     )
     timezone: str = Field("UTC", validation_alias=AliasChoices("TOKENWISE_TIMEZONE"))
+    # Below this share of usage records with a known cost, shares of spend and costs per outcome are shown
+    # as "not enough priced usage" instead of a percentage of a sliver (docs/metrics.md, "Cost coverage").
+    min_cost_coverage: Decimal = Field(
+        Decimal("0.5"), ge=0, le=1, validation_alias=AliasChoices("TOKENWISE_MIN_COST_COVERAGE")
+    )
     outcome_weights: dict[str, Decimal] = Field(
         default_factory=dict, validation_alias=AliasChoices("TOKENWISE_OUTCOME_WEIGHTS")
     )
@@ -68,7 +73,9 @@ class Settings(BaseSettings):
     slack_user_cache_seconds: int = Field(
         3600, ge=0, validation_alias=AliasChoices("TOKENWISE_SLACK_USER_CACHE_SECONDS")
     )
-    public_url: str = Field("http://localhost:3000", validation_alias=AliasChoices("TOKENWISE_PUBLIC_URL"))
+    # The address other machines reach this server at (https://tokenwise.example.com); unset, set-up text
+    # says so instead of showing an address that works only on the server itself.
+    public_url: str | None = Field(None, validation_alias=AliasChoices("TOKENWISE_PUBLIC_URL"))
     health_check_seconds: float = Field(
         30, gt=0, le=3600, validation_alias=AliasChoices("TOKENWISE_HEALTH_CHECK_SECONDS")
     )

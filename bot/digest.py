@@ -59,8 +59,9 @@ def _week_point(item: Figures) -> WeekPoint:
         return WeekPoint(item.period, None, None, None, None)
     if "cost_usd" in item.hidden or "verified_cost_usd" in item.hidden:  # the dominance rule: no money drawn
         return WeekPoint(item.period, None, None, m.outcome_value, None)
+    verified_share = None if "verified_spend_share" in item.hidden else m.verified_spend_share  # priced too little
     return WeekPoint(
-        item.period, m.verified_cost_usd, m.cost_usd - m.verified_cost_usd, m.outcome_value, m.verified_spend_share
+        item.period, m.verified_cost_usd, m.cost_usd - m.verified_cost_usd, m.outcome_value, verified_share
     )
 
 

@@ -5,7 +5,7 @@ The CLI, Slack and the digest all render these; none of them computes a number o
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -54,6 +54,7 @@ class Disclosure:
     active_min_cost_usd: Decimal = Decimal("0.01")
     dominance_share: Decimal = Decimal("0.85")
     timezone: str = "UTC"  # the organisation's: a team without its own zone cuts its weeks in it
+    min_cost_coverage: Decimal = Decimal("0.5")  # not a privacy rule: below it, shares of spend mean little
 
     @classmethod
     def of(cls, settings: Any) -> Disclosure:
@@ -63,6 +64,7 @@ class Disclosure:
             settings.active_min_cost_usd,
             settings.dominance_share,
             settings.timezone,
+            settings.min_cost_coverage,
         )
 
     def active(self, part: Contribution) -> bool:
@@ -191,9 +193,46 @@ def figures_for(session: Session, scope: Scope, periods: Sequence[Period], rules
     ]
 
 
+# Figures that divide by cost or by a part of it: over a sliver of priced usage they would mislead.
+COST_BASED = ("verified_spend_share", "cost_per_merged_pr", "cost_per_useful_run", "cost_per_outcome")
+NOT_ENOUGH_PRICED = "Not enough priced usage"
+
+
+def coverage_note(metrics: Metrics) -> str | None:
+    """ "cost known for 2 of 17 records" when some cost is unknown; None when all of it is known."""
+    if not metrics.cost_unknown_records:
+        return None
+    return f"cost known for {metrics.cost_known_records:,} of {metrics.usage_records:,} records"
+
+
+def coverage_hidden(metrics: Metrics, rules: Disclosure) -> dict[str, str]:
+    """The cost-based figures, when the records of known cost are fewer than the rule's share of all."""
+    coverage = metrics.cost_coverage
+    if coverage is None or coverage >= rules.min_cost_coverage:
+        return {}
+    reason = (
+        f"{NOT_ENOUGH_PRICED}: {coverage_note(metrics)}; shares of spend and costs per outcome need at least "
+        f"{rules.min_cost_coverage:.0%} (TOKENWISE_MIN_COST_COVERAGE)."
+    )
+    return dict.fromkeys(COST_BASED, reason)
+
+
+def is_coverage_reason(reason: str) -> bool:
+    return reason.startswith(NOT_ENOUGH_PRICED)
+
+
+def shown_or_why(item: Figures, key: str, show: Callable[[Any], str]) -> str:
+    """A figure as `show` writes it, or why it is not shown: "withheld" (the disclosure rules) or "not
+    enough priced usage" (the coverage rule)."""
+    reason = item.hidden.get(key)
+    if reason is None:
+        return str(show(item.value(key)))
+    return "not enough priced usage" if is_coverage_reason(reason) else "withheld"
+
+
 def _disclosure(scope: Scope, period: Period, metrics: Metrics, rules: Disclosure, around: Neighbours) -> Figures:
     if not scope.is_group:
-        return Figures(period, metrics)
+        return Figures(period, metrics, hidden=coverage_hidden(metrics, rules))
     active = {person for person, part in metrics.contributions.items() if rules.active(part)}
     metrics.active_people = len(active)
     if len(active) < rules.min_group_size:
@@ -209,6 +248,8 @@ def _disclosure(scope: Scope, period: Period, metrics: Metrics, rules: Disclosur
         rest = [part for person, part in metrics.contributions.items() if person not in inside]
         for key, reason in _dominated_parts(rest, rules).items():
             hidden.setdefault(key, reason)
+    for key, reason in coverage_hidden(metrics, rules).items():
+        hidden.setdefault(key, reason)
     return Figures(period, metrics, hidden=hidden)
 
 
@@ -337,15 +378,18 @@ def _weeks_shown(period: Period, weeks: Sequence[Figures], rules: Disclosure) ->
     hidden = _dominated(total, rules)
     for week in shown:  # a figure hidden in one week stays hidden in every sum it is part of
         for key, reason in week.hidden.items():
-            hidden.setdefault(key, reason)
+            if not is_coverage_reason(reason):  # coverage is judged on the sums themselves, below
+                hidden.setdefault(key, reason)
+    for key, reason in coverage_hidden(total, rules).items():
+        hidden.setdefault(key, reason)
     return Figures(period, total, hidden=hidden, withheld_weeks=left_out)
 
 
 def _add(total: Metrics, week: Metrics) -> None:
     for name in (
         "runs", "reviewed_runs", "useful_runs", "input_tokens", "output_tokens", "cache_read_tokens",
-        "cache_write_tokens", "cost_usd", "cost_unknown_records", "priced_cost_usd", "verified_cost_usd",
-        "outcome_value",
+        "cache_write_tokens", "cost_usd", "cost_unknown_records", "usage_records", "cost_known_tokens",
+        "priced_cost_usd", "verified_cost_usd", "outcome_value",
     ):  # fmt: skip
         setattr(total, name, getattr(total, name) + getattr(week, name))
     for kind, count in week.outcomes_by_kind.items():
@@ -427,6 +471,19 @@ def metric_values(metrics: Metrics | None, hidden: Collection[str] = ()) -> dict
     return {key: None if key in hidden else value for key, value in values.items()}
 
 
+def cost_coverage_json(metrics: Metrics | None) -> dict[str, Any] | None:
+    """Records of known cost / records, and the same by tokens; None when withheld (the counts would
+    reveal what the rules hold back)."""
+    if metrics is None:
+        return None
+    return {
+        "records": _share(metrics.cost_coverage),
+        "tokens": _share(metrics.cost_coverage_tokens),
+        "known_records": metrics.cost_known_records,
+        "total_records": metrics.usage_records,
+    }
+
+
 def figures_json(item: Figures, personal: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {"start": item.period.since.isoformat(), "end": item.period.until.isoformat()}
     body.update(metric_values(item.metrics, item.hidden))
@@ -435,6 +492,7 @@ def figures_json(item: Figures, personal: bool = False) -> dict[str, Any]:
     body["outcomes_by_kind"] = dict(item.metrics.outcomes_by_kind) if item.metrics else None
     body["self_reported_by_kind"] = dict(item.metrics.self_reported_by_kind) if item.metrics else None
     body["active_people"] = item.metrics.active_people if item.metrics else None
+    body["cost_coverage"] = cost_coverage_json(item.metrics)
     body["withheld"] = item.withheld
     body["withheld_figures"] = {key: reason for key, reason in item.hidden.items() if key in METRIC_KEYS}
     body["withheld_weeks"] = [week.isoformat() for week in item.withheld_weeks]

@@ -36,6 +36,8 @@ AGENTS: dict[str, list[str]] = {
     "openai-api": ["gpt-4o", "gpt-4o-mini"],
     "meshclaw": ["meshclaw-internal-2"],  # an in-house model: its cost is unknown
 }
+UNPRICED_AGENT = "meshclaw"
+PRICED_AGENTS = [agent for agent in AGENTS if agent != UNPRICED_AGENT]
 VERBS = ["Fix", "Add", "Refactor", "Investigate", "Document", "Speed up", "Migrate", "Test"]
 THINGS = [
     "login retry", "invoice export", "search ranking", "flaky CI job", "feature flags", "payment webhooks",
@@ -257,7 +259,11 @@ def seed_organisation(
 def _personas(rng: random.Random, people: int) -> list[_Persona]:
     personas = []
     for i in range(people):
-        agents = rng.sample(list(AGENTS), k=rng.randint(1, 3))
+        # Priced as real sources are: most usage comes from tools whose models genai-prices knows; the
+        # in-house agent (cost unknown) is a minority tool, used beside a priced one and for 1 run in 8.
+        agents = rng.sample(PRICED_AGENTS, k=rng.randint(1, 3))
+        if rng.random() < 0.3:
+            agents += [UNPRICED_AGENT] + [agents[0]] * 6  # one pick in 8 of its runs, at most
         personas.append(
             _Persona(
                 productivity=rng.uniform(0.35, 0.9),

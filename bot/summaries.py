@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from bot.config import Settings
-from bot.numbers import money, number, share
+from bot.numbers import money, number, share, signed_percent
 from bot.periods import Period
 from bot.pricing import price
 from bot.reports import Disclosure, build_report, change, group_weeks
@@ -60,12 +60,6 @@ class Fact:
     text: str  # exactly as shown to the model and the manager
 
 
-def _signed_percent(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return f"{value * 100:+.0f}%"
-
-
 def team_facts(
     metrics: Metrics,
     previous: Metrics | None,
@@ -85,6 +79,11 @@ def team_facts(
         Fact("active_people", "People active", number(metrics.active_people)),
         Fact("runs", "Agent runs", number(metrics.runs)),
         Fact("cost_usd", "Known spend", money(None if "cost_usd" in hidden else metrics.cost_usd)),
+        Fact(
+            "cost_coverage",
+            "Usage records whose cost is known",
+            f"{metrics.cost_known_records:,} of {metrics.usage_records:,}" if metrics.cost_unknown_records else "—",
+        ),
         Fact(
             "verified_spend_share",
             "Verified-spend share (spend in runs with evidence: merged PRs, CI, deploys)",
@@ -112,7 +111,7 @@ def team_facts(
             ("cost_per_merged_pr", "Change in cost per merged pull request vs the previous period"),
             ("outcome_value", "Change in outcome value vs the previous period"),
         ):
-            shown = _signed_percent(changes.get(key))
+            shown = signed_percent(changes.get(key))
             if shown is not None:
                 facts.append(Fact(f"change_{key}", label, shown))
     return [fact for fact in facts if fact.text != "—"]

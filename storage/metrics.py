@@ -113,6 +113,8 @@ class Metrics:
     cache_write_tokens: int = 0
     cost_usd: Decimal = ZERO
     cost_unknown_records: int = 0
+    usage_records: int = 0  # every usage record counted, known cost or not
+    cost_known_tokens: int = 0  # the tokens of the records whose cost is known
     priced_cost_usd: Decimal = ZERO  # the part of cost_usd Tokenwise priced from tokens (cost_source "priced")
     verified_cost_usd: Decimal = ZERO
     outcome_value: Decimal = ZERO  # counted outcomes only: evidence from outside the person
@@ -128,6 +130,21 @@ class Metrics:
     @property
     def outcomes(self) -> int:
         return sum(self.outcomes_by_kind.values())
+
+    @property
+    def cost_known_records(self) -> int:
+        return self.usage_records - self.cost_unknown_records
+
+    @property
+    def cost_coverage(self) -> Decimal | None:
+        """The share of usage records whose cost is known (None without usage): what every money figure and
+        every share of spend rests on (docs/metrics.md, "Cost coverage")."""
+        return _ratio(Decimal(self.cost_known_records), Decimal(self.usage_records))
+
+    @property
+    def cost_coverage_tokens(self) -> Decimal | None:
+        """The same by tokens: the share of tokens in records whose cost is known."""
+        return _ratio(Decimal(self.cost_known_tokens), Decimal(self.total_tokens))
 
     @property
     def reviewed_share(self) -> Decimal | None:
@@ -229,6 +246,13 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             u.cost_usd,
             case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
             case((u.cost_source == "priced", u.cost_usd), else_=None).label("priced_cost"),
+            case(
+                (
+                    u.cost_usd.is_not(None),
+                    u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens,
+                ),
+                else_=0,
+            ).label("known_tokens"),
         )
         .where(_span(u.occurred_at, windows), scope.covers(u.person_id, u.occurred_at), u.counted.is_(True))
         .subquery()
@@ -245,6 +269,8 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             func.coalesce(func.sum(case((usage.c.cost_usd.is_(None), 1), else_=0)), 0),
             _cost_sum(usage.c.verified_cost),
             _cost_sum(usage.c.priced_cost),
+            func.count(),
+            func.coalesce(func.sum(usage.c.known_tokens), 0),
         )
         .where(usage.c.w.is_not(None))
         .group_by(usage.c.w, usage.c.person_id)
@@ -259,6 +285,8 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
         m.verified_cost_usd += part.verified_cost_usd
         m.cost_unknown_records += int(row[7])
         m.priced_cost_usd += row[9]
+        m.usage_records += int(row[10])
+        m.cost_known_tokens += int(row[11])
         if scope.is_group:
             m.contributions[int(row[1])] = part
 
@@ -377,3 +405,33 @@ __all__ = [
     "compute_windows",
     "verified_run",
 ]
+
+
+@dataclass(frozen=True)
+class Unpriced:
+    """Usage of one agent and model whose cost is unknown: neither its source sent one nor genai-prices knows
+    the model."""
+
+    agent: str
+    model: str
+    records: int
+
+
+def unpriced_models(session: Session, scope: Scope, start: datetime, end: datetime, limit: int = 3) -> list[Unpriced]:
+    """The agents and models behind the most records of unknown cost in [start, end), most first."""
+    u = U
+    count = func.count().label("records")
+    rows = session.execute(
+        select(u.agent, u.model, count)
+        .where(
+            u.occurred_at >= start,
+            u.occurred_at < end,
+            u.cost_usd.is_(None),
+            u.counted.is_(True),
+            scope.covers(u.person_id, u.occurred_at),
+        )
+        .group_by(u.agent, u.model)
+        .order_by(count.desc(), u.agent, u.model)
+        .limit(limit)
+    ).all()
+    return [Unpriced(agent, model, int(records)) for agent, model, records in rows]

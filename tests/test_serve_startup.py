@@ -58,6 +58,7 @@ def environment(db_url: str, slack_api_url: str) -> dict[str, str]:
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": slack_api_url,
         "TOKENWISE_HEALTH_CHECK_SECONDS": "0.2",
+        "TOKENWISE_PUBLIC_URL": "https://tokenwise.example.com",
         "COLUMNS": "300",
         "PYTHONUNBUFFERED": "1",
     }
@@ -152,6 +153,15 @@ def test_a_normal_start_prints_no_library_warning(sqlite_url: str) -> None:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "database": "up", "slack": "up"}
     assert warnings(output) == []
     assert not any("will be unused" in line for line in output)
+
+
+def test_a_start_without_a_public_address_warns_the_operator_once(sqlite_url: str) -> None:
+    output: list[str] = []
+    env = {k: v for k, v in environment(sqlite_url, "").items() if k != "TOKENWISE_PUBLIC_URL"}
+    with SlackStandIn(TOKEN) as slack, serve_process(env | {"SLACK_API_URL": slack.url}, output) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    (warning,) = warnings(output)
+    assert "TOKENWISE_PUBLIC_URL is not set" in warning and "/tokenwise connect" in warning
 
 
 def test_a_second_serve_on_a_taken_port_exits_2_with_one_line_and_runs_no_job(

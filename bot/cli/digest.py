@@ -162,7 +162,8 @@ def preview_command(
 
     The week runs Monday to Sunday in the team's time zone, as in every team view."""
     from bot.reports import Disclosure, group_weeks
-    from handlers.slack.blocks import digest_message, plain_lines
+    from handlers.slack.blocks import digest_message
+    from handlers.slack.terminal import terminal_lines
 
     config = settings()
     with database(config) as session:
@@ -179,5 +180,5 @@ def preview_command(
             scope=f"team:{found.name}" if found else "organisation",
             detail=f"week {period.label()} ({tz})",
         )
-    for line in plain_lines(digest_message(digest).blocks):
+    for line in terminal_lines(digest_message(digest).blocks):
         out.print(line, highlight=False)

@@ -21,12 +21,14 @@ from bot.reports import (
     Report,
     build_report,
     change,
+    coverage_note,
     group_weeks,
     group_zone,
     report_json,
+    shown_or_why,
 )
 from storage.audit import record_event
-from storage.metrics import Scope
+from storage.metrics import Scope, unpriced_models
 from storage.models import id_of
 from storage.people import find_person, find_team
 
@@ -88,10 +90,22 @@ def report(
         except PeriodError as error:
             raise UserError(str(error)) from error
         record_event(session, actor="cli", action="report", scope=scope.label(), detail=period.label())
+        metrics = result.totals.metrics
+        unpriced = (
+            unpriced_models(session, scope, period.start, period.end)
+            if metrics is not None and metrics.cost_unknown_records and not as_json
+            else []
+        )
     if as_json:
         print_json(report_json(result))
     else:
         render_report(out, result)
+        for item in unpriced:  # for operators: what to do about unknown cost
+            out.print(
+                f"Unknown cost: {item.records:,} records of {item.agent} on model '{item.model}', which genai-prices "
+                "does not price; have that source send cost_usd, or a model name genai-prices knows.",
+                highlight=False,
+            )
 
 
 def _group_period(
@@ -136,11 +150,11 @@ def headline_rows(item: Figures) -> list[tuple[str, str]]:
         return []
 
     def shown(key: str, show: Callable[[Any], str]) -> str:
-        return "withheld" if key in item.hidden else show(item.value(key))
+        return shown_or_why(item, key, show)
 
     cost = shown("cost_usd", money)
-    if m.cost_unknown_records:
-        cost += f" (+{m.cost_unknown_records:,} records of unknown cost)"
+    if note := coverage_note(m):
+        cost += f" ({note})"
     outcomes = ", ".join(f"{kind} {count}" for kind, count in sorted(m.outcomes_by_kind.items())) or "none"
     tokens = (
         "withheld"
@@ -230,7 +244,7 @@ def render_report(console: Console, report: Report) -> None:
                 "withheld" if "cost_usd" in item.hidden else money(m.cost_usd),
                 number(m.merged_prs),
                 number(m.outcome_value),
-                "withheld" if "verified_spend_share" in item.hidden else share(m.verified_spend_share),
+                shown_or_why(item, "verified_spend_share", share),
             )
         console.print(by_period)
         if partial:

@@ -51,6 +51,14 @@ def serve(
     services.health = build_watch(services)
     for line in services.health.check():  # Slack or the model down: one line each, and serve anyway
         err.print(f"[yellow]Warning:[/yellow] {line}", highlight=False, soft_wrap=True)
+    if not config.public_url:
+        err.print(
+            "[yellow]Warning:[/yellow] TOKENWISE_PUBLIC_URL is not set: `/tokenwise connect` cannot tell people "
+            "where to send usage. Set it to the address other machines reach this server at "
+            "(e.g. https://tokenwise.example.com).",
+            highlight=False,
+            soft_wrap=True,
+        )
     try:
         api = create_app(services)
     except SlackNotConfigured as error:

@@ -64,7 +64,14 @@ def source_create(
 
 
 def _print_github_setup(name: str, secret: str) -> None:
-    url = f"{settings().public_url.rstrip('/')}/v1/github/webhook"
+    public_url = settings().public_url
+    url = f"{(public_url or 'https://TOKENWISE-ADDRESS').rstrip('/')}/v1/github/webhook"
+    if not public_url:
+        out.print(
+            "TOKENWISE_PUBLIC_URL is not set: put the address GitHub reaches this server at in place of "
+            "https://TOKENWISE-ADDRESS below.",
+            highlight=False,
+        )
     out.print(f"Created source '{name}' (github). Its webhook secret, shown only this once:", highlight=False)
     print(secret)
     out.print(

@@ -19,7 +19,8 @@ def summary_command(
 ) -> None:
     """A manager's summary of their team, as `/tokenwise summary` would answer it."""
     from bot.summaries import build_summary_writer, request_summary
-    from handlers.slack.blocks import plain_lines, summary_message
+    from handlers.slack.blocks import summary_message
+    from handlers.slack.terminal import terminal_lines
 
     config = settings()
     engine = open_engine(config)
@@ -37,7 +38,7 @@ def summary_command(
             )
     finally:
         engine.dispose()
-    for line in plain_lines(summary_message(result).blocks):
+    for line in terminal_lines(summary_message(result).blocks):  # Slack's markup as terminal styles
         out.print(line, highlight=False)
     if result.refused:
         raise typer.Exit(2)

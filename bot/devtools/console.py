@@ -8,7 +8,6 @@ submission or App Home event sent over HTTP; what the app sends back to "Slack" 
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import socket
 import threading
@@ -32,6 +31,7 @@ from bot.devtools.slack_standin import Call, SlackStandIn
 from bot.services import Services
 from handlers.slack.app import EVENTS_PATH
 from handlers.slack.people import SlackPeople
+from handlers.slack.terminal import mrkdwn_to_rich
 
 OUTPUTS = ("response_url", "views.open", "views.publish", "views.update", "chat.postMessage", "chat.postEphemeral")
 CONSOLE_TOKEN = "xoxb-console"
@@ -150,28 +150,6 @@ def _has_content(ack: Any) -> bool:
 
 
 # -- rendering -------------------------------------------------------------------------------------
-_BOLD = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]+?)\*(?![\w*])")
-_ITALIC = re.compile(r"(?<![\w_])_(?!\s)([^_\n]+?)_(?![\w_])")
-_CODE = re.compile(r"`([^`\n]+)`")
-
-
-def mrkdwn_to_rich(text: str) -> str:
-    """Slack mrkdwn as rich markup: bold, italic, code, code blocks and quotes."""
-    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    text = rich_escape(text)
-    parts = text.split("```")
-    for i, part in enumerate(parts):
-        if i % 2 == 1:
-            parts[i] = f"[cyan]{part.strip()}[/cyan]"
-            continue
-        part = _CODE.sub(r"[cyan]\1[/cyan]", part)
-        part = _BOLD.sub(r"[bold]\1[/bold]", part)
-        part = _ITALIC.sub(r"[italic]\1[/italic]", part)
-        part = re.sub(r"(?m)^&gt; |^> ", "│ ", part)
-        parts[i] = part
-    return "\n".join(p for p in parts if p)
-
-
 class BlockRenderer:
     """Draws blocks; numbers every button so the user can press it by typing its number."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.numbers import money, number, share, trend
-from bot.reports import SELF_REPORTED, Report, change
+from bot.reports import SELF_REPORTED, Report, change, coverage_note, shown_or_why
 from storage.metrics import Slice
 from storage.models import VERDICTS
 from storage.runs import NOTE_MAX, VERDICT_LABELS, RunView
@@ -188,8 +188,8 @@ def _figure_fields(report: Report) -> list[str]:
         return f"*{label}*\n{value}" + (f"  _{arrow}_" if arrow else "")
 
     cost = money(item.value("cost_usd")) if "cost_usd" not in item.hidden else "withheld"
-    if metrics.cost_unknown_records:
-        cost += f" (+{metrics.cost_unknown_records:,} of unknown cost)"
+    if note := coverage_note(metrics):
+        cost += f" ({note})"
     tokens = "withheld" if "total_tokens" in item.hidden else f"{metrics.total_tokens:,}"
     fields = [
         line("Verified-spend share", _or_withheld(item, "verified_spend_share", share), "verified_spend_share"),
@@ -217,8 +217,9 @@ def self_reported_line(report: Report) -> str | None:
 
 
 def _or_withheld(item: Any, key: str, show: Any) -> str:
-    """A figure, or "withheld" when the dominance rule holds it back (item: a bot.reports.Figures)."""
-    return "withheld" if key in item.hidden else str(show(item.value(key)))
+    """A figure, or why not: "withheld" when the dominance rule holds it back, "not enough priced usage"
+    when it would be a share of a sliver of the spend (item: a bot.reports.Figures)."""
+    return shown_or_why(item, key, lambda value: str(show(value)))
 
 
 def withheld_note(hidden: dict[str, str]) -> str | None:
@@ -253,7 +254,10 @@ def me_message(report: Report, unreviewed: int, coaching: str | None = None, pro
     metrics = report.totals.metrics
     if metrics is None or not (metrics.runs or metrics.total_tokens or metrics.outcomes):
         blocks.append(
-            section("No usage recorded for you in this period yet. `/tokenwise connect` shows how to send it.")
+            section(
+                "No usage recorded for you in this period yet. `/tokenwise me last week` or `/tokenwise me 30d` "
+                "shows a longer stretch; if you have never sent any, `/tokenwise connect` shows how."
+            )
         )
         text = f"Your Tokenwise numbers for {period}: no usage recorded yet."
     else:
@@ -264,6 +268,9 @@ def me_message(report: Report, unreviewed: int, coaching: str | None = None, pro
         reported = self_reported_line(report)
         if reported:
             blocks.append(context(reported))
+        note = withheld_note(report.totals.hidden)  # a person's own: only the coverage rule hides anything
+        if note:
+            blocks.append(context(escape(note)))
         text = (
             f"Your Tokenwise numbers for {period}: {number(metrics.runs)} runs, "
             f"{number(metrics.useful_runs)} useful, outcome value {number(metrics.outcome_value)}, "
@@ -374,11 +381,22 @@ def runs_message(runs: Sequence[RunView], tz: str, reviewed: RunView | None = No
     return message(text, blocks)
 
 
-def connect_message(public_url: str, token: str | None = None, replaced: int = 0, email: str | None = None) -> Message:
+NO_PUBLIC_URL = "https://TOKENWISE-ADDRESS"  # a stand-in that cannot be mistaken for a working address
+NO_PUBLIC_URL_NOTE = (
+    ":warning: Your Tokenwise operator has not set Tokenwise's public address yet (`TOKENWISE_PUBLIC_URL`), so "
+    "the address below is a placeholder: ask them for it, and put it in place of `https://TOKENWISE-ADDRESS`."
+)
+
+
+def connect_message(
+    public_url: str | None, token: str | None = None, replaced: int = 0, email: str | None = None
+) -> Message:
     """How to send usage: with `token`, the caller's new personal OTLP token (shown this once) in Claude
-    Code's OpenTelemetry variables, and how many earlier personal tokens it revoked; the import commands."""
-    raw_base = public_url.rstrip("/")
+    Code's OpenTelemetry variables, and how many earlier personal tokens it revoked; the import commands.
+    Without the operator's public address, a placeholder and a note saying so (never a localhost URL)."""
+    raw_base = (public_url or NO_PUBLIC_URL).rstrip("/")
     base = escape(raw_base)  # an operator's setting, shown in mrkdwn
+    unset = [section(NO_PUBLIC_URL_NOTE)] if not public_url else []
     otel = "\n".join(
         [
             "export CLAUDE_CODE_ENABLE_TELEMETRY=1",
@@ -397,6 +415,7 @@ def connect_message(public_url: str, token: str | None = None, replaced: int = 0
     if token is None:
         blocks = [
             header("Send your AI usage to Tokenwise"),
+            *unset,
             section(
                 "*1. A source token* from your Tokenwise admin: `tokenwise source create NAME --kind otlp`.\n"
                 f"*2. The ingest URL* is `{base}/v1/`: `POST /v1/usage`, `/v1/runs`, `/v1/outcomes` (JSON batches, "
@@ -418,6 +437,7 @@ def connect_message(public_url: str, token: str | None = None, replaced: int = 0
     yours = f" ({escape(email)})" if email else ""
     blocks = [
         header("Your personal Tokenwise token"),
+        *unset,
         section(
             f"*Your new personal token*, shown only this once (Tokenwise keeps only its hash):\n```{token}```\n"
             f"It sends only your own data: everything it sends counts as yours{yours}, and data naming anyone "
@@ -573,8 +593,8 @@ def digest_message(digest: Any) -> Message:
     changes = digest.changes
     totals = digest.figures
     cost = _or_withheld(totals, "cost_usd", money)
-    if m.cost_unknown_records:
-        cost += f" (+{m.cost_unknown_records:,} records of unknown cost)"
+    if note := coverage_note(m):
+        cost += f" ({note})"
     verified_share = _or_withheld(totals, "verified_spend_share", share)
     per_merged_pr = _or_withheld(totals, "cost_per_merged_pr", money)
     fields = [
@@ -614,18 +634,6 @@ def digest_message(digest: Any) -> Message:
         f"cost per merged PR {per_merged_pr}, outcome value {number(m.outcome_value)}."
     )
     return message(text, blocks)
-
-
-def plain_lines(blocks: list[dict[str, Any]]) -> list[str]:
-    """The text of blocks, one line per text element, for terminals and logs."""
-    lines: list[str] = []
-    for block in blocks:
-        if isinstance(block.get("text"), dict):
-            lines.extend(str(block["text"].get("text", "")).strip().splitlines())
-        for item in block.get("fields", []) + block.get("elements", []):
-            if isinstance(item, dict) and isinstance(item.get("text"), str):
-                lines.extend(item["text"].splitlines())
-    return [line for line in lines if line.strip()]
 
 
 def nudge_message(unreviewed: int, runs: Sequence[RunView], tz: str) -> Message:
