@@ -412,10 +412,17 @@ class PersonalView:
     projects: list[Slice] = field(default_factory=list)  # their usage per project, costliest first
 
 
-def personal_view(session: Session, person_id: int, name: str, period: Period, projects: bool = False) -> PersonalView:
+def personal_view(
+    session: Session,
+    person_id: int,
+    name: str,
+    period: Period,
+    projects: bool = False,
+    rules: Disclosure | None = None,
+) -> PersonalView:
     """One person's report and how many of their runs await review: what both personal views show; with
     `projects`, their usage per project too (`/tokenwise me`)."""
-    report = build_report(session, Scope.person(person_id, name), period, Disclosure())
+    report = build_report(session, Scope.person(person_id, name), period, rules or Disclosure())
     unreviewed = count_unreviewed(session, person_id, period.start, period.end)
     slices = breakdown(session, person_id, period.start, period.end, "project") if projects else []
     return PersonalView(report, unreviewed, slices)
@@ -471,14 +478,16 @@ def metric_values(metrics: Metrics | None, hidden: Collection[str] = ()) -> dict
     return {key: None if key in hidden else value for key, value in values.items()}
 
 
-def cost_coverage_json(metrics: Metrics | None) -> dict[str, Any] | None:
+def cost_coverage_json(metrics: Metrics | None, hidden: Collection[str] = ()) -> dict[str, Any] | None:
     """Records of known cost / records, and the same by tokens; None when withheld (the counts would
-    reveal what the rules hold back)."""
+    reveal what the rules hold back), and the token share None when token figures are withheld (one
+    person's unpriced tokens could be read off it)."""
     if metrics is None:
         return None
+    tokens_hidden = any(key in hidden for key in (*TOKEN_FIGURES, "cost_usd"))
     return {
         "records": _share(metrics.cost_coverage),
-        "tokens": _share(metrics.cost_coverage_tokens),
+        "tokens": None if tokens_hidden else _share(metrics.cost_coverage_tokens),
         "known_records": metrics.cost_known_records,
         "total_records": metrics.usage_records,
     }
@@ -492,7 +501,7 @@ def figures_json(item: Figures, personal: bool = False) -> dict[str, Any]:
     body["outcomes_by_kind"] = dict(item.metrics.outcomes_by_kind) if item.metrics else None
     body["self_reported_by_kind"] = dict(item.metrics.self_reported_by_kind) if item.metrics else None
     body["active_people"] = item.metrics.active_people if item.metrics else None
-    body["cost_coverage"] = cost_coverage_json(item.metrics)
+    body["cost_coverage"] = cost_coverage_json(item.metrics, item.hidden)
     body["withheld"] = item.withheld
     body["withheld_figures"] = {key: reason for key, reason in item.hidden.items() if key in METRIC_KEYS}
     body["withheld_weeks"] = [week.isoformat() for week in item.withheld_weeks]

@@ -558,25 +558,53 @@ def relink_runs(session: Session, run_ids: Sequence[int], rules: LinkRules) -> i
     return len(touched)
 
 
+IDENTITY_CHUNK = 200  # logins or emails a statement: far below SQLite's limits on variables and expression depth
+
+
 def settle_for_identities(session: Session, logins: Iterable[str], emails: Iterable[str], rules: LinkRules) -> int:
     """Settle again the pull requests that newly linked GitHub logins (or newly known people's emails) may
     make someone's: those they authored, or holding a commit by one of them; how many. Run after
     `tokenwise people link github` and `tokenwise import org`, so their runs link now, not at the next delivery."""
     names = sorted({name for login in logins if (name := _login(login))})
     addresses = sorted({normalize_email(email) for email in emails if "@" in email})
-    noreply = [f"%+{name}@users.noreply.github.com" for name in names]
-    noreply += [f"{name}@users.noreply.github.com" for name in names]
+    if not names and not addresses:
+        return 0
     c = COMMITS.c
-    by_commit = [c.author_login.in_(names), c.author_email.in_(addresses), *(c.author_email.like(n) for n in noreply)]
-    commits = select(c.repo, c.pr_number, c.branch).where(or_(*by_commit))
     found: set[tuple[str, int]] = set()
-    for repo, number in session.execute(select(PRS.c.repo, PRS.c.number).where(PRS.c.author_login.in_(names))):
-        found.add((str(repo), int(number)))
-    for repo, number, branch in session.execute(commits):
+    branches: dict[str, set[str]] = {}  # repo -> branches of commits not yet in a known pull request
+
+    def add(repo: str, number: int | None, branch: str | None) -> None:
         if number is not None:
             found.add((str(repo), int(number)))
         elif branch:
-            found.update((str(repo), n) for n in prs_touched(session, str(repo), branches=[str(branch)]))
+            branches.setdefault(str(repo), set()).add(str(branch))
+
+    for start in range(0, len(names), IDENTITY_CHUNK):
+        chunk = names[start : start + IDENTITY_CHUNK]
+        for repo, number in session.execute(select(PRS.c.repo, PRS.c.number).where(PRS.c.author_login.in_(chunk))):
+            found.add((str(repo), int(number)))
+        for repo, number, branch in session.execute(
+            select(c.repo, c.pr_number, c.branch).where(c.author_login.in_(chunk)).distinct()
+        ):
+            add(repo, number, branch)
+    if names:  # GitHub's noreply addresses (ID+login@users.noreply.github.com) name a login: matched here
+        wanted = set(names)
+        for repo, number, branch, email in session.execute(
+            select(c.repo, c.pr_number, c.branch, c.author_email)
+            .where(c.author_email.like("%@users.noreply.github.com"))
+            .distinct()
+        ):
+            match = NOREPLY.match(str(email))
+            if match and match.group(1).lower() in wanted:
+                add(repo, number, branch)
+    for start in range(0, len(addresses), IDENTITY_CHUNK):
+        chunk = addresses[start : start + IDENTITY_CHUNK]
+        for repo, number, branch in session.execute(
+            select(c.repo, c.pr_number, c.branch).where(c.author_email.in_(chunk)).distinct()
+        ):
+            add(repo, number, branch)
+    for repo, names_of_branches in sorted(branches.items()):
+        found.update((repo, n) for n in prs_touched(session, repo, branches=sorted(names_of_branches)))
     for repo, number in sorted(found):
         settle_one(session, repo, number, rules)
     return len(found)

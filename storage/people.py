@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from storage.models import Membership, Person, Team, table_of
@@ -166,8 +166,9 @@ def team_names(session: Session) -> list[str]:
 def find_team(session: Session, name: str) -> Team:
     wanted = name.strip()
     team = session.exec(select(Team).where(Team.name == wanted)).first()
-    if team is None:  # "Platform" finds "platform", unless two teams differ only by case
-        alike = session.exec(select(Team).where(func.lower(Team.name) == wanted.lower())).all()
+    if team is None:  # "Platform" finds "platform", unless two teams differ only by case (compared in Python:
+        # SQLite's lower() knows ASCII only, PostgreSQL's all of Unicode)
+        alike = [t for t in session.exec(select(Team)).all() if t.name.casefold() == wanted.casefold()]
         team = alike[0] if len(alike) == 1 else None
     if team is None:
         names = team_names(session)

@@ -123,3 +123,16 @@ def test_no_percentage_reads_minus_zero(value: float) -> None:
     assert share(value) == "0%"
     assert signed_percent(value) == "0%"
     assert trend(value) == "= 0%"
+
+
+def test_the_token_share_of_cost_coverage_is_withheld_with_the_token_figures() -> None:
+    """One person making most of a team's tokens on an unpriced model: the dominance rule withholds the token
+    figures, and the coverage by tokens would give that share away, so it goes too."""
+    from bot.reports import cost_coverage_json
+    from storage.metrics import Metrics
+
+    metrics = Metrics(input_tokens=100_000, usage_records=10, cost_unknown_records=1, cost_known_tokens=8_000)
+    shown = cost_coverage_json(metrics)
+    assert shown == {"records": 0.9, "tokens": 0.08, "known_records": 9, "total_records": 10}
+    withheld = cost_coverage_json(metrics, {"total_tokens": "one person made most of it"})
+    assert withheld is not None and withheld["tokens"] is None and withheld["records"] == 0.9

@@ -168,3 +168,24 @@ def test_importing_claude_code_logs_after_the_merge_links_their_session_to_it(ho
     assert code == 0, said
     assert "1 merged pull requests settled again" in said
     assert host.linked_runs() == {"11": ["5e551011-0000-4000-8000-000000000011"]}
+
+
+def test_an_org_file_naming_600_logins_imports_and_a_second_import_settles_nothing(host: Host, tmp_path: Path) -> None:
+    """One statement per login used to exceed SQLite's expression depth (the whole import rolled back); and a
+    re-import changes no identity, so it settles nothing again."""
+    host.merge(12, "dev-599", "dev-599/work")
+    org = tmp_path / "org.csv"
+    lines = [f"dev{i}@example.com,platform,member,dev-{i}" for i in range(600)]
+    org.write_text("email,team,role,github\n" + "\n".join(lines) + "\n")
+    code, said = tokenwise("import", "org", str(org))
+    assert code == 0, said
+    assert "600 GitHub logins linked, 1 pull requests settled again" in said
+    with host.engine.connect() as connection:
+        o, people = table_of(Outcome).c, table_of(Person).c
+        owner = connection.execute(
+            select(people.email).join(table_of(Outcome), o.person_id == people.id).where(o.kind == "pr_merged")
+        ).scalar_one()
+    assert owner == "dev599@example.com"  # the merge is now dev-599's (evidence; no run to count it for)
+    code, again = tokenwise("import", "org", str(org))
+    assert code == 0, again
+    assert "settled again" not in again and "GitHub logins linked" not in again

@@ -101,9 +101,11 @@ def report(
     else:
         render_report(out, result)
         for item in unpriced:  # for operators: what to do about unknown cost
+            # a group's counts would include weeks its figures leave out: name the model, not how much
+            much = f"{item.records:,} records of " if not scope.is_group else ""
             out.print(
-                f"Unknown cost: {item.records:,} records of {item.agent} on model '{item.model}', which genai-prices "
-                "does not price; have that source send cost_usd, or a model name genai-prices knows.",
+                f"Unknown cost: {much}{item.agent} on model '{item.model}', which genai-prices does not price; "
+                "have that source send cost_usd, or a model name genai-prices knows.",
                 highlight=False,
             )
 

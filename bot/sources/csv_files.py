@@ -20,7 +20,7 @@ from bot.periods import next_week_start
 from storage.identities import LinkError, link_identity
 from storage.ingest import BatchResult, ingest_usage
 from storage.ingest_schemas import BatchInvalid, UsageIn, validate_batch
-from storage.models import ROLES, Membership, Team, id_of, utcnow
+from storage.models import ROLES, Membership, Person, Team, id_of, utcnow
 from storage.people import get_or_create_person, normalize_email
 from storage.sources import internal_source
 
@@ -170,8 +170,8 @@ class OrgSummary:
     memberships_added: int = 0
     roles_changed: int = 0
     github_linked: int = 0  # GitHub logins linked by this import (already linked ones are not counted)
-    github_logins: list[str] = field(default_factory=list)  # every login the file names
-    emails: list[str] = field(default_factory=list)  # every person the file names
+    github_logins: list[str] = field(default_factory=list)  # the logins this import linked (new links only)
+    emails: list[str] = field(default_factory=list)  # the people this import created (known ones were matched)
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,12 @@ def import_org(
     teams: dict[str, int] = {}
     founded: set[int] = set()  # teams this import creates
     now = now or utcnow()
+    created: set[str] = set()
+    linked_logins: set[str] = set()
     for row in rows:
         if row.email not in people:
+            if session.exec(select(Person.id).where(Person.email == row.email)).first() is None:
+                created.add(row.email)
             person = get_or_create_person(session, email=row.email)
             people[row.email] = id_of(person)
         if row.team not in teams:
@@ -242,6 +246,8 @@ def import_org(
             except LinkError as error:
                 raise CsvInvalid(f"Nothing was imported:\nline {row.line}, column github: {error}") from error
             summary.github_linked += linked.created
+            if linked.created:
+                linked_logins.add(row.github)
         membership = session.exec(
             select(Membership).where(Membership.person_id == person_id, Membership.team_id == team_id)
         ).first()
@@ -258,6 +264,7 @@ def import_org(
             session.flush()
             summary.roles_changed += 1
     summary.people = len(people)
-    summary.emails = sorted(people)
-    summary.github_logins = sorted({row.github for row in rows if row.github is not None})
+    # What may make a pull request someone's that was no one's: only these need settling again.
+    summary.emails = sorted(created)
+    summary.github_logins = sorted(linked_logins)
     return summary

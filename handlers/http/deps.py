@@ -126,7 +126,8 @@ async def _sender(request: Request, services: Services, credentials: HTTPAuthori
     sender = await run_in_threadpool(lookup)
     if sender is None:
         raise Rejected(401, "This token is unknown or revoked; create a new one with `tokenwise source create`.")
-    wait = services.ingest_rate.allow(sender.id) if services.ingest_rate else 0
+    # The budget may live in the database (PostgreSQL, shared by replicas): spent off the event loop.
+    wait = await run_in_threadpool(services.ingest_rate.allow, sender.id) if services.ingest_rate else 0
     if wait:
         per_minute = services.settings.ingest_rate_limit
         raise Rejected(

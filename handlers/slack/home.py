@@ -8,7 +8,7 @@ from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 
 from bot.periods import this_week
-from bot.reports import personal_view
+from bot.reports import Disclosure, personal_view
 from handlers.slack import blocks
 from handlers.slack.caller import resolved_caller
 from handlers.slack.middleware import ack_only, apologetic, workspace_of
@@ -37,7 +37,8 @@ def publish_home(services: Services, client: WebClient, user_id: str, workspace:
     """Build and publish the Home tab of one user (also after they review a run from it)."""
     with resolved_caller(services, client, user_id, workspace) as caller:
         period = this_week(caller.today, caller.tz)
-        mine = personal_view(caller.session, caller.person_id, caller.person.email or "", period)
+        rules = Disclosure.of(caller.services.settings)
+        mine = personal_view(caller.session, caller.person_id, caller.person.email or "", period, rules=rules)
         view = blocks.home_view(
             mine.report,
             mine.unreviewed,

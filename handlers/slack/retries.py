@@ -79,9 +79,15 @@ class Deliveries:
             # claim (the ack needs no database; what the delivery could change is in that database anyway).
             log.warning("Could not claim a Slack delivery in the database (%s); remembered here", type(error).__name__)
             return True
-        if purge:
-            purge_deliveries(self.engine)
+        if purge:  # off the ack's path: a writer holding SQLite's lock must not hold the ack, nor fail it
+            threading.Thread(target=self._purge, name="purge-slack-deliveries", daemon=True).start()
         return fresh
+
+    def _purge(self) -> None:
+        try:
+            purge_deliveries(self.engine)  # type: ignore[arg-type]
+        except SQLAlchemyError as error:
+            log.warning("Could not purge old Slack deliveries (%s); the next purge will", type(error).__name__)
 
     def count_skipped(self) -> None:
         with self._lock:

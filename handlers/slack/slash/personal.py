@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from bot.reports import personal_view
+from bot.reports import Disclosure, personal_view
 from handlers.slack import blocks
 from handlers.slack.caller import Caller
 from handlers.slack.slash.registry import (
@@ -32,7 +32,8 @@ RUNS_SHOWN = 5
 def me(caller: Caller, request: CommandRequest) -> blocks.Message:
     """The caller's own numbers for the period they asked for, in their own time zone."""
     period = request.options["period"].resolve(caller.today, caller.tz)
-    view = personal_view(caller.session, caller.person_id, caller.person.email or "", period, projects=True)
+    rules = Disclosure.of(caller.services.settings)  # TOKENWISE_MIN_COST_COVERAGE applies to one's own view too
+    view = personal_view(caller.session, caller.person_id, caller.person.email or "", period, True, rules)
     metrics = view.report.totals.metrics
     coaching = None
     if metrics is not None:
