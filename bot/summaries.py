@@ -20,7 +20,7 @@ from typing import Literal
 
 from openai import APIStatusError, APITimeoutError, OpenAI
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, select
 
 from bot.config import Settings
@@ -439,8 +439,18 @@ def record_summary(session: Session, draft: SummaryDraft, written: Written) -> S
 def finish_summary(engine: Engine, draft: SummaryDraft, writer: SummaryWriter) -> Summary:
     """The model's call with no transaction open, then what it cost and the audit row in a short one."""
     written = write_narrative(writer, draft.facts)
-    with session_scope(engine) as session:
-        return record_summary(session, draft, written)
+    try:
+        with session_scope(engine) as session:
+            return record_summary(session, draft, written)
+    except SQLAlchemyError as error:  # the model's work is not thrown away because the database is busy
+        log.warning(
+            "Unrecorded look: %s summary %s at %s (%s; the model's tokens are not recorded either)",
+            draft.actor,
+            draft.scope_label,
+            draft.now.isoformat(timespec="seconds"),
+            type(error).__name__,
+        )
+        return Summary(draft.team, draft.period, draft.facts, written.text, written.source, written.reason)
 
 
 def request_summary(
