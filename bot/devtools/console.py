@@ -214,8 +214,8 @@ class BlockRenderer:
 
 
 HELP = """Type a /tokenwise command (the "/tokenwise" is optional), e.g. `me`, `me last week`, `runs`, `team`.
-Press a button by typing its number. `home` opens the App Home tab. `quit` (or end of input) leaves;
-inside a modal, `quit` closes the modal without saving."""
+Press a button by typing its number. `home` opens the App Home tab.
+`quit` (or end of input) leaves; inside a modal, `quit` closes the modal without saving."""
 
 
 QUIT_WORDS = {"quit", "exit", ":q"}
