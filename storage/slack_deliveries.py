@@ -16,10 +16,10 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.models import SlackDeliverySeen, table_of
+from storage.slack_requests_seen import claim_at_once
 
 KEEP = timedelta(minutes=15)
 KEY_MAX = 100
-SQLITE_WAIT_MS = 50  # as for the replay claim: on SQLite a busy writer never holds up an ack
 
 SEEN = table_of(SlackDeliverySeen)
 
@@ -38,17 +38,7 @@ def claim_delivery(engine: Engine, key: str, now: datetime | None = None) -> boo
         .on_conflict_do_nothing(index_elements=[SEEN.c.delivery])
         .returning(SEEN.c.delivery)
     )
-    with engine.begin() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_WAIT_MS}")
-        else:
-            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-        try:
-            return connection.execute(statement).first() is not None
-        finally:
-            if sqlite:
-                connection.exec_driver_sql("PRAGMA busy_timeout=10000")  # the pool's setting (storage/db.py)
+    return claim_at_once(engine, statement)
 
 
 def purge_deliveries(engine: Engine, now: datetime | None = None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -55,11 +56,19 @@ def claim_request(engine: Engine, signature: str, request_timestamp: int, now: d
         .on_conflict_do_nothing(index_elements=[SEEN.c.signature])
         .returning(SEEN.c.signature)  # not rowcount: SQLAlchemy 2.1 reports -1 for this insert on psycopg
     )
+    return claim_at_once(engine, statement)
+
+
+def claim_at_once(engine: Engine, statement: Any) -> bool:
+    """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING in its own short transaction; whether it inserted.
+    On SQLite it waits at most SQLITE_WAIT_MS for another writer (then OperationalError), so a claim never
+    holds up an ack; on PostgreSQL it does not wait for the disk (a crash forgets at most the last instant's
+    claims)."""
     with engine.begin() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_WAIT_MS}")
-        else:  # a claim need not wait for the disk: a crash forgets at most the last instant's claims
+        else:
             connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         try:
             return connection.execute(statement).first() is not None
