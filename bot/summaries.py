@@ -173,16 +173,15 @@ def template_narrative(facts: list[Fact], reason: str) -> str:
     f = {fact.key: fact.text for fact in facts}
     sentences = [
         f"Written from a template because {reason}.",
-        f"From {f['since']} to {f['until']} the team made {f['runs']} agent runs"
-        + (f" and reviewed {f['reviewed_share']} of them." if "reviewed_share" in f else "."),
+        f"From {f['since']} to {f['until']} the team made {f['runs']} agent runs.",
     ]
-    if "verified_spend_share" in f:
+    if "verified_spend_share" in f:  # never the owners' own verdicts: a group's facts leave those out
         sentences.append(
-            f"{f['verified_spend_share']} of the known spend of {f['cost_usd']} went to runs with a useful "
-            "verdict or a recorded outcome."
+            f"{f['verified_spend_share']} of the known spend of {f['cost_usd']} went to runs with evidence from "
+            "outside their owner: merged pull requests, CI, deploys."
         )
-    if "cost_per_useful_run" in f:
-        sentences.append(f"Each useful run cost {f['cost_per_useful_run']} on average.")
+    if "cost_coverage" in f:
+        sentences.append(f"Cost is known for {f['cost_coverage']} usage records.")
     sentences.append(
         f"Outcome value was {f['outcome_value']}, with {f['merged_prs']} merged pull requests made with agent help."
     )

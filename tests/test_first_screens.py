@@ -106,6 +106,8 @@ def test_the_cli_summary_prints_no_slack_markup(harness: Harness, db_url: str, m
     result = tokenwise(db_url, "summary", "--team", "platform", "--as", "ada@example.com")
     assert result.returncode == 0, result.stderr
     assert "People active" in result.stdout
+    assert "evidence from outside their owner" in result.stdout  # verified means evidence, never a verdict
+    assert "useful verdict" not in result.stdout
     for markup in ("*People active*", ":lock:", "&lt;", "&gt;", "```", "-0%"):
         assert markup not in result.stdout
 
