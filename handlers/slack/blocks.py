@@ -200,7 +200,8 @@ def _figure_fields(report: Report) -> list[str]:
     if not report.scope.is_group:  # their own verdicts: their feedback loop, never a team's figure
         fields.append(line("Useful runs (your verdicts)", number(metrics.useful_runs), "useful_runs"))
         fields.append(line("Reviewed", share(metrics.reviewed_share), "reviewed_share"))
-    fields += [line("Runs", number(metrics.runs), "runs"), f"*Known cost*\n{cost}", f"*Tokens*\n{tokens}"]
+    runs = "Runs (volume, not value)" if report.scope.is_group else "Runs"  # anyone can start more runs
+    fields += [line(runs, number(metrics.runs), "runs"), f"*Known cost*\n{cost}", f"*Tokens*\n{tokens}"]
     return fields
 
 
@@ -603,7 +604,7 @@ def digest_message(digest: Any) -> Message:
         f"*Outcome value*\n{_with_trend(number(m.outcome_value), changes.get('outcome_value'))}",
         f"*Merged PRs with agent help*\n{number(digest.merged_prs_with_agent)}",
         f"*Known spend*\n{cost}",
-        f"*Runs*\n{number(m.runs)}",
+        f"*Runs (volume, not value)*\n{number(m.runs)}",
     ]
     blocks.append(section(" ", fields=fields))
     if digest.trend:
