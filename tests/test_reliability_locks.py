@@ -41,6 +41,7 @@ from tests.support.slack_harness import (
     run,
     team,
 )
+from tests.test_ingest_api import usage
 from tests.test_reliability_digest import four_weeks_of_team
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -62,19 +63,6 @@ def write_lock_held(engine: Engine) -> Iterator[sqlite3.Connection]:
 
 def texts(reply: dict[str, object]) -> str:
     return str(reply)
-
-
-def usage_item(key: str) -> dict[str, object]:
-    return {
-        "dedupe_key": key,
-        "email": "ana@example.com",
-        "occurred_at": "2026-11-24T10:00:00Z",
-        "agent": "claude-code",
-        "model": "claude-sonnet-4-20250514",
-        "input_tokens": 100,
-        "output_tokens": 50,
-        "cost_usd": "0.0123",
-    }
 
 
 @SQLITE_ONLY
@@ -123,7 +111,7 @@ def test_while_the_model_writes_a_managers_summary_others_are_answered_and_inges
             # ... and a usage batch is accepted, without waiting for the model.
             posted = http.post(
                 "/v1/usage",
-                json={"records": [usage_item("while-the-model-thinks")]},
+                json={"records": [usage("while-the-model-thinks")]},
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=8,
             )
