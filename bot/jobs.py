@@ -38,7 +38,7 @@ from handlers.slack.nudges import send_nudges
 from storage.db import session_scope
 from storage.digest_posts import DueDigest
 from storage.models import DigestSubscription, id_of
-from storage.retention import purge_expired
+from storage.retention import purge_in_batches
 from storage.schedules import Schedule
 from storage.subscriptions import schedule_of
 
@@ -90,8 +90,7 @@ class DigestJobs:
 
     def purge(self) -> None:
         def run() -> None:
-            with session_scope(self.engine) as session:
-                purged = purge_expired(session, self.clock(), self.settings.retention_days)
+            purged = purge_in_batches(self.engine, self.clock(), self.settings.retention_days)
             log.info("retention: purged %d rows older than %d days", purged.total, self.settings.retention_days)
 
         self._guard(run)

@@ -170,10 +170,17 @@ def seed_organisation(
     seed: int = 1,
     end: date | None = None,
     progress: Callable[[int], None] | None = None,
+    requests_per_call: int = 1,
 ) -> SeedSummary:
-    """Write a synthetic organisation ending on `end` (default today, UTC). One transaction."""
-    if people < 1 or teams < 1 or weeks < 1:
-        raise SeedError("--people, --teams and --weeks must each be at least 1.")
+    """Write a synthetic organisation ending on `end` (default today, UTC). One transaction.
+
+    `requests_per_call` gives usage its per-request shape: each of a run's calls is written as that many
+    records (its tokens split between them, the first taking the remainder), as request-level sources
+    (vendor APIs, Claude Code logs) report it, instead of one session-aggregate record. 1 (the default)
+    writes the same rows as ever for a seed.
+    """
+    if people < 1 or teams < 1 or weeks < 1 or requests_per_call < 1:
+        raise SeedError("--people, --teams, --weeks and --requests must each be at least 1.")
     if teams > people:
         raise SeedError(f"{teams} teams need at least {teams} people; got {people}.")
     end = end or datetime.now(UTC).date()
@@ -244,7 +251,7 @@ def seed_organisation(
             for week in range(weeks):
                 clock = _clock(first_day + timedelta(days=7 * week), as_text)
                 for index, persona in enumerate(personas):
-                    _person_week(writer, rng, source_id, index + 1, persona, clock, models)
+                    _person_week(writer, rng, source_id, index + 1, persona, clock, models, requests_per_call)
                     writer.maybe_flush()
                     if progress:
                         progress(1)
@@ -308,6 +315,7 @@ def _person_week(
     persona: _Persona,
     clock: list[Any],
     models_of: dict[str, list[tuple[str, tuple[int, int, int, int] | None]]],
+    requests: int = 1,
 ) -> None:
     """One person's week of runs, usage, outcomes and verdicts: the hot loop, so cheap random calls, locals
     instead of attribute look-ups and times as half-minute indexes into `clock`.
@@ -356,15 +364,34 @@ def _person_week(
             tout = (200 + int(chance() * 4_800)) * scale
             tcr = int(chance() * 150_000) * scale
             tcw = int(chance() * 15_000) * scale
-            cost = None if rate is None else tin * rate[0] + tout * rate[1] + tcr * rate[2] + tcw * rate[3]
-            record_id += 1
             unlinked = agent == "openai-api" and chance() < 0.2
-            add_usage(
-                (
-                    record_id, source_id, person_id, None if unlinked else run_id, clock[start + step], agent,
-                    model, tin, tout, tcr, tcw, cost, f"seed-usage-{record_id}", None if cost is None else "priced",
-                )
-            )  # fmt: skip
+            if requests == 1:
+                cost = None if rate is None else tin * rate[0] + tout * rate[1] + tcr * rate[2] + tcw * rate[3]
+                record_id += 1
+                add_usage(
+                    (
+                        record_id, source_id, person_id, None if unlinked else run_id, clock[start + step], agent,
+                        model, tin, tout, tcr, tcw, cost, f"seed-usage-{record_id}", None if cost is None else "priced",
+                    )
+                )  # fmt: skip
+                continue
+            # Per-request shape: the call's tokens split over `requests` records, a few seconds apart.
+            run = None if unlinked else run_id
+            qin, qout, qcr, qcw = tin // requests, tout // requests, tcr // requests, tcw // requests
+            for k in range(requests):
+                rin, rout, rcr, rcw = (
+                    (qin, qout, qcr, qcw) if k else
+                    (tin - qin * (requests - 1), tout - qout * (requests - 1), tcr - qcr * (requests - 1),
+                     tcw - qcw * (requests - 1))
+                )  # fmt: skip
+                cost = None if rate is None else rin * rate[0] + rout * rate[1] + rcr * rate[2] + rcw * rate[3]
+                record_id += 1
+                add_usage(
+                    (
+                        record_id, source_id, person_id, run, clock[start + step + (k >> 3)], agent, model,
+                        rin, rout, rcr, rcw, cost, f"seed-usage-{record_id}", None if cost is None else "priced",
+                    )
+                )  # fmt: skip
         kinds = [] if tokenmaxxer else _outcome_kinds(rng, persona.productivity)
         for kind in kinds:
             url = f"https://github.com/{repo}/pull/{100 + int(chance() * 9900)}" if kind.startswith("pr_") else None

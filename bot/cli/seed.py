@@ -19,14 +19,19 @@ def seed(
     weeks: Annotated[int, typer.Option(help="How many weeks of history, ending today.")] = 6,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same organisation.")] = 1,
     end: Annotated[str | None, typer.Option(help="Last day of the history, YYYY-MM-DD. Default: today (UTC).")] = None,
+    requests: Annotated[
+        int, typer.Option(help="Usage records per agent call: 1 = session aggregates, more = per-request records.")
+    ] = 1,
 ) -> None:
     """Fill an empty database with a realistic synthetic organisation (deterministic for a seed)."""
     engine = open_engine()
     try:
         with user_errors():
             last_day = parse_date(end, "--end date") if end else None
-            if people < 1 or teams < 1 or weeks < 1 or teams > people:
-                raise UserError("--people, --teams and --weeks must be at least 1, with no more teams than people.")
+            if people < 1 or teams < 1 or weeks < 1 or requests < 1 or teams > people:
+                raise UserError(
+                    "--people, --teams, --weeks and --requests must be at least 1, with no more teams than people."
+                )
             with Progress(
                 TextColumn("[bold]Seeding"),
                 BarColumn(),
@@ -39,7 +44,14 @@ def seed(
                 task = bar.add_task("seed", total=people * weeks)
                 try:
                     summary = seed_organisation(
-                        engine, people, teams, weeks, seed=seed, end=last_day, progress=lambda n: bar.advance(task, n)
+                        engine,
+                        people,
+                        teams,
+                        weeks,
+                        seed=seed,
+                        end=last_day,
+                        progress=lambda n: bar.advance(task, n),
+                        requests_per_call=requests,
                     )
                 except SeedError as error:
                     raise UserError(str(error)) from error
