@@ -3,6 +3,7 @@ including runs that started before the cutoff with records after it and late rec
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -85,10 +86,8 @@ def test_an_interrupted_batched_purge_is_finished_by_the_next(engine: Engine) ->
         if label == "runs":
             raise KeyboardInterrupt
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         purge_in_batches(engine, NOW, 30, batch=50, progress=stop_part_way)
-    except KeyboardInterrupt:
-        pass
     with session_scope(engine) as session:  # the rest, in one transaction: the same end state as a whole purge
         purge_expired(session, NOW, 30)
     finished = _ids(engine)
@@ -98,7 +97,7 @@ def test_an_interrupted_batched_purge_is_finished_by_the_next(engine: Engine) ->
                 text(
                     "SELECT count(*) FROM usage_record u WHERE u.run_id IS NOT NULL"
                     " AND NOT EXISTS (SELECT 1 FROM agent_run r WHERE r.id = u.run_id)"
-                )  # fmt: skip
+                )
             ).scalar_one()
             == 0
         )
