@@ -117,3 +117,36 @@ def test_the_benchmark_suite_runs_at_a_tiny_scale(db_url: str, tmp_path: Path, m
     assert [row["stored"] for row in csv_rows.values()] == [row["lines"] for row in csv_rows.values()]
     assert all(row["peak_rss_mb"] > 0 for row in csv_rows.values())
     assert "| file MB |" in bench_suite.render({kind: {"csv": csv_rows}})
+
+
+def test_the_ten_times_section_runs_at_a_tiny_scale(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.benchmarks import bench_tenx
+
+    monkeypatch.setenv("BENCH_DIR", str(tmp_path))
+    assert [label for label, _ in bench_tenx.sizes("postgresql", 10)] == ["1x", "5x", "25x", "250x"]
+    assert bench_tenx.sizes("postgresql", 10)[-1][1] == 5_000  # 5 000 people in 500 teams
+    assert [label for label, _ in bench_tenx.sizes("sqlite", 10)] == ["1x", "5x", "25x", "125x"]  # half
+    assert [label for label, _ in bench_tenx.sizes("sqlite", 1)] == ["1x", "5x", "25x"]
+    kind = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    refusal = bench_tenx.enough_disk(kind, db_url, 10**14)
+    assert refusal is not None and "not enough free disk" in refusal and "GB is free" in refusal
+
+    tenx = bench_tenx.tenx_section(
+        kind, bench_suite.scratch_database, 0.001, samples=2, github_deliveries=50, weeks=6, today_weeks=2
+    )
+    assert tenx["skipped"] == {} and tenx["today"]["disk"]["bytes_per_record"] > 0
+    (label, row), *_ = tenx["sizes"].items()
+    assert label == "1x" and row["usage_records"] > row["runs"] * 3  # per-request: many records a run
+    assert row["commands"]["problems"] == []
+    assert all(row["commands"][name]["count"] > 0 for name in ("me", "team", "home", "summary"))
+    assert row["disk"]["largest"] in row["disk"]["parts"] and row["disk"]["bytes_per_record"] > 0
+    assert row["digests"]["posted"] == row["teams"] == row["digests"]["charts"]
+    assert row["digests"]["rss_mb_peak"] > 0
+    assert row["github"]["lost"] == {} and row["github"]["statuses"] == {"200": 50}
+    purge = row["purge"]
+    assert 0 < purge["purged_usage"] < purge["usage_before"] and purge["me_during"]["count"] >= 1
+    assert "Purged " in purge["output"]
+    table = bench_suite.render({kind: {"tenx": tenx}})
+    assert "/tokenwise summary" in table and "bytes per record" in table and "usage before" in table

@@ -735,7 +735,7 @@ def bench_import_floor(root: Path, url: str) -> dict[str, Any]:
 
 
 # -- the suite ------------------------------------------------------------------------------------
-SECTIONS = ("seed", "slash", "acks", "ingest", "digest", "import", "github", "csv")
+SECTIONS = ("seed", "slash", "acks", "ingest", "digest", "import", "github", "csv", "tenx")
 ACK_BURST = 200
 SLACK_ACK_LIMIT = 3.0
 
@@ -799,6 +799,17 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
             deliveries = max(50, round(GITHUB_DELIVERIES * min(1.0, factor)))  # 2 000 at full scale
             here["github"] = github_section(kind, scratch_database, deliveries)
             _say(kind, "github", here["github"])
+        if "tenx" in only:  # ten times the data (#17): tests/benchmarks/bench_tenx.py
+            from tests.benchmarks.bench_tenx import tenx_section
+
+            here["tenx"] = tenx_section(
+                kind,
+                scratch_database,
+                factor,
+                samples,
+                say=lambda db, what, value: _say(db, what, value),
+                github_deliveries=max(50, round(GITHUB_DELIVERIES * min(1.0, factor))),
+            )
         if "import" in only and kind == databases[0]:
             for dense in (True, False):
                 with scratch_database(kind, "import") as url:
@@ -906,6 +917,11 @@ def render(results: dict[str, Any]) -> str:
                 f" {row['lost'] or 'none'} |"
             )
         out.append("")
+    from tests.benchmarks.bench_tenx import render as render_tenx
+
+    tenx = render_tenx(results)
+    if tenx:
+        out += [tenx, ""]
     imports = [(db, row) for db in databases for row in results[db].get("imports", [])]
     for db, row in imports:
         size = f"{row['log_bytes'] / 1e6:,.0f} MB"
