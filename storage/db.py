@@ -133,7 +133,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    # No JIT: every statement here is an index-bounded read or a write of tens of milliseconds, and
+    # PostgreSQL's JIT, set off by cost estimates that correlated sub-queries inflate, spent 2.4 s compiling
+    # a 100 ms team summary (docs/performance.md, "Ten times the data").
+    kwargs.setdefault("connect_args", {"connect_timeout": 5, "options": "-c jit=off"})
     return create_engine(url, **kwargs)
 
 

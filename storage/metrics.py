@@ -72,11 +72,16 @@ class Scope:
             if time_column is None:
                 member: ColumnElement[bool] = person_column.in_(select(M.person_id).where(M.team_id == self.id))
                 return member
+            members = select(M.person_id).where(M.team_id == self.id)
             founding = select(M.person_id).where(M.team_id == self.id, M.since.is_(None))
             joined = (
                 select(1).where(M.team_id == self.id, M.person_id == person_column, M.since <= time_column).exists()
             )
-            return or_(person_column.in_(founding), joined)
+            # The first condition says nothing the second does not (both kinds of member are members), but it
+            # lets the database read the members' rows by index, person by person: with the `OR` alone
+            # PostgreSQL scans every person's rows in the period and filters them, which grows with the
+            # organisation (docs/performance.md, "Ten times the data").
+            return and_(person_column.in_(members), or_(person_column.in_(founding), joined))
         # The organisation: the people it knows, in a team or bound by Slack (an email with a Slack id, which
         # only a signed Slack request sets). Made-up people a shared token sends for are nobody's figures.
         bound = select(P.id).where(P.email.is_not(None), P.slack_user_id.is_not(None))

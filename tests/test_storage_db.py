@@ -94,3 +94,15 @@ def test_the_checkpointer_does_nothing_on_postgresql(engine: Engine, db_url: str
     checkpointer.stop()
     with session_scope(engine) as session:  # the engine still works either way
         session.add(Person(email="a@example.com"))
+
+
+def test_postgresql_connections_run_without_jit(engine: Engine) -> None:
+    """JIT compiled a 100 ms team summary for 2.4 s (docs/performance.md, "Ten times the data")."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW jit").scalar_one() == "off"
+    fresh = make_engine(str(engine.url.render_as_string(hide_password=False)))
+    with fresh.connect() as connection:
+        assert connection.exec_driver_sql("SHOW jit").scalar_one() == "off"
+    fresh.dispose()
