@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, type_coerce
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, type_coerce
 from sqlmodel import Session
 
 from storage.models import AgentRun, Annotation, Membership, Outcome, OutcomeLink, Person, UsageRecord, table_of
@@ -194,14 +194,19 @@ def verified_run(run_id: Any) -> ColumnElement[bool]:
     """SQL condition: the run has evidence from outside its owner: a counted outcome recorded for it (an
     operator's CI or deploy source), or a link from a counted outcome (a merged pull request) that its owner
     has not removed. The owner's own verdict never verifies (docs/metrics.md "Evidence")."""
-    has_outcome = exists().where(OC.run_id == run_id, OC.counted.is_(True))
+    # Written as "the first such row, if any" (a scalar sub-query with LIMIT 1) rather than EXISTS:
+    # PostgreSQL may run an EXISTS in a CASE as a hash of every counted outcome (and every link) in the
+    # database, built for each report, which grows with the organisation; this form is an index probe
+    # (ix_outcome_run, ix_outcome_link_run) for each row read (docs/performance.md, "Ten times the data").
+    has_outcome = select(OC.id).where(OC.run_id == run_id, OC.counted.is_(True)).limit(1).scalar_subquery()
     linked = (
-        select(1)
+        select(L.id)
         .select_from(table_of(OutcomeLink).join(table_of(Outcome), L.outcome_id == OC.id))
         .where(L.run_id == run_id, L.removed_at.is_(None), OC.counted.is_(True))
-        .exists()
+        .limit(1)
+        .scalar_subquery()
     )
-    return and_(run_id.is_not(None), or_(has_outcome, linked))
+    return and_(run_id.is_not(None), or_(has_outcome.is_not(None), linked.is_not(None)))
 
 
 def _window_of(column: Any, windows: Sequence[Window]) -> Any:
@@ -240,45 +245,54 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
     found = [Metrics() for _ in windows]
 
     u = U
-    usage = (
+    # Rows are summed per run first and the run's evidence looked up once per run (a run has tens of
+    # per-request records): the same sums as verifying each row, with a probe a run instead of a row.
+    in_window = _window_of(u.occurred_at, windows).label("w")
+    per_run = (
         select(
-            _window_of(u.occurred_at, windows).label("w"),
+            in_window,
             u.person_id,
-            u.input_tokens,
-            u.output_tokens,
-            u.cache_read_tokens,
-            u.cache_write_tokens,
-            u.cost_usd,
-            case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
-            case((u.cost_source == "priced", u.cost_usd), else_=None).label("priced_cost"),
-            case(
-                (
-                    u.cost_usd.is_not(None),
-                    u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens,
-                ),
-                else_=0,
+            u.run_id,
+            func.sum(u.input_tokens).label("input_tokens"),
+            func.sum(u.output_tokens).label("output_tokens"),
+            func.sum(u.cache_read_tokens).label("cache_read_tokens"),
+            func.sum(u.cache_write_tokens).label("cache_write_tokens"),
+            func.sum(u.cost_usd).label("cost_usd"),
+            func.sum(case((u.cost_usd.is_(None), 1), else_=0)).label("unknown"),
+            func.sum(case((u.cost_source == "priced", u.cost_usd), else_=None)).label("priced_cost"),
+            func.count().label("records"),
+            func.sum(
+                case(
+                    (
+                        u.cost_usd.is_not(None),
+                        u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens,
+                    ),
+                    else_=0,
+                )
             ).label("known_tokens"),
         )
         .where(_span(u.occurred_at, windows), scope.covers(u.person_id, u.occurred_at), u.counted.is_(True))
+        .group_by(in_window, u.person_id, u.run_id)
         .subquery()
     )
+    usage = per_run.c
     for row in session.execute(
         select(
-            usage.c.w,
-            usage.c.person_id,
-            func.coalesce(func.sum(usage.c.input_tokens), 0),
-            func.coalesce(func.sum(usage.c.output_tokens), 0),
-            func.coalesce(func.sum(usage.c.cache_read_tokens), 0),
-            func.coalesce(func.sum(usage.c.cache_write_tokens), 0),
-            _cost_sum(usage.c.cost_usd),
-            func.coalesce(func.sum(case((usage.c.cost_usd.is_(None), 1), else_=0)), 0),
-            _cost_sum(usage.c.verified_cost),
-            _cost_sum(usage.c.priced_cost),
-            func.count(),
-            func.coalesce(func.sum(usage.c.known_tokens), 0),
+            usage.w,
+            usage.person_id,
+            func.coalesce(func.sum(usage.input_tokens), 0),
+            func.coalesce(func.sum(usage.output_tokens), 0),
+            func.coalesce(func.sum(usage.cache_read_tokens), 0),
+            func.coalesce(func.sum(usage.cache_write_tokens), 0),
+            _cost_sum(usage.cost_usd),
+            func.coalesce(func.sum(usage.unknown), 0),
+            _cost_sum(case((verified_run(usage.run_id), usage.cost_usd), else_=None)),
+            _cost_sum(usage.priced_cost),
+            func.coalesce(func.sum(usage.records), 0),
+            func.coalesce(func.sum(usage.known_tokens), 0),
         )
-        .where(usage.c.w.is_not(None))
-        .group_by(usage.c.w, usage.c.person_id)
+        .where(usage.w.is_not(None))
+        .group_by(usage.w, usage.person_id)
     ):
         m = found[row[0]]
         part = Contribution(int(row[2]), int(row[3]), int(row[4]), int(row[5]), row[6], row[8])
