@@ -275,7 +275,8 @@ def bench_commands(url: str, people: int, teams: int, samples: int, seed: int = 
         model = {"OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": llm.base_url}
         with serve(url, slack, **model) as (base, _pid):
             caller = Caller(base, slack)
-            caller.command("me", f"U{1000000 + picks[0]}")  # warm up: imports, first connection
+            caller.command("me", f"U{1000000 + picks[0]}")  # warm up: imports, first connection,
+            caller.command("summary", f"U{1000000 + managers[0]}")  # and the model's client
             for name, who in (("me", picks), ("team", picks), ("summary", managers)):
                 for index in who:
                     answer, seconds = caller.command(name, f"U{1000000 + index}")
