@@ -417,7 +417,7 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def bench_digest(url: str, teams: int | None = None, charts: bool = True) -> dict[str, Any]:
+def bench_digest(url: str, teams: int | None = None, charts: bool = True, now: date = END) -> dict[str, Any]:
     """Every team's weekly digest for last week, as the scheduler builds it (build_digest: the report,
     four trend weeks, merged PRs, unreviewed runs, shared wins), one team after another, and its chart.
     Memory is sampled after each team. The floor: one bare GROUP BY giving every team's week totals. Also
@@ -429,7 +429,7 @@ def bench_digest(url: str, teams: int | None = None, charts: bool = True) -> dic
     with engine.connect() as connection:
         team_ids = [row[0] for row in connection.execute(text("SELECT id FROM team ORDER BY id"))]
     team_ids = team_ids[:teams] if teams else team_ids
-    period = parse_period("last week", END, "UTC")
+    period = parse_period("last week", now, "UTC")
     rss = [_rss_mb()]
     shown = 0
     build_seconds = chart_seconds = 0.0

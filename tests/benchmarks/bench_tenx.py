@@ -495,6 +495,10 @@ def tenx_section(
             row["commands"] = bench_commands(url, people, teams, samples)
             say(kind, f"tenx {label} commands", row["commands"])
             if largest:
+                from tests.benchmarks.bench_suite import bench_digest
+
+                row["digests_in_process"] = bench_digest(url, now=datetime.now(UTC).date())
+                say(kind, f"tenx {label} digests in process", row["digests_in_process"])
                 row["digests"] = bench_served_digests(url)
                 say(kind, f"tenx {label} digests", row["digests"])
                 row["github"] = bench_github_full(url, github_deliveries)
@@ -546,6 +550,16 @@ def render(results: dict[str, Any]) -> str:
         out += ["| database | data | teams | posted | charts | seconds | serve RSS MB start, 1/10, end, peak |",
                 "| --- | --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
         for db, label, d in digests:
+            sized = next(row for db_, label_, row in largest if db_ == db and label_ == label)
+            built = sized.get("digests_in_process")
+            if built:
+                out.append(
+                    f"| {db} | {label} (in process: build {built['build_seconds']:.1f} s + charts"
+                    f" {built['chart_seconds']:.1f} s) | {built['teams']} | {built['shown']} shown | |"
+                    f" {built['seconds']:.1f} |"
+                    f" process RSS {built['rss_mb_after_first_tenth']:.0f}, {built['rss_mb_at_end']:.0f},"
+                    f" {built['rss_mb_peak']:.0f} |"
+                )
             out.append(
                 f"| {db} | {label} | {d['teams']} | {d['posted']} | {d['charts']} | {d['seconds']:.1f} |"
                 f" {d['rss_mb_start']:.0f}, {d['rss_mb_after_first_tenth']:.0f}, {d['rss_mb_end']:.0f},"
