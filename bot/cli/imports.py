@@ -7,7 +7,8 @@ onboarding its history, and its start-up is part of its time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +19,15 @@ from bot.cli.root import UserError, app, database, fail, open_engine, out, setti
 from bot.periods import parse_date
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from bot.config import Settings
     from bot.github.backfill import BackfillSummary
+    from bot.sources.admin_api import Progress as PullProgress
+    from bot.sources.admin_api import VendorPull
+
+# A vendor import's work: (settings, engine, first day, last day, progress) -> the line to print when done.
+VendorWork = Callable[["Settings", "Engine", date, date, "PullProgress"], str]
 
 import_app = typer.Typer(help="Import usage from files and APIs (safe to run again).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -218,3 +227,35 @@ def import_org_csv(
         f"{summary.people} people; {summary.teams_created} new teams, {summary.memberships_added} new memberships, "
         f"{summary.roles_changed} roles changed{linked}."
     )
+
+
+def run_vendor_import(pull: VendorPull, since: str, until: str | None, work: VendorWork) -> None:
+    """What every `tokenwise import VENDOR --since DATE [--until DATE]` shares: the key checked (a one-line
+    error naming its variable), the dates parsed, a progress bar while `work` pulls, and its failures said in
+    one line (a refused key names the variable to fix)."""
+    from bot.sources.admin_api import AdminApiError
+
+    config = settings()
+    if not pull.configured(config):
+        fail(f"Set {pull.key_env} to {pull.key_help}.")
+    engine = open_engine(config)
+    try:
+        with user_errors():
+            first = parse_date(since, "--since date")
+            last = parse_date(until, "--until date") if until else today_utc()
+            if last < first:
+                raise UserError("--until is before --since.")
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=out, transient=True) as bar:
+                task = bar.add_task(pull.label, total=None)
+
+                def progress(done: int, total: int | None, what: str) -> None:
+                    bar.update(task, completed=done, total=total, description=what or pull.label)
+
+                try:
+                    said = work(config, engine, first, last, progress)
+                except AdminApiError as error:
+                    raise UserError(str(error)) from error
+    finally:
+        engine.dispose()
+    out.print(said, highlight=False)
