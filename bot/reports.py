@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from storage.metrics import Contribution, Metrics, Scope, Slice, breakdown, comp
 from storage.models import Team
 from storage.people import nested_memberships, team_zones
 from storage.runs import count_unreviewed
+from storage.vendors import DecisionTotals, decision_totals
 
 METRIC_KEYS = (
     "runs",
@@ -410,6 +411,9 @@ class PersonalView:
     report: Report
     unreviewed: int  # their runs in the period that await their verdict
     projects: list[Slice] = field(default_factory=list)  # their usage per project, costliest first
+    # The agent edits they accepted and rejected, as the tool counts them (Claude Code Analytics): a
+    # self-reported quality signal, never a headline; None when no source reports any.
+    edits: DecisionTotals | None = None
 
 
 def personal_view(
@@ -425,7 +429,9 @@ def personal_view(
     report = build_report(session, Scope.person(person_id, name), period, rules or Disclosure())
     unreviewed = count_unreviewed(session, person_id, period.start, period.end)
     slices = breakdown(session, person_id, period.start, period.end, "project") if projects else []
-    return PersonalView(report, unreviewed, slices)
+    last_moment = period.end - timedelta(microseconds=1)
+    edits = decision_totals(session, person_id, period.start.astimezone(UTC).date(), last_moment.astimezone(UTC).date())
+    return PersonalView(report, unreviewed, slices, edits if edits.accepted or edits.rejected else None)
 
 
 def group_zone(session: Session, scope: Scope, default_tz: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,13 @@ from storage.models import (
     VendorPullState,
     id_of,
 )
+from storage.sources import internal_source
+from storage.vendors import Decisions, replace_decisions
 from tests.support.ingest_fixtures import row_counts
+from tests.support.slack_harness import ADA, GRACE, Harness, person, run
 from tests.support.vendor_api_standin import Query, VendorApiStandIn
 from tests.test_ingest_counted_once import EMAIL, LOGGED, SOURCES
+from tests.test_slack_app import texts
 
 KEY = "sk-ant-admin01-test"
 D23, D24, D25 = date(2026, 11, 23), date(2026, 11, 24), date(2026, 11, 25)
@@ -355,3 +359,27 @@ def test_billed_cost_lands_in_its_own_table_in_dollars_and_never_in_usage(
     before = billed(engine)
     anthropic_cost.pull(settings_for(api), engine, D23, D24)
     assert billed(engine) == before
+
+
+def test_me_shows_the_callers_edit_acceptance_as_a_self_reported_quality_signal(harness: Harness) -> None:
+    today = datetime.now(UTC).date()
+    with Session(harness.engine, expire_on_commit=False) as session:
+        ada, grace = person(session, ADA), person(session, GRACE)
+        run(session, ada, "Fix flaky test", tokens=1200, cost="0.40")
+        analytics = internal_source(session, "claude-code-analytics", "claude-code-analytics")
+        replace_decisions(
+            session,
+            id_of(analytics),
+            [today - timedelta(days=1)],
+            [
+                Decisions(id_of(ada), today - timedelta(days=1), "edit_tool", 40, 8),
+                Decisions(id_of(ada), today - timedelta(days=1), "write_tool", 2, 0),
+                Decisions(id_of(grace), today - timedelta(days=1), "edit_tool", 1, 99),
+            ],
+        )
+        session.commit()
+    _, url = harness.command("me 30d")
+    (answer,) = harness.respond_to(url)
+    shown = texts(answer)
+    assert "Agent edits you accepted: 84% (42 of 50; 8 rejected)" in shown
+    assert "self-reported, not counted" in shown and "99" not in shown.split("Agent edits")[1][:80]
