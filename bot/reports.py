@@ -390,7 +390,7 @@ def _add(total: Metrics, week: Metrics) -> None:
     for name in (
         "runs", "reviewed_runs", "useful_runs", "input_tokens", "output_tokens", "cache_read_tokens",
         "cache_write_tokens", "cost_usd", "cost_unknown_records", "usage_records", "cost_known_tokens",
-        "priced_cost_usd", "verified_cost_usd", "outcome_value",
+        "priced_cost_usd", "billed_cost_usd", "verified_cost_usd", "outcome_value", "token_unknown_records",
     ):  # fmt: skip
         setattr(total, name, getattr(total, name) + getattr(week, name))
     for kind, count in week.outcomes_by_kind.items():
@@ -515,13 +515,22 @@ def figures_json(item: Figures, personal: bool = False) -> dict[str, Any]:
 
 
 def cost_sources(metrics: Metrics | None) -> dict[str, float | None] | None:
-    """Known cost split by who put the figure on it: the source itself, or Tokenwise from token counts."""
+    """Known cost split by who put the figure on it: the source itself, Tokenwise from token counts, or the
+    vendor's bill for the person."""
     if metrics is None:
         return None
     return {
-        "reported_usd": _money(metrics.cost_usd - metrics.priced_cost_usd),
+        "reported_usd": _money(metrics.cost_usd - metrics.priced_cost_usd - metrics.billed_cost_usd),
         "priced_usd": _money(metrics.priced_cost_usd),
+        "billed_usd": _money(metrics.billed_cost_usd),
     }
+
+
+def spend_label(metrics: Metrics) -> str:
+    """What a group's known spend is: "estimated" unless every dollar of it is the vendor's own bill."""
+    if metrics.cost_usd and metrics.billed_cost_usd >= metrics.cost_usd:
+        return "billed"
+    return "estimated"
 
 
 def slice_json(item: Slice) -> dict[str, Any]:

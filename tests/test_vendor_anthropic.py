@@ -5,6 +5,7 @@ on the schedule, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -20,10 +21,14 @@ import bot.cli.commands  # noqa: F401  (registers the commands)
 from bot.cli.root import app
 from bot.config import Settings, get_settings
 from bot.jobs import build_scheduler
+from bot.periods import Period
+from bot.reconcile import reconcile
+from bot.reports import spend_label
 from bot.services import Services
 from bot.sources import anthropic_cost, claude_code_analytics
+from bot.summaries import reconcile_facts
 from storage.daily_usage import day_start
-from storage.metrics import Scope, compute
+from storage.metrics import Metrics, Scope, compute
 from storage.models import (
     BilledCost,
     Outcome,
@@ -383,3 +388,49 @@ def test_me_shows_the_callers_edit_acceptance_as_a_self_reported_quality_signal(
     shown = texts(answer)
     assert "Agent edits you accepted: 84% (42 of 50; 8 rejected)" in shown
     assert "self-reported, not counted" in shown and "99" not in shown.split("Agent edits")[1][:80]
+
+
+# -- estimated against billed ---------------------------------------------------------------------------------
+
+
+def test_reconcile_sets_the_counted_estimate_against_the_bill_per_vendor_and_day(
+    anthropic: tuple[VendorApiStandIn, Analytics], engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, _ = anthropic
+    claude_code_analytics.pull(settings_for(api), engine, D23, D24)
+    anthropic_cost.pull(settings_for(api), engine, D23, D24)
+    with Session(engine) as session:
+        rows = {row.day: row for row in reconcile(session, D23, D24, min_group_size=2)}
+        strict = {row.day: row for row in reconcile(session, D23, D24, min_group_size=5)}
+    d23 = rows[D23]
+    # Ana $1.86 + $0.42, Bo $0.03 and the API key's $0.02 (naming nobody, but billed all the same)
+    assert (d23.vendor, d23.estimated_usd, d23.billed_usd) == ("anthropic", Decimal("2.33"), Decimal("11.2345"))
+    assert d23.difference_usd == Decimal("8.9045")
+    assert "reported: claude-code-analytics" in d23.sources and "billed: anthropic-cost" in d23.sources
+    assert strict[D23].estimated_usd is None and strict[D23].billed_usd is None  # two people: withheld
+    assert strict[D23].withheld and "TOKENWISE_MIN_GROUP_SIZE" in strict[D23].withheld
+    with Session(engine) as session:
+        facts = reconcile_facts(session, Period(D23, D24), 2)
+    assert [fact.key for fact in facts] == ["reconcile_anthropic"]
+    assert facts[0].text.startswith("2026-11-23: estimated $2.33, billed $11.23, difference $8.90; 2026-11-24")
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("TOKENWISE_MIN_GROUP_SIZE", "2")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["report", "--reconcile", "--since", "2026-11-23", "--until", "2026-11-24"])
+        refused = runner.invoke(app, ["report", "--reconcile", "--team", "payments"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed[0] == {
+        "vendor": "anthropic", "day": "2026-11-23", "estimated_usd": 2.33, "billed_usd": 11.2345,
+        "difference_usd": 8.9045, "sources": list(d23.sources), "withheld": None,
+    }  # fmt: skip
+    assert refused.exit_code == 2 and "organisation" in refused.output
+
+
+def test_a_groups_spend_says_estimated_unless_all_of_it_is_billed() -> None:
+    assert spend_label(Metrics(cost_usd=Decimal("3"), billed_cost_usd=Decimal("1"))) == "estimated"
+    assert spend_label(Metrics(cost_usd=Decimal("3"), billed_cost_usd=Decimal("3"))) == "billed"
+    assert spend_label(Metrics()) == "estimated"

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.numbers import money, number, share, trend
-from bot.reports import SELF_REPORTED, Report, change, coverage_note, shown_or_why
+from bot.reports import SELF_REPORTED, Report, change, coverage_note, shown_or_why, spend_label
 from storage.metrics import Slice
 from storage.models import VERDICTS
 from storage.runs import NOTE_MAX, VERDICT_LABELS, RunView
@@ -624,7 +624,7 @@ def digest_message(digest: Any) -> Message:
         f"*Cost per merged PR*\n{_with_trend(per_merged_pr, changes.get('cost_per_merged_pr'))}",
         f"*Outcome value*\n{_with_trend(number(m.outcome_value), changes.get('outcome_value'))}",
         f"*Merged PRs with agent help*\n{number(digest.merged_prs_with_agent)}",
-        f"*Known spend*\n{cost}",
+        f"*Known spend ({spend_label(m)})*\n{cost}",
         f"*Runs (volume, not value)*\n{number(m.runs)}",
     ]
     blocks.append(section(" ", fields=fields))
