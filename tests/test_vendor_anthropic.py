@@ -44,7 +44,7 @@ from storage.vendors import Decisions, replace_decisions
 from tests.support.ingest_fixtures import row_counts
 from tests.support.slack_harness import ADA, GRACE, Harness, person, run
 from tests.support.vendor_api_standin import Query, VendorApiStandIn
-from tests.test_ingest_counted_once import EMAIL, LOGGED, SOURCES
+from tests.test_ingest_counted_once import EMAIL, PRECISE, SOURCES
 from tests.test_slack_app import texts
 
 KEY = "sk-ant-admin01-test"
@@ -194,12 +194,13 @@ def test_a_repull_of_a_finished_day_changes_nothing_and_of_today_replaces_it_exa
     }
 
 
-def test_claude_code_logs_for_the_same_person_and_day_count_and_the_vendor_rows_stay_for_reconciliation(
-    anthropic: tuple[VendorApiStandIn, Analytics], engine: Engine, db_url: str, tmp_path: Path
+@pytest.mark.parametrize("sessions", ["logs", "events", "metrics"])
+def test_claude_code_logs_or_otlp_for_the_same_person_and_day_count_and_the_vendor_rows_stay_for_reconciliation(
+    anthropic: tuple[VendorApiStandIn, Analytics], engine: Engine, db_url: str, tmp_path: Path, sessions: str
 ) -> None:
     api, _ = anthropic
     claude_code_analytics.pull(settings_for(api), engine, D23, D24)
-    SOURCES["logs"](engine, db_url, tmp_path)  # Ana's own logs for 24 November arrive after
+    SOURCES[sessions](engine, db_url, tmp_path)  # Ana's own logs or OTLP export for 24 November arrive after
     assert usage(engine)[("2026-11-24", EMAIL, SONNET)][6] is False
     assert usage(engine)[("2026-11-23", "ana@example.com", SONNET)][6] is True  # the 23rd: no logs, counts
     claude_code_analytics.pull(settings_for(api), engine, D24, D24)  # and a re-pull keeps it uncounted
@@ -207,7 +208,7 @@ def test_claude_code_logs_for_the_same_person_and_day_count_and_the_vendor_rows_
     with Session(engine) as session:
         ana = session.exec(select(Person).where(Person.email == EMAIL)).one()
         m = compute(session, Scope.person(id_of(ana)), day_start(D24), day_start(D25))
-    assert m.input_tokens == LOGGED[0]  # the logs' figure alone, not the vendor's added to it
+    assert m.input_tokens == PRECISE[sessions][0]  # the sessions' figure alone, not the vendor's added to it
 
 
 def test_a_bad_key_is_one_line_naming_the_variable(
