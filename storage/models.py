@@ -340,6 +340,10 @@ class PullRequest(SQLModel, table=True):
     additions: int | None = None
     deletions: int | None = None
     title: str | None = Field(default=None, max_length=300)
+    # The last run and usage record stored when Tokenwise first learned of the merge (set once): what a
+    # person sends themselves after that is not evidence for it (docs/metrics.md "Late evidence").
+    merge_seen_run_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    merge_seen_usage_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class GithubCommit(SQLModel, table=True):
@@ -390,6 +394,11 @@ class OutcomeLink(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=300)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
     removed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    # A run its owner sent themselves after Tokenwise learned of the merge: shown, but it neither makes the
+    # merge agent-assisted nor verifies spend. Of an earlier run, usage records its owner sent after the merge
+    # (ids above `usage_until`) verify nothing either; NULL: no limit (a link older than the rule).
+    late: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    usage_until: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class RunCommit(SQLModel, table=True):
