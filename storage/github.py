@@ -414,11 +414,11 @@ def settle_one(
                 "detail": detail[:300],
                 "created_at": now,
                 "late": run_id in late_now,
-                "usage_until": pr.merge_seen_usage_id,
             }
             for run_id, (evidence, detail) in sorted(added.items())
         ]
         insert_new(session, LINKS, values, ("outcome_id", "run_id"))
+        mark_late_usage(session, sorted(set(added) - late_now), pr.merge_seen_usage_id)
     result.outcomes.append("pr_merged")
     checks = session.execute(
         select(CHECKS.c.kind, CHECKS.c.environment, func.min(CHECKS.c.completed_at))
@@ -557,6 +557,91 @@ def _runs_to_link(
                 int(run_id), ("branch", f"the author's run on {pr.repo} branch {pr.head_branch}, before the merge")
             )
     return rows
+
+
+@dataclass
+class LateWatch:
+    """A usage batch its owner sends for runs already linked to a merged pull request: what it adds to them,
+    or grows of their running totals, is late (see `mark_late_usage`)."""
+
+    source_id: int
+    runs: list[int]  # the batch's runs that have a link
+    last_id: int  # the highest usage record id before the batch was written
+
+    def grown(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Read before a running-total merge: the keys, of rows on the watched runs, whose totals would grow."""
+        watched = {str(row["dedupe_key"]): row for row in rows if row.get("run_id") in set(self.runs)}
+        keys, grown = sorted(watched), []
+        u = USAGE.c
+        columns = (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
+        for start in range(0, len(keys), 500):
+            for key, *stored in session.execute(
+                select(u.dedupe_key, *columns, u.cost_usd).where(
+                    u.source_id == self.source_id, u.dedupe_key.in_(keys[start : start + 500])
+                )
+            ):
+                row = watched[str(key)]
+                names = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+                more = any((row.get(name) or 0) > (old or 0) for name, old in zip(names, stored, strict=False))
+                cost, old_cost = row.get("cost_usd"), stored[-1]
+                if more or (cost is not None and (old_cost is None or cost > old_cost)):
+                    grown.append(str(key))
+        return grown
+
+    def mark(self, session: Session, grown: Sequence[str] = ()) -> int:
+        """Flag what the batch wrote on the watched runs (new records, and the running totals it grew)."""
+        u = USAGE.c
+        written = or_(u.id > self.last_id, u.dedupe_key.in_(list(grown))) if grown else u.id > self.last_id
+        statement = (
+            update(USAGE)
+            .where(u.source_id == self.source_id, u.run_id.in_(self.runs), u.late.is_(False), written)
+            .values(late=True)
+        )
+        return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def watch_late_usage(session: Session, source_id: int, run_ids: Iterable[int | None]) -> LateWatch | None:
+    """Before a usage batch is written: a watch when its source is limited to one person and some of its
+    runs are linked to a merged pull request already (None, the usual case, costs one or two look-ups)."""
+    wanted = sorted({run_id for run_id in run_ids if run_id is not None})
+    if not wanted:
+        return None
+    owner = session.execute(select(SOURCES.c.person_id).where(SOURCES.c.id == source_id)).scalar_one_or_none()
+    if owner is None:  # an operator's source vouches for what it sends
+        return None
+    linked: list[int] = []
+    for start in range(0, len(wanted), 500):
+        linked.extend(
+            int(run_id)
+            for (run_id,) in session.execute(
+                select(LINKS.c.run_id)
+                .where(LINKS.c.run_id.in_(wanted[start : start + 500]), LINKS.c.removed_at.is_(None))
+                .distinct()
+            )
+        )
+    if not linked:
+        return None
+    last = session.execute(select(func.max(USAGE.c.id))).scalar_one()
+    return LateWatch(source_id, sorted(linked), int(last or 0))
+
+
+def mark_late_usage(session: Session, run_ids: Sequence[int], after_id: int | None) -> int:
+    """Flag as late the usage of newly linked runs that their owners sent themselves after the merge was
+    known (stored after `after_id`, from a source limited to one person): it stays spend, never verified."""
+    if after_id is None or not run_ids:
+        return 0
+    u = USAGE.c
+    own = select(SOURCES.c.id).where(SOURCES.c.person_id.is_not(None))
+    flagged = 0
+    for start in range(0, len(run_ids), 500):
+        statement = (
+            update(USAGE)
+            .where(u.run_id.in_(run_ids[start : start + 500]), u.id > after_id, u.source_id.in_(own))
+            .where(u.late.is_(False))
+            .values(late=True)
+        )
+        flagged += int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+    return flagged
 
 
 def _sent_after_the_merge(session: Session, pr: PullRequest, runs: Mapping[int, Any]) -> set[int]:
@@ -773,4 +858,5 @@ __all__ = [
     "settle_for_identities",
     "settle_one",
     "unmatched_logins",
+    "watch_late_usage",
 ]

@@ -16,17 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, type_coerce
 from sqlmodel import Session
 
-from storage.models import (
-    AgentRun,
-    Annotation,
-    Membership,
-    Outcome,
-    OutcomeLink,
-    Person,
-    Source,
-    UsageRecord,
-    table_of,
-)
+from storage.models import AgentRun, Annotation, Membership, Outcome, OutcomeLink, Person, UsageRecord, table_of
 
 # Core columns (typed as SQL expressions, unlike the model attributes).
 from storage.types import MILLI, NANO, ScaledDecimal
@@ -38,7 +28,6 @@ OC = table_of(Outcome).c
 L = table_of(OutcomeLink).c
 M = table_of(Membership).c
 P = table_of(Person).c
-S = table_of(Source).c
 
 ScopeKind = Literal["person", "team", "org"]
 ZERO = Decimal(0)
@@ -196,24 +185,16 @@ def _cost_sum(expression: Any) -> Any:
     return type_coerce(func.coalesce(func.sum(expression), 0), ScaledDecimal(NANO))
 
 
-def verified_usage(usage_id: Any, run_id: Any, source_id: Any) -> ColumnElement[bool]:
-    """SQL condition: a usage record's spend has evidence from outside its owner: its run has a counted
-    outcome recorded for it (an operator's CI or deploy source), or a link from a counted outcome (a merged
-    pull request) that its owner has not removed. The owner's own verdict never verifies, nor does what they
-    sent themselves after the merge was known: a late link, or a record above the link's `usage_until` from a
-    source limited to one person (docs/metrics.md "Evidence" and "Late evidence")."""
+def verified_run(run_id: Any) -> ColumnElement[bool]:
+    """SQL condition: the run has evidence from outside its owner: a counted outcome recorded for it (an
+    operator's CI or deploy source), or a link from a counted outcome (a merged pull request) that its owner
+    has not removed and that did not come late. The owner's own verdict never verifies (docs/metrics.md
+    "Evidence"); of a verified run, records its owner sent once the merge was known (`late`) verify nothing."""
     has_outcome = exists().where(OC.run_id == run_id, OC.counted.is_(True))
-    vouched = source_id.in_(select(S.id).where(S.person_id.is_(None)))  # an operator's source
     linked = (
         select(1)
         .select_from(table_of(OutcomeLink).join(table_of(Outcome), L.outcome_id == OC.id))
-        .where(
-            L.run_id == run_id,
-            L.removed_at.is_(None),
-            L.late.is_(False),
-            OC.counted.is_(True),
-            or_(L.usage_until.is_(None), usage_id <= L.usage_until, vouched),
-        )
+        .where(L.run_id == run_id, L.removed_at.is_(None), L.late.is_(False), OC.counted.is_(True))
         .exists()
     )
     return and_(run_id.is_not(None), or_(has_outcome, linked))
@@ -264,7 +245,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             u.cache_read_tokens,
             u.cache_write_tokens,
             u.cost_usd,
-            case((verified_usage(u.id, u.run_id, u.source_id), u.cost_usd), else_=None).label("verified_cost"),
+            case((and_(u.late.is_(False), verified_run(u.run_id)), u.cost_usd), else_=None).label("verified_cost"),
             case((u.cost_source == "priced", u.cost_usd), else_=None).label("priced_cost"),
             case(
                 (
@@ -423,7 +404,7 @@ __all__ = [
     "breakdown",
     "compute",
     "compute_windows",
-    "verified_usage",
+    "verified_run",
 ]
 
 

@@ -156,6 +156,9 @@ class UsageRecord(SQLModel, table=True):
     cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
     counted: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
+    # Sent by its owner (a source limited to one person) for a run already linked to a merged pull request,
+    # or grown by them after the link: counted as spend, never verified (docs/metrics.md "Late evidence").
+    late: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class Outcome(SQLModel, table=True):
@@ -395,10 +398,8 @@ class OutcomeLink(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
     removed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     # A run its owner sent themselves after Tokenwise learned of the merge: shown, but it neither makes the
-    # merge agent-assisted nor verifies spend. Of an earlier run, usage records its owner sent after the merge
-    # (ids above `usage_until`) verify nothing either; NULL: no limit (a link older than the rule).
+    # merge agent-assisted nor verifies spend (docs/metrics.md "Late evidence").
     late: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
-    usage_until: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class RunCommit(SQLModel, table=True):

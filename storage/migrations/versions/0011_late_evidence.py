@@ -1,6 +1,6 @@
 """What a person sends after Tokenwise learned of a merge is not evidence for it: a merged pull request
-keeps the last run and usage record stored when its merge was first recorded, and each of its run links
-says whether it is late and up to which usage record it verifies spend
+keeps the last run and usage record stored when its merge was first recorded; a run link says whether its
+run came late, and a usage record whether its owner sent it for a linked run once the merge was known
 
 Revision ID: 0011_late_evidence
 Revises: 0010_pr_updated_at
@@ -24,12 +24,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("merge_seen_usage_id", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("outcome_link") as batch:
         batch.add_column(sa.Column("late", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("usage_until", sa.BigInteger(), nullable=True))
+    # A constant default: PostgreSQL adds the column without rewriting the table, SQLite with ALTER TABLE.
+    op.add_column("usage_record", sa.Column("late", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("usage_record") as batch:
+        batch.drop_column("late")
     with op.batch_alter_table("outcome_link") as batch:
-        batch.drop_column("usage_until")
         batch.drop_column("late")
     with op.batch_alter_table("pull_request") as batch:
         batch.drop_column("merge_seen_usage_id")
