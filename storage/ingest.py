@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from storage.daily_usage import DAILY_KINDS, SESSION_KINDS, settle_days, utc_day
 from storage.db import session_scope, sqlite_writer
-from storage.github import LinkRules, record_run_commits, relink_runs
+from storage.github import LateWatch, LinkRules, record_run_commits, relink_runs, watch_late_usage
 from storage.identities import keep_unattributed, linked_people
 from storage.ingest_schemas import (
     BatchInvalid,
@@ -193,6 +193,7 @@ class UsagePlan:
 
     values: list[list[Any]]
     new_people: dict[tuple[str | None, str | None], list[int]]  # person -> their rows, when not found
+    late: LateWatch | None = None  # the owner's own usage for runs linked to a merge already
 
     def write(self, session: Session) -> BatchResult:
         if self.new_people:
@@ -203,6 +204,8 @@ class UsagePlan:
                 for row in rows:
                     self.values[row][PERSON] = person_id
         accepted = insert_values(session, USAGE, USAGE_COLUMNS, self.values, ("source_id", "dedupe_key"))
+        if self.late is not None and accepted:
+            self.late.mark(session)
         return BatchResult(accepted=accepted, duplicates=len(self.values) - accepted)
 
 
@@ -249,7 +252,9 @@ def plan_usage(
     for position, process in processors.items():  # none today: the other columns are taken as they are
         for row in values:
             row[position] = process(row[position])
-    return UsagePlan(values, new_people)
+    # Read here, before the write (a link made meanwhile lets at most this batch through; docs/metrics.md).
+    late = watch_late_usage(session, source_id, (run_id for run_id, _ in runs.values()))
+    return UsagePlan(values, new_people, late)
 
 
 def _same(value: T) -> T:
@@ -420,11 +425,14 @@ def ingest_telemetry(
     result.notes["unattributed"] = kept
     runs = known | session_runs(session, source_id, wanted - set(known))
     person_ids = [people.id_for(u.email, u.slack_user_id) for u in telemetry.usage]
+    late = watch_late_usage(session, source_id, runs.values()) if telemetry.usage else None
     if usage_mode == "new":
         values = _usage_values(session, source_id, telemetry.usage, person_ids, runs)
         accepted = insert_values(session, USAGE, USAGE_COLUMNS, values, ("source_id", "dedupe_key"))
         result.accepted += accepted
         result.duplicates += len(values) - accepted
+        if late is not None:
+            late.mark(session)
     else:
         usage_rows = [
             {
@@ -444,7 +452,10 @@ def ingest_telemetry(
             }
             for u, person_id in zip(telemetry.usage, person_ids, strict=True)
         ]
+        grown = late.grown(session, usage_rows) if late is not None else []
         result.accepted += merge_usage_totals(session, usage_rows, usage_mode)
+        if late is not None:
+            late.mark(session, grown)
     sessions = {(person_id, u.run_external_id) for u, person_id in zip(telemetry.usage, person_ids, strict=True)}
     settle_sessions(session, {(person, run) for person, run in sessions if run})
     source = session.get(Source, source_id)

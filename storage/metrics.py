@@ -196,12 +196,13 @@ def _cost_sum(expression: Any) -> Any:
 def verified_run(run_id: Any) -> ColumnElement[bool]:
     """SQL condition: the run has evidence from outside its owner: a counted outcome recorded for it (an
     operator's CI or deploy source), or a link from a counted outcome (a merged pull request) that its owner
-    has not removed. The owner's own verdict never verifies (docs/metrics.md "Evidence")."""
+    has not removed and that did not come late. The owner's own verdict never verifies (docs/metrics.md
+    "Evidence"); of a verified run, records its owner sent once the merge was known (`late`) verify nothing."""
     has_outcome = exists().where(OC.run_id == run_id, OC.counted.is_(True))
     linked = (
         select(1)
         .select_from(table_of(OutcomeLink).join(table_of(Outcome), L.outcome_id == OC.id))
-        .where(L.run_id == run_id, L.removed_at.is_(None), OC.counted.is_(True))
+        .where(L.run_id == run_id, L.removed_at.is_(None), L.late.is_(False), OC.counted.is_(True))
         .exists()
     )
     return and_(run_id.is_not(None), or_(has_outcome, linked))
@@ -252,7 +253,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             u.cache_read_tokens,
             u.cache_write_tokens,
             u.cost_usd,
-            case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
+            case((and_(u.late.is_(False), verified_run(u.run_id)), u.cost_usd), else_=None).label("verified_cost"),
             case((u.cost_source == "priced", u.cost_usd), else_=None).label("priced_cost"),
             case((u.cost_source == "billed", u.cost_usd), else_=None).label("billed_cost"),
             case(

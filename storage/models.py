@@ -159,6 +159,9 @@ class UsageRecord(SQLModel, table=True):
     cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
     counted: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
+    # Sent by its owner (a source limited to one person) for a run already linked to a merged pull request,
+    # or grown by them after the link: counted as spend, never verified (docs/metrics.md "Late evidence").
+    late: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class Outcome(SQLModel, table=True):
@@ -400,6 +403,10 @@ class PullRequest(SQLModel, table=True):
     additions: int | None = None
     deletions: int | None = None
     title: str | None = Field(default=None, max_length=300)
+    # The last run and usage record stored when Tokenwise first learned of the merge (set once): what a
+    # person sends themselves after that is not evidence for it (docs/metrics.md "Late evidence").
+    merge_seen_run_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    merge_seen_usage_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class GithubCommit(SQLModel, table=True):
@@ -450,6 +457,9 @@ class OutcomeLink(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=300)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
     removed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    # A run its owner sent themselves after Tokenwise learned of the merge: shown, but it neither makes the
+    # merge agent-assisted nor verifies spend (docs/metrics.md "Late evidence").
+    late: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class RunCommit(SQLModel, table=True):

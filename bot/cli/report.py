@@ -200,7 +200,7 @@ def headline_rows(item: Figures) -> list[tuple[str, str]]:
         ("Outcome value", number(m.outcome_value)),
         ("Outcomes (evidence)", outcomes),
         ("Self-reported, not counted", self_reported or "none"),
-        ("Runs", number(m.runs)),
+        ("Runs (volume, not value)", number(m.runs)),  # anyone can start more runs
         ("Reviewed share (owners' verdicts)", shown("reviewed_share", share)),
         ("Useful runs (owners' verdicts)", shown("useful_runs", number)),
         ("Useful rate (of reviewed)", shown("useful_rate", share)),
@@ -222,7 +222,7 @@ def render_report(console: Console, report: Report) -> None:
         "Cost per useful run": "cost_per_useful_run",
         "Cost per outcome value": "cost_per_outcome",
         "Outcome value": "outcome_value",
-        "Runs": "runs",
+        "Runs (volume, not value)": "runs",
         "Reviewed share (owners' verdicts)": "reviewed_share",
         "Useful runs (owners' verdicts)": "useful_runs",
     }

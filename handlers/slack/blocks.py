@@ -361,14 +361,18 @@ def run_blocks(run: RunView, tz: str) -> list[dict[str, Any]]:
     ]
     buttons.append(button("Add note" if not run.note else "Edit note", ACTION_NOTE, str(run.id)))
     found = [section(_run_line(run, tz)), actions(*buttons, block_id=f"run:{run.id}")]
-    for outcome_id, url, evidence in run.pull_requests:
+    for outcome_id, url, evidence, late in run.pull_requests:
         why = (
             "it produced one of its commits" if evidence == "commit" else "same repository and branch, before the merge"
         )
+        verdict = (
+            "you sent this run after the merge was known, so it is shown but verifies nothing."
+            if late
+            else "it verifies this run's spend, but not spend you sent yourself after the merge was known."
+        )
         found.append(
             section(
-                f":link: Linked to merged <{escape(url)}|{escape(_pr_name(url))}> ({why}): "
-                "it verifies this run's spend.",
+                f":link: Linked to merged <{escape(url)}|{escape(_pr_name(url))}> ({why}): {verdict}",
                 accessory=button("Not this run's", ACTION_UNLINK, f"{outcome_id}:{run.id}"),
             )
         )
