@@ -2,8 +2,8 @@
 keeps the last run and usage record stored when its merge was first recorded; a run link says whether its
 run came late, and a usage record whether its owner sent it for a linked run once the merge was known
 
-Revision ID: 0011_late_evidence
-Revises: 0010_pr_updated_at
+Revision ID: 0012_late_evidence
+Revises: 0011_vendor_admin
 Create Date: 2026-12-03
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_late_evidence"
-down_revision = "0010_pr_updated_at"
+revision = "0012_late_evidence"
+down_revision = "0011_vendor_admin"
 branch_labels = None
 depends_on = None
 
