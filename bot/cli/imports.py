@@ -7,7 +7,9 @@ onboarding its history, and its start-up is part of its time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -219,3 +221,92 @@ def import_org_csv(
         f"{summary.people} people; {summary.teams_created} new teams, {summary.memberships_added} new memberships, "
         f"{summary.roles_changed} roles changed{linked}."
     )
+
+
+def _vendor_dates(since: str, until: str | None) -> tuple[date, date]:
+    """--since and --until (default today) as UTC days, in order."""
+    first = parse_date(since, "--since date")
+    last = parse_date(until, "--until date") if until else today_utc()
+    if last < first:
+        raise UserError("--until is before --since.")
+    return first, last
+
+
+@contextmanager
+def _pull_progress() -> Iterator[Callable[[int, int | None, str], None]]:
+    """A progress bar a vendor pull moves as it goes (done of total, and what it is reading)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task("Starting", total=None)
+
+        def advance(done: int, total: int | None, what: str) -> None:
+            progress.update(task, completed=done, total=total, description=what)
+
+        yield advance
+
+
+@import_app.command("cursor")
+def import_cursor(
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (UTC).")],
+    until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """Cursor's Admin API: each person's daily requests (tokens unknown) and, for today, their spend in the
+    billing cycle (needs CURSOR_ADMIN_KEY; CURSOR_API_URL to point elsewhere). Safe to run again."""
+    from bot.sources import cursor_admin
+    from bot.sources.admin_api import AdminApiError
+
+    config = settings()
+    api = cursor_admin.build_api(config)
+    if api is None:
+        fail("Set CURSOR_ADMIN_KEY to a Cursor Admin API key (cursor.com dashboard, Settings, Admin API keys).")
+    engine = open_engine(config)
+    try:
+        with user_errors(), api:
+            first, last = _vendor_dates(since, until)
+            with _pull_progress() as progress:
+                try:
+                    summary = cursor_admin.pull(api, engine, config, first, last, progress=progress)
+                except AdminApiError as error:
+                    raise UserError(str(error)) from error
+    finally:
+        engine.dispose()
+    out.print(
+        f"Cursor {first.isoformat()} to {last.isoformat()}: {summary.describe()}."
+        + (f" {summary.skipped} rows Cursor sent without a day or a spend were skipped." if summary.skipped else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@import_app.command("copilot")
+def import_copilot(
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (UTC).")],
+    until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """GitHub Copilot's per-user daily reports (needs TOKENWISE_COPILOT_ORG and GITHUB_TOKEN, or
+    TOKENWISE_COPILOT_GITHUB_TOKEN, with the organisation's Copilot metrics permission). Safe to run again."""
+    from bot.sources import copilot_metrics
+    from bot.sources.admin_api import AdminApiError
+
+    config = settings()
+    missing = copilot_metrics.missing_setting(config)
+    apis = copilot_metrics.build_apis(config)
+    if missing or apis is None:
+        fail(missing or "Copilot is not configured.")
+    engine = open_engine(config)
+    try:
+        with user_errors(), apis:
+            first, last = _vendor_dates(since, until)
+            with _pull_progress() as progress:
+                try:
+                    summary = copilot_metrics.pull(apis, engine, config, first, last, progress)
+                except AdminApiError as error:
+                    raise UserError(str(error)) from error
+    finally:
+        engine.dispose()
+    line = f"Copilot {first.isoformat()} to {last.isoformat()}: {summary.describe()}."
+    if summary.unmatched:
+        logins = sorted(summary.unmatched)
+        shown = ", ".join(logins[:5]) + (", ..." if len(logins) > 5 else "")
+        line += f" Kept for: {shown}; `tokenwise people link github LOGIN EMAIL` moves their days to them."
+    out.print(line, highlight=False, soft_wrap=True)

@@ -19,17 +19,38 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from bot.config import Settings
+from bot.sources.admin_api import AdminApi, Progress, VendorPull, guarded, no_progress, run_pull
+from storage.daily_usage import day_start
+from storage.ingest import ingest_telemetry
+from storage.ingest_schemas import SeenUsage, Telemetry
+from storage.models import id_of
+from storage.sources import internal_source
+from storage.vendors import daily_key, prune_days
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
 
 AGENT = "copilot"
 SOURCE_NAME = "copilot"
 SOURCE_KIND = "copilot"
 TOKEN_VARIABLE = "TOKENWISE_COPILOT_GITHUB_TOKEN"
 REPORT = "/orgs/{org}/copilot/metrics/reports/users-1-day"
+API_VERSION = "2022-11-28"  # the REST API version these reports are documented under (2026-03-10 too)
+NOT_PUBLISHED = 404  # GitHub has not processed the day yet (reports lag a day or two), or it is too old
+NO_DATA = 204
 MAX_LINE_BYTES = 1_000_000
 
 
@@ -181,3 +202,197 @@ def seat_share(seat_usd: Decimal | None, day: date) -> Decimal | None:
     if seat_usd is None:
         return None
     return seat_usd / calendar.monthrange(day.year, day.month)[1]
+
+
+# -- fetching -----------------------------------------------------------------------------------------------
+@dataclass
+class CopilotFetched:
+    days: dict[date, list[CopilotDay]] = field(default_factory=dict)  # the days whose report GitHub gave
+    unpublished: list[date] = field(default_factory=list)  # 404: not processed yet, left as they are
+    files: int = 0
+    skipped: int = 0  # report lines that were not a person's day
+
+
+@dataclass
+class CopilotApis:
+    """The REST API (with the token) and a plain client for the signed download links (without it: the
+    token never goes to the storage host the links point at)."""
+
+    reports: AdminApi
+    downloads: AdminApi
+
+    def __enter__(self) -> CopilotApis:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.reports.close()
+        self.downloads.close()
+
+
+def missing_setting(settings: Settings) -> str | None:
+    """What the Copilot pull still needs, as one line, or None when it can run."""
+    if settings.copilot_token is None:
+        return (
+            "Set GITHUB_TOKEN (or TOKENWISE_COPILOT_GITHUB_TOKEN) to a token with the organisation's "
+            "Copilot metrics read permission (classic: read:org)."
+        )
+    if not settings.copilot_org:
+        return "Set TOKENWISE_COPILOT_ORG to the GitHub organisation whose Copilot usage to pull."
+    return None
+
+
+def build_apis(settings: Settings) -> CopilotApis | None:
+    token = settings.copilot_token
+    if token is None or not settings.copilot_org:
+        return None
+    value, variable = token
+    headers = {
+        "authorization": f"Bearer {value}",
+        "accept": "application/vnd.github+json",
+        "x-github-api-version": API_VERSION,
+    }
+    return CopilotApis(
+        AdminApi(vendor="GitHub", base_url=settings.github_api_url, key_env=variable, headers=headers),
+        AdminApi(vendor="GitHub's report storage", base_url=settings.github_api_url, key_env=variable),
+    )
+
+
+def fetch(apis: CopilotApis, org: str, since: date, until: date, progress: Progress = no_progress) -> CopilotFetched:
+    """Each day's users-1-day report in [since, until]: its metadata, then every file it links to."""
+    fetched = CopilotFetched()
+    days = [since + timedelta(days=n) for n in range((until - since).days + 1)]
+    for done, day in enumerate(days):
+        progress(done, len(days), f"Copilot report of {day.isoformat()}")
+        response = apis.reports.request(
+            "GET", REPORT.format(org=org), params={"day": day.isoformat()}, allow=(NOT_PUBLISHED,)
+        )
+        if response.status_code == NOT_PUBLISHED:
+            fetched.unpublished.append(day)
+            continue
+        links = (
+            parse_report_links(response.json()).links if response.status_code != NO_DATA and response.content else []
+        )
+        lines: list[CopilotDay] = []
+        for link in links:
+            report = parse_ndjson(apis.downloads.request("GET", link).text)
+            fetched.files += 1
+            fetched.skipped += report.skipped
+            lines += [item for item in report.days if item.day == day]
+        fetched.days[day] = lines
+    progress(len(days), len(days), "Copilot reports")
+    return fetched
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+@dataclass
+class CopilotSummary:
+    days: int = 0
+    unpublished: int = 0
+    records: int = 0
+    unmatched: set[str] = field(default_factory=set)  # logins linked to no one (kept, listed)
+    files: int = 0
+    skipped: int = 0
+    removed: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.records} person-days from {self.days} daily reports ({self.files} files); "
+            f"{self.unpublished} days not published yet; {len(self.unmatched)} logins linked to no one"
+        )
+
+
+def usage_of(fetched: CopilotFetched, seat_usd: Decimal | None) -> list[SeenUsage]:
+    """Each person's day as usage: tokens unknown, cost the day's share of a seat (or unknown), the person
+    found by their GitHub login (linked by an operator) or kept under it."""
+    rows = []
+    for day, lines in sorted(fetched.days.items()):
+        for (_, login), item in sorted(merge_days(lines).items()):
+            cost = seat_share(seat_usd, day)
+            rows.append(
+                SeenUsage(
+                    dedupe_key=daily_key(SOURCE_NAME, day, login, item.model),
+                    email=None,
+                    occurred_at=day_start(day),
+                    agent=AGENT,
+                    model=item.model,
+                    input_tokens=None,
+                    output_tokens=None,
+                    cache_read_tokens=None,
+                    cache_write_tokens=None,
+                    cost_usd=cost,
+                    cost_source="billed" if cost is not None else None,
+                    identity_kind="github",
+                    identity_value=login,
+                )
+            )
+    return rows
+
+
+def write(session: Session, fetched: CopilotFetched, summary: CopilotSummary, settings: Settings) -> None:
+    source_id = id_of(internal_source(session, SOURCE_NAME, SOURCE_KIND))
+    rows = usage_of(fetched, settings.copilot_seat_usd)
+    keys = [row.dedupe_key for row in rows]
+    telemetry = Telemetry(usage=rows)
+    ingest_telemetry(session, source_id, telemetry, settings.weight_for, usage_mode="replace")
+    named = {row.dedupe_key for row in telemetry.usage}  # the rows a link found a person for
+    summary.unmatched = {row.identity_value or "" for row in rows if row.dedupe_key not in named}
+    summary.removed = prune_days(session, source_id, list(fetched.days), keys)
+    summary.records = len(rows)
+
+
+def pull(
+    apis: CopilotApis,
+    engine: Engine,
+    settings: Settings,
+    since: date,
+    until: date,
+    progress: Progress = no_progress,
+) -> CopilotSummary:
+    """Fetch [since, until]'s reports, then write them in one transaction (a failed pull writes nothing)."""
+    summary = CopilotSummary()
+    org = settings.copilot_org or ""
+
+    def read() -> CopilotFetched:
+        fetched = fetch(apis, org, since, until, progress)
+        summary.days, summary.unpublished = len(fetched.days), len(fetched.unpublished)
+        summary.files, summary.skipped = fetched.files, fetched.skipped
+        return fetched
+
+    run_pull(
+        engine,
+        SOURCE_NAME,
+        read,
+        lambda session, fetched: write(session, fetched, summary, settings),
+        describe=lambda _fetched: summary.describe(),
+    )
+    return summary
+
+
+def pull_recent(services: Services, now: datetime | None = None) -> CopilotSummary | None:
+    """The hourly job: the last few days' reports (GitHub publishes a day a day or two late; a report not
+    published yet is asked for again next time)."""
+    settings = services.settings
+    today = (now or datetime.now(UTC)).date()
+    since = today - timedelta(days=max(settings.vendor_pull_days, 3) - 1)
+
+    def job() -> CopilotSummary | None:
+        apis = build_apis(settings)
+        if apis is None:
+            return None
+        with apis:
+            return pull(apis, services.engine, settings, since, today)
+
+    summary = guarded(SOURCE_NAME, job)
+    if summary is not None:
+        log.info("Copilot usage pulled: %d person-days", summary.records)
+    return summary
+
+
+PULL = VendorPull(
+    name=SOURCE_NAME,
+    label="GitHub Copilot usage",
+    key_env="GITHUB_TOKEN",
+    configured=lambda settings: settings.copilot_token is not None and bool(settings.copilot_org),
+    pull_recent=pull_recent,
+    job_id="copilot-usage",
+)

@@ -17,11 +17,31 @@ day keeps the spend it was given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, func, select, type_coerce
+from sqlmodel import Session
+
+from bot.config import Settings
+from bot.sources.admin_api import AdminApi, Progress, VendorPull, guarded, no_progress, run_pull
+from storage.daily_usage import day_start, utc_day
+from storage.ingest import ingest_telemetry
+from storage.ingest_schemas import SeenUsage, Telemetry
+from storage.models import Person, UsageRecord, id_of, table_of
+from storage.people import normalize_email
+from storage.sources import internal_source
+from storage.types import NANO, ScaledDecimal
+from storage.vendors import daily_key, prune_days
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
 
 AGENT = "cursor"
 SOURCE_NAME = "cursor"
@@ -220,3 +240,255 @@ def merge_days(days: Sequence[CursorDay]) -> dict[tuple[date, str], CursorDay]:
 
 def dollars(cents: Decimal) -> Decimal:
     return cents / 100
+
+
+# -- fetching -----------------------------------------------------------------------------------------------
+@dataclass
+class CursorFetched:
+    """Everything a pull read from Cursor, before anything is written."""
+
+    since: date
+    until: date
+    today: date
+    days: list[CursorDay] = field(default_factory=list)
+    spend: dict[str, Decimal] | None = None  # email -> the cycle's spend in cents; None: not read
+    cycle_start: date | None = None
+    requests: int = 0
+    skipped: int = 0  # rows Cursor sent that name no day, or no member's spend
+
+
+def build_api(settings: Settings) -> AdminApi | None:
+    """Cursor's Admin API with CURSOR_ADMIN_KEY as the basic-auth user name, or None without a key."""
+    if not settings.cursor_admin_key:
+        return None
+    return AdminApi(
+        vendor="Cursor",
+        base_url=settings.cursor_api_url,
+        key_env=KEY_VARIABLE,
+        auth=(settings.cursor_admin_key, ""),
+    )
+
+
+def windows(since: date, until: date) -> list[tuple[date, date]]:
+    """[since, until] cut into spans of at most MAX_DAYS_A_REQUEST days, both ends included."""
+    spans = []
+    start = since
+    while start <= until:
+        end = min(start + timedelta(days=MAX_DAYS_A_REQUEST - 1), until)
+        spans.append((start, end))
+        start = end + timedelta(days=1)
+    return spans
+
+
+def _millis(day: date) -> int:
+    return int(day_start(day).timestamp() * 1000)
+
+
+def fetch(api: AdminApi, since: date, until: date, today: date, progress: Progress = no_progress) -> CursorFetched:
+    """Every member's days in [since, until] (all pages of every 30-day span) and, when the span reaches
+    today, each member's spend in the current billing cycle (all pages)."""
+    fetched = CursorFetched(since, until, today)
+    spans = windows(since, until)
+    for done, (first, last) in enumerate(spans):
+        progress(done, len(spans), f"Cursor usage from {first.isoformat()}")
+        page = 1
+        while True:
+            body = {"startDate": _millis(first), "endDate": _millis(last + timedelta(days=1)) - 1}
+            answer = parse_daily_usage(
+                api.request("POST", DAILY_USAGE, json={**body, "page": page, "pageSize": PAGE_SIZE}).json()
+            )
+            fetched.days += [d for d in answer.days if first <= d.day <= last]
+            fetched.skipped += answer.skipped
+            if not answer.has_next or page >= 10_000:
+                break
+            page += 1
+    progress(len(spans), len(spans), "Cursor usage")
+    if since <= today <= until:
+        fetched.spend = {}
+        page, pages = 1, 1
+        while page <= pages:
+            progress(page - 1, pages, "Cursor spend")
+            spend = parse_spend(api.request("POST", SPEND, json={"page": page, "pageSize": PAGE_SIZE}).json())
+            pages = min(spend.total_pages, 10_000)
+            fetched.cycle_start = spend.cycle_start or fetched.cycle_start
+            fetched.skipped += spend.skipped
+            for member in spend.members:
+                fetched.spend[member.email] = fetched.spend.get(member.email, Decimal(0)) + member.cents
+            page += 1
+        progress(pages, pages, "Cursor spend")
+    fetched.requests = api.requests
+    return fetched
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+USAGE = table_of(UsageRecord)
+PEOPLE = table_of(Person)
+
+
+@dataclass
+class CursorSummary:
+    records: int = 0
+    people: int = 0
+    unattributed: int = 0
+    spend_booked_usd: Decimal = Decimal(0)
+    requests: int = 0
+    skipped: int = 0
+    removed: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.records} person-days from {self.requests} requests; "
+            f"${self.spend_booked_usd:.2f} spend booked today; {self.unattributed} with no email"
+        )
+
+
+def _stored_cost(session: Session, source_id: int, first: date, end: date) -> dict[tuple[str, date], Decimal]:
+    """(email, day) -> the spend already booked on that day by this source, for days in [first, end)."""
+    u, p = USAGE.c, PEOPLE.c
+    cost = type_coerce(func.sum(u.cost_usd), ScaledDecimal(NANO))
+    rows = session.execute(
+        select(p.email, u.occurred_at, cost)
+        .select_from(USAGE.join(PEOPLE, p.id == u.person_id))
+        .where(u.source_id == source_id, u.occurred_at >= day_start(first), u.occurred_at < day_start(end))
+        .where(u.cost_usd.is_not(None), p.email.is_not(None))
+        .group_by(p.email, u.occurred_at)
+    )
+    booked: dict[tuple[str, date], Decimal] = {}
+    for email, occurred_at, amount in rows:
+        key = (normalize_email(email), utc_day(occurred_at))
+        booked[key] = booked.get(key, Decimal(0)) + (amount or Decimal(0))
+    return booked
+
+
+def usage_of(session: Session, source_id: int, fetched: CursorFetched, summary: CursorSummary) -> list[SeenUsage]:
+    """The pulled days as usage: tokens unknown; a finished day keeps the spend it was booked; today gets
+    what the cycle's spend adds to the spend booked on the cycle's earlier days."""
+    merged = merge_days(fetched.days)
+    first = min([fetched.since, fetched.cycle_start or fetched.since])
+    booked = _stored_cost(session, source_id, first, fetched.until + timedelta(days=1))
+    costs: dict[tuple[str, date], Decimal | None] = {
+        key: amount
+        for key, amount in booked.items()
+        if fetched.since <= key[1] <= fetched.until and key[1] < fetched.today
+    }
+    if fetched.spend is not None:
+        cycle = fetched.cycle_start or fetched.today
+        for email, cents in fetched.spend.items():
+            before = sum(
+                (amount for (who, day), amount in booked.items() if who == email and cycle <= day < fetched.today),
+                Decimal(0),
+            )
+            due = max(dollars(cents) - before, Decimal(0))
+            costs[(email, fetched.today)] = due
+            summary.spend_booked_usd += due
+    rows: list[SeenUsage] = []
+    wanted = {(email, day) for (day, email), item in merged.items() if item.used}
+    wanted |= {key for key, amount in costs.items() if amount}  # spend booked, or due, with no activity row
+    for email, day in sorted(wanted, key=lambda k: (k[1], k[0])):
+        item = merged.get((day, email))
+        model = item.model if item is not None else "unknown"  # spend with no activity row: on a row of its own
+        cost = costs.get((email, day))
+        rows.append(
+            SeenUsage(
+                dedupe_key=daily_key(SOURCE_NAME, day, email, model),
+                email=email,
+                occurred_at=day_start(day),
+                agent=AGENT,
+                model=model,
+                input_tokens=None,
+                output_tokens=None,
+                cache_read_tokens=None,
+                cache_write_tokens=None,
+                cost_usd=cost,
+                cost_source="billed" if cost is not None else None,
+            )
+        )
+    for item in fetched.days:  # rows with no email: kept under Cursor's user id, listed by `source status`
+        if item.email is None and item.used:
+            who = f"cursor:{item.user_id}" if item.user_id else None
+            rows.append(
+                SeenUsage(
+                    dedupe_key=daily_key(SOURCE_NAME, item.day, who or "nobody", item.model),
+                    email=None,
+                    occurred_at=day_start(item.day),
+                    agent=AGENT,
+                    model=item.model,
+                    input_tokens=None,
+                    output_tokens=None,
+                    cache_read_tokens=None,
+                    cache_write_tokens=None,
+                    identity_kind="user-id" if who else None,
+                    identity_value=who,
+                )
+            )
+            summary.unattributed += 1
+    summary.records = len(rows)
+    summary.people = len({r.email for r in rows if r.email})
+    return rows
+
+
+def write(session: Session, fetched: CursorFetched, summary: CursorSummary, settings: Settings) -> None:
+    source_id = id_of(internal_source(session, SOURCE_NAME, SOURCE_KIND))
+    rows = usage_of(session, source_id, fetched, summary)
+    keys = [row.dedupe_key for row in rows]
+    ingest_telemetry(session, source_id, Telemetry(usage=rows), settings.weight_for, usage_mode="replace")
+    days = [fetched.since + timedelta(days=n) for n in range((fetched.until - fetched.since).days + 1)]
+    summary.removed = prune_days(session, source_id, days, keys)
+
+
+def pull(
+    api: AdminApi,
+    engine: Engine,
+    settings: Settings,
+    since: date,
+    until: date,
+    *,
+    today: date | None = None,
+    progress: Progress = no_progress,
+) -> CursorSummary:
+    """Fetch [since, until] from Cursor, then write it in one transaction (a failed pull writes nothing)."""
+    summary = CursorSummary()
+    day = today or datetime.now(UTC).date()
+
+    def read() -> CursorFetched:
+        fetched = fetch(api, since, until, day, progress)
+        summary.requests, summary.skipped = fetched.requests, fetched.skipped
+        return fetched
+
+    run_pull(
+        engine,
+        SOURCE_NAME,
+        read,
+        lambda session, fetched: write(session, fetched, summary, settings),
+        describe=lambda _fetched: summary.describe(),
+    )
+    return summary
+
+
+def pull_recent(services: Services, now: datetime | None = None) -> CursorSummary | None:
+    """The hourly job: the last TOKENWISE_VENDOR_PULL_DAYS days, today included (Cursor aggregates hourly)."""
+    settings = services.settings
+    today = (now or datetime.now(UTC)).date()
+    since = today - timedelta(days=settings.vendor_pull_days - 1)
+
+    def job() -> CursorSummary | None:
+        api = build_api(settings)
+        if api is None:
+            return None
+        with api:
+            return pull(api, services.engine, settings, since, today, today=today)
+
+    summary = guarded(SOURCE_NAME, job)
+    if summary is not None:
+        log.info("Cursor usage pulled: %d person-days", summary.records)
+    return summary
+
+
+PULL = VendorPull(
+    name=SOURCE_NAME,
+    label="Cursor usage and spend",
+    key_env=KEY_VARIABLE,
+    configured=lambda settings: bool(settings.cursor_admin_key),
+    pull_recent=pull_recent,
+    job_id="cursor-usage",
+)
