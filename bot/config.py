@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     )
     openai_admin_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY"))
     openai_usage_days: int = Field(2, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_OPENAI_USAGE_DAYS"))
+    # The OpenAI usage and cost pulls' base URL (tests, proxies), separate from the summaries' OPENAI_BASE_URL.
+    openai_admin_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_BASE_URL"))
+    # Vendor admin-API pulls (docs/ingest.md): Anthropic's Claude Code Analytics and Usage & Cost APIs.
+    anthropic_admin_key: str | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_ADMIN_KEY"))
+    anthropic_api_url: str = Field("https://api.anthropic.com", validation_alias=AliasChoices("ANTHROPIC_API_URL"))
+    # How many days (today included) each hourly vendor pull refreshes: the vendors settle late figures.
+    vendor_pull_days: int = Field(3, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_VENDOR_PULL_DAYS"))
     link_window_days: int = Field(14, ge=1, le=365, validation_alias=AliasChoices("TOKENWISE_LINK_WINDOW_DAYS"))
     agent_trailers: list[str] = Field(
         default_factory=lambda: list(DEFAULT_AGENT_TRAILERS), validation_alias=AliasChoices("TOKENWISE_AGENT_TRAILERS")

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, bindparam, case, func, or_, select, tuple_, type_
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
+from storage.daily_usage import DAILY_KINDS, SESSION_KINDS, settle_days, utc_day
 from storage.db import session_scope, sqlite_writer
 from storage.github import LinkRules, record_run_commits, relink_runs
 from storage.identities import keep_unattributed, linked_people
@@ -446,6 +447,12 @@ def ingest_telemetry(
         result.accepted += merge_usage_totals(session, usage_rows, usage_mode)
     sessions = {(person_id, u.run_external_id) for u, person_id in zip(telemetry.usage, person_ids, strict=True)}
     settle_sessions(session, {(person, run) for person, run in sessions if run})
+    source = session.get(Source, source_id)
+    if source is not None and source.kind in (*SESSION_KINDS, *DAILY_KINDS):  # one count per person, day, tool
+        settle_days(
+            session,
+            {(p, utc_day(u.occurred_at), u.agent) for u, p in zip(telemetry.usage, person_ids, strict=True)},
+        )
     outcome_rows = []
     for o in telemetry.outcomes:
         person_id = people.id_for(o.email, o.slack_user_id)
@@ -606,9 +613,8 @@ def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -
     return keep_unattributed(session, unattributed) if unattributed else 0
 
 
-# Sources whose runs are sessions (Claude Code's `session.id`/`sessionId`): one person's session is one run
+# Sources whose runs are sessions (storage/daily_usage.py: SESSION_KINDS): one person's session is one run
 # whichever of them reports it, so its verdict, outcomes and usage meet on one run and it is counted once.
-SESSION_KINDS = ("otlp", "claude-code-logs")
 
 
 def session_runs(session: Session, source_id: int, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:

@@ -114,6 +114,7 @@ class Metrics:
     cost_usd: Decimal = ZERO
     cost_unknown_records: int = 0
     usage_records: int = 0  # every usage record counted, known cost or not
+    token_unknown_records: int = 0  # records whose source gives no token count (NULL): token coverage
     cost_known_tokens: int = 0  # the tokens of the records whose cost is known
     priced_cost_usd: Decimal = ZERO  # the part of cost_usd Tokenwise priced from tokens (cost_source "priced")
     verified_cost_usd: Decimal = ZERO
@@ -140,6 +141,12 @@ class Metrics:
         """The share of usage records whose cost is known (None without usage): what every money figure and
         every share of spend rests on (docs/metrics.md, "Cost coverage")."""
         return _ratio(Decimal(self.cost_known_records), Decimal(self.usage_records))
+
+    @property
+    def token_coverage(self) -> Decimal | None:
+        """The share of usage records whose token counts are known (a vendor's per-day requests give none):
+        the token figures rest on this share; None with no usage."""
+        return _ratio(Decimal(self.usage_records - self.token_unknown_records), Decimal(self.usage_records))
 
     @property
     def cost_coverage_tokens(self) -> Decimal | None:
@@ -271,6 +278,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             _cost_sum(usage.c.priced_cost),
             func.count(),
             func.coalesce(func.sum(usage.c.known_tokens), 0),
+            func.coalesce(func.sum(case((usage.c.input_tokens.is_(None), 1), else_=0)), 0),
         )
         .where(usage.c.w.is_not(None))
         .group_by(usage.c.w, usage.c.person_id)
@@ -287,6 +295,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
         m.priced_cost_usd += row[9]
         m.usage_records += int(row[10])
         m.cost_known_tokens += int(row[11])
+        m.token_unknown_records += int(row[12])
         if scope.is_group:
             m.contributions[int(row[1])] = part
 

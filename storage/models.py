@@ -146,13 +146,16 @@ class UsageRecord(SQLModel, table=True):
     occurred_at: datetime = Field(sa_column=_when())
     agent: str = Field(max_length=64)
     model: str = Field(max_length=120)
-    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # NULL: the source does not say (a vendor's per-day requests or spend without tokens); left out of every
+    # token sum and shown as coverage, never read as zero (storage/vendors.py).
+    input_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    output_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_read_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_write_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
     # Who put a figure on `cost_usd`: "reported" by the source (Claude Code's costUSD, an OTLP cost metric, an
-    # API's cost_usd) or "priced" by Tokenwise from the token counts (genai-prices); NULL when unknown or older.
+    # API's cost_usd), "priced" by Tokenwise from the token counts (genai-prices), or "billed": what the vendor
+    # bills for that person (a vendor admin API's per-person spend); NULL when unknown or older.
     cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
     counted: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
@@ -298,13 +301,49 @@ class UnattributedUsage(SQLModel, table=True):
     occurred_at: datetime = Field(sa_column=_when())
     agent: str = Field(max_length=64)
     model: str = Field(max_length=120)
-    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # NULL: the source does not say (a vendor's per-day requests or spend without tokens); left out of every
+    # token sum and shown as coverage, never read as zero (storage/vendors.py).
+    input_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    output_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_read_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_write_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
     cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
+
+
+class BilledCost(SQLModel, table=True):
+    """What a vendor billed the organisation (Anthropic's cost report, OpenAI's `/organization/costs`): one
+    row per source, UTC day, model, workspace and line item, replaced when re-pulled. Organisation totals,
+    never per person and never added to usage: `tokenwise report --reconcile` sets them against the
+    estimate (storage/vendors.py)."""
+
+    __tablename__ = "billed_cost"
+    __table_args__ = (
+        UniqueConstraint("source", "day", "model", "workspace", "line_item"),
+        Index("ix_billed_cost_vendor_day", "vendor", "day"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=40)  # the pull that wrote it: anthropic-cost, openai-costs
+    vendor: str = Field(max_length=20)  # anthropic, openai: what reconciliation groups by
+    day: date
+    model: str = Field(default="", max_length=120)  # "" when the line names none
+    workspace: str = Field(default="", max_length=120)
+    line_item: str = Field(default="", max_length=300)
+    amount: Decimal = Field(sa_column=Column(ScaledDecimal(NANO), nullable=False))  # in `currency`'s units
+    currency: str = Field(default="USD", max_length=8)
+    pulled_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class VendorPullState(SQLModel, table=True):
+    """A vendor admin-API pull's last attempt, last success and last error, for `tokenwise source status`."""
+
+    __tablename__ = "vendor_pull"
+    name: str = Field(primary_key=True, max_length=40)
+    last_attempt_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    last_success_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    last_summary: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
 
 
 class GithubDelivery(SQLModel, table=True):

@@ -162,7 +162,7 @@ def weight_for(kind: str) -> Decimal:
 
 
 def client_for(base_url: str) -> Any:
-    settings = Settings(openai_admin_key=ADMIN_KEY, openai_base_url=base_url)  # type: ignore[call-arg]
+    settings = Settings(openai_admin_key=ADMIN_KEY, openai_admin_base_url=base_url)  # type: ignore[call-arg]
     client = build_admin_client(settings)
     assert client is not None
     return client.with_options(max_retries=0)
@@ -240,7 +240,7 @@ def test_the_hourly_job_exists_only_with_an_admin_key_and_pulls_recent_days(
     _, base = fake
     without = build_scheduler(Services(settings=Settings(), engine=engine))  # type: ignore[call-arg]
     assert [job.id for job in without.get_jobs()] == ["retention:purge"]  # no usage pull; retention always runs
-    settings = Settings(openai_admin_key=ADMIN_KEY, openai_base_url=base, openai_usage_days=2)  # type: ignore[call-arg]
+    settings = Settings(openai_admin_key=ADMIN_KEY, openai_admin_base_url=base, openai_usage_days=2)  # type: ignore[call-arg]
     services = Services(settings=settings, engine=engine, openai_admin=client_for(base))
     scheduler = build_scheduler(services)
     [job] = [job for job in scheduler.get_jobs() if job.id == "openai-usage"]

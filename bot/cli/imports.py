@@ -79,9 +79,8 @@ def import_openai_usage(
     since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD.")],
     until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
 ) -> None:
-    """OpenAI's organisation Usage API (needs OPENAI_ADMIN_KEY; OPENAI_BASE_URL to point elsewhere)."""
-    import openai
-
+    """OpenAI's organisation Usage API (needs OPENAI_ADMIN_KEY; OPENAI_ADMIN_BASE_URL to point elsewhere)."""
+    from bot.sources.admin_api import AdminApiError
     from bot.sources.openai_usage import build_admin_client, pull_usage
 
     config = settings()
@@ -97,8 +96,8 @@ def import_openai_usage(
                 raise UserError("--until is before --since.")
             try:
                 summary = pull_usage(client, engine, first, last, config.weight_for)
-            except openai.OpenAIError as error:
-                raise UserError(f"OpenAI's Usage API failed: {error}") from error
+            except AdminApiError as error:
+                raise UserError(str(error)) from error
     finally:
         engine.dispose()
     out.print(

@@ -153,8 +153,13 @@ def _tokens(value: Any, key: str) -> int:
 
 @dataclass
 class LoggedUsage(SeenUsage):
-    """A log line's usage, and where its session ran (for the run: cost per project and per branch)."""
+    """A log line's usage, and where its session ran (for the run: cost per project and per branch). A log
+    line always gives its token counts."""
 
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     project: str | None = None
     branch: str | None = None
 
@@ -450,7 +455,7 @@ def _replayed(message_id: str | None, sidechain: bool, parents: set[int]) -> boo
     return False
 
 
-def _total(record: SeenUsage) -> int:
+def _total(record: LoggedUsage) -> int:
     return record.input_tokens + record.output_tokens + record.cache_read_tokens + record.cache_write_tokens
 
 

@@ -1,10 +1,11 @@
 """OpenAI's organisation Usage API: daily completions usage per user and model, with cost.
 
-Pulled through the `openai` SDK's admin client (retries, timeouts and the base URL come from the
-client, built once). Each (day, user, model) bucket is one usage record whose dedupe key is the bucket,
-upserted with the latest figures, so the hourly pull refreshes today's still-growing bucket and a
-re-pull of finished days changes nothing. Cost comes from `/organization/costs` when the organisation
-reports it per user, from genai-prices otherwise.
+Pulled through the `openai` SDK's admin client (retries, timeouts and the base URL, OPENAI_ADMIN_BASE_URL,
+come from the client, built once); pagination, the pull's protocol and its registration are the vendor
+pulls' shared ones (bot/sources/admin_api.py). Each (day, user, model) bucket is one usage record whose
+dedupe key is the bucket, upserted with the latest figures, so the hourly pull refreshes today's
+still-growing bucket and a re-pull of finished days changes nothing. Cost comes from
+`/organization/costs` when the organisation reports it per user, from genai-prices otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ from sqlalchemy import Engine
 
 from bot.config import Settings
 from bot.pricing import price
-from storage.ingest import ingest_telemetry, write_atomically
+from bot.sources.admin_api import (
+    AdminApiError,
+    KeyRejected,
+    VendorPull,
+    cursor_pages,
+    day_unix,
+    guarded,
+    run_pull,
+    unix_day,
+)
+from storage.ingest import ingest_telemetry
 from storage.ingest_schemas import SeenUsage, Telemetry
 from storage.models import id_of
 from storage.sources import internal_source
@@ -34,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 AGENT = "openai-api"
 SOURCE_NAME = "openai-usage"
+FIX_KEY = "set OPENAI_ADMIN_KEY to an organisation admin key (platform settings, Admin keys)."
 GROUP_BY: list[Any] = ["user_id", "model", "project_id"]
 
 
@@ -44,7 +56,7 @@ def build_admin_client(settings: Settings) -> OpenAI | None:
     return OpenAI(
         admin_api_key=settings.openai_admin_key,
         api_key=settings.openai_admin_key,
-        base_url=settings.openai_base_url,
+        base_url=settings.openai_admin_base_url,
         max_retries=3,
         timeout=60.0,
     )
@@ -69,27 +81,14 @@ class _Bucket:
     output_tokens: int = 0
 
 
-def _day(unix: int) -> date:
-    return datetime.fromtimestamp(unix, UTC).date()
-
-
-def _unix(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
-
-
 def user_emails(client: OpenAI) -> dict[str, str]:
     """OpenAI user id -> email, following the list's pagination."""
     return {u.id: u.email.strip().lower() for u in client.admin.organization.users.list(limit=100) if u.email}
 
 
 def _pages(fetch: Callable[..., Any], **params: Any) -> Iterator[Any]:
-    page: str | None = None
-    while True:
-        response = fetch(**params, **({"page": page} if page else {}))
-        yield response
-        if not response.has_more or not response.next_page:
-            return
-        page = response.next_page
+    """An SDK list's pages (`has_more`/`next_page`), by the shared cursor walk."""
+    return cursor_pages(lambda page: fetch(**params, **({"page": page} if page else {})))
 
 
 def daily_costs(client: OpenAI, start: int, end: int) -> dict[tuple[date, str, str], Decimal] | None:
@@ -111,7 +110,7 @@ def daily_costs(client: OpenAI, start: int, end: int) -> dict[tuple[date, str, s
                     if amount is None or amount.value is None or not user_id or not line_item:
                         continue
                     model = line_item.split(",")[0].strip()
-                    costs[(_day(bucket.start_time), user_id, model)] += Decimal(str(amount.value))
+                    costs[(unix_day(bucket.start_time), user_id, model)] += Decimal(str(amount.value))
     except (openai.BadRequestError, openai.PermissionDeniedError, openai.NotFoundError) as error:
         log.info("OpenAI costs unavailable (%s); pricing from genai-prices", type(error).__name__)
         return None
@@ -120,7 +119,7 @@ def daily_costs(client: OpenAI, start: int, end: int) -> dict[tuple[date, str, s
 
 def fetch_usage(client: OpenAI, since: date, until: date, summary: PullSummary) -> Telemetry:
     """Every (day, user, model) bucket in [since, until], as usage not yet written."""
-    start, end = _unix(since), _unix(until + timedelta(days=1))
+    start, end = day_unix(since), day_unix(until + timedelta(days=1))
     emails = user_emails(client)
     buckets: dict[tuple[date, str, str], _Bucket] = defaultdict(_Bucket)
     for page in _pages(
@@ -139,7 +138,7 @@ def fetch_usage(client: OpenAI, since: date, until: date, summary: PullSummary) 
                 if not user_id or user_id not in emails:
                     summary.unattributed += 1
                     continue
-                total = buckets[(_day(bucket.start_time), user_id, model)]  # projects summed
+                total = buckets[(unix_day(bucket.start_time), user_id, model)]  # projects summed
                 total.input_tokens += getattr(result, "input_tokens", 0) or 0
                 total.cached_tokens += getattr(result, "input_cached_tokens", 0) or 0
                 total.cache_write_tokens += getattr(result, "input_cache_write_tokens", 0) or 0
@@ -180,13 +179,22 @@ def pull_usage(
 ) -> PullSummary:
     """Fetch everything first, then write it in one transaction (a failed pull writes nothing)."""
     summary = PullSummary()
-    telemetry = fetch_usage(client, since, until, summary)
 
-    def write(session: Any) -> None:
+    def write(session: Any, telemetry: Telemetry) -> None:
         source = internal_source(session, SOURCE_NAME, "openai-usage")
         ingest_telemetry(session, id_of(source), telemetry, weight_for, usage_mode="replace")
 
-    write_atomically(engine, write)
+    def fetch() -> Telemetry:
+        try:
+            return fetch_usage(client, since, until, summary)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
+            raise KeyRejected(
+                f"OpenAI refused the key in OPENAI_ADMIN_KEY (HTTP {error.status_code}); {FIX_KEY}"
+            ) from error
+        except openai.OpenAIError as error:
+            raise AdminApiError(f"OpenAI's Usage API failed ({' '.join(str(error).split())[:200]}).") from error
+
+    run_pull(engine, SOURCE_NAME, fetch, write, describe=lambda _t: f"{summary.records} records, {summary.pages} pages")
     return summary
 
 
@@ -197,10 +205,19 @@ def pull_recent_usage(services: Services, now: datetime | None = None) -> PullSu
         return None
     today = (now or datetime.now(UTC)).date()
     since = today - timedelta(days=services.settings.openai_usage_days - 1)
-    try:
-        summary = pull_usage(client, services.engine, since, today, services.settings.weight_for)
-    except openai.OpenAIError:
-        log.exception("OpenAI usage pull failed; the next hourly run retries")
-        return None
-    log.info("OpenAI usage pulled: %d records from %d pages", summary.records, summary.pages)
+    summary = guarded(
+        SOURCE_NAME, lambda: pull_usage(client, services.engine, since, today, services.settings.weight_for)
+    )
+    if summary is not None:
+        log.info("OpenAI usage pulled: %d records from %d pages", summary.records, summary.pages)
     return summary
+
+
+PULL = VendorPull(
+    name=SOURCE_NAME,
+    label="OpenAI usage",
+    key_env="OPENAI_ADMIN_KEY",
+    configured=lambda settings: bool(settings.openai_admin_key),
+    pull_recent=pull_recent_usage,
+    job_id="openai-usage",
+)

@@ -1,0 +1,179 @@
+"""What vendors' admin APIs report: billed cost (organisation totals), per-day usage replaced exactly when
+re-pulled, and each pull's state for `tokenwise source status`.
+
+- Billed cost (`billed_cost`) is what the vendor bills the organisation per day, model, workspace and line
+  item. It is never added to usage: reconciliation sets it against the estimate. A re-pull of a day
+  replaces that day's rows exactly (rows it no longer lists are removed); a finished day changes nothing.
+- Per-day usage goes through `ingest_telemetry(..., usage_mode="replace")` under dedupe keys made by
+  `daily_key`; `prune_days` then removes the rows of the pulled days the vendor no longer lists, so a
+  re-pull of today gives today's figures exactly. Unknown token counts are NULL (`SeenUsage` with
+  `input_tokens=None`...): left out of token sums, counted as coverage.
+- `vendor_pull` keeps each pull's last attempt, success and error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import and_, delete, func, or_, select, type_coerce, update
+from sqlmodel import Session
+
+from storage.daily_usage import day_start
+from storage.models import BilledCost, UnattributedUsage, UsageRecord, VendorPullState, table_of
+from storage.types import NANO, ScaledDecimal
+
+BILLED = table_of(BilledCost)
+USAGE = table_of(UsageRecord)
+LOOSE = table_of(UnattributedUsage)
+STATES = table_of(VendorPullState)
+
+
+@dataclass(frozen=True)
+class BilledLine:
+    """One line of a vendor's bill for one UTC day."""
+
+    day: date
+    amount: Decimal  # in `currency`'s main unit (dollars, not cents)
+    currency: str = "USD"
+    model: str = ""
+    workspace: str = ""
+    line_item: str = ""
+
+    @property
+    def key(self) -> tuple[date, str, str, str]:
+        return (self.day, self.model[:120], self.workspace[:120], self.line_item[:300])
+
+
+@dataclass(frozen=True)
+class BilledWrite:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+
+    @property
+    def unchanged(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+
+def daily_key(source: str, day: date, who: str, model: str) -> str:
+    """The dedupe key of a per-day vendor row: one per (source, day, person, model)."""
+    return f"{source}:{day.isoformat()}:{who}:{model}"[:300]
+
+
+def replace_billed(
+    session: Session, source: str, vendor: str, days: Iterable[date], lines: Sequence[BilledLine]
+) -> BilledWrite:
+    """Make the billed rows of `source` on `days` exactly `lines` (lines of the same key are summed)."""
+    wanted_days = sorted(set(days) | {line.day for line in lines})
+    merged: dict[tuple[date, str, str, str], tuple[Decimal, str]] = {}
+    for line in lines:
+        amount, _currency = merged.get(line.key, (Decimal(0), line.currency))
+        merged[line.key] = (amount + line.amount, line.currency[:8])
+    if not wanted_days:
+        return BilledWrite()
+    b = BILLED.c
+    stored = {
+        (day, model, workspace, line_item): (row_id, amount, currency)
+        for row_id, day, model, workspace, line_item, amount, currency in session.execute(
+            select(b.id, b.day, b.model, b.workspace, b.line_item, b.amount, b.currency).where(
+                b.source == source, b.day.in_(wanted_days)
+            )
+        )
+    }
+    gone = [row_id for key, (row_id, _, _) in stored.items() if key not in merged]
+    for start in range(0, len(gone), 500):
+        session.execute(delete(BILLED).where(b.id.in_(gone[start : start + 500])))
+    added = changed = 0
+    for key, (amount, currency) in sorted(merged.items()):
+        if key not in stored:
+            day, model, workspace, line_item = key
+            session.add(
+                BilledCost(
+                    source=source,
+                    vendor=vendor,
+                    day=day,
+                    model=model,
+                    workspace=workspace,
+                    line_item=line_item,
+                    amount=amount,
+                    currency=currency,
+                )
+            )
+            added += 1
+        elif (stored[key][1], stored[key][2]) != (amount, currency):
+            session.execute(update(BILLED).where(b.id == stored[key][0]).values(amount=amount, currency=currency))
+            changed += 1
+    session.flush()
+    return BilledWrite(added, changed, len(gone))
+
+
+@dataclass(frozen=True)
+class BilledDay:
+    vendor: str
+    day: date
+    currency: str
+    amount: Decimal
+    sources: tuple[str, ...]
+
+
+def billed_by_day(session: Session, start: date, end: date, vendor: str | None = None) -> list[BilledDay]:
+    """Billed totals per vendor, day and currency in [start, end)."""
+    b = BILLED.c
+    query = (
+        select(b.vendor, b.day, b.currency, b.source, type_coerce(func.sum(b.amount), ScaledDecimal(NANO)))
+        .where(b.day >= start, b.day < end)
+        .group_by(b.vendor, b.day, b.currency, b.source)
+    )
+    if vendor:
+        query = query.where(b.vendor == vendor)
+    totals: dict[tuple[str, date, str], tuple[Decimal, set[str]]] = {}
+    for name, day, currency, source, amount in session.execute(query):
+        total, sources = totals.get((name, day, currency), (Decimal(0), set()))
+        totals[(name, day, currency)] = (total + (amount or Decimal(0)), {*sources, source})
+    return [
+        BilledDay(name, day, currency, amount, tuple(sorted(sources)))
+        for (name, day, currency), (amount, sources) in sorted(totals.items())
+    ]
+
+
+def prune_days(session: Session, source_id: int, days: Iterable[date], keep: Iterable[str]) -> int:
+    """Remove the per-day rows (attributed or not) of `source_id` on `days` whose dedupe key is not in `keep`:
+    what the vendor no longer lists for a re-pulled day. How many rows went."""
+    kept = set(keep)
+    removed = 0
+    for table in (USAGE, LOOSE):
+        c = table.c
+        spans = [and_(c.occurred_at >= day_start(d), c.occurred_at < day_start(d) + timedelta(days=1)) for d in days]
+        if not spans:
+            return 0
+        stale = [
+            row_id
+            for row_id, key in session.execute(select(c.id, c.dedupe_key).where(c.source_id == source_id, or_(*spans)))
+            if key not in kept
+        ]
+        for start in range(0, len(stale), 500):
+            session.execute(delete(table).where(c.id.in_(stale[start : start + 500])))
+        removed += len(stale)
+    return removed
+
+
+def record_pull(
+    session: Session, name: str, at: datetime, *, error: str | None = None, summary: str | None = None
+) -> VendorPullState:
+    """Remember a pull's attempt: a success clears the error; a failure keeps the last success."""
+    state = session.get(VendorPullState, name) or VendorPullState(name=name)
+    state.last_attempt_at = at
+    if error is None:
+        state.last_success_at, state.last_error, state.last_summary = at, None, (summary or "")[:500] or None
+    else:
+        state.last_error = error[:500]
+    session.add(state)
+    session.flush()
+    return state
+
+
+def pull_states(session: Session) -> dict[str, VendorPullState]:
+    return {state.name: state for state in session.execute(select(VendorPullState)).scalars()}
