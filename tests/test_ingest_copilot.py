@@ -35,7 +35,13 @@ ANA = "ana@example.com"
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Settings come from this test alone: no key from the machine, a fresh read for each CLI run."""
-    for name in ("GITHUB_TOKEN", "GITHUB_API_URL", "TOKENWISE_COPILOT_GITHUB_TOKEN", "TOKENWISE_COPILOT_ORG", "TOKENWISE_COPILOT_SEAT_USD"):
+    for name in (
+        "GITHUB_TOKEN",
+        "GITHUB_API_URL",
+        "TOKENWISE_COPILOT_GITHUB_TOKEN",
+        "TOKENWISE_COPILOT_ORG",
+        "TOKENWISE_COPILOT_SEAT_USD",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COLUMNS", "200")
     get_settings.cache_clear()
@@ -47,8 +53,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def standin() -> Iterator[CopilotStandIn]:
     with CopilotStandIn(token=TOKEN, org="acme") as server:
         chat = [{"model": "gpt-5", "feature": "chat_panel_agent_mode", "user_initiated_interaction_count": 3}]
-        server.add_line(D22, "AnaDev", user_initiated_interaction_count=3, totals_by_model_feature=chat,
-                        code_generation_activity_count=6, code_acceptance_activity_count=4, used_agent=True)
+        server.add_line(
+            D22,
+            "AnaDev",
+            user_initiated_interaction_count=3,
+            totals_by_model_feature=chat,
+            code_generation_activity_count=6,
+            code_acceptance_activity_count=4,
+            used_agent=True,
+        )
         server.add_line(D22, "bo-gh", user_initiated_interaction_count=1)
         server.add_line(D22, "cy-gh", code_generation_activity_count=2)
         server.add_line(D23, "AnaDev", user_initiated_interaction_count=5, totals_by_model_feature=chat)
@@ -82,7 +95,11 @@ def attributed(engine: Engine) -> dict[tuple[str, str, str], tuple[int | None, D
     with Session(engine) as session:
         emails = {p.id: p.email for p in session.exec(select(Person)).all()}
         return {
-            (r.occurred_at.date().isoformat(), emails[r.person_id] or "", r.model): (r.input_tokens, r.cost_usd, r.counted)
+            (r.occurred_at.date().isoformat(), emails[r.person_id] or "", r.model): (
+                r.input_tokens,
+                r.cost_usd,
+                r.counted,
+            )
             for r in session.exec(select(UsageRecord)).all()
         }
 

@@ -190,7 +190,11 @@ def test_a_member_cursor_lists_without_an_email_is_kept_under_its_user_id(
     pull(standin, engine)
     with Session(engine) as session:
         (kept,) = session.exec(select(UnattributedUsage)).all()
-        assert (kept.identity_kind, kept.identity_value, kept.input_tokens) == ("user-id", f"cursor:{row['userId']}", None)
+        assert (kept.identity_kind, kept.identity_value, kept.input_tokens) == (
+            "user-id",
+            f"cursor:{row['userId']}",
+            None,
+        )
 
 
 runner = CliRunner()
@@ -204,7 +208,8 @@ def test_tokenwise_import_cursor_pulls_with_a_progress_bar_and_says_what_it_did(
     monkeypatch.setenv("CURSOR_API_URL", standin.base_url)
     result = runner.invoke(app, ["import", "cursor", "--since", "2026-11-23", "--until", "2026-11-24"])
     assert result.exit_code == 0, result.output
-    assert "4 person-days" in result.output
+    assert "3 person-days" in result.output and "spend not read" in result.output  # the days end before today
+    assert [body["page"] for path, body in standin.requests if path == "/teams/daily-usage-data"] == [1, 2]
 
 
 def test_tokenwise_import_cursor_with_a_bad_key_is_one_line_and_exit_2(

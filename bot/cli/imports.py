@@ -7,7 +7,7 @@ onboarding its history, and its start-up is part of its time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from bot.periods import parse_date
 
 if TYPE_CHECKING:
     from bot.github.backfill import BackfillSummary
+    from bot.sources.admin_api import Progress as PullProgress
 
 import_app = typer.Typer(help="Import usage from files and APIs (safe to run again).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -232,7 +233,7 @@ def _vendor_dates(since: str, until: str | None) -> tuple[date, date]:
 
 
 @contextmanager
-def _pull_progress() -> Iterator[Callable[[int, int | None, str], None]]:
+def _pull_progress() -> Iterator[PullProgress]:
     """A progress bar a vendor pull moves as it goes (done of total, and what it is reading)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=out, transient=True) as progress:

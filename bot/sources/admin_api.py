@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -94,6 +94,7 @@ class AdminApi:
     vendor: str  # as people name it: "Anthropic", "Cursor"
     base_url: str
     key_env: str  # the environment variable holding the key, named in a refusal's message
+    key_hint: str = "an admin key with read access"  # what the variable should hold, said in that message
     headers: Mapping[str, str] = field(default_factory=dict)
     auth: tuple[str, str] | None = None  # basic auth (Cursor's key as the user name), when the vendor wants it
     timeout: float = 60.0
@@ -131,8 +132,9 @@ class AdminApi:
         """GET a JSON answer (a path relative to the base URL, or an absolute URL)."""
         return self.request("GET", path, params=params).json()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
-        """One request, retried on 429/5xx and dropped connections; refusals raise one-line errors."""
+    def request(self, method: str, path: str, *, allow: Collection[int] = (), **kwargs: Any) -> httpx2.Response:
+        """One request, retried on 429/5xx and dropped connections; refusals raise one-line errors, except the
+        statuses in `allow`, which are answers (GitHub's 404 for a report not published yet)."""
         url = path if path.startswith(("http://", "https://")) else path.lstrip("/")
         for attempt in range(1, self.attempts + 1):
             self.requests += 1
@@ -149,12 +151,12 @@ class AdminApi:
             if response.status_code in (401, 403):
                 raise KeyRejected(
                     f"{self.vendor} refused the key in {self.key_env} (HTTP {response.status_code}: "
-                    f"{_said(response) or 'unauthorized'}); set {self.key_env} to an admin key with read access."
+                    f"{_said(response) or 'unauthorized'}); set {self.key_env} to {self.key_hint}."
                 )
             if response.status_code in RETRIED and attempt < self.attempts:
                 self._wait(retry_after(response.headers), attempt)
                 continue
-            if response.is_error:
+            if response.is_error and response.status_code not in allow:
                 raise AdminApiError(
                     f"{self.vendor} answered HTTP {response.status_code} for {path.split('?')[0]}"
                     f"{f' ({_said(response)})' if _said(response) else ''}"

@@ -335,10 +335,16 @@ class CursorSummary:
     skipped: int = 0
     removed: int = 0
 
+    spend_read: bool = False  # only a pull that reaches today reads the billing cycle's spend
+
     def describe(self) -> str:
+        spend = (
+            f"${self.spend_booked_usd:.2f} of spend booked today"
+            if self.spend_read
+            else "spend not read (it is the current billing cycle's, booked on the day of a pull reaching today)"
+        )
         return (
-            f"{self.records} person-days from {self.requests} requests; "
-            f"${self.spend_booked_usd:.2f} spend booked today; {self.unattributed} with no email"
+            f"{self.records} person-days from {self.requests} requests; {spend}; {self.unattributed} kept with no email"
         )
 
 
@@ -372,6 +378,7 @@ def usage_of(session: Session, source_id: int, fetched: CursorFetched, summary: 
         if fetched.since <= key[1] <= fetched.until and key[1] < fetched.today
     }
     if fetched.spend is not None:
+        summary.spend_read = True
         cycle = fetched.cycle_start or fetched.today
         for email, cents in fetched.spend.items():
             before = sum(

@@ -196,7 +196,7 @@ class CursorStandIn(_Server):
         if end - start > 31 * 86_400_000:
             self.send(handler, 400, {"error": "Date range cannot exceed 30 days"})
             return
-        rows = sorted((d for d in self.days if start <= d["date"] <= end), key=lambda d: (d["date"], d["email"]))
+        rows = sorted((d for d in self.days if start <= d["date"] <= end), key=lambda d: (d["date"], d["email"] or ""))
         page, size = asked.get("page"), asked.get("pageSize")
         period = {"startDate": start, "endDate": end}
         if not isinstance(page, int) or not isinstance(size, int):  # documented: active users only, one answer
@@ -204,7 +204,7 @@ class CursorStandIn(_Server):
             self.send(handler, 200, {"data": active, "period": period})
             return
         size = min(size, self.page_size)
-        emails = sorted({d["email"] for d in rows})  # a page holds members (with all their days)
+        emails = sorted({d["email"] or "" for d in rows})  # a page holds members (with all their days)
         pages = max(1, -(-len(emails) // size))
         members = set(emails[(page - 1) * size : page * size])
         pagination = {
@@ -215,7 +215,7 @@ class CursorStandIn(_Server):
             "hasNextPage": page < pages,
             "hasPreviousPage": page > 1,
         }
-        data = [d for d in rows if d["email"] in members]
+        data = [d for d in rows if (d["email"] or "") in members]
         self.send(handler, 200, {"data": data, "period": period, "pagination": pagination})
 
     def _spend(self, handler: BaseHTTPRequestHandler, asked: dict[str, Any]) -> None:
