@@ -22,7 +22,16 @@ from sqlalchemy import and_, delete, func, or_, select, type_coerce, update
 from sqlmodel import Session
 
 from storage.daily_usage import day_start
-from storage.models import BilledCost, UnattributedUsage, UsageRecord, VendorPullState, table_of
+from storage.models import (
+    BilledCost,
+    Membership,
+    Person,
+    Source,
+    UnattributedUsage,
+    UsageRecord,
+    VendorPullState,
+    table_of,
+)
 from storage.types import NANO, ScaledDecimal
 
 BILLED = table_of(BilledCost)
@@ -177,3 +186,21 @@ def record_pull(
 
 def pull_states(session: Session) -> dict[str, VendorPullState]:
     return {state.name: state for state in session.execute(select(VendorPullState)).scalars()}
+
+
+def unknown_people(session: Session, source_name: str, limit: int = 20) -> list[str]:
+    """Emails a source's usage names that nobody knows yet: no Slack binding and no team (their usage is
+    kept and counts for them once they use Slack or join a team in `tokenwise import org`)."""
+    p, s, m = table_of(Person).c, table_of(Source).c, table_of(Membership).c
+    query = (
+        select(p.email)
+        .select_from(
+            USAGE.join(table_of(Source), s.id == USAGE.c.source_id).join(table_of(Person), p.id == USAGE.c.person_id)
+        )
+        .where(s.name == source_name, p.slack_user_id.is_(None), p.email.is_not(None))
+        .where(p.id.not_in(select(m.person_id)))
+        .group_by(p.email)
+        .order_by(p.email)
+        .limit(limit)
+    )
+    return [str(email) for (email,) in session.execute(query)]

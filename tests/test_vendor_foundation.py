@@ -245,9 +245,15 @@ def test_source_status_lists_each_configured_pull_its_last_success_its_error_and
         model="gpt-4o", input_tokens=5, identity_kind="api-key", identity_value="ci-bot",
     )  # fmt: skip
 
+    stranger = SeenUsage(
+        dedupe_key="openai:2026-11-24:user-8:gpt-4o", email="zoe@example.com", occurred_at=day_start(DAY),
+        agent="openai-api", model="gpt-4o", input_tokens=5,
+    )  # fmt: skip
+
     def write(session: Session) -> None:
         source = internal_source(session, "openai-usage", "openai-usage")
-        ingest_telemetry(session, id_of(source), Telemetry(usage=[loose]), weight_for, usage_mode="replace")
+        usage = [loose, stranger]
+        ingest_telemetry(session, id_of(source), Telemetry(usage=usage), weight_for, usage_mode="replace")
 
     write_atomically(engine, write)
     run_pull(engine, "openai-usage", lambda: 1, lambda session, fetched: None)
@@ -262,6 +268,7 @@ def test_source_status_lists_each_configured_pull_its_last_success_its_error_and
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if "OpenAI usage (openai-usage)" in line)
     assert "OPENAI_ADMIN_KEY" in line and "UTC" in line and "refused" in line and "api-key ci-bot" in line
+    assert "email zoe@example.com (no Slack user or team)" in result.output
     monkeypatch.delenv("OPENAI_ADMIN_KEY")
     result = CliRunner().invoke(app, ["source", "status"])
     get_settings.cache_clear()

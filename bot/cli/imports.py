@@ -7,8 +7,7 @@ onboarding its history, and its start-up is part of its time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,8 +19,15 @@ from bot.cli.root import UserError, app, database, fail, open_engine, out, setti
 from bot.periods import parse_date
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from bot.config import Settings
     from bot.github.backfill import BackfillSummary
     from bot.sources.admin_api import Progress as PullProgress
+    from bot.sources.admin_api import VendorPull
+
+# A vendor import's work: (settings, engine, first day, last day, progress) -> the line to print when done.
+VendorWork = Callable[["Settings", "Engine", date, date, "PullProgress"], str]
 
 import_app = typer.Typer(help="Import usage from files and APIs (safe to run again).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -223,26 +229,36 @@ def import_org_csv(
     )
 
 
-def _vendor_dates(since: str, until: str | None) -> tuple[date, date]:
-    """--since and --until (default today) as UTC days, in order."""
-    first = parse_date(since, "--since date")
-    last = parse_date(until, "--until date") if until else today_utc()
-    if last < first:
-        raise UserError("--until is before --since.")
-    return first, last
+def run_vendor_import(pull: VendorPull, since: str, until: str | None, work: VendorWork) -> None:
+    """What every `tokenwise import VENDOR --since DATE [--until DATE]` shares: the key checked (a one-line
+    error naming its variable), the dates parsed, a progress bar while `work` pulls, and its failures said in
+    one line (a refused key names the variable to fix)."""
+    from bot.sources.admin_api import AdminApiError
 
+    config = settings()
+    if not pull.configured(config):
+        fail(f"Set {pull.key_env} to {pull.key_help}.")
+    engine = open_engine(config)
+    try:
+        with user_errors():
+            first = parse_date(since, "--since date")
+            last = parse_date(until, "--until date") if until else today_utc()
+            if last < first:
+                raise UserError("--until is before --since.")
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=out, transient=True) as bar:
+                task = bar.add_task(pull.label, total=None)
 
-@contextmanager
-def _pull_progress() -> Iterator[PullProgress]:
-    """A progress bar a vendor pull moves as it goes (done of total, and what it is reading)."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=out, transient=True) as progress:
-        task = progress.add_task("Starting", total=None)
+                def progress(done: int, total: int | None, what: str) -> None:
+                    bar.update(task, completed=done, total=total, description=what or pull.label)
 
-        def advance(done: int, total: int | None, what: str) -> None:
-            progress.update(task, completed=done, total=total, description=what)
-
-        yield advance
+                try:
+                    said = work(config, engine, first, last, progress)
+                except AdminApiError as error:
+                    raise UserError(str(error)) from error
+    finally:
+        engine.dispose()
+    out.print(said, highlight=False)
 
 
 @import_app.command("cursor")
@@ -250,32 +266,19 @@ def import_cursor(
     since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (UTC).")],
     until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
 ) -> None:
-    """Cursor's Admin API: each person's daily requests (tokens unknown) and, for today, their spend in the
-    billing cycle (needs CURSOR_ADMIN_KEY; CURSOR_API_URL to point elsewhere). Safe to run again."""
+    """Cursor's Admin API: each person's daily requests (tokens unknown) and, on a pull reaching today, their
+    spend in the billing cycle (needs CURSOR_ADMIN_KEY; CURSOR_API_URL to point elsewhere). Safe to run again."""
     from bot.sources import cursor_admin
-    from bot.sources.admin_api import AdminApiError
 
-    config = settings()
-    api = cursor_admin.build_api(config)
-    if api is None:
-        fail("Set CURSOR_ADMIN_KEY to a Cursor Admin API key (cursor.com dashboard, Settings, Admin API keys).")
-    engine = open_engine(config)
-    try:
-        with user_errors(), api:
-            first, last = _vendor_dates(since, until)
-            with _pull_progress() as progress:
-                try:
-                    summary = cursor_admin.pull(api, engine, config, first, last, progress=progress)
-                except AdminApiError as error:
-                    raise UserError(str(error)) from error
-    finally:
-        engine.dispose()
-    out.print(
-        f"Cursor {first.isoformat()} to {last.isoformat()}: {summary.describe()}."
-        + (f" {summary.skipped} rows Cursor sent without a day or a spend were skipped." if summary.skipped else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        api = cursor_admin.build_api(config)
+        assert api is not None  # run_vendor_import checked the key
+        with api:
+            summary = cursor_admin.pull(api, engine, config, first, last, progress=progress)
+        skipped = f" {summary.skipped} rows without a day or a spend were skipped." if summary.skipped else ""
+        return f"Cursor {first.isoformat()} to {last.isoformat()}: {summary.describe()}.{skipped}"
+
+    run_vendor_import(cursor_admin.PULL, since, until, work)
 
 
 @import_app.command("copilot")
@@ -286,27 +289,21 @@ def import_copilot(
     """GitHub Copilot's per-user daily reports (needs TOKENWISE_COPILOT_ORG and GITHUB_TOKEN, or
     TOKENWISE_COPILOT_GITHUB_TOKEN, with the organisation's Copilot metrics permission). Safe to run again."""
     from bot.sources import copilot_metrics
-    from bot.sources.admin_api import AdminApiError
 
-    config = settings()
-    missing = copilot_metrics.missing_setting(config)
-    apis = copilot_metrics.build_apis(config)
-    if missing or apis is None:
-        fail(missing or "Copilot is not configured.")
-    engine = open_engine(config)
-    try:
-        with user_errors(), apis:
-            first, last = _vendor_dates(since, until)
-            with _pull_progress() as progress:
-                try:
-                    summary = copilot_metrics.pull(apis, engine, config, first, last, progress)
-                except AdminApiError as error:
-                    raise UserError(str(error)) from error
-    finally:
-        engine.dispose()
-    line = f"Copilot {first.isoformat()} to {last.isoformat()}: {summary.describe()}."
-    if summary.unmatched:
-        logins = sorted(summary.unmatched)
-        shown = ", ".join(logins[:5]) + (", ..." if len(logins) > 5 else "")
-        line += f" Kept for: {shown}; `tokenwise people link github LOGIN EMAIL` moves their days to them."
-    out.print(line, highlight=False, soft_wrap=True)
+    missing = copilot_metrics.missing_setting(settings())
+    if missing:
+        fail(missing)
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        apis = copilot_metrics.build_apis(config)
+        assert apis is not None  # missing_setting said nothing is missing
+        with apis:
+            summary = copilot_metrics.pull(apis, engine, config, first, last, progress)
+        line = f"Copilot {first.isoformat()} to {last.isoformat()}: {summary.describe()}."
+        if summary.unmatched:
+            logins = sorted(summary.unmatched)
+            shown = ", ".join(logins[:5]) + (", ..." if len(logins) > 5 else "")
+            line += f" Kept for: {shown}; `tokenwise people link github LOGIN EMAIL` moves their days to them."
+        return line
+
+    run_vendor_import(copilot_metrics.PULL, since, until, work)

@@ -22,7 +22,7 @@ from storage.sources import (
     revoke_source,
     source_people,
 )
-from storage.vendors import pull_states
+from storage.vendors import pull_states, unknown_people
 
 source_app = typer.Typer(help="Ingest sources and their bearer tokens.", no_args_is_help=True)
 app.add_typer(source_app, name="source")
@@ -137,6 +137,7 @@ def source_status(
         activity = source_activity(session, name)
         loose = unattributed_identities(session, name)
         states = pull_states(session)
+        strangers = {pull.name: unknown_people(session, pull.name) for pull in pulls}
         if name and not activity and not pulls:
             raise UserError(f"No source called '{name}'. `tokenwise source list` shows them.")
         shows_github = not name or any(item.kind == "github" for item in activity)
@@ -148,7 +149,7 @@ def source_status(
             table.add_row(item.name, item.kind, f"{item.records:,}", f"{item.unattributed:,}", when)
         out.print(table)
     if pulls:
-        _print_pulls(pulls, states, loose)
+        _print_pulls(pulls, states, loose, strangers)
     if logins:
         listed = ", ".join(f"{login} ({count:,} pull request{'' if count == 1 else 's'})" for login, count in logins)
         out.print(
@@ -173,9 +174,13 @@ def source_status(
 
 
 def _print_pulls(
-    pulls: list[VendorPull], states: dict[str, VendorPullState], loose: list[UnattributedIdentity]
+    pulls: list[VendorPull],
+    states: dict[str, VendorPullState],
+    loose: list[UnattributedIdentity],
+    strangers: dict[str, list[str]],
 ) -> None:
-    """The vendor pulls whose key is set: last success, last error, and the people they name nobody knows."""
+    """The vendor pulls whose key is set: last success, last error, and the people they name that nobody
+    knows: identities linked to no one (kept as unattributed usage) and emails with no Slack user or team."""
     table = Table("vendor pull", "key", "last successful pull", "error", "unmatched people", title="Vendor pulls")
     for pull in pulls:
         state = states.get(pull.name)
@@ -185,10 +190,17 @@ def _print_pulls(
         unmatched = sorted(
             {f"{one.kind} {one.value}" if one.kind else "no identity" for one in loose if one.source == pull.name}
         )
+        unmatched += [f"email {email} (no Slack user or team)" for email in strangers.get(pull.name, [])]
         table.add_row(
             f"{pull.label} ({pull.name})", pull.key_env, when, error or "none", ", ".join(unmatched) or "none"
         )
     out.print(table)
+    if any(strangers.values()) or any(one.source in {p.name for p in pulls} for one in loose):
+        out.print(
+            "Unmatched people: `tokenwise people link KIND VALUE EMAIL` links an identity; an email counts once "
+            "its person uses Slack or is in a team (`tokenwise import org`).",
+            highlight=False,
+        )
 
 
 @source_app.command("revoke")

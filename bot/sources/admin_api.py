@@ -281,6 +281,7 @@ class VendorPull:
     pull_recent: Callable[[Services], object]
     job_id: str | None = None
     hours: int = 1
+    key_help: str = "an admin key"  # what to put in key_env: "an Anthropic Admin API key (sk-ant-admin...)"
 
     @property
     def job(self) -> str:

@@ -52,6 +52,7 @@ API_VERSION = "2022-11-28"  # the REST API version these reports are documented 
 NOT_PUBLISHED = 404  # GitHub has not processed the day yet (reports lag a day or two), or it is too old
 NO_DATA = 204
 MAX_LINE_BYTES = 1_000_000
+TOKEN_HELP = "a token with the organisation's Copilot metrics read permission (classic tokens: read:org)"
 
 
 class CopilotPayloadInvalid(ValueError):
@@ -252,7 +253,9 @@ def build_apis(settings: Settings) -> CopilotApis | None:
         "x-github-api-version": API_VERSION,
     }
     return CopilotApis(
-        AdminApi(vendor="GitHub", base_url=settings.github_api_url, key_env=variable, headers=headers),
+        AdminApi(
+            vendor="GitHub", base_url=settings.github_api_url, key_env=variable, key_hint=TOKEN_HELP, headers=headers
+        ),
         AdminApi(vendor="GitHub's report storage", base_url=settings.github_api_url, key_env=variable),
     )
 
@@ -392,6 +395,7 @@ PULL = VendorPull(
     name=SOURCE_NAME,
     label="GitHub Copilot usage",
     key_env="GITHUB_TOKEN",
+    key_help=TOKEN_HELP,
     configured=lambda settings: settings.copilot_token is not None and bool(settings.copilot_org),
     pull_recent=pull_recent,
     job_id="copilot-usage",

@@ -47,6 +47,7 @@ AGENT = "cursor"
 SOURCE_NAME = "cursor"
 SOURCE_KIND = "cursor"
 KEY_VARIABLE = "CURSOR_ADMIN_KEY"
+KEY_HELP = "a Cursor Admin API key (cursor.com dashboard, Settings, Cursor Admin API Keys; team admins only)"
 DAILY_USAGE = "/teams/daily-usage-data"
 SPEND = "/teams/spend"
 MAX_DAYS_A_REQUEST = 30  # "Date range cannot exceed 30 days" (Cursor's Admin API reference)
@@ -265,6 +266,7 @@ def build_api(settings: Settings) -> AdminApi | None:
         vendor="Cursor",
         base_url=settings.cursor_api_url,
         key_env=KEY_VARIABLE,
+        key_hint=KEY_HELP,
         auth=(settings.cursor_admin_key, ""),
     )
 
@@ -495,6 +497,7 @@ PULL = VendorPull(
     name=SOURCE_NAME,
     label="Cursor usage and spend",
     key_env=KEY_VARIABLE,
+    key_help=KEY_HELP,
     configured=lambda settings: bool(settings.cursor_admin_key),
     pull_recent=pull_recent,
     job_id="cursor-usage",
