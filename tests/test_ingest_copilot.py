@@ -3,6 +3,7 @@ the NDJSON files its download links point at, several files a day), on SQLite an
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -206,6 +207,21 @@ def test_a_429_is_waited_out_and_a_refused_token_names_its_variable(standin: Cop
         copilot.pull(apis, engine, other, D23, D23)
     message = str(refused.value)
     assert "TOKENWISE_COPILOT_GITHUB_TOKEN" in message and "\n" not in message and "ghp_wrong" not in message
+
+
+def test_githubs_primary_rate_limit_403_is_waited_out_not_taken_for_a_refused_token(
+    standin: CopilotStandIn, engine: Engine
+) -> None:
+    standin.rate_limit_next("/users-1-day", reset_at=int(time.time()) + 5)
+    waits: list[float] = []
+    settings = settings_for(standin)
+    apis = copilot.build_apis(settings)
+    assert apis is not None
+    apis.reports.sleep = waits.append
+    with apis:
+        summary = copilot.pull(apis, engine, settings, D22, D22)
+    assert len(waits) == 1 and 4 <= waits[0] <= 7  # until the reset second is over
+    assert summary.records == 3
 
 
 runner = CliRunner()

@@ -2,8 +2,10 @@
 
 - `AdminApi`: a JSON client configured once (base URL, auth headers, timeout), built on httpx2. It retries
   429 and 5xx answers (and dropped connections) with exponential backoff, honouring `retry-after` (seconds
-  or an HTTP date) up to `max_wait`; a 401 or 403 is `KeyRejected`, one line that names the environment
-  variable to fix; any other refusal is an `AdminApiError`, one line too.
+  or an HTTP date) up to `max_wait`, and a 403 that says when to come back (GitHub's rate limits:
+  `retry-after`, or `x-ratelimit-remaining: 0` until `x-ratelimit-reset`); any other 401 or 403 is
+  `KeyRejected`, one line that names the environment variable to fix; any other refusal is an
+  `AdminApiError`, one line too.
 - `pages(...)`: follows `has_more`/`next_page`-style cursors (names configurable), for JSON answers and for
   SDK objects alike (`cursor_pages`).
 - `run_pull(...)`: fetch everything first (the network), then write it in one transaction (`write_atomically`),
@@ -72,6 +74,20 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
             return max(parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now), 0.0)
         except (TypeError, ValueError):
             return None
+
+
+def rate_limited(headers: Mapping[str, str]) -> bool:
+    """A 403 that is GitHub's rate limit, not a refused token: it says when to come back."""
+    return bool(headers.get("retry-after")) or headers.get("x-ratelimit-remaining") == "0"
+
+
+def reset_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds until `x-ratelimit-reset` (epoch seconds, GitHub's primary limit), or None without one."""
+    try:
+        reset = float(headers.get("x-ratelimit-reset") or "")
+    except ValueError:
+        return None
+    return max(reset - (time.time() if now is None else now), 0.0) + 1.0  # the second it resets in must be over
 
 
 def _said(response: httpx2.Response) -> str:
@@ -148,13 +164,15 @@ class AdminApi:
                     ) from error
                 self._wait(None, attempt)
                 continue
-            if response.status_code in (401, 403):
+            limited = response.status_code == 403 and rate_limited(response.headers)
+            if response.status_code in (401, 403) and not limited:
                 raise KeyRejected(
                     f"{self.vendor} refused the key in {self.key_env} (HTTP {response.status_code}: "
                     f"{_said(response) or 'unauthorized'}); set {self.key_env} to {self.key_hint}."
                 )
-            if response.status_code in RETRIED and attempt < self.attempts:
-                self._wait(retry_after(response.headers), attempt)
+            if (response.status_code in RETRIED or limited) and attempt < self.attempts:
+                asked = retry_after(response.headers)
+                self._wait(asked if asked is not None else reset_wait(response.headers), attempt)
                 continue
             if response.is_error and response.status_code not in allow:
                 raise AdminApiError(

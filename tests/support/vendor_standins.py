@@ -58,6 +58,7 @@ class Refusal:
     fragment: str
     status: int
     retry_after: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # GitHub's X-RateLimit-* on a primary limit
 
 
 class _Server:
@@ -301,6 +302,11 @@ class CopilotStandIn(_Server):
     def refuse_next(self, fragment: str, status: int, retry_after: int | None = None) -> None:
         self.refusals.append(Refusal(fragment, status, retry_after))
 
+    def rate_limit_next(self, fragment: str, reset_at: int) -> None:
+        """GitHub's primary rate limit: a 403 with X-RateLimit-Remaining 0 and the epoch second it resets."""
+        headers = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset_at)}
+        self.refusals.append(Refusal(fragment, 403, None, headers))
+
     def answer(self, handler: BaseHTTPRequestHandler, method: str, body: bytes) -> None:
         parts = urlsplit(handler.path)
         auth = handler.headers.get("Authorization")
@@ -317,9 +323,8 @@ class CopilotStandIn(_Server):
             return
         if refusal is not None:
             headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
-            message = (
-                "You have exceeded a secondary rate limit." if refusal.status == 429 else "Resource not accessible"
-            )
+            headers.update(refusal.headers)
+            message = "Resource not accessible" if refusal.status == 403 and not headers else "API rate limit exceeded"
             self.send(handler, refusal.status, {"message": message}, headers=headers)
             return
         if parts.path != f"/orgs/{self.org}/copilot/metrics/reports/users-1-day":
