@@ -330,9 +330,30 @@ class BilledCost(SQLModel, table=True):
     model: str = Field(default="", max_length=120)  # "" when the line names none
     workspace: str = Field(default="", max_length=120)
     line_item: str = Field(default="", max_length=300)
-    amount: Decimal = Field(sa_column=Column(ScaledDecimal(NANO), nullable=False))  # in `currency`'s units
+    # In `currency`'s main unit (dollars); NULL for a line that counts billed tokens only (Anthropic's usage report).
+    amount: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
     currency: str = Field(default="USD", max_length=8)
+    tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))  # billed tokens, if given
     pulled_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class ToolDecision(SQLModel, table=True):
+    """How often a person accepted or rejected an agent's proposed edits on one UTC day, per tool, as the tool
+    itself counts them (Claude Code Analytics' `tool_actions`): a self-reported quality signal for
+    `/tokenwise me`, never a headline and never another person's to see."""
+
+    __tablename__ = "tool_decision"
+    __table_args__ = (
+        UniqueConstraint("source_id", "day", "person_id", "tool"),
+        Index("ix_tool_decision_person_day", "person_id", "day"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", ondelete="CASCADE")
+    person_id: int = Field(foreign_key="person.id", ondelete="CASCADE")
+    day: date
+    tool: str = Field(max_length=40)  # edit_tool, multi_edit_tool, write_tool, notebook_edit_tool
+    accepted: int = Field(default=0)
+    rejected: int = Field(default=0)
 
 
 class VendorPullState(SQLModel, table=True):

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, type_coerce, update
 from sqlmodel import Session
@@ -25,8 +26,10 @@ from storage.daily_usage import day_start
 from storage.models import (
     BilledCost,
     Membership,
+    Outcome,
     Person,
     Source,
+    ToolDecision,
     UnattributedUsage,
     UsageRecord,
     VendorPullState,
@@ -34,6 +37,7 @@ from storage.models import (
 )
 from storage.types import NANO, ScaledDecimal
 
+T = TypeVar("T", int, Decimal)
 BILLED = table_of(BilledCost)
 USAGE = table_of(UsageRecord)
 LOOSE = table_of(UnattributedUsage)
@@ -45,11 +49,12 @@ class BilledLine:
     """One line of a vendor's bill for one UTC day."""
 
     day: date
-    amount: Decimal  # in `currency`'s main unit (dollars, not cents)
+    amount: Decimal | None  # in `currency`'s main unit (dollars, not cents); None: a line of tokens only
     currency: str = "USD"
     model: str = ""
     workspace: str = ""
     line_item: str = ""
+    tokens: int | None = None
 
     @property
     def key(self) -> tuple[date, str, str, str]:
@@ -77,26 +82,27 @@ def replace_billed(
 ) -> BilledWrite:
     """Make the billed rows of `source` on `days` exactly `lines` (lines of the same key are summed)."""
     wanted_days = sorted(set(days) | {line.day for line in lines})
-    merged: dict[tuple[date, str, str, str], tuple[Decimal, str]] = {}
+    merged: dict[tuple[date, str, str, str], tuple[Decimal | None, str, int | None]] = {}
     for line in lines:
-        amount, _currency = merged.get(line.key, (Decimal(0), line.currency))
-        merged[line.key] = (amount + line.amount, line.currency[:8])
+        amount, _currency, tokens = merged.get(line.key, (None, line.currency, None))
+        merged[line.key] = (_add(amount, line.amount), line.currency[:8], _add(tokens, line.tokens))
     if not wanted_days:
         return BilledWrite()
     b = BILLED.c
     stored = {
-        (day, model, workspace, line_item): (row_id, amount, currency)
-        for row_id, day, model, workspace, line_item, amount, currency in session.execute(
-            select(b.id, b.day, b.model, b.workspace, b.line_item, b.amount, b.currency).where(
+        (day, model, workspace, line_item): (row_id, (amount, currency, tokens))
+        for row_id, day, model, workspace, line_item, amount, currency, tokens in session.execute(
+            select(b.id, b.day, b.model, b.workspace, b.line_item, b.amount, b.currency, b.tokens).where(
                 b.source == source, b.day.in_(wanted_days)
             )
         )
     }
-    gone = [row_id for key, (row_id, _, _) in stored.items() if key not in merged]
+    gone = [row_id for key, (row_id, _) in stored.items() if key not in merged]
     for start in range(0, len(gone), 500):
         session.execute(delete(BILLED).where(b.id.in_(gone[start : start + 500])))
     added = changed = 0
-    for key, (amount, currency) in sorted(merged.items()):
+    for key, figures in sorted(merged.items()):
+        amount, currency, tokens = figures
         if key not in stored:
             day, model, workspace, line_item = key
             session.add(
@@ -109,14 +115,23 @@ def replace_billed(
                     line_item=line_item,
                     amount=amount,
                     currency=currency,
+                    tokens=tokens,
                 )
             )
             added += 1
-        elif (stored[key][1], stored[key][2]) != (amount, currency):
-            session.execute(update(BILLED).where(b.id == stored[key][0]).values(amount=amount, currency=currency))
+        elif stored[key][1] != figures:
+            session.execute(
+                update(BILLED).where(b.id == stored[key][0]).values(amount=amount, currency=currency, tokens=tokens)
+            )
             changed += 1
     session.flush()
     return BilledWrite(added, changed, len(gone))
+
+
+def _add(total: T | None, more: T | None) -> T | None:
+    if more is None:
+        return total
+    return more if total is None else total + more
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,7 @@ def billed_by_day(session: Session, start: date, end: date, vendor: str | None =
     b = BILLED.c
     query = (
         select(b.vendor, b.day, b.currency, b.source, type_coerce(func.sum(b.amount), ScaledDecimal(NANO)))
-        .where(b.day >= start, b.day < end)
+        .where(b.day >= start, b.day < end, b.amount.is_not(None))
         .group_by(b.vendor, b.day, b.currency, b.source)
     )
     if vendor:
@@ -167,6 +182,97 @@ def prune_days(session: Session, source_id: int, days: Iterable[date], keep: Ite
             session.execute(delete(table).where(c.id.in_(stale[start : start + 500])))
         removed += len(stale)
     return removed
+
+
+def prune_outcomes(session: Session, source_id: int, days: Iterable[date], keep: Iterable[str]) -> int:
+    """Remove the outcomes of `source_id` on `days` whose external id is not in `keep` (a count that shrank)."""
+    c = table_of(Outcome).c
+    kept = set(keep)
+    spans = [and_(c.occurred_at >= day_start(d), c.occurred_at < day_start(d) + timedelta(days=1)) for d in days]
+    if not spans:
+        return 0
+    stale = [
+        row_id
+        for row_id, external_id in session.execute(
+            select(c.id, c.external_id).where(c.source_id == source_id, or_(*spans))
+        )
+        if external_id not in kept
+    ]
+    for start in range(0, len(stale), 500):
+        session.execute(delete(table_of(Outcome)).where(c.id.in_(stale[start : start + 500])))
+    return len(stale)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """A person's accepted and rejected proposals for one tool on one UTC day."""
+
+    person_id: int
+    day: date
+    tool: str
+    accepted: int
+    rejected: int
+
+
+def replace_decisions(session: Session, source_id: int, days: Iterable[date], rows: Sequence[Decisions]) -> int:
+    """Make the tool decisions of `source_id` on `days` exactly `rows` (summed per person, day and tool)."""
+    c = table_of(ToolDecision).c
+    wanted: dict[tuple[int, date, str], tuple[int, int]] = {}
+    for row in rows:
+        accepted, rejected = wanted.get((row.person_id, row.day, row.tool), (0, 0))
+        wanted[(row.person_id, row.day, row.tool[:40])] = (accepted + row.accepted, rejected + row.rejected)
+    pulled = sorted(set(days) | {day for _, day, _ in wanted})
+    if not pulled:
+        return 0
+    stored = {
+        (person_id, day, tool): (row_id, (accepted, rejected))
+        for row_id, person_id, day, tool, accepted, rejected in session.execute(
+            select(c.id, c.person_id, c.day, c.tool, c.accepted, c.rejected).where(
+                c.source_id == source_id, c.day.in_(pulled)
+            )
+        )
+    }
+    gone = [row_id for key, (row_id, _) in stored.items() if key not in wanted]
+    if gone:
+        session.execute(delete(table_of(ToolDecision)).where(c.id.in_(gone)))
+    changed = len(gone)
+    for (person_id, day, tool), figures in sorted(wanted.items()):
+        if (person_id, day, tool) not in stored:
+            session.add(ToolDecision(source_id=source_id, person_id=person_id, day=day, tool=tool,
+                                     accepted=figures[0], rejected=figures[1]))  # fmt: skip
+            changed += 1
+        elif stored[(person_id, day, tool)][1] != figures:
+            session.execute(
+                update(table_of(ToolDecision))
+                .where(c.id == stored[(person_id, day, tool)][0])
+                .values(accepted=figures[0], rejected=figures[1])
+            )
+            changed += 1
+    session.flush()
+    return changed
+
+
+@dataclass(frozen=True)
+class DecisionTotals:
+    accepted: int
+    rejected: int
+
+    @property
+    def acceptance(self) -> Decimal | None:
+        """The share of proposals accepted; None with none decided."""
+        decided = self.accepted + self.rejected
+        return None if decided == 0 else Decimal(self.accepted) / Decimal(decided)
+
+
+def decision_totals(session: Session, person_id: int, first: date, last: date) -> DecisionTotals:
+    """A person's accepted and rejected proposals over the days [first, last], every tool together."""
+    c = table_of(ToolDecision).c
+    accepted, rejected = session.execute(
+        select(func.coalesce(func.sum(c.accepted), 0), func.coalesce(func.sum(c.rejected), 0)).where(
+            c.person_id == person_id, c.day >= first, c.day <= last
+        )
+    ).one()
+    return DecisionTotals(int(accepted), int(rejected))
 
 
 def record_pull(
