@@ -23,7 +23,7 @@ from bot.sources.admin_api import KeyRejected
 from storage.identities import link_identity, unattributed_identities
 from storage.ingest import ingest_telemetry, write_atomically
 from storage.ingest_schemas import SeenUsage, Telemetry
-from storage.models import Person, UnattributedUsage, UsageRecord, id_of
+from storage.models import Person, ToolDecision, UnattributedUsage, UsageRecord, id_of
 from storage.people import get_or_create_person
 from storage.sources import internal_source
 from tests.support.vendor_standins import CopilotStandIn
@@ -127,6 +127,17 @@ def test_each_days_files_land_per_person_by_github_login_and_the_unlinked_are_ke
     with Session(engine) as session:
         listed = {(i.source, i.kind, i.value) for i in unattributed_identities(session)}
     assert listed == {("copilot", "github", "bo-gh"), ("copilot", "github", "cy-gh")}
+
+
+def test_what_a_linked_person_accepted_of_copilots_code_is_kept_as_their_own_signal(
+    standin: CopilotStandIn, engine: Engine
+) -> None:
+    link_ana(engine)
+    pull(standin, engine)
+    pull(standin, engine)
+    with Session(engine) as session:
+        rows = session.exec(select(ToolDecision)).all()
+        assert [(r.day, r.tool, r.accepted, r.rejected) for r in rows] == [(D22, "copilot", 4, 2)]  # 6 generated
 
 
 def test_the_token_goes_to_the_api_and_never_to_the_signed_download_links(

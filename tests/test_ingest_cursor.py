@@ -21,8 +21,9 @@ from bot.sources import cursor_admin as cursor
 from bot.sources.admin_api import AdminApi, KeyRejected
 from storage.ingest import ingest_telemetry, write_atomically
 from storage.ingest_schemas import SeenUsage, Telemetry
-from storage.models import Person, Source, UnattributedUsage, UsageRecord, VendorPullState, id_of
+from storage.models import Person, Source, ToolDecision, UnattributedUsage, UsageRecord, VendorPullState, id_of
 from storage.sources import internal_source
+from storage.vendors import decision_totals
 from tests.support.vendor_standins import CursorStandIn
 
 KEY = "key_cursor_test"
@@ -130,6 +131,18 @@ def test_the_next_day_books_only_what_the_cycle_added_since(standin: CursorStand
     assert rows[("2026-11-25", ANA, "gpt-5")][1] == Decimal("5.5")
     assert rows[("2026-11-24", ANA, "gpt-5")][1] == Decimal("12.505")  # the finished day keeps its spend
     assert sum(v[1] or 0 for k, v in rows.items() if k[1] == ANA) == Decimal("18.005")
+
+
+def test_accepted_and_rejected_suggestions_are_kept_per_person_and_day_as_their_own_signal(
+    standin: CursorStandIn, engine: Engine
+) -> None:
+    pull(standin, engine)
+    pull(standin, engine)  # again: the same figures, not twice
+    with Session(engine) as session:
+        ana = session.exec(select(Person).where(Person.email == ANA)).one()
+        rows = session.exec(select(ToolDecision)).all()
+        assert [(r.person_id, r.day, r.tool, r.accepted, r.rejected) for r in rows] == [(ana.id, D23, "cursor", 5, 1)]
+        assert decision_totals(session, id_of(ana), D23, D24).acceptance == Decimal(5) / 6
 
 
 def test_a_429_is_waited_out_as_its_retry_after_says(standin: CursorStandIn, engine: Engine) -> None:

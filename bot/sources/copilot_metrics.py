@@ -32,11 +32,12 @@ from sqlmodel import Session
 from bot.config import Settings
 from bot.sources.admin_api import AdminApi, Progress, VendorPull, guarded, no_progress, run_pull
 from storage.daily_usage import day_start
+from storage.identities import linked_people
 from storage.ingest import ingest_telemetry
 from storage.ingest_schemas import SeenUsage, Telemetry
 from storage.models import id_of
 from storage.sources import internal_source
-from storage.vendors import daily_key, prune_days
+from storage.vendors import Decisions, daily_key, prune_days, replace_decisions
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -341,6 +342,20 @@ def write(session: Session, fetched: CopilotFetched, summary: CopilotSummary, se
     summary.unmatched = {row.identity_value or "" for row in rows if row.dedupe_key not in named}
     summary.removed = prune_days(session, source_id, list(fetched.days), keys)
     summary.records = len(rows)
+    replace_decisions(session, source_id, list(fetched.days), decisions_of(session, fetched))
+
+
+def decisions_of(session: Session, fetched: CopilotFetched) -> list[Decisions]:
+    """Of the code Copilot generated for a linked person a day, what they accepted and what they did not:
+    the person's own choices, a self-reported signal for their eyes only. (GitHub counts no rejections:
+    generations not accepted stand for them.)"""
+    merged = {key: item for lines in fetched.days.values() for key, item in merge_days(lines).items()}
+    people = linked_people(session, [("github", login) for _, login in merged])
+    return [
+        Decisions(people[("github", login)], day, AGENT, item.acceptances, max(item.generations - item.acceptances, 0))
+        for (day, login), item in sorted(merged.items())
+        if ("github", login) in people and (item.generations or item.acceptances)
+    ]
 
 
 def pull(

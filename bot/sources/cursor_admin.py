@@ -36,7 +36,7 @@ from storage.models import Person, UsageRecord, id_of, table_of
 from storage.people import normalize_email
 from storage.sources import internal_source
 from storage.types import NANO, ScaledDecimal
-from storage.vendors import daily_key, prune_days
+from storage.vendors import Decisions, daily_key, prune_days, replace_decisions
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -436,6 +436,25 @@ def usage_of(session: Session, source_id: int, fetched: CursorFetched, summary: 
     return rows
 
 
+def decisions_of(session: Session, days: Sequence[CursorDay]) -> list[Decisions]:
+    """Each person's accepted and rejected suggestions a day (`totalAccepts`, `totalRejects`): the person's
+    own choices, a self-reported signal for their eyes only."""
+    merged = merge_days(days)
+    emails = sorted({email for (_, email), item in merged.items() if item.accepts or item.rejects})
+    people = {
+        normalize_email(email): int(person_id)
+        for start in range(0, len(emails), 500)
+        for person_id, email in session.execute(
+            select(PEOPLE.c.id, PEOPLE.c.email).where(PEOPLE.c.email.in_(emails[start : start + 500]))
+        )
+    }
+    return [
+        Decisions(people[email], day, AGENT, item.accepts, item.rejects)
+        for (day, email), item in sorted(merged.items())
+        if email in people and (item.accepts or item.rejects)
+    ]
+
+
 def write(session: Session, fetched: CursorFetched, summary: CursorSummary, settings: Settings) -> None:
     source_id = id_of(internal_source(session, SOURCE_NAME, SOURCE_KIND))
     rows = usage_of(session, source_id, fetched, summary)
@@ -443,6 +462,7 @@ def write(session: Session, fetched: CursorFetched, summary: CursorSummary, sett
     ingest_telemetry(session, source_id, Telemetry(usage=rows), settings.weight_for, usage_mode="replace")
     days = [fetched.since + timedelta(days=n) for n in range((fetched.until - fetched.since).days + 1)]
     summary.removed = prune_days(session, source_id, days, keys)
+    replace_decisions(session, source_id, days, decisions_of(session, fetched.days))
 
 
 def pull(
