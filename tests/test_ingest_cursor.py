@@ -168,6 +168,30 @@ def test_a_refused_key_is_one_line_naming_cursor_admin_key_and_writes_nothing(
         assert state is not None and "CURSOR_ADMIN_KEY" in (state.last_error or "")
 
 
+def test_a_403_on_any_endpoint_is_the_same_one_line_and_the_hourly_job_records_it(
+    standin: CursorStandIn, engine: Engine
+) -> None:
+    standin.refuse_next("/teams/spend", 403)
+    services = Services(settings=settings_for(standin), engine=engine)
+    assert cursor.pull_recent(services, now=datetime(2026, 11, 24, 12, tzinfo=UTC)) is None  # logged, not raised
+    assert stored(engine) == {}  # the usage fetched before the refusal is not written either
+    with Session(engine) as session:
+        state = session.get(VendorPullState, "cursor")
+        assert state is not None and state.last_success_at is None
+        assert "HTTP 403" in (state.last_error or "") and "CURSOR_ADMIN_KEY" in (state.last_error or "")
+
+
+def test_a_long_history_is_asked_for_thirty_days_at_a_time(standin: CursorStandIn, engine: Engine) -> None:
+    with api_for(standin) as api:
+        cursor.pull(api, engine, settings_for(standin), date(2026, 10, 1), D24, today=D24)
+    spans = [
+        (body["startDate"], body["endDate"]) for path, body in standin.requests if path == "/teams/daily-usage-data"
+    ]
+    assert len({start for start, _ in spans}) == 2  # 55 days: two spans, each paged
+    assert all(end - start < 30 * 86_400_000 for start, end in spans)
+    assert ("2026-11-23", ANA, "gpt-5") in stored(engine)
+
+
 def test_a_cursor_day_counts_only_where_no_session_source_covers_that_person_day_and_tool(
     standin: CursorStandIn, engine: Engine
 ) -> None:
