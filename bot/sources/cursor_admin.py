@@ -412,25 +412,28 @@ def usage_of(session: Session, source_id: int, fetched: CursorFetched, summary: 
                 cost_source="billed" if cost is not None else None,
             )
         )
-    for item in fetched.days:  # rows with no email: kept under Cursor's user id, listed by `source status`
-        if item.email is None and item.used:
-            who = f"cursor:{item.user_id}" if item.user_id else None
-            rows.append(
-                SeenUsage(
-                    dedupe_key=daily_key(SOURCE_NAME, item.day, who or "nobody", item.model),
-                    email=None,
-                    occurred_at=day_start(item.day),
-                    agent=AGENT,
-                    model=item.model,
-                    input_tokens=None,
-                    output_tokens=None,
-                    cache_read_tokens=None,
-                    cache_write_tokens=None,
-                    identity_kind="user-id" if who else None,
-                    identity_value=who,
-                )
+    nameless = {  # rows with no email: kept under Cursor's user id, listed by `source status`; one a day each
+        (item.day, f"cursor:{item.user_id}" if item.user_id else None, item.model): item
+        for item in fetched.days
+        if item.email is None and item.used
+    }
+    for (day, who, model), _item in sorted(nameless.items(), key=lambda entry: (entry[0][0], entry[0][1] or "")):
+        rows.append(
+            SeenUsage(
+                dedupe_key=daily_key(SOURCE_NAME, day, who or "nobody", model),
+                email=None,
+                occurred_at=day_start(day),
+                agent=AGENT,
+                model=model,
+                input_tokens=None,
+                output_tokens=None,
+                cache_read_tokens=None,
+                cache_write_tokens=None,
+                identity_kind="user-id" if who else None,
+                identity_value=who,
             )
-            summary.unattributed += 1
+        )
+    summary.unattributed = len(nameless)
     summary.records = len(rows)
     summary.people = len({r.email for r in rows if r.email})
     return rows
