@@ -235,6 +235,23 @@ def test_githubs_primary_rate_limit_403_is_waited_out_not_taken_for_a_refused_to
     assert summary.records == 3
 
 
+def test_a_report_not_in_the_documented_shape_is_one_line_and_writes_nothing(
+    standin: CopilotStandIn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    standin.broken_links = True
+    for name, value in {
+        "DATABASE_URL": db_url,
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_API_URL": standin.base_url,
+        "TOKENWISE_COPILOT_ORG": "acme",
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["import", "copilot", "--since", "2026-11-22", "--until", "2026-11-23"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "download_links" in lines[0], result.output
+
+
 runner = CliRunner()
 
 

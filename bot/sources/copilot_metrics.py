@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot.config import Settings
-from bot.sources.admin_api import AdminApi, Progress, VendorPull, guarded, no_progress, run_pull
+from bot.sources.admin_api import AdminApi, AdminApiError, Progress, VendorPull, guarded, no_progress, run_pull
 from storage.daily_usage import day_start
 from storage.identities import linked_people
 from storage.ingest import ingest_telemetry
@@ -56,7 +56,7 @@ MAX_LINE_BYTES = 1_000_000
 TOKEN_HELP = "a token with the organisation's Copilot metrics read permission (classic tokens: read:org)"
 
 
-class CopilotPayloadInvalid(ValueError):
+class CopilotPayloadInvalid(AdminApiError, ValueError):
     """GitHub answered with something that is not the documented shape; the message says what."""
 
 
@@ -231,6 +231,13 @@ class CopilotApis:
         self.downloads.close()
 
 
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError as error:
+        raise CopilotPayloadInvalid(f"GitHub answered {response.url.path} with something other than JSON.") from error
+
+
 def missing_setting(settings: Settings) -> str | None:
     """What the Copilot pull still needs, as one line, or None when it can run."""
     if settings.copilot_token is None:
@@ -274,7 +281,7 @@ def fetch(apis: CopilotApis, org: str, since: date, until: date, progress: Progr
             fetched.unpublished.append(day)
             continue
         links = (
-            parse_report_links(response.json()).links if response.status_code != NO_DATA and response.content else []
+            parse_report_links(_json(response)).links if response.status_code != NO_DATA and response.content else []
         )
         lines: list[CopilotDay] = []
         for link in links:

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, func, select, type_coerce
 from sqlmodel import Session
 
 from bot.config import Settings
-from bot.sources.admin_api import AdminApi, Progress, VendorPull, guarded, no_progress, run_pull
+from bot.sources.admin_api import AdminApi, AdminApiError, Progress, VendorPull, guarded, no_progress, run_pull
 from storage.daily_usage import day_start, utc_day
 from storage.ingest import ingest_telemetry
 from storage.ingest_schemas import SeenUsage, Telemetry
@@ -55,8 +55,15 @@ PAGE_SIZE = 500
 REQUEST_FIELDS = ("composerRequests", "chatRequests", "agentRequests", "cmdkUsages")
 
 
-class CursorPayloadInvalid(ValueError):
+class CursorPayloadInvalid(AdminApiError, ValueError):
     """Cursor answered with something that is not the documented shape; the message says what."""
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError as error:
+        raise CursorPayloadInvalid(f"Cursor answered {response.url.path} with something other than JSON.") from error
 
 
 @dataclass(frozen=True)
@@ -297,7 +304,7 @@ def fetch(api: AdminApi, since: date, until: date, today: date, progress: Progre
         while True:
             body = {"startDate": _millis(first), "endDate": _millis(last + timedelta(days=1)) - 1}
             answer = parse_daily_usage(
-                api.request("POST", DAILY_USAGE, json={**body, "page": page, "pageSize": PAGE_SIZE}).json()
+                _json(api.request("POST", DAILY_USAGE, json={**body, "page": page, "pageSize": PAGE_SIZE}))
             )
             fetched.days += [d for d in answer.days if first <= d.day <= last]
             fetched.skipped += answer.skipped
@@ -310,7 +317,7 @@ def fetch(api: AdminApi, since: date, until: date, today: date, progress: Progre
         page, pages = 1, 1
         while page <= pages:
             progress(page - 1, pages, "Cursor spend")
-            spend = parse_spend(api.request("POST", SPEND, json={"page": page, "pageSize": PAGE_SIZE}).json())
+            spend = parse_spend(_json(api.request("POST", SPEND, json={"page": page, "pageSize": PAGE_SIZE})))
             pages = min(spend.total_pages, 10_000)
             fetched.cycle_start = spend.cycle_start or fetched.cycle_start
             fetched.skipped += spend.skipped

@@ -257,6 +257,7 @@ class CopilotStandIn(_Server):
     files: int = 2  # NDJSON files a report comes in: a few people make several
     lines: dict[date, list[dict[str, Any]]] = field(default_factory=dict)
     unpublished: set[date] = field(default_factory=set)  # days GitHub has not processed yet: 404
+    broken_links: bool = False  # answer the metadata with download_links that are not a list of URLs
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -346,7 +347,9 @@ class CopilotStandIn(_Server):
         links = [
             f"{self.base_url}/signed/{day.isoformat()}/part-{n}.ndjson?se={expires}&sig=x" for n in range(self.files)
         ]
-        self.send(handler, 200, {"download_links": links, "report_day": day.isoformat()})
+        self.send(
+            handler, 200, {"download_links": "nope" if self.broken_links else links, "report_day": day.isoformat()}
+        )
 
     def _download(self, handler: BaseHTTPRequestHandler, path: str) -> None:
         try:
