@@ -117,6 +117,7 @@ class Metrics:
     token_unknown_records: int = 0  # records whose source gives no token count (NULL): token coverage
     cost_known_tokens: int = 0  # the tokens of the records whose cost is known
     priced_cost_usd: Decimal = ZERO  # the part of cost_usd Tokenwise priced from tokens (cost_source "priced")
+    billed_cost_usd: Decimal = ZERO  # the part of cost_usd a vendor bills per person (cost_source "billed")
     verified_cost_usd: Decimal = ZERO
     outcome_value: Decimal = ZERO  # counted outcomes only: evidence from outside the person
     outcomes_by_kind: dict[str, int] = field(default_factory=dict)
@@ -253,6 +254,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             u.cost_usd,
             case((verified_run(u.run_id), u.cost_usd), else_=None).label("verified_cost"),
             case((u.cost_source == "priced", u.cost_usd), else_=None).label("priced_cost"),
+            case((u.cost_source == "billed", u.cost_usd), else_=None).label("billed_cost"),
             case(
                 (
                     u.cost_usd.is_not(None),
@@ -279,6 +281,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             func.count(),
             func.coalesce(func.sum(usage.c.known_tokens), 0),
             func.coalesce(func.sum(case((usage.c.input_tokens.is_(None), 1), else_=0)), 0),
+            _cost_sum(usage.c.billed_cost),
         )
         .where(usage.c.w.is_not(None))
         .group_by(usage.c.w, usage.c.person_id)
@@ -296,6 +299,7 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
         m.usage_records += int(row[10])
         m.cost_known_tokens += int(row[11])
         m.token_unknown_records += int(row[12])
+        m.billed_cost_usd += row[13]
         if scope.is_group:
             m.contributions[int(row[1])] = part
 

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, type_coerce, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, type_coerce, update
 from sqlmodel import Session
 
 from storage.daily_usage import day_start
@@ -310,3 +310,59 @@ def unknown_people(session: Session, source_name: str, limit: int = 20) -> list[
         .limit(limit)
     )
     return [str(email) for (email,) in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class EstimatedPart:
+    """Counted usage cost of one tool (agent) on one UTC day, from one source and cost_source; `person_id`
+    None for usage that names nobody known (unattributed)."""
+
+    day: date
+    agent: str
+    source: str
+    cost_source: str | None
+    person_id: int | None
+    cost_usd: Decimal | None
+    records: int
+
+
+def estimated_by_day(session: Session, days: Sequence[date], agents: Iterable[str]) -> list[EstimatedPart]:
+    """What Tokenwise counted as spend per UTC day for these tools, by source, cost_source and person, in
+    one query per table (a CASE picks each row's day, as the metrics engine picks windows)."""
+    ordered = sorted(set(days))
+    wanted = sorted(set(agents))
+    if not ordered or not wanted:
+        return []
+    found: list[EstimatedPart] = []
+    s = table_of(Source).c
+    for table, counted in ((USAGE, True), (LOOSE, False)):
+        c = table.c
+        day = case(
+            *(
+                (and_(c.occurred_at >= day_start(d), c.occurred_at < day_start(d) + timedelta(days=1)), index)
+                for index, d in enumerate(ordered)
+            )
+        ).label("day")
+        person = c.person_id if counted else literal(None).label("person_id")
+        query = (
+            select(
+                day,
+                c.agent,
+                s.name,
+                c.cost_source,
+                person,
+                type_coerce(func.sum(c.cost_usd), ScaledDecimal(NANO)),
+                func.count(),
+            )
+            .select_from(table.join(table_of(Source), s.id == c.source_id))
+            .where(c.occurred_at >= day_start(ordered[0]), c.occurred_at < day_start(ordered[-1]) + timedelta(days=1))
+            .where(c.agent.in_(wanted))
+            .group_by(day, c.agent, s.name, c.cost_source, *([c.person_id] if counted else []))
+        )
+        if counted:
+            query = query.where(c.counted.is_(True))
+        for index, agent, source, cost_source, person_id, cost, records in session.execute(query):
+            if index is None:
+                continue
+            found.append(EstimatedPart(ordered[int(index)], agent, source, cost_source, person_id, cost, int(records)))
+    return found

@@ -113,6 +113,39 @@ def import_openai_usage(
     )
 
 
+@import_app.command("claude-code-analytics")
+def import_claude_code_analytics(
+    since: Annotated[str, typer.Option("--since", help="First UTC day, YYYY-MM-DD.")],
+    until: Annotated[str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """Anthropic's Claude Code Analytics API: every person's Claude Code tokens, estimated cost, commits, pull
+    requests and edit decisions per day (needs ANTHROPIC_ADMIN_KEY; ANTHROPIC_API_URL to point elsewhere)."""
+    from bot.sources import claude_code_analytics as analytics
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        pulled = analytics.pull(config, engine, first, last, progress)
+        unnamed = f"; {pulled.skipped} records named nobody and were skipped" if pulled.skipped else ""
+        return f"Imported {pulled.describe()}{unnamed}. `tokenwise source status` lists anyone not yet matched."
+
+    run_vendor_import(analytics.PULL, since, until, work)
+
+
+@import_app.command("anthropic-cost")
+def import_anthropic_cost(
+    since: Annotated[str, typer.Option("--since", help="First UTC day, YYYY-MM-DD.")],
+    until: Annotated[str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """Anthropic's Usage & Cost API: what the organisation was billed per day, model, workspace and line item,
+    and the tokens billed (needs ANTHROPIC_ADMIN_KEY). Billed cost is never added to usage: see
+    `tokenwise report --reconcile`."""
+    from bot.sources import anthropic_cost
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        return f"Imported {anthropic_cost.pull(config, engine, first, last, progress).describe()}."
+
+    run_vendor_import(anthropic_cost.PULL, since, until, work)
+
+
 @import_app.command("github")
 def import_github(
     repo: Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")],

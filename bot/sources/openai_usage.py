@@ -4,8 +4,11 @@ Pulled through the `openai` SDK's admin client (retries, timeouts and the base U
 come from the client, built once); pagination, the pull's protocol and its registration are the vendor
 pulls' shared ones (bot/sources/admin_api.py). Each (day, user, model) bucket is one usage record whose
 dedupe key is the bucket, upserted with the latest figures, so the hourly pull refreshes today's
-still-growing bucket and a re-pull of finished days changes nothing. Cost comes from
-`/organization/costs` when the organisation reports it per user, from genai-prices otherwise.
+still-growing bucket and a re-pull of finished days changes nothing. A person's cost is OpenAI's own
+(`cost_source` billed) when `/organization/costs` can group by user for the organisation, else priced from
+the tokens by genai-prices (`priced`): the costs endpoint usually has no user. The organisation's billed
+cost per day, line item and project comes from `/organization/costs` too, into `billed_cost` (source
+`openai-costs`, never added to usage), for `tokenwise report --reconcile`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from bot.sources.admin_api import (
     VendorPull,
     cursor_pages,
     day_unix,
+    days_between,
     guarded,
     run_pull,
     unix_day,
@@ -38,6 +42,7 @@ from storage.ingest import ingest_telemetry
 from storage.ingest_schemas import SeenUsage, Telemetry
 from storage.models import id_of
 from storage.sources import internal_source
+from storage.vendors import BilledLine, replace_billed
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 AGENT = "openai-api"
 SOURCE_NAME = "openai-usage"
+BILLED_SOURCE = "openai-costs"
 FIX_KEY = "set OPENAI_ADMIN_KEY to an organisation admin key (platform settings, Admin keys)."
 GROUP_BY: list[Any] = ["user_id", "model", "project_id"]
 
@@ -71,6 +77,14 @@ class PullSummary:
     priced_by_openai: int = 0
     priced_by_table: int = 0
     cost_unknown: int = 0
+    billed_lines: int | None = None  # the organisation's billed cost lines; None: /organization/costs unreadable
+    billed_pages: int = 0
+
+    def describe(self) -> str:
+        billed = (
+            "no billed cost (costs unreadable)" if self.billed_lines is None else f"{self.billed_lines} billed lines"
+        )
+        return f"{self.records} records, {billed}, {self.pages} pages"
 
 
 @dataclass
@@ -117,6 +131,57 @@ def daily_costs(client: OpenAI, start: int, end: int) -> dict[tuple[date, str, s
     return dict(costs)
 
 
+def billed_costs(client: OpenAI, start: int, end: int, summary: PullSummary) -> list[BilledLine] | None:
+    """The organisation's billed cost per day, line item and project from /organization/costs (amounts in
+    dollars), or None when the key may not read it."""
+    lines: list[BilledLine] = []
+    try:
+        for page in _pages(
+            client.admin.organization.usage.costs,
+            start_time=start,
+            end_time=end,
+            bucket_width="1d",
+            group_by=["line_item", "project_id"],
+            limit=180,
+        ):
+            summary.billed_pages += 1
+            for bucket in page.data:
+                for result in bucket.results:
+                    amount = getattr(result, "amount", None)
+                    if amount is None or amount.value is None:
+                        continue
+                    line_item = str(getattr(result, "line_item", None) or "")
+                    lines.append(
+                        BilledLine(
+                            day=unix_day(bucket.start_time),
+                            amount=Decimal(str(amount.value)),
+                            currency=str(getattr(amount, "currency", None) or "usd").upper(),
+                            model=line_item.split(",")[0].strip(),
+                            workspace=str(getattr(result, "project_id", None) or ""),
+                            line_item=line_item,
+                        )
+                    )
+    except (openai.BadRequestError, openai.PermissionDeniedError, openai.NotFoundError) as error:
+        log.info("OpenAI's organisation costs unavailable (%s); no billed cost pulled", type(error).__name__)
+        return None
+    summary.billed_lines = len(lines)
+    return lines
+
+
+@dataclass
+class OpenAIPull:
+    telemetry: Telemetry
+    billed: list[BilledLine] | None  # None: /organization/costs could not be read
+    days: list[date]
+
+
+def fetch(client: OpenAI, since: date, until: date, summary: PullSummary) -> OpenAIPull:
+    """Usage per (day, user, model), then the organisation's billed cost: fetched, not written."""
+    telemetry = fetch_usage(client, since, until, summary)
+    billed = billed_costs(client, day_unix(since), day_unix(until + timedelta(days=1)), summary)
+    return OpenAIPull(telemetry, billed, days_between(since, until))
+
+
 def fetch_usage(client: OpenAI, since: date, until: date, summary: PullSummary) -> Telemetry:
     """Every (day, user, model) bucket in [since, until], as usage not yet written."""
     start, end = day_unix(since), day_unix(until + timedelta(days=1))
@@ -148,9 +213,11 @@ def fetch_usage(client: OpenAI, since: date, until: date, summary: PullSummary) 
     for (day, user_id, model), total in sorted(buckets.items()):
         uncached = max(total.input_tokens - total.cached_tokens - total.cache_write_tokens, 0)
         cost = (costs or {}).get((day, user_id, model))
+        cost_source = "billed"  # OpenAI's own per-user cost, when the organisation can group costs by user
         if cost is not None:
             summary.priced_by_openai += 1
         else:
+            cost_source = "priced"
             cost = price(model, uncached, total.output_tokens, total.cached_tokens, total.cache_write_tokens)
             if cost is None:
                 summary.cost_unknown += 1
@@ -168,6 +235,7 @@ def fetch_usage(client: OpenAI, since: date, until: date, summary: PullSummary) 
                 cache_read_tokens=total.cached_tokens,
                 cache_write_tokens=total.cache_write_tokens,
                 cost_usd=cost,
+                cost_source=cost_source if cost is not None else None,
             )
         )
     summary.records = len(telemetry.usage)
@@ -180,13 +248,15 @@ def pull_usage(
     """Fetch everything first, then write it in one transaction (a failed pull writes nothing)."""
     summary = PullSummary()
 
-    def write(session: Any, telemetry: Telemetry) -> None:
+    def write(session: Any, pulled: OpenAIPull) -> None:
         source = internal_source(session, SOURCE_NAME, "openai-usage")
-        ingest_telemetry(session, id_of(source), telemetry, weight_for, usage_mode="replace")
+        ingest_telemetry(session, id_of(source), pulled.telemetry, weight_for, usage_mode="replace")
+        if pulled.billed is not None:
+            replace_billed(session, BILLED_SOURCE, "openai", pulled.days, pulled.billed)
 
-    def fetch() -> Telemetry:
+    def fetch_all() -> OpenAIPull:
         try:
-            return fetch_usage(client, since, until, summary)
+            return fetch(client, since, until, summary)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
             raise KeyRejected(
                 f"OpenAI refused the key in OPENAI_ADMIN_KEY (HTTP {error.status_code}); {FIX_KEY}"
@@ -194,7 +264,9 @@ def pull_usage(
         except openai.OpenAIError as error:
             raise AdminApiError(f"OpenAI's Usage API failed ({' '.join(str(error).split())[:200]}).") from error
 
-    run_pull(engine, SOURCE_NAME, fetch, write, describe=lambda _t: f"{summary.records} records, {summary.pages} pages")
+    run_pull(
+        engine, SOURCE_NAME, fetch_all, write, describe=lambda _t: f"{summary.records} records, {summary.pages} pages"
+    )
     return summary
 
 
