@@ -16,6 +16,7 @@ import bot.cli.commands  # noqa: F401  (registers the commands)
 from bot.cli.root import app
 from bot.config import Settings, get_settings
 from bot.jobs import build_scheduler
+from bot.reconcile import reconcile
 from bot.services import Services
 from bot.sources import cursor_admin as cursor
 from bot.sources.admin_api import AdminApi, KeyRejected
@@ -119,6 +120,19 @@ def test_a_repull_leaves_a_finished_day_as_it_was_and_replaces_today_exactly(
     }
     pull(standin, engine)
     assert stored(engine) == second
+
+
+def test_the_days_spend_is_also_the_organisations_bill_that_reconcile_sets_against_the_estimate(
+    standin: CursorStandIn, engine: Engine
+) -> None:
+    pull(standin, engine)
+    pull(standin, engine)
+    with Session(engine) as session:
+        rows = {(r.vendor, r.day): r for r in reconcile(session, D23, D24, min_group_size=2)}
+    today = rows[("cursor", D24)]
+    assert (today.estimated_usd, today.billed_usd, today.difference_usd) == (Decimal("15.505"),) * 2 + (Decimal(0),)
+    assert today.sources == ("billed: cursor", "billed: cursor-spend")
+    assert rows[("cursor", D23)].billed_usd is None  # a finished day's bill was never read
 
 
 def test_the_next_day_books_only_what_the_cycle_added_since(standin: CursorStandIn, engine: Engine) -> None:

@@ -36,7 +36,7 @@ from storage.models import Person, UsageRecord, id_of, table_of
 from storage.people import normalize_email
 from storage.sources import internal_source
 from storage.types import NANO, ScaledDecimal
-from storage.vendors import Decisions, daily_key, prune_days, replace_decisions
+from storage.vendors import BilledLine, Decisions, daily_key, prune_days, replace_billed, replace_decisions
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 AGENT = "cursor"
 SOURCE_NAME = "cursor"
 SOURCE_KIND = "cursor"
+BILLED_SOURCE = "cursor-spend"  # the organisation's daily total in billed_cost (reconcile's vendor "cursor")
+VENDOR = "cursor"
 KEY_VARIABLE = "CURSOR_ADMIN_KEY"
 KEY_HELP = "a Cursor Admin API key (cursor.com dashboard, Settings, Cursor Admin API Keys; team admins only)"
 DAILY_USAGE = "/teams/daily-usage-data"
@@ -473,6 +475,9 @@ def write(session: Session, fetched: CursorFetched, summary: CursorSummary, sett
     days = [fetched.since + timedelta(days=n) for n in range((fetched.until - fetched.since).days + 1)]
     summary.removed = prune_days(session, source_id, days, keys)
     replace_decisions(session, source_id, days, decisions_of(session, fetched.days))
+    if fetched.spend is not None:  # the organisation's bill for today, for `tokenwise report --reconcile`
+        line = BilledLine(fetched.today, summary.spend_booked_usd, line_item="members' spend booked today")
+        replace_billed(session, BILLED_SOURCE, VENDOR, [fetched.today], [line])
 
 
 def pull(
