@@ -260,6 +260,9 @@ def test_tokenwise_import_cursor_pulls_with_a_progress_bar_and_says_what_it_did(
     result = runner.invoke(app, ["import", "cursor", "--since", "2026-11-23", "--until", "2026-11-24"])
     assert result.exit_code == 0, result.output
     assert "3 person-days" in result.output and "spend not read" in result.output  # the days end before today
+    status = runner.invoke(app, ["source", "status"])
+    assert status.exit_code == 0, status.output
+    assert "Cursor usage and spend" in status.output and "ana@example.com" in status.output, status.output
     assert [body["page"] for path, body in standin.requests if path == "/teams/daily-usage-data"] == [1, 2]
 
 
