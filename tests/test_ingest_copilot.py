@@ -19,7 +19,7 @@ from bot.config import Settings, get_settings
 from bot.jobs import build_scheduler
 from bot.services import Services
 from bot.sources import copilot_metrics as copilot
-from bot.sources.admin_api import KeyRejected
+from bot.sources.admin_api import AdminApiError, KeyRejected
 from storage.identities import link_identity, unattributed_identities
 from storage.ingest import ingest_telemetry, write_atomically
 from storage.ingest_schemas import SeenUsage, Telemetry
@@ -233,6 +233,19 @@ def test_githubs_primary_rate_limit_403_is_waited_out_not_taken_for_a_refused_to
         summary = copilot.pull(apis, engine, settings, D22, D22)
     assert len(waits) == 1 and 4 <= waits[0] <= 7  # until the reset second is over
     assert summary.records == 3
+
+
+def test_an_organisation_with_no_report_on_any_settled_day_is_one_line_not_an_endless_wait(
+    standin: CopilotStandIn, engine: Engine
+) -> None:
+    settings = settings_for(standin, copilot_org="acme-typo")
+    apis = copilot.build_apis(settings)
+    assert apis is not None
+    with pytest.raises(AdminApiError) as wrong, apis:
+        copilot.pull(apis, engine, settings, date(2025, 10, 1), date(2025, 10, 11))
+    assert "TOKENWISE_COPILOT_ORG" in str(wrong.value) and "acme-typo" in str(wrong.value)
+    asked = [path for path, _ in standin.requests if path.startswith("/orgs/")]
+    assert [path.split("day=")[1] for path in asked] == ["2025-10-10", "2025-10-11"]  # reports begin on the 10th
 
 
 def test_a_report_not_in_the_documented_shape_is_one_line_and_writes_nothing(

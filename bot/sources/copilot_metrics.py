@@ -52,6 +52,8 @@ REPORT = "/orgs/{org}/copilot/metrics/reports/users-1-day"
 API_VERSION = "2022-11-28"  # the REST API version these reports are documented under (2026-03-10 too)
 NOT_PUBLISHED = 404  # GitHub has not processed the day yet (reports lag a day or two), or it is too old
 NO_DATA = 204
+FIRST_REPORT = date(2025, 10, 10)  # "Reports are available starting from October 10, 2025"
+PUBLICATION_LAG_DAYS = 3  # a day older than this with no report (404) is not merely late
 MAX_LINE_BYTES = 1_000_000
 TOKEN_HELP = "a token with the organisation's Copilot metrics read permission (classic tokens: read:org)"
 
@@ -268,10 +270,21 @@ def build_apis(settings: Settings) -> CopilotApis | None:
     )
 
 
-def fetch(apis: CopilotApis, org: str, since: date, until: date, progress: Progress = no_progress) -> CopilotFetched:
-    """Each day's users-1-day report in [since, until]: its metadata, then every file it links to."""
+def fetch(
+    apis: CopilotApis,
+    org: str,
+    since: date,
+    until: date,
+    progress: Progress = no_progress,
+    today: date | None = None,
+) -> CopilotFetched:
+    """Each day's users-1-day report in [since, until]: its metadata, then every file it links to. Days before
+    GitHub's reports begin are not asked for; when no day has a report and some are past the publication lag,
+    the organisation or its policy is wrong, and the pull says so instead of waiting for ever."""
     fetched = CopilotFetched()
-    days = [since + timedelta(days=n) for n in range((until - since).days + 1)]
+    days = [
+        since + timedelta(days=n) for n in range((until - since).days + 1) if since + timedelta(days=n) >= FIRST_REPORT
+    ]
     for done, day in enumerate(days):
         progress(done, len(days), f"Copilot report of {day.isoformat()}")
         response = apis.reports.request(
@@ -291,6 +304,12 @@ def fetch(apis: CopilotApis, org: str, since: date, until: date, progress: Progr
             lines += [item for item in report.days if item.day == day]
         fetched.days[day] = lines
     progress(len(days), len(days), "Copilot reports")
+    settled = (today or datetime.now(UTC).date()) - timedelta(days=PUBLICATION_LAG_DAYS)
+    if not fetched.days and any(day < settled for day in fetched.unpublished):
+        raise AdminApiError(
+            f"GitHub has no Copilot usage report for the organisation '{org}' on any day asked (HTTP 404): check "
+            "TOKENWISE_COPILOT_ORG, and that the organisation's Copilot usage metrics policy is on."
+        )
     return fetched
 
 
@@ -372,13 +391,14 @@ def pull(
     since: date,
     until: date,
     progress: Progress = no_progress,
+    today: date | None = None,
 ) -> CopilotSummary:
     """Fetch [since, until]'s reports, then write them in one transaction (a failed pull writes nothing)."""
     summary = CopilotSummary()
     org = settings.copilot_org or ""
 
     def read() -> CopilotFetched:
-        fetched = fetch(apis, org, since, until, progress)
+        fetched = fetch(apis, org, since, until, progress, today)
         summary.days, summary.unpublished = len(fetched.days), len(fetched.unpublished)
         summary.files, summary.skipped = fetched.files, fetched.skipped
         return fetched
@@ -405,7 +425,7 @@ def pull_recent(services: Services, now: datetime | None = None) -> CopilotSumma
         if apis is None:
             return None
         with apis:
-            return pull(apis, services.engine, settings, since, today)
+            return pull(apis, services.engine, settings, since, today, today=today)
 
     summary = guarded(SOURCE_NAME, job)
     if summary is not None:
