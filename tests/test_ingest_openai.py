@@ -20,8 +20,9 @@ from bot.config import DEFAULT_OUTCOME_WEIGHTS, Settings
 from bot.jobs import build_scheduler
 from bot.pricing import price
 from bot.services import Services
+from bot.sources.admin_api import KeyRejected
 from bot.sources.openai_usage import build_admin_client, pull_recent_usage, pull_usage
-from storage.models import BilledCost, Person, UsageRecord
+from storage.models import BilledCost, Person, UsageRecord, VendorPullState
 from tests.support.ingest_fixtures import row_counts
 
 ADMIN_KEY = "sk-admin-test"
@@ -56,9 +57,12 @@ class FakeOpenAI:
         self.costs_status = 200
         self.bo_output = 300
         self.billed_mini = 0.0006
+        self.refuse: int | None = None  # answer every request with this status (a revoked key: 401)
         self.requests: list[tuple[str, dict[str, list[str]], str]] = []
 
     def page(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        if self.refuse:
+            return self.refuse, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
         if path == "/v1/organization/users":
             users = [
                 {
@@ -302,3 +306,19 @@ def test_the_organisations_billed_cost_lands_per_day_and_line_item_and_never_in_
     with Session(engine) as session:
         sources = {r.cost_source for r in session.exec(select(UsageRecord)).all()}
     assert sources == {"billed", "priced"}  # OpenAI's per-user figure, or genai-prices'
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_is_one_line_naming_the_variable_and_recorded_for_source_status(
+    fake: tuple[FakeOpenAI, str], engine: Engine, status: int
+) -> None:
+    state, base = fake
+    state.refuse = status
+    with pytest.raises(KeyRejected) as refused:
+        pull_usage(client_for(base), engine, date(2026, 11, 23), date(2026, 11, 24), weight_for)
+    message = str(refused.value)
+    assert "OPENAI_ADMIN_KEY" in message and str(status) in message and "\n" not in message
+    with Session(engine) as session:
+        recorded = session.get(VendorPullState, "openai-usage")
+    assert recorded is not None and recorded.last_error == message and recorded.last_success_at is None
+    assert row_counts(engine)["usage_record"] == 0

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
@@ -435,3 +437,45 @@ def test_a_groups_spend_says_estimated_unless_all_of_it_is_billed() -> None:
     assert spend_label(Metrics(cost_usd=Decimal("3"), billed_cost_usd=Decimal("1"))) == "estimated"
     assert spend_label(Metrics(cost_usd=Decimal("3"), billed_cost_usd=Decimal("3"))) == "billed"
     assert spend_label(Metrics()) == "estimated"
+
+
+anything = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**9) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(
+    email=st.one_of(st.none(), st.emails()),
+    cents=st.one_of(st.integers(0, 10**7), anything),
+    tokens=st.dictionaries(st.sampled_from(["input", "output", "cache_read", "cache_creation"]), anything),
+    junk=st.dictionaries(st.sampled_from(["core_metrics", "tool_actions", "date", "actor"]), anything, max_size=2),
+)
+def test_any_record_folds_in_without_failing_and_cents_become_dollars(
+    email: str | None, cents: Any, tokens: dict[str, Any], junk: dict[str, Any]
+) -> None:
+    """Whatever a record holds, a pull folds it in or skips it, never fails, and never counts below zero."""
+    part = {"model": SONNET, "tokens": tokens, "estimated_cost": {"amount": cents, "currency": "USD"}}
+    body = {"actor": {"type": "user_actor", "email_address": email}, "model_breakdown": [part], **junk}
+    pulled = claude_code_analytics.AnalyticsPull(days=[D23])
+    claude_code_analytics.add_record(pulled, body, D23)
+    for actor in pulled.actors.values():
+        for total in actor.models.values():
+            assert min(total.input, total.output, total.cache_read, total.cache_creation) >= 0
+            if isinstance(cents, int) and not isinstance(cents, bool) and cents >= 0 and "actor" not in junk:
+                assert total.cost == Decimal(cents) / 100
+        assert all(a >= 0 and r >= 0 for a, r in actor.tools.values())
+        assert actor.commits >= 0 and actor.pull_requests >= 0
+
+
+@given(result=st.dictionaries(st.sampled_from(["amount", "currency", "model", "cost_type", "token_type",
+                                               "workspace_id", "uncached_input_tokens", "cache_creation",
+                                               "output_tokens", "api_key_id"]), anything))  # fmt: skip
+def test_any_cost_or_usage_result_becomes_lines_or_nothing_never_a_failure(result: dict[str, Any]) -> None:
+    line = anthropic_cost.cost_line(D23, result)
+    if line is not None:
+        assert line.amount is not None and line.amount.is_finite() and len(line.line_item) <= 300
+        assert str(result["amount"]) and line.amount * 100 == Decimal(str(result["amount"]))
+    for tokens in anthropic_cost.token_lines(D23, result):
+        assert tokens.amount is None and tokens.tokens is not None and tokens.tokens > 0

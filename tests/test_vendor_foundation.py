@@ -277,3 +277,23 @@ def test_source_status_lists_each_configured_pull_its_last_success_its_error_and
 
 def _refused() -> Any:
     raise KeyRejected("OpenAI refused the key in OPENAI_ADMIN_KEY (HTTP 401); set OPENAI_ADMIN_KEY.")
+
+
+def test_edit_decisions_past_the_retention_window_are_purged_with_the_rest(engine: Engine) -> None:
+    from storage.models import ToolDecision
+    from storage.people import get_or_create_person
+    from storage.retention import purge_expired
+    from storage.vendors import Decisions, decision_totals, replace_decisions
+
+    with session_scope(engine) as session:
+        person = get_or_create_person(session, email="ana@example.com")
+        source = internal_source(session, "claude-code-analytics", "claude-code-analytics")
+        old, recent = date(2025, 1, 6), DAY
+        rows = [Decisions(id_of(person), old, "edit_tool", 5, 5), Decisions(id_of(person), recent, "edit_tool", 3, 1)]
+        replace_decisions(session, id_of(source), [old, recent], rows)
+    with session_scope(engine) as session:
+        purge_expired(session, datetime(2026, 11, 25, tzinfo=UTC), 400)
+    with Session(engine) as session:
+        assert [d.day for d in session.exec(select(ToolDecision)).all()] == [recent]
+        totals = decision_totals(session, id_of(session.exec(select(Person)).one()), old, recent)
+    assert (totals.accepted, totals.rejected, totals.acceptance) == (3, 1, Decimal("0.75"))

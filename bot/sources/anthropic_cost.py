@@ -64,6 +64,12 @@ class CostPull:
         )
 
 
+def _items(value: Any, name: str) -> list[dict[str, Any]]:
+    """The objects of a list field of an answer, skipping whatever is not an object."""
+    found = value.get(name) if isinstance(value, dict) else None
+    return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+
+
 def _stamp(day: date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
 
@@ -77,14 +83,16 @@ def _bucket_day(bucket: dict[str, Any]) -> date | None:
 
 def _cents(value: Any) -> Decimal | None:
     try:
-        return Decimal(str(value)) / LOWEST_UNITS
+        amount = Decimal(str(value)) / LOWEST_UNITS
     except (InvalidOperation, ValueError):
         return None
+    return amount if amount.is_finite() else None
 
 
 def cost_line(day: date, result: dict[str, Any]) -> BilledLine | None:
     """One cost_report result as a billed line in the currency's main unit."""
-    amount = _cents(result.get("amount"))
+    raw = result.get("amount")
+    amount = _cents(raw) if isinstance(raw, str | int | float) and not isinstance(raw, bool) else None
     if amount is None:
         return None
     parts = [str(result.get(name) or "") for name in ("cost_type", "token_type", "service_tier", "context_window")]
@@ -107,11 +115,10 @@ def token_lines(day: date, result: dict[str, Any]) -> list[BilledLine]:
         value: Any = result
         for step in path:
             value = value.get(step) if isinstance(value, dict) else None
-        try:
-            tokens = int(value or 0)
-        except (TypeError, ValueError):
+        if isinstance(value, bool) or not isinstance(value, int):
             continue
-        if tokens:
+        tokens = value
+        if tokens > 0:
             lines.append(
                 BilledLine(
                     day=day,
@@ -133,11 +140,11 @@ def fetch(api: AdminApi, since: date, until: date, progress: Progress = no_progr
     progress(0, steps, "Anthropic cost report")
     for page in api.pages(COST_PATH, {**span, "group_by[]": ["workspace_id", "description"], "limit": 31}):
         pulled.pages += 1
-        for bucket in page.get("data") or []:
+        for bucket in _items(page, "data"):
             day = _bucket_day(bucket)
             if day is None or not since <= day <= until:
                 continue
-            for result in bucket.get("results") or []:
+            for result in _items(bucket, "results"):
                 line = cost_line(day, result)
                 if line is not None:
                     pulled.costs.append(line)
@@ -145,11 +152,11 @@ def fetch(api: AdminApi, since: date, until: date, progress: Progress = no_progr
     params = {**span, "bucket_width": "1d", "group_by[]": ["model", "api_key_id", "workspace_id"], "limit": 31}
     for page in api.pages(USAGE_PATH, params):
         pulled.pages += 1
-        for bucket in page.get("data") or []:
+        for bucket in _items(page, "data"):
             day = _bucket_day(bucket)
             if day is None or not since <= day <= until:
                 continue
-            for result in bucket.get("results") or []:
+            for result in _items(bucket, "results"):
                 pulled.tokens.extend(token_lines(day, result))
     progress(steps, steps, "Anthropic usage and cost")
     return pulled

@@ -110,19 +110,17 @@ class AnalyticsPull:
 
 
 def _int(value: Any) -> int:
+    """A count as the API gives it; anything else (a string, a list, a negative number) is 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
     try:
-        return max(int(value or 0), 0)
-    except (TypeError, ValueError):
+        return max(int(value), 0)
+    except (OverflowError, ValueError):
         return 0
 
 
-def _day_of(record: dict[str, Any], asked: date) -> date:
-    """The record's UTC day: documented as YYYY-MM-DD, shown in examples as an RFC 3339 midnight."""
-    text = str(record.get("date") or "")[:10]
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return asked
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _cost(estimate: Any, pulled: AnalyticsPull) -> Decimal | None:
@@ -131,35 +129,40 @@ def _cost(estimate: Any, pulled: AnalyticsPull) -> Decimal | None:
     if str(estimate.get("currency") or "USD").upper() != "USD":
         pulled.non_usd += 1
         return None
+    amount = estimate["amount"]
+    if isinstance(amount, bool) or not isinstance(amount, int | float | str):
+        return None
     try:
-        return Decimal(str(estimate["amount"])) / MINOR_UNITS
+        cost = Decimal(str(amount)) / MINOR_UNITS
     except InvalidOperation:
         return None
+    return cost if cost.is_finite() and cost >= 0 else None
 
 
 def add_record(pulled: AnalyticsPull, record: dict[str, Any], asked: date) -> None:
     """Fold one record into the pull (records of one actor and day, say per terminal, are summed)."""
-    actor = record.get("actor") or {}
-    email = str(actor.get("email_address") or "").strip().lower() or None
-    api_key = str(actor.get("api_key_name") or "").strip() or None
+    actor = _dict(record.get("actor"))
+    email = str(actor.get("email_address") or "").strip().lower()[:320] or None
+    api_key = str(actor.get("api_key_name") or "").strip()[:200] or None
     if not email and not api_key:
         pulled.skipped += 1
         return
     pulled.records += 1
-    day = _day_of(record, asked)
+    day = asked  # `starting_at` names the one day an answer covers (its `date`: that day, as YYYY-MM-DD or RFC 3339)
     key = (day, email or f"api-key:{api_key}")
     seen = pulled.actors.setdefault(key, _Actor(email, None if email else api_key))
-    core = record.get("core_metrics") or {}
+    core = _dict(record.get("core_metrics"))
     seen.commits += _int(core.get("commits_by_claude_code"))
     seen.pull_requests += _int(core.get("pull_requests_by_claude_code"))
     seen.sessions += _int(core.get("num_sessions"))
     for tool in TOOLS:
-        action = (record.get("tool_actions") or {}).get(tool) or {}
+        action = _dict(_dict(record.get("tool_actions")).get(tool))
         accepted, rejected = seen.tools.get(tool, (0, 0))
         seen.tools[tool] = (accepted + _int(action.get("accepted")), rejected + _int(action.get("rejected")))
-    for part in record.get("model_breakdown") or []:
+    breakdown = record.get("model_breakdown")
+    for part in (_dict(item) for item in (breakdown if isinstance(breakdown, list) else [])):
         model = str(part.get("model") or "unknown")[:120]
-        tokens = part.get("tokens") or {}
+        tokens = _dict(part.get("tokens"))
         total = seen.models.setdefault(model, _Tokens())
         total.input += _int(tokens.get("input"))
         total.output += _int(tokens.get("output"))
@@ -177,7 +180,8 @@ def fetch(api: AdminApi, since: date, until: date, progress: Progress = no_progr
         progress(done, len(pulled.days), f"Claude Code Analytics {day.isoformat()}")
         for page in api.pages(PATH, {"starting_at": day.isoformat(), "limit": PAGE_LIMIT}):
             pulled.pages += 1
-            for record in page.get("data") or []:
+            records = page.get("data") if isinstance(page, dict) else None
+            for record in records if isinstance(records, list) else []:
                 if isinstance(record, dict):
                     add_record(pulled, record, day)
     progress(len(pulled.days), len(pulled.days), "Claude Code Analytics")
