@@ -292,3 +292,51 @@ def run_vendor_import(pull: VendorPull, since: str, until: str | None, work: Ven
     finally:
         engine.dispose()
     out.print(said, highlight=False)
+
+
+@import_app.command("cursor")
+def import_cursor(
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (UTC).")],
+    until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """Cursor's Admin API: each person's daily requests (tokens unknown) and, on a pull reaching today, their
+    spend in the billing cycle (needs CURSOR_ADMIN_KEY; CURSOR_API_URL to point elsewhere). Safe to run again."""
+    from bot.sources import cursor_admin
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        api = cursor_admin.build_api(config)
+        assert api is not None  # run_vendor_import checked the key
+        with api:
+            summary = cursor_admin.pull(api, engine, config, first, last, progress=progress)
+        skipped = f" {summary.skipped} rows without a day or a spend were skipped." if summary.skipped else ""
+        return f"Cursor {first.isoformat()} to {last.isoformat()}: {summary.describe()}.{skipped}"
+
+    run_vendor_import(cursor_admin.PULL, since, until, work)
+
+
+@import_app.command("copilot")
+def import_copilot(
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (UTC).")],
+    until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """GitHub Copilot's per-user daily reports (needs TOKENWISE_COPILOT_ORG and GITHUB_TOKEN, or
+    TOKENWISE_COPILOT_GITHUB_TOKEN, with the organisation's Copilot metrics permission). Safe to run again."""
+    from bot.sources import copilot_metrics
+
+    missing = copilot_metrics.missing_setting(settings())
+    if missing:
+        fail(missing)
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        apis = copilot_metrics.build_apis(config)
+        assert apis is not None  # missing_setting said nothing is missing
+        with apis:
+            summary = copilot_metrics.pull(apis, engine, config, first, last, progress)
+        line = f"Copilot {first.isoformat()} to {last.isoformat()}: {summary.describe()}."
+        if summary.unmatched:
+            logins = sorted(summary.unmatched)
+            shown = ", ".join(logins[:5]) + (", ..." if len(logins) > 5 else "")
+            line += f" Kept for: {shown}; `tokenwise people link github LOGIN EMAIL` moves their days to them."
+        return line
+
+    run_vendor_import(copilot_metrics.PULL, since, until, work)

@@ -2,8 +2,10 @@
 
 - `AdminApi`: a JSON client configured once (base URL, auth headers, timeout), built on httpx2. It retries
   429 and 5xx answers (and dropped connections) with exponential backoff, honouring `retry-after` (seconds
-  or an HTTP date) up to `max_wait`; a 401 or 403 is `KeyRejected`, one line that names the environment
-  variable to fix; any other refusal is an `AdminApiError`, one line too.
+  or an HTTP date) up to `max_wait`, and a 403 that says when to come back (GitHub's rate limits:
+  `retry-after`, or `x-ratelimit-remaining: 0` until `x-ratelimit-reset`); any other 401 or 403 is
+  `KeyRejected`, one line that names the environment variable to fix; any other refusal is an
+  `AdminApiError`, one line too.
 - `pages(...)`: follows `has_more`/`next_page`-style cursors (names configurable), for JSON answers and for
   SDK objects alike (`cursor_pages`).
 - `run_pull(...)`: fetch everything first (the network), then write it in one transaction (`write_atomically`),
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -74,6 +76,20 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
             return None
 
 
+def rate_limited(headers: Mapping[str, str]) -> bool:
+    """A 403 that is GitHub's rate limit, not a refused token: it says when to come back."""
+    return bool(headers.get("retry-after")) or headers.get("x-ratelimit-remaining") == "0"
+
+
+def reset_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds until `x-ratelimit-reset` (epoch seconds, GitHub's primary limit), or None without one."""
+    try:
+        reset = float(headers.get("x-ratelimit-reset") or "")
+    except ValueError:
+        return None
+    return max(reset - (time.time() if now is None else now), 0.0) + 1.0  # the second it resets in must be over
+
+
 def _said(response: httpx2.Response) -> str:
     """The error message an API put in its body ({"error": {"message"}} or {"message"}), short."""
     try:
@@ -94,6 +110,7 @@ class AdminApi:
     vendor: str  # as people name it: "Anthropic", "Cursor"
     base_url: str
     key_env: str  # the environment variable holding the key, named in a refusal's message
+    key_hint: str = "an admin key with read access"  # what the variable should hold, said in that message
     headers: Mapping[str, str] = field(default_factory=dict)
     auth: tuple[str, str] | None = None  # basic auth (Cursor's key as the user name), when the vendor wants it
     timeout: float = 60.0
@@ -131,8 +148,9 @@ class AdminApi:
         """GET a JSON answer (a path relative to the base URL, or an absolute URL)."""
         return self.request("GET", path, params=params).json()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
-        """One request, retried on 429/5xx and dropped connections; refusals raise one-line errors."""
+    def request(self, method: str, path: str, *, allow: Collection[int] = (), **kwargs: Any) -> httpx2.Response:
+        """One request, retried on 429/5xx and dropped connections; refusals raise one-line errors, except the
+        statuses in `allow`, which are answers (GitHub's 404 for a report not published yet)."""
         url = path if path.startswith(("http://", "https://")) else path.lstrip("/")
         for attempt in range(1, self.attempts + 1):
             self.requests += 1
@@ -146,15 +164,17 @@ class AdminApi:
                     ) from error
                 self._wait(None, attempt)
                 continue
-            if response.status_code in (401, 403):
+            limited = response.status_code == 403 and rate_limited(response.headers)
+            if response.status_code in (401, 403) and not limited:
                 raise KeyRejected(
                     f"{self.vendor} refused the key in {self.key_env} (HTTP {response.status_code}: "
-                    f"{_said(response) or 'unauthorized'}); set {self.key_env} to an admin key with read access."
+                    f"{_said(response) or 'unauthorized'}); set {self.key_env} to {self.key_hint}."
                 )
-            if response.status_code in RETRIED and attempt < self.attempts:
-                self._wait(retry_after(response.headers), attempt)
+            if (response.status_code in RETRIED or limited) and attempt < self.attempts:
+                asked = retry_after(response.headers)
+                self._wait(asked if asked is not None else reset_wait(response.headers), attempt)
                 continue
-            if response.is_error:
+            if response.is_error and response.status_code not in allow:
                 raise AdminApiError(
                     f"{self.vendor} answered HTTP {response.status_code} for {path.split('?')[0]}"
                     f"{f' ({_said(response)})' if _said(response) else ''}"

@@ -225,7 +225,7 @@ def edits_line(edits: DecisionTotals | None) -> str | None:
     decided = edits.accepted + edits.rejected
     return (
         f"Agent edits you accepted: {share(edits.acceptance)} ({edits.accepted:,} of {decided:,}; "
-        f"{edits.rejected:,} rejected), as Claude Code counts them: a quality signal, self-reported, not counted."
+        f"{edits.rejected:,} rejected), as your tools count them: a quality signal, self-reported, not counted."
     )
 
 
