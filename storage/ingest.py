@@ -404,9 +404,14 @@ def ingest_telemetry(
         ends = [t for t in (seen.ended_at, run.ended_at) if t is not None]
         seen.ended_at = max(ends) if ends else None
         seen.project, seen.branch = seen.project or run.project, seen.branch or run.branch
+    person_ids = [people.id_for(u.email, u.slack_user_id) for u in telemetry.usage]
     wanted = {
         *bounds,
-        *((people.id_for(u.email, u.slack_user_id), u.run_external_id) for u in telemetry.usage if u.run_external_id),
+        *(
+            (person_id, u.run_external_id)
+            for u, person_id in zip(telemetry.usage, person_ids, strict=True)
+            if u.run_external_id
+        ),
         *(
             (people.id_for(o.email, o.slack_user_id), o.run_external_id)
             for o in telemetry.outcomes
@@ -434,7 +439,6 @@ def ingest_telemetry(
     result.notes["unattributed"] = kept
     made = _session_runs(session, source_id, wanted - set(known))
     runs = known | {key: run_id for key, (run_id, _source) in made.items()}
-    person_ids = [people.id_for(u.email, u.slack_user_id) for u in telemetry.usage]
     if usage_mode == "new":
         values = _usage_values(session, source_id, telemetry.usage, person_ids, runs)
         accepted = insert_values(session, USAGE, USAGE_COLUMNS, values, ("source_id", "dedupe_key"))
@@ -460,7 +464,8 @@ def ingest_telemetry(
             for u, person_id in zip(telemetry.usage, person_ids, strict=True)
         ]
         result.accepted += merge_usage_totals(session, usage_rows, usage_mode)
-    settle_sessions(session, _unsettled(session, source_id, telemetry.usage, person_ids, made))
+    sessions = {(p, u.run_external_id) for u, p in zip(telemetry.usage, person_ids, strict=True) if u.run_external_id}
+    settle_sessions(session, _unsettled(session, source_id, telemetry.usage, person_ids, sessions, made))
     outcome_rows = []
     for o in telemetry.outcomes:
         person_id = people.id_for(o.email, o.slack_user_id)
@@ -489,25 +494,25 @@ def _unsettled(
     source_id: int,
     usage: Sequence[SeenUsage],
     person_ids: Sequence[int],
+    sessions: set[tuple[int, str]],
     made: Mapping[tuple[int, str], tuple[int, int]],
 ) -> set[tuple[int, str]]:
     """The sessions of this write that may need settling again: all but those whose run this write made
     (this source's, absent before it) and whose records here are all of one precision. Such a run holds only
     these records, all counted (a new record is), so nothing of it can change; it is the usual case of an
     import, whose sessions are mostly new (settling them all read every session's records back)."""
+    ours = {key for key, (_run, run_source) in made.items() if run_source == source_id}
+    if not ours:
+        return sessions
+    source = session.get(Source, source_id)
+    if source is not None and source.kind == "claude-code-logs":  # log lines: all of one precision
+        return sessions - ours
     levels: dict[tuple[int, str], set[int]] = {}
     for u, person_id in zip(usage, person_ids, strict=True):
-        if u.run_external_id:
-            levels.setdefault((person_id, u.run_external_id), set())
-    if not levels:
-        return set()
-    kind = session.get(Source, source_id)
-    logs = kind is not None and kind.kind == "claude-code-logs"
-    for u, person_id in zip(usage, person_ids, strict=True):
         key = (person_id, u.run_external_id or "")
-        if key in made and made[key][1] == source_id:
-            levels[key].add(LOG_LINES if logs else _key_precision(u.dedupe_key))
-    return {key for key, seen in levels.items() if key not in made or made[key][1] != source_id or len(seen) > 1}
+        if key in ours:
+            levels.setdefault(key, set()).add(_key_precision(u.dedupe_key))
+    return sessions - {key for key in ours if len(levels.get(key, ())) <= 1}
 
 
 def _key_precision(dedupe_key: str) -> int:

@@ -561,10 +561,15 @@ def import_logs(
                     project=record.project,
                     branch=record.branch,
                 )
-            else:
-                run.started_at = min(run.started_at, when)
-                run.ended_at = max(run.ended_at or when, when)
-                run.project, run.branch = run.project or record.project, run.branch or record.branch
+            else:  # widened (its end is set: this loop made it); what a run has is kept
+                if when < run.started_at:
+                    run.started_at = when
+                elif run.ended_at is not None and when > run.ended_at:
+                    run.ended_at = when
+                if run.project is None:
+                    run.project = record.project
+                if run.branch is None:
+                    run.branch = record.branch
             if record.branch:
                 on_branches.add(session_id)
         if len(chunk.usage) >= chunk_lines:
