@@ -44,7 +44,7 @@ def import_claude_code(
     ] = None,
 ) -> None:
     """Claude Code's local session logs: one run per session, one usage record per API call."""
-    from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, total_bytes
+    from bot.sources.claude_code import LogsNotFound, default_folders, find_logs, import_logs
 
     config = settings()
     if "@" not in email:
@@ -54,7 +54,7 @@ def import_claude_code(
         with user_errors():
             try:
                 folders = [path] if path else default_folders()
-                size = total_bytes(folders)
+                files, size = find_logs(*folders)
             except LogsNotFound as error:
                 raise UserError(str(error)) from error
             columns = (TextColumn("Reading logs"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
@@ -67,6 +67,7 @@ def import_claude_code(
                     config.weight_for,
                     lambda n: progress.advance(task, n),
                     rules=config.link_rules(),
+                    files=files,
                 )
     finally:
         engine.dispose()
