@@ -95,6 +95,16 @@ class Settings(BaseSettings):
         return value if value.endswith("/") else value + "/"
 
     @property
+    def copilot_token(self) -> tuple[str, str] | None:
+        """The Copilot pull's token and the variable it came from: TOKENWISE_COPILOT_GITHUB_TOKEN, else
+        GITHUB_TOKEN (one token serves both pulls when it has both permissions)."""
+        if self.copilot_github_token:
+            return self.copilot_github_token, "TOKENWISE_COPILOT_GITHUB_TOKEN"
+        if self.github_token:
+            return self.github_token, "GITHUB_TOKEN"
+        return None
+
+    @property
     def slack_oauth_enabled(self) -> bool:
         """Many workspaces (OAuth install flow) instead of one bot token."""
         return bool(self.slack_client_id and self.slack_client_secret)
@@ -121,6 +131,13 @@ class Settings(BaseSettings):
     )
     openai_admin_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_KEY"))
     openai_usage_days: int = Field(2, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_OPENAI_USAGE_DAYS"))
+    # The OpenAI usage and cost pulls' base URL (tests, proxies), separate from the summaries' OPENAI_BASE_URL.
+    openai_admin_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ADMIN_BASE_URL"))
+    # Vendor admin-API pulls (docs/ingest.md): Anthropic's Claude Code Analytics and Usage & Cost APIs.
+    anthropic_admin_key: str | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_ADMIN_KEY"))
+    anthropic_api_url: str = Field("https://api.anthropic.com", validation_alias=AliasChoices("ANTHROPIC_API_URL"))
+    # How many days (today included) each hourly vendor pull refreshes: the vendors settle late figures.
+    vendor_pull_days: int = Field(3, ge=1, le=31, validation_alias=AliasChoices("TOKENWISE_VENDOR_PULL_DAYS"))
     link_window_days: int = Field(14, ge=1, le=365, validation_alias=AliasChoices("TOKENWISE_LINK_WINDOW_DAYS"))
     agent_trailers: list[str] = Field(
         default_factory=lambda: list(DEFAULT_AGENT_TRAILERS), validation_alias=AliasChoices("TOKENWISE_AGENT_TRAILERS")
@@ -131,6 +148,19 @@ class Settings(BaseSettings):
     github_token: str | None = Field(None, validation_alias=AliasChoices("GITHUB_TOKEN"))
     github_api_url: str = Field("https://api.github.com", validation_alias=AliasChoices("GITHUB_API_URL"))
     github_self_merge_counts: bool = Field(False, validation_alias=AliasChoices("TOKENWISE_GITHUB_SELF_MERGE_COUNTS"))
+    # Cursor's Admin API and GitHub Copilot's usage metrics (docs/ingest.md "Cursor", "GitHub Copilot").
+    cursor_admin_key: str | None = Field(None, validation_alias=AliasChoices("CURSOR_ADMIN_KEY"))
+    cursor_api_url: str = Field("https://api.cursor.com", validation_alias=AliasChoices("CURSOR_API_URL"))
+    # The Copilot pull's token when GITHUB_TOKEN lacks the organisation's Copilot metrics permission.
+    copilot_github_token: str | None = Field(None, validation_alias=AliasChoices("TOKENWISE_COPILOT_GITHUB_TOKEN"))
+    copilot_org: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", validation_alias=AliasChoices("TOKENWISE_COPILOT_ORG")
+    )
+    # A Copilot seat's price per month, spread evenly over the month's days for each person active that day;
+    # unset, Copilot's cost stays unknown (GitHub reports no cost per person).
+    copilot_seat_usd: Decimal | None = Field(
+        None, ge=0, le=100_000, validation_alias=AliasChoices("TOKENWISE_COPILOT_SEAT_USD")
+    )
 
     @field_validator("outcome_weights")
     @classmethod

@@ -1,7 +1,8 @@
 """Every scheduled job of `tokenwise serve` and `tokenwise scheduler` (APScheduler 3.x), with explicit ids.
 
 `build_scheduler(services)` adds each job whose settings are present:
-- `openai-usage`: the hourly OpenAI organisation usage pull, when OPENAI_ADMIN_KEY is set;
+- each vendor admin-API pull whose key is set (bot/sources/vendors.py): hourly, id `vendor:<name>`, or its own
+  (`openai-usage`: the OpenAI organisation usage pull, when OPENAI_ADMIN_KEY is set);
 - `digest:subscription:<id>`: one CronTrigger job per digest subscription (its weekday, time and time
   zone; APScheduler does the DST arithmetic), kept in step with the database by the tick;
 - `digest:tick`: every TOKENWISE_DIGEST_TICK_SECONDS, re-syncs those jobs, retries failed or abandoned
@@ -31,7 +32,7 @@ from bot.config import Settings
 from bot.log_safety import log_failure
 from bot.periods import zone
 from bot.services import Services
-from bot.sources.openai_usage import pull_recent_usage
+from bot.sources.vendors import configured_pulls
 from handlers.slack.client import build_slack_client
 from handlers.slack.digest_posts import SlackFor, send_due
 from handlers.slack.nudges import send_nudges
@@ -44,7 +45,7 @@ from storage.subscriptions import schedule_of
 
 log = logging.getLogger(__name__)
 
-OPENAI_USAGE_JOB = "openai-usage"
+
 SUBSCRIPTION_JOB = "digest:subscription:"
 TICK_JOB = "digest:tick"
 PURGE_JOB = "retention:purge"
@@ -209,19 +210,28 @@ def add_retention_job(scheduler: BaseScheduler, jobs: DigestJobs) -> None:
     )
 
 
+def add_vendor_jobs(scheduler: BaseScheduler, services: Services) -> list[str]:
+    """Each vendor admin-API pull whose key is set, every `hours` (hourly), first run right away; the ids."""
+    ids = []
+    for pull in configured_pulls(services.settings):
+        scheduler.add_job(
+            pull.pull_recent,
+            IntervalTrigger(hours=pull.hours, timezone=UTC),
+            args=[services],
+            id=pull.job,
+            name=f"Pull {pull.label}",
+            next_run_time=datetime.now(UTC),
+            coalesce=True,
+            max_instances=1,
+            replace_existing=True,
+        )
+        ids.append(pull.job)
+    return ids
+
+
 def build_scheduler(services: Services) -> BackgroundScheduler:
     """A scheduler (not started) with every job the configuration asks for."""
     scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
-    if services.settings.openai_admin_key:
-        scheduler.add_job(
-            pull_recent_usage,
-            "interval",
-            hours=1,
-            args=[services],
-            id=OPENAI_USAGE_JOB,
-            name="Pull OpenAI organisation usage",
-            next_run_time=datetime.now(UTC),
-            replace_existing=True,
-        )
+    add_vendor_jobs(scheduler, services)
     add_service_jobs(scheduler, services)  # digests, nudges, retention (docs/digests.md)
     return scheduler

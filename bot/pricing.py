@@ -7,6 +7,7 @@ Anthropic-style usage reports cache tokens beside input tokens; genai-prices cou
 from __future__ import annotations
 
 import warnings
+from bisect import bisect_left
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -121,7 +122,7 @@ def fast_price(
         return None
     tokens = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
     total = input_tokens + cache_read_tokens + cache_write_tokens
-    linear = _linear(model, sum(1 for start in starts if total > start))
+    linear = _linear(model, bisect_left(starts, total))  # how many tiers start below the total (starts sorted)
     if linear is None:
         return price(model, *tokens)
     return linear(tokens)

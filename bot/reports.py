@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from storage.metrics import Contribution, Metrics, Scope, Slice, breakdown, comp
 from storage.models import Team
 from storage.people import nested_memberships, team_zones
 from storage.runs import count_unreviewed
+from storage.vendors import DecisionTotals, decision_totals
 
 METRIC_KEYS = (
     "runs",
@@ -389,7 +390,7 @@ def _add(total: Metrics, week: Metrics) -> None:
     for name in (
         "runs", "reviewed_runs", "useful_runs", "input_tokens", "output_tokens", "cache_read_tokens",
         "cache_write_tokens", "cost_usd", "cost_unknown_records", "usage_records", "cost_known_tokens",
-        "priced_cost_usd", "verified_cost_usd", "outcome_value",
+        "priced_cost_usd", "billed_cost_usd", "verified_cost_usd", "outcome_value", "token_unknown_records",
     ):  # fmt: skip
         setattr(total, name, getattr(total, name) + getattr(week, name))
     for kind, count in week.outcomes_by_kind.items():
@@ -410,6 +411,9 @@ class PersonalView:
     report: Report
     unreviewed: int  # their runs in the period that await their verdict
     projects: list[Slice] = field(default_factory=list)  # their usage per project, costliest first
+    # The agent edits they accepted and rejected, as the tool counts them (Claude Code Analytics): a
+    # self-reported quality signal, never a headline; None when no source reports any.
+    edits: DecisionTotals | None = None
 
 
 def personal_view(
@@ -425,7 +429,9 @@ def personal_view(
     report = build_report(session, Scope.person(person_id, name), period, rules or Disclosure())
     unreviewed = count_unreviewed(session, person_id, period.start, period.end)
     slices = breakdown(session, person_id, period.start, period.end, "project") if projects else []
-    return PersonalView(report, unreviewed, slices)
+    last_moment = period.end - timedelta(microseconds=1)
+    edits = decision_totals(session, person_id, period.start.astimezone(UTC).date(), last_moment.astimezone(UTC).date())
+    return PersonalView(report, unreviewed, slices, edits if edits.accepted or edits.rejected else None)
 
 
 def group_zone(session: Session, scope: Scope, default_tz: str) -> str:
@@ -509,13 +515,22 @@ def figures_json(item: Figures, personal: bool = False) -> dict[str, Any]:
 
 
 def cost_sources(metrics: Metrics | None) -> dict[str, float | None] | None:
-    """Known cost split by who put the figure on it: the source itself, or Tokenwise from token counts."""
+    """Known cost split by who put the figure on it: the source itself, Tokenwise from token counts, or the
+    vendor's bill for the person."""
     if metrics is None:
         return None
     return {
-        "reported_usd": _money(metrics.cost_usd - metrics.priced_cost_usd),
+        "reported_usd": _money(metrics.cost_usd - metrics.priced_cost_usd - metrics.billed_cost_usd),
         "priced_usd": _money(metrics.priced_cost_usd),
+        "billed_usd": _money(metrics.billed_cost_usd),
     }
+
+
+def spend_label(metrics: Metrics) -> str:
+    """What a group's known spend is: "estimated" unless every dollar of it is the vendor's own bill."""
+    if metrics.cost_usd and metrics.billed_cost_usd >= metrics.cost_usd:
+        return "billed"
+    return "estimated"
 
 
 def slice_json(item: Slice) -> dict[str, Any]:

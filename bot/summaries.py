@@ -27,7 +27,8 @@ from bot.config import Settings
 from bot.numbers import money, number, share, signed_percent
 from bot.periods import Period
 from bot.pricing import price
-from bot.reports import Disclosure, build_report, change, group_weeks
+from bot.reconcile import reconcile, reconcile_lines
+from bot.reports import Disclosure, build_report, change, group_weeks, spend_label
 from storage.audit import record_event
 from storage.db import session_scope
 from storage.digest_contents import merged_prs_with_agent_help
@@ -78,7 +79,11 @@ def team_facts(
         Fact("days", "Days covered", str(period.days)),
         Fact("active_people", "People active", number(metrics.active_people)),
         Fact("runs", "Agent runs", number(metrics.runs)),
-        Fact("cost_usd", "Known spend", money(None if "cost_usd" in hidden else metrics.cost_usd)),
+        Fact(
+            "cost_usd",
+            f"Known spend ({spend_label(metrics)})",
+            money(None if "cost_usd" in hidden else metrics.cost_usd),
+        ),
         Fact(
             "cost_coverage",
             "Usage records whose cost is known",
@@ -115,6 +120,20 @@ def team_facts(
             if shown is not None:
                 facts.append(Fact(f"change_{key}", label, shown))
     return [fact for fact in facts if fact.text != "—"]
+
+
+def reconcile_facts(session: Session, period: Period, min_group_size: int) -> list[Fact]:
+    """The organisation's estimated spend against what each vendor billed, per vendor and UTC day of the
+    period (days with too few people behind the estimate are left out): organisation figures, said so."""
+    rows = reconcile(session, period.since, period.until, min_group_size)
+    return [
+        Fact(
+            f"reconcile_{vendor}",
+            f"{vendor.title()}, whole organisation: Tokenwise's estimated spend against the vendor's bill, per UTC day",
+            line,
+        )
+        for vendor, line in sorted(reconcile_lines(rows).items())
+    ]
 
 
 def facts_prompt(facts: list[Fact]) -> str:
@@ -171,20 +190,23 @@ def check_numbers(narrative: str, facts: list[Fact]) -> list[str]:
 def template_narrative(facts: list[Fact], reason: str) -> str:
     """Deterministic prose that uses the facts' own text, so it always passes the numbers check."""
     f = {fact.key: fact.text for fact in facts}
+    labels = {fact.key: fact.label for fact in facts}
     sentences = [
         f"Written from a template because {reason}.",
         f"From {f['since']} to {f['until']} the team made {f['runs']} agent runs.",
     ]
     if "verified_spend_share" in f:  # never the owners' own verdicts: a group's facts leave those out
         sentences.append(
-            f"{f['verified_spend_share']} of the known spend of {f['cost_usd']} went to runs with evidence from "
-            "outside their owner: merged pull requests, CI, deploys."
+            f"{f['verified_spend_share']} of the {labels['cost_usd'].lower()} of {f['cost_usd']} went to runs with "
+            "evidence from outside their owner: merged pull requests, CI, deploys."
         )
     if "cost_coverage" in f:
         sentences.append(f"Cost is known for {f['cost_coverage']} usage records.")
     sentences.append(
         f"Outcome value was {f['outcome_value']}, with {f['merged_prs']} merged pull requests made with agent help."
     )
+    for key in sorted(k for k in f if k.startswith("reconcile_")):
+        sentences.append(f"{labels[key]}: {f[key]}.")
     return " ".join(sentences)
 
 
@@ -392,6 +414,7 @@ def draft_summary(
     facts = team_facts(
         report.totals.metrics, report.previous.metrics, merged, period, report.totals.hidden, report.previous.hidden
     )
+    facts += reconcile_facts(session, period, settings.min_group_size)
     draft = SummaryDraft(team.name, period, facts, requester_id, actor, now)
     if writer is None:
         reason = "no language model is configured"

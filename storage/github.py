@@ -10,7 +10,7 @@ run's owner removed stays removed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -31,6 +31,8 @@ from storage.models import (
     PullRequest,
     RepoMapping,
     RunCommit,
+    Source,
+    UsageRecord,
     table_of,
     utcnow,
 )
@@ -43,6 +45,8 @@ CHECKS = table_of(GithubCheck)
 LINKS = table_of(OutcomeLink)
 OUTCOMES = table_of(Outcome)
 RUNS = table_of(AgentRun)
+USAGE = table_of(UsageRecord)
+SOURCES = table_of(Source)
 NOREPLY = re.compile(r"^(?:\d+\+)?([A-Za-z0-9-]+)@users\.noreply\.github\.com$")
 
 
@@ -135,6 +139,7 @@ PR_COLUMNS = (
     "source_id", "repo", "number", "url", "author_login", "merged_by_login", "head_branch", "head_sha",
     "merge_sha", "opened_at", "merged_at", "closed_at", "updated_at", "additions", "deletions", "title",
 )  # fmt: skip
+MERGE_SEEN = ("merge_seen_run_id", "merge_seen_usage_id")
 _PR_UPSERTS: dict[str, Any] = {}
 
 
@@ -156,7 +161,8 @@ def _pr_upsert(session: Session) -> Any:
                 )
                 for column in PR_COLUMNS
                 if column not in ("source_id", "repo", "number")
-            },
+            }
+            | {column: func.coalesce(old[column], new[column]) for column in MERGE_SEEN},  # set once
         )
         _PR_UPSERTS[dialect] = statement
     return statement
@@ -181,8 +187,19 @@ def record_pull_request(session: Session, source_id: int, pr: PullRequestSeen) -
         "additions": pr.additions,
         "deletions": pr.deletions,
         "title": (pr.title or None) and pr.title[:300],
+        "merge_seen_run_id": None,
+        "merge_seen_usage_id": None,
     }
+    if pr.merged_at is not None:  # kept only by the first delivery that says merged (see MERGE_SEEN)
+        values["merge_seen_run_id"], values["merge_seen_usage_id"] = _last_ids(session)
     session.execute(_pr_upsert(session), [values])
+
+
+def _last_ids(session: Session) -> tuple[int, int]:
+    """The highest run and usage record ids stored now: what came before Tokenwise learned of a merge."""
+    runs = session.execute(select(func.max(RUNS.c.id))).scalar_one()
+    usage = session.execute(select(func.max(USAGE.c.id))).scalar_one()
+    return int(runs or 0), int(usage or 0)
 
 
 def record_commits(session: Session, source_id: int, commits: Iterable[CommitSeen]) -> None:
@@ -313,6 +330,7 @@ class Settled:
     reason: str = ""
     agent_trailer: str | None = None
     links: list[tuple[int, str, str | None, bool]] = field(default_factory=list)  # run, evidence, detail, active
+    late: set[int] = field(default_factory=set)  # linked runs sent by their owner after the merge was known
     outcomes: list[str] = field(default_factory=list)
 
 
@@ -355,22 +373,32 @@ def settle_one(
         result.reason = "merged by its own author (TOKENWISE_GITHUB_SELF_MERGE_COUNTS is off)"
     # The links the merge has (a removed one stays removed) and the runs it should link, then the outcome
     # with its flags in one upsert, then the new links.
-    existing = {
-        int(run_id): (str(evidence), detail, removed is None)
-        for run_id, evidence, detail, removed in session.execute(
-            select(LINKS.c.run_id, LINKS.c.evidence, LINKS.c.detail, LINKS.c.removed_at)
-            .join(OUTCOMES, OUTCOMES.c.id == LINKS.c.outcome_id)
-            .where(OUTCOMES.c.source_id == pr.source_id, OUTCOMES.c.external_id == _external_id(pr, "merged"))
-        )
-    }
+    existing: dict[int, tuple[str, str | None, bool]] = {}
+    for run_id, evidence, detail, removed, late in session.execute(
+        select(LINKS.c.run_id, LINKS.c.evidence, LINKS.c.detail, LINKS.c.removed_at, LINKS.c.late)
+        .join(OUTCOMES, OUTCOMES.c.id == LINKS.c.outcome_id)
+        .where(OUTCOMES.c.source_id == pr.source_id, OUTCOMES.c.external_id == _external_id(pr, "merged"))
+    ):
+        existing[int(run_id)] = (str(evidence), detail, removed is None)
+        if late:
+            result.late.add(int(run_id))
     wanted = _runs_to_link(session, pr, commits, person_id, rules, folders)
     added = {run_id: link for run_id, link in wanted.items() if run_id not in existing}
+    late_now = _sent_after_the_merge(session, pr, added)
+    for run_id in late_now:
+        evidence, detail = added[run_id]
+        added[run_id] = (evidence, f"{detail}; sent by its owner after the merge was known: shown, not evidence")
+    result.late |= late_now
     every = {**existing, **{run_id: (evidence, detail, True) for run_id, (evidence, detail) in added.items()}}
     result.links = [(run_id, *every[run_id]) for run_id in sorted(every)]
-    assisted = trailer is not None or any(active for *_, active in result.links)
+    # Only a run that was there before the merge was known can make it the work of an agent: a run its owner
+    # sends afterwards is their word about a result they already know (docs/metrics.md "Late evidence").
+    assisted = trailer is not None or any(active and run_id not in result.late for run_id, *_, active in result.links)
     counted = result.evidence and assisted
     if result.evidence and not assisted:
         result.reason = "no agent run is linked and no commit carries an agent trailer"
+        if any(active for *_, active in result.links):
+            result.reason = "its only linked runs were sent by their owner after the merge was known"
     elif counted:
         result.reason = "counted"
     merged = _outcome(
@@ -379,10 +407,18 @@ def settle_one(
     if added:
         now = utcnow()
         values = [
-            {"outcome_id": merged, "run_id": run_id, "evidence": evidence, "detail": detail, "created_at": now}
+            {
+                "outcome_id": merged,
+                "run_id": run_id,
+                "evidence": evidence,
+                "detail": detail[:300],
+                "created_at": now,
+                "late": run_id in late_now,
+            }
             for run_id, (evidence, detail) in sorted(added.items())
         ]
         insert_new(session, LINKS, values, ("outcome_id", "run_id"))
+        mark_late_usage(session, sorted(set(added) - late_now), pr.merge_seen_usage_id)
     result.outcomes.append("pr_merged")
     checks = session.execute(
         select(CHECKS.c.kind, CHECKS.c.environment, func.min(CHECKS.c.completed_at))
@@ -523,6 +559,112 @@ def _runs_to_link(
     return rows
 
 
+@dataclass
+class LateWatch:
+    """A usage batch its owner sends for runs already linked to a merged pull request: what it adds to them,
+    or grows of their running totals, is late (see `mark_late_usage`)."""
+
+    source_id: int
+    runs: list[int]  # the batch's runs that have a link
+    last_id: int  # the highest usage record id before the batch was written
+
+    def grown(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Read before a running-total merge: the keys, of rows on the watched runs, whose totals would grow."""
+        watched = {str(row["dedupe_key"]): row for row in rows if row.get("run_id") in set(self.runs)}
+        keys, grown = sorted(watched), []
+        u = USAGE.c
+        columns = (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
+        for start in range(0, len(keys), 500):
+            for key, *stored in session.execute(
+                select(u.dedupe_key, *columns, u.cost_usd).where(
+                    u.source_id == self.source_id, u.dedupe_key.in_(keys[start : start + 500])
+                )
+            ):
+                row = watched[str(key)]
+                names = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+                more = any((row.get(name) or 0) > (old or 0) for name, old in zip(names, stored, strict=False))
+                cost, old_cost = row.get("cost_usd"), stored[-1]
+                if more or (cost is not None and (old_cost is None or cost > old_cost)):
+                    grown.append(str(key))
+        return grown
+
+    def mark(self, session: Session, grown: Sequence[str] = ()) -> int:
+        """Flag what the batch wrote on the watched runs (new records, and the running totals it grew)."""
+        u = USAGE.c
+        written = or_(u.id > self.last_id, u.dedupe_key.in_(list(grown))) if grown else u.id > self.last_id
+        statement = (
+            update(USAGE)
+            .where(u.source_id == self.source_id, u.run_id.in_(self.runs), u.late.is_(False), written)
+            .values(late=True)
+        )
+        return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def watch_late_usage(session: Session, source_id: int, run_ids: Iterable[int | None]) -> LateWatch | None:
+    """Before a usage batch is written: a watch when its source is limited to one person and some of its
+    runs are linked to a merged pull request already (None, the usual case, costs one or two look-ups)."""
+    wanted = sorted({run_id for run_id in run_ids if run_id is not None})
+    if not wanted:
+        return None
+    owner = session.execute(select(SOURCES.c.person_id).where(SOURCES.c.id == source_id)).scalar_one_or_none()
+    if owner is None:  # an operator's source vouches for what it sends
+        return None
+    linked: list[int] = []
+    for start in range(0, len(wanted), 500):
+        linked.extend(
+            int(run_id)
+            for (run_id,) in session.execute(
+                select(LINKS.c.run_id)
+                .where(LINKS.c.run_id.in_(wanted[start : start + 500]), LINKS.c.removed_at.is_(None))
+                .distinct()
+            )
+        )
+    if not linked:
+        return None
+    last = session.execute(select(func.max(USAGE.c.id))).scalar_one()
+    return LateWatch(source_id, sorted(linked), int(last or 0))
+
+
+def mark_late_usage(session: Session, run_ids: Sequence[int], after_id: int | None) -> int:
+    """Flag as late the usage of newly linked runs that their owners sent themselves after the merge was
+    known (stored after `after_id`, from a source limited to one person): it stays spend, never verified."""
+    if after_id is None or not run_ids:
+        return 0
+    u = USAGE.c
+    own = select(SOURCES.c.id).where(SOURCES.c.person_id.is_not(None))
+    flagged = 0
+    for start in range(0, len(run_ids), 500):
+        statement = (
+            update(USAGE)
+            .where(u.run_id.in_(run_ids[start : start + 500]), u.id > after_id, u.source_id.in_(own))
+            .where(u.late.is_(False))
+            .values(late=True)
+        )
+        flagged += int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+    return flagged
+
+
+def _sent_after_the_merge(session: Session, pr: PullRequest, runs: Mapping[int, Any]) -> set[int]:
+    """Of the runs about to be linked, those their owner sent themselves (a source limited to one person: a
+    personal token, or `source create --person`) after Tokenwise learned of the merge. An operator's sources
+    (an agent platform, `tokenwise import`) vouch for what they send, so history they import links in full."""
+    if pr.merge_seen_run_id is None or not runs:
+        return set()
+    r, s = RUNS.c, SOURCES.c
+    late: set[int] = set()
+    ids = sorted(runs)
+    for start in range(0, len(ids), 500):
+        late.update(
+            int(run_id)
+            for (run_id,) in session.execute(
+                select(r.id)
+                .join(SOURCES, s.id == r.source_id)
+                .where(r.id.in_(ids[start : start + 500]), r.id > pr.merge_seen_run_id, s.person_id.is_not(None))
+            )
+        )
+    return late
+
+
 def _folders_of(session: Session, repo: str) -> list[str]:
     """The checkout folders that name a repository: its own name, and every folder an operator mapped to it."""
     mapped = session.execute(select(table_of(RepoMapping).c.folder).where(table_of(RepoMapping).c.repo == repo))
@@ -656,18 +798,18 @@ def remove_link(session: Session, outcome_id: int, run_id: int, person_id: int, 
     return True
 
 
-def links_of_runs(session: Session, run_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str]]]:
-    """run id -> its active links: (outcome id, pull request URL, evidence)."""
+def links_of_runs(session: Session, run_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str, bool]]]:
+    """run id -> its active links: (outcome id, pull request URL, evidence, late: sent after the merge)."""
     if not run_ids:
         return {}
-    found: dict[int, list[tuple[int, str, str]]] = {}
-    for run_id, outcome_id, url, evidence in session.execute(
-        select(LINKS.c.run_id, LINKS.c.outcome_id, OUTCOMES.c.url, LINKS.c.evidence)
+    found: dict[int, list[tuple[int, str, str, bool]]] = {}
+    for run_id, outcome_id, url, evidence, late in session.execute(
+        select(LINKS.c.run_id, LINKS.c.outcome_id, OUTCOMES.c.url, LINKS.c.evidence, LINKS.c.late)
         .join(OUTCOMES, OUTCOMES.c.id == LINKS.c.outcome_id)
         .where(LINKS.c.run_id.in_(run_ids), LINKS.c.removed_at.is_(None))
         .order_by(LINKS.c.run_id, LINKS.c.outcome_id)
     ):
-        found.setdefault(int(run_id), []).append((int(outcome_id), str(url or ""), str(evidence)))
+        found.setdefault(int(run_id), []).append((int(outcome_id), str(url or ""), str(evidence), bool(late)))
     return found
 
 
@@ -716,4 +858,5 @@ __all__ = [
     "settle_for_identities",
     "settle_one",
     "unmatched_logins",
+    "watch_late_usage",
 ]

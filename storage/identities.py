@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, tuple_, type_coerce
 from sqlmodel import Session
 
+from storage.daily_usage import settle_days, utc_day
 from storage.models import IDENTITY_KINDS, PersonLink, Source, UnattributedUsage, table_of
 from storage.types import NANO, ScaledDecimal
 from storage.upsert import merge_usage_totals
@@ -92,6 +93,7 @@ def link_identity(session: Session, kind: str, value: str, person_id: int) -> Li
     if usage:
         merge_usage_totals(session, usage, "max")
         session.execute(delete(table_of(UnattributedUsage)).where(UN.identity_kind == kind, UN.identity_value == value))
+        settle_days(session, {(person_id, utc_day(row["occurred_at"]), row["agent"]) for row in usage})
     return Linked(link, len(usage), existing is None)
 
 

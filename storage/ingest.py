@@ -8,18 +8,34 @@ buckets) are merged with `ON CONFLICT DO UPDATE` instead, so the latest running 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import Engine, bindparam, case, func, or_, select, tuple_, type_coerce, update
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    String,
+    Subquery,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
+from storage.daily_usage import DAILY_KINDS, SESSION_KINDS, settle_days, utc_day
 from storage.db import session_scope, sqlite_writer
-from storage.github import LinkRules, record_run_commits, relink_runs
+from storage.github import LateWatch, LinkRules, record_run_commits, relink_runs, watch_late_usage
 from storage.identities import keep_unattributed, linked_people
 from storage.ingest_schemas import (
     BatchInvalid,
@@ -192,6 +208,7 @@ class UsagePlan:
 
     values: list[list[Any]]
     new_people: dict[tuple[str | None, str | None], list[int]]  # person -> their rows, when not found
+    late: LateWatch | None = None  # the owner's own usage for runs linked to a merge already
 
     def write(self, session: Session) -> BatchResult:
         if self.new_people:
@@ -202,6 +219,8 @@ class UsagePlan:
                 for row in rows:
                     self.values[row][PERSON] = person_id
         accepted = insert_values(session, USAGE, USAGE_COLUMNS, self.values, ("source_id", "dedupe_key"))
+        if self.late is not None and accepted:
+            self.late.mark(session)
         return BatchResult(accepted=accepted, duplicates=len(self.values) - accepted)
 
 
@@ -248,7 +267,9 @@ def plan_usage(
     for position, process in processors.items():  # none today: the other columns are taken as they are
         for row in values:
             row[position] = process(row[position])
-    return UsagePlan(values, new_people)
+    # Read here, before the write (a link made meanwhile lets at most this batch through; docs/metrics.md).
+    late = watch_late_usage(session, source_id, (run_id for run_id, _ in runs.values()))
+    return UsagePlan(values, new_people, late)
 
 
 def _same(value: T) -> T:
@@ -389,9 +410,14 @@ def ingest_telemetry(
         ends = [t for t in (seen.ended_at, run.ended_at) if t is not None]
         seen.ended_at = max(ends) if ends else None
         seen.project, seen.branch = seen.project or run.project, seen.branch or run.branch
+    person_ids = [people.id_for(u.email, u.slack_user_id) for u in telemetry.usage]
     wanted = {
         *bounds,
-        *((people.id_for(u.email, u.slack_user_id), u.run_external_id) for u in telemetry.usage if u.run_external_id),
+        *(
+            (person_id, u.run_external_id)
+            for u, person_id in zip(telemetry.usage, person_ids, strict=True)
+            if u.run_external_id
+        ),
         *(
             (people.id_for(o.email, o.slack_user_id), o.run_external_id)
             for o in telemetry.outcomes
@@ -417,13 +443,16 @@ def ingest_telemetry(
     result.notes["runs"] = _widen_runs(session, [row for row in run_rows if row["known"] is None])
     _widen_known_runs(session, [row for row in run_rows if row["known"] is not None])
     result.notes["unattributed"] = kept
-    runs = known | session_runs(session, source_id, wanted - set(known))
-    person_ids = [people.id_for(u.email, u.slack_user_id) for u in telemetry.usage]
+    made = _session_runs(session, source_id, wanted - set(known))
+    runs = known | {key: run_id for key, (run_id, _source) in made.items()}
+    late = watch_late_usage(session, source_id, runs.values()) if telemetry.usage else None
     if usage_mode == "new":
         values = _usage_values(session, source_id, telemetry.usage, person_ids, runs)
         accepted = insert_values(session, USAGE, USAGE_COLUMNS, values, ("source_id", "dedupe_key"))
         result.accepted += accepted
         result.duplicates += len(values) - accepted
+        if late is not None:
+            late.mark(session)
     else:
         usage_rows = [
             {
@@ -443,9 +472,18 @@ def ingest_telemetry(
             }
             for u, person_id in zip(telemetry.usage, person_ids, strict=True)
         ]
+        grown = late.grown(session, usage_rows) if late is not None else []
         result.accepted += merge_usage_totals(session, usage_rows, usage_mode)
-    sessions = {(person_id, u.run_external_id) for u, person_id in zip(telemetry.usage, person_ids, strict=True)}
-    settle_sessions(session, {(person, run) for person, run in sessions if run})
+        if late is not None:
+            late.mark(session, grown)
+    sessions = {(p, u.run_external_id) for u, p in zip(telemetry.usage, person_ids, strict=True) if u.run_external_id}
+    settle_sessions(session, _unsettled(session, source_id, telemetry.usage, person_ids, sessions, made))
+    source = session.get(Source, source_id)
+    if source is not None and source.kind in (*SESSION_KINDS, *DAILY_KINDS):  # one count per person, day, tool
+        settle_days(
+            session,
+            {(p, utc_day(u.occurred_at), u.agent) for u, p in zip(telemetry.usage, person_ids, strict=True)},
+        )
     outcome_rows = []
     for o in telemetry.outcomes:
         person_id = people.id_for(o.email, o.slack_user_id)
@@ -467,6 +505,39 @@ def ingest_telemetry(
         )
     result.notes["outcomes"] = insert_new(session, OUTCOMES, outcome_rows, ("source_id", "external_id"))
     return result
+
+
+def _unsettled(
+    session: Session,
+    source_id: int,
+    usage: Sequence[SeenUsage],
+    person_ids: Sequence[int],
+    sessions: set[tuple[int, str]],
+    made: Mapping[tuple[int, str], tuple[int, int]],
+) -> set[tuple[int, str]]:
+    """The sessions of this write that may need settling again: all but those whose run this write made
+    (this source's, absent before it) and whose records here are all of one precision. Such a run holds only
+    these records, all counted (a new record is), so nothing of it can change; it is the usual case of an
+    import, whose sessions are mostly new (settling them all read every session's records back)."""
+    ours = {key for key, (_run, run_source) in made.items() if run_source == source_id}
+    if not ours:
+        return sessions
+    source = session.get(Source, source_id)
+    if source is not None and source.kind == "claude-code-logs":  # log lines: all of one precision
+        return sessions - ours
+    levels: dict[tuple[int, str], set[int]] = {}
+    for u, person_id in zip(usage, person_ids, strict=True):
+        key = (person_id, u.run_external_id or "")
+        if key in ours:
+            levels.setdefault(key, set()).add(_key_precision(u.dedupe_key))
+    return sessions - {key for key in ours if len(levels.get(key, ())) <= 1}
+
+
+def _key_precision(dedupe_key: str) -> int:
+    """`_precision` for a record of a source other than Claude Code's logs, in Python."""
+    if dedupe_key.startswith("otlp:e:"):
+        return EVENTS
+    return METRICS if dedupe_key.startswith(("otlp:c:", "otlp:d:")) else 0
 
 
 def _usage_values(
@@ -528,13 +599,13 @@ def settle_sessions(session: Session, sessions: set[tuple[int, str]]) -> int:
         return 0
     u, r, s = USAGE.c, RUNS.c, table_of(Source).c
     precision = _precision(s.kind, u.dedupe_key)
-    joined = USAGE.join(RUNS, u.run_id == r.id).join(table_of(Source), s.id == u.source_id)
-    records = (
-        select(r.person_id, r.external_id, precision.label("level"), u.counted)
-        .select_from(joined)
-        .where(tuple_(r.person_id, r.external_id).in_(sorted(sessions)))
-        .subquery()
+    wanted = session_keys(session, sessions)
+    joined = (
+        wanted.join(RUNS, and_(r.person_id == wanted.c.person_id, r.external_id == wanted.c.external_id))
+        .join(USAGE, u.run_id == r.id)
+        .join(table_of(Source), s.id == u.source_id)
     )
+    records = select(r.person_id, r.external_id, precision.label("level"), u.counted).select_from(joined).subquery()
     # First the kinds of records each session has, counted in the database (a few rows a session): most
     # writes change nothing (a session's new log lines are counted already), and then no record is read.
     kinds = session.execute(select(records).group_by(*records.c)).all()
@@ -548,24 +619,45 @@ def settle_sessions(session: Session, sessions: set[tuple[int, str]]) -> int:
     }
     if not unsettled:
         return 0
-    rows = session.execute(
-        select(u.id, r.person_id, r.external_id, precision, u.counted)
-        .select_from(joined)
-        .where(tuple_(r.person_id, r.external_id).in_(sorted(unsettled)))
-    ).all()
+    wanted = session_keys(session, unsettled)
+    joined = (
+        wanted.join(RUNS, and_(r.person_id == wanted.c.person_id, r.external_id == wanted.c.external_id))
+        .join(USAGE, u.run_id == r.id)
+        .join(table_of(Source), s.id == u.source_id)
+    )
+    rows = session.execute(select(u.id, r.person_id, r.external_id, precision, u.counted).select_from(joined)).all()
     best: dict[tuple[int, str], int] = {}
     for _id, person_id, external_id, level, _counted in rows:
         best[(person_id, external_id)] = max(best.get((person_id, external_id), 0), int(level))
     changes: dict[bool, list[int]] = {True: [], False: []}
     for record_id, person_id, external_id, level, counted in rows:
         if level:
-            wanted = int(level) == best[(person_id, external_id)]
-            if bool(counted) != wanted:
-                changes[wanted].append(int(record_id))
-    for wanted, ids in changes.items():
+            wanted_now = int(level) == best[(person_id, external_id)]
+            if bool(counted) != wanted_now:
+                changes[wanted_now].append(int(record_id))
+    for counts, ids in changes.items():
         for start in range(0, len(ids), 500):
-            session.execute(update(USAGE).where(u.id.in_(ids[start : start + 500])).values(counted=wanted))
+            session.execute(update(USAGE).where(u.id.in_(ids[start : start + 500])).values(counted=counts))
     return len(changes[True]) + len(changes[False])
+
+
+def session_keys(session: Session, sessions: Iterable[tuple[int, str]]) -> Subquery:
+    """The (person id, session id) pairs as a table to join, from one parameter whatever their number:
+    a JSON list on SQLite, two arrays on PostgreSQL. An `IN` of pairs cost SQLAlchemy a parameter a value
+    and a compilation for each look-up (a third of a second a chunk of an import), and SQLite's planner
+    read it as a scan of each person's runs; joined from this table, each pair is one index search."""
+    pairs = sorted(sessions)
+    if session.get_bind().dialect.name == "postgresql":
+        query = text(
+            "SELECT * FROM unnest(CAST(:persons AS bigint[]), CAST(:external_ids AS text[]))"
+            " AS pairs(person_id, external_id)"
+        ).bindparams(persons=[p for p, _ in pairs], external_ids=[e for _, e in pairs])
+    else:
+        query = text(
+            "SELECT json_extract(value, '$[0]') AS person_id, json_extract(value, '$[1]') AS external_id"
+            " FROM json_each(:pairs)"
+        ).bindparams(pairs=json.dumps(pairs))
+    return query.columns(person_id=BigInteger(), external_id=String()).subquery("wanted")
 
 
 def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -> int:
@@ -606,29 +698,37 @@ def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -
     return keep_unattributed(session, unattributed) if unattributed else 0
 
 
-# Sources whose runs are sessions (Claude Code's `session.id`/`sessionId`): one person's session is one run
+# Sources whose runs are sessions (storage/daily_usage.py: SESSION_KINDS): one person's session is one run
 # whichever of them reports it, so its verdict, outcomes and usage meet on one run and it is counted once.
-SESSION_KINDS = ("otlp", "claude-code-logs")
 
 
 def session_runs(session: Session, source_id: int, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
     """(person id, session id) -> the run that is that person's session: this source's, or one a source of
     sessions made (the earliest, should two writers have made one each at the same moment)."""
+    return {key: run_id for key, (run_id, _source) in _session_runs(session, source_id, wanted).items()}
+
+
+def _session_runs(
+    session: Session, source_id: int, wanted: set[tuple[int, str]]
+) -> dict[tuple[int, str], tuple[int, int]]:
+    """`session_runs` with the source of each run: (person id, session id) -> (run id, source id)."""
     if not wanted:
         return {}
     r, s = RUNS.c, table_of(Source).c
-    found: dict[tuple[int, str], int] = {}
-    pairs = sorted(wanted)
-    for start in range(0, len(pairs), 500):  # the index on (person_id, external_id) finds them
-        rows = session.execute(
-            select(r.person_id, r.external_id, r.id)
-            .select_from(RUNS.join(table_of(Source), s.id == r.source_id))
-            .where(tuple_(r.person_id, r.external_id).in_(pairs[start : start + 500]))
-            .where(or_(r.source_id == source_id, s.kind.in_(SESSION_KINDS)))
-            .order_by(r.id)
+    pairs = session_keys(session, wanted)
+    found: dict[tuple[int, str], tuple[int, int]] = {}
+    rows = session.execute(
+        select(r.person_id, r.external_id, r.id, r.source_id)
+        .select_from(
+            pairs.join(RUNS, and_(r.person_id == pairs.c.person_id, r.external_id == pairs.c.external_id)).join(
+                table_of(Source), s.id == r.source_id
+            )
         )
-        for person_id, external_id, run_id in rows:
-            found.setdefault((person_id, external_id), run_id)
+        .where(or_(r.source_id == source_id, s.kind.in_(SESSION_KINDS)))
+        .order_by(r.id)
+    )
+    for person_id, external_id, run_id, run_source in rows:
+        found.setdefault((person_id, external_id), (run_id, run_source))
     return found
 
 

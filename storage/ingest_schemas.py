@@ -314,12 +314,14 @@ class SeenUsage:
     model: str
     run_external_id: str | None = None
     slack_user_id: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    # None: the source does not give this count (a vendor's per-day requests); stored NULL, never zero.
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    cache_read_tokens: int | None = 0
+    cache_write_tokens: int | None = 0
     cost_usd: Decimal | None = None
-    cost_source: str | None = None  # "priced" when Tokenwise priced the tokens; else the source's own figure
+    # "priced" when Tokenwise priced the tokens, "billed" for a vendor's per-person bill; else the source's own
+    cost_source: str | None = None
     identity_kind: str | None = None  # with no email: another identity the source carried (an account uuid)
     identity_value: str | None = None
 

@@ -119,8 +119,10 @@ class Metrics:
     cost_usd: Decimal = ZERO
     cost_unknown_records: int = 0
     usage_records: int = 0  # every usage record counted, known cost or not
+    token_unknown_records: int = 0  # records whose source gives no token count (NULL): token coverage
     cost_known_tokens: int = 0  # the tokens of the records whose cost is known
     priced_cost_usd: Decimal = ZERO  # the part of cost_usd Tokenwise priced from tokens (cost_source "priced")
+    billed_cost_usd: Decimal = ZERO  # the part of cost_usd a vendor bills per person (cost_source "billed")
     verified_cost_usd: Decimal = ZERO
     outcome_value: Decimal = ZERO  # counted outcomes only: evidence from outside the person
     outcomes_by_kind: dict[str, int] = field(default_factory=dict)
@@ -145,6 +147,12 @@ class Metrics:
         """The share of usage records whose cost is known (None without usage): what every money figure and
         every share of spend rests on (docs/metrics.md, "Cost coverage")."""
         return _ratio(Decimal(self.cost_known_records), Decimal(self.usage_records))
+
+    @property
+    def token_coverage(self) -> Decimal | None:
+        """The share of usage records whose token counts are known (a vendor's per-day requests give none):
+        the token figures rest on this share; None with no usage."""
+        return _ratio(Decimal(self.usage_records - self.token_unknown_records), Decimal(self.usage_records))
 
     @property
     def cost_coverage_tokens(self) -> Decimal | None:
@@ -193,7 +201,8 @@ def _cost_sum(expression: Any) -> Any:
 def verified_run(run_id: Any) -> ColumnElement[bool]:
     """SQL condition: the run has evidence from outside its owner: a counted outcome recorded for it (an
     operator's CI or deploy source), or a link from a counted outcome (a merged pull request) that its owner
-    has not removed. The owner's own verdict never verifies (docs/metrics.md "Evidence")."""
+    has not removed and that did not come late. The owner's own verdict never verifies (docs/metrics.md
+    "Evidence"); of a verified run, records its owner sent once the merge was known (`late`) verify nothing."""
     # Written as "the first such row, if any" (a scalar sub-query with LIMIT 1) rather than EXISTS:
     # PostgreSQL may run an EXISTS in a CASE as a hash of every counted outcome (and every link) in the
     # database, built for each report, which grows with the organisation; this form is an index probe
@@ -202,7 +211,7 @@ def verified_run(run_id: Any) -> ColumnElement[bool]:
     linked = (
         select(L.id)
         .select_from(table_of(OutcomeLink).join(table_of(Outcome), L.outcome_id == OC.id))
-        .where(L.run_id == run_id, L.removed_at.is_(None), OC.counted.is_(True))
+        .where(L.run_id == run_id, L.removed_at.is_(None), L.late.is_(False), OC.counted.is_(True))
         .limit(1)
         .scalar_subquery()
     )
@@ -259,8 +268,12 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             func.sum(u.cache_write_tokens).label("cache_write_tokens"),
             func.sum(u.cost_usd).label("cost_usd"),
             func.sum(case((u.cost_usd.is_(None), 1), else_=0)).label("unknown"),
+            # What can be verified: a record its owner sent once the run was linked to a merge is not (`late`).
+            func.sum(case((u.late.is_(False), u.cost_usd), else_=None)).label("verifiable_cost"),
             func.sum(case((u.cost_source == "priced", u.cost_usd), else_=None)).label("priced_cost"),
+            func.sum(case((u.cost_source == "billed", u.cost_usd), else_=None)).label("billed_cost"),
             func.count().label("records"),
+            func.sum(case((u.input_tokens.is_(None), 1), else_=0)).label("unknown_tokens"),
             func.sum(
                 case(
                     (
@@ -286,10 +299,12 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
             func.coalesce(func.sum(usage.cache_write_tokens), 0),
             _cost_sum(usage.cost_usd),
             func.coalesce(func.sum(usage.unknown), 0),
-            _cost_sum(case((verified_run(usage.run_id), usage.cost_usd), else_=None)),
+            _cost_sum(case((verified_run(usage.run_id), usage.verifiable_cost), else_=None)),
             _cost_sum(usage.priced_cost),
             func.coalesce(func.sum(usage.records), 0),
             func.coalesce(func.sum(usage.known_tokens), 0),
+            func.coalesce(func.sum(usage.unknown_tokens), 0),
+            _cost_sum(usage.billed_cost),
         )
         .where(usage.w.is_not(None))
         .group_by(usage.w, usage.person_id)
@@ -306,6 +321,8 @@ def compute_windows(session: Session, scope: Scope, windows: Sequence[Window]) -
         m.priced_cost_usd += row[9]
         m.usage_records += int(row[10])
         m.cost_known_tokens += int(row[11])
+        m.token_unknown_records += int(row[12])
+        m.billed_cost_usd += row[13]
         if scope.is_group:
             m.contributions[int(row[1])] = part
 

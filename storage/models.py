@@ -146,16 +146,22 @@ class UsageRecord(SQLModel, table=True):
     occurred_at: datetime = Field(sa_column=_when())
     agent: str = Field(max_length=64)
     model: str = Field(max_length=120)
-    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # NULL: the source does not say (a vendor's per-day requests or spend without tokens); left out of every
+    # token sum and shown as coverage, never read as zero (storage/vendors.py).
+    input_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    output_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_read_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_write_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
     # Who put a figure on `cost_usd`: "reported" by the source (Claude Code's costUSD, an OTLP cost metric, an
-    # API's cost_usd) or "priced" by Tokenwise from the token counts (genai-prices); NULL when unknown or older.
+    # API's cost_usd), "priced" by Tokenwise from the token counts (genai-prices), or "billed": what the vendor
+    # bills for that person (a vendor admin API's per-person spend); NULL when unknown or older.
     cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
     counted: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
+    # Sent by its owner (a source limited to one person) for a run already linked to a merged pull request,
+    # or grown by them after the link: counted as spend, never verified (docs/metrics.md "Late evidence").
+    late: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class Outcome(SQLModel, table=True):
@@ -298,13 +304,70 @@ class UnattributedUsage(SQLModel, table=True):
     occurred_at: datetime = Field(sa_column=_when())
     agent: str = Field(max_length=64)
     model: str = Field(max_length=120)
-    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # NULL: the source does not say (a vendor's per-day requests or spend without tokens); left out of every
+    # token sum and shown as coverage, never read as zero (storage/vendors.py).
+    input_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    output_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_read_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
+    cache_write_tokens: int | None = Field(default=0, sa_column=Column(BigInteger, nullable=True, default=0))
     cost_usd: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
     cost_source: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=300)
+
+
+class BilledCost(SQLModel, table=True):
+    """What a vendor billed the organisation (Anthropic's cost report, OpenAI's `/organization/costs`): one
+    row per source, UTC day, model, workspace and line item, replaced when re-pulled. Organisation totals,
+    never per person and never added to usage: `tokenwise report --reconcile` sets them against the
+    estimate (storage/vendors.py)."""
+
+    __tablename__ = "billed_cost"
+    __table_args__ = (
+        UniqueConstraint("source", "day", "model", "workspace", "line_item"),
+        Index("ix_billed_cost_vendor_day", "vendor", "day"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=40)  # the pull that wrote it: anthropic-cost, openai-costs
+    vendor: str = Field(max_length=20)  # anthropic, openai: what reconciliation groups by
+    day: date
+    model: str = Field(default="", max_length=120)  # "" when the line names none
+    workspace: str = Field(default="", max_length=120)
+    line_item: str = Field(default="", max_length=300)
+    # In `currency`'s main unit (dollars); NULL for a line that counts billed tokens only (Anthropic's usage report).
+    amount: Decimal | None = Field(default=None, sa_column=Column(ScaledDecimal(NANO), nullable=True))
+    currency: str = Field(default="USD", max_length=8)
+    tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))  # billed tokens, if given
+    pulled_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
+class ToolDecision(SQLModel, table=True):
+    """How often a person accepted or rejected an agent's proposed edits on one UTC day, per tool, as the tool
+    itself counts them (Claude Code Analytics' `tool_actions`): a self-reported quality signal for
+    `/tokenwise me`, never a headline and never another person's to see."""
+
+    __tablename__ = "tool_decision"
+    __table_args__ = (
+        UniqueConstraint("source_id", "day", "person_id", "tool"),
+        Index("ix_tool_decision_person_day", "person_id", "day"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", ondelete="CASCADE")
+    person_id: int = Field(foreign_key="person.id", ondelete="CASCADE")
+    day: date
+    tool: str = Field(max_length=40)  # edit_tool, multi_edit_tool, write_tool, notebook_edit_tool
+    accepted: int = Field(default=0)
+    rejected: int = Field(default=0)
+
+
+class VendorPullState(SQLModel, table=True):
+    """A vendor admin-API pull's last attempt, last success and last error, for `tokenwise source status`."""
+
+    __tablename__ = "vendor_pull"
+    name: str = Field(primary_key=True, max_length=40)
+    last_attempt_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    last_success_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    last_summary: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
 
 
 class GithubDelivery(SQLModel, table=True):
@@ -340,6 +403,10 @@ class PullRequest(SQLModel, table=True):
     additions: int | None = None
     deletions: int | None = None
     title: str | None = Field(default=None, max_length=300)
+    # The last run and usage record stored when Tokenwise first learned of the merge (set once): what a
+    # person sends themselves after that is not evidence for it (docs/metrics.md "Late evidence").
+    merge_seen_run_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    merge_seen_usage_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class GithubCommit(SQLModel, table=True):
@@ -390,6 +457,9 @@ class OutcomeLink(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=300)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when())
     removed_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    # A run its owner sent themselves after Tokenwise learned of the merge: shown, but it neither makes the
+    # merge agent-assisted nor verifies spend (docs/metrics.md "Late evidence").
+    late: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class RunCommit(SQLModel, table=True):

@@ -17,6 +17,7 @@ from storage.models import (
     DigestPost,
     Nudge,
     Outcome,
+    ToolDecision,
     UnattributedUsage,
     UsageRecord,
     table_of,
@@ -63,6 +64,7 @@ def purge_expired(session: Session, now: datetime, retention_days: int) -> Purge
     runs = session.execute(delete(table_of(AgentRun)).where(R.started_at < cutoff))
     posts = session.execute(delete(table_of(DigestPost)).where(DP.period_start < cutoff))
     nudges = session.execute(delete(table_of(Nudge)).where(NU.claimed_at < cutoff))
+    session.execute(delete(table_of(ToolDecision)).where(table_of(ToolDecision).c.day < cutoff.date()))
     return Purged(
         usage_records=usage.rowcount + loose.rowcount,  # type: ignore[attr-defined]
         runs=runs.rowcount,  # type: ignore[attr-defined]

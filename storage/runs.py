@@ -71,7 +71,7 @@ class RunView:
     link: str | None = None
     share_as_win: bool = False
     # Merged pull requests linked to the run (its owner may remove a wrong link): (outcome id, URL, evidence).
-    pull_requests: list[tuple[int, str, str]] = field(default_factory=list)
+    pull_requests: list[tuple[int, str, str, bool]] = field(default_factory=list)  # outcome, URL, evidence, late
 
     @property
     def label(self) -> str:

@@ -38,6 +38,7 @@ SEEN = table_of(SlackRequestSeen)
 
 
 SQLITE_WAIT_MS = 50  # on SQLite the claim waits at most this for the writer's turn (see SeenRequests)
+POSTGRESQL_WAIT_MS = 500  # on PostgreSQL a claim waits at most this for a lock or a slow server
 
 
 def claim_request(engine: Engine, signature: str, request_timestamp: int, now: datetime | None = None) -> bool:
@@ -62,14 +63,16 @@ def claim_request(engine: Engine, signature: str, request_timestamp: int, now: d
 def claim_at_once(engine: Engine, statement: Any) -> bool:
     """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING in its own short transaction; whether it inserted.
     On SQLite it waits at most SQLITE_WAIT_MS for another writer (then OperationalError), so a claim never
-    holds up an ack; on PostgreSQL it does not wait for the disk (a crash forgets at most the last instant's
-    claims)."""
+    holds up an ack; on PostgreSQL at most POSTGRESQL_WAIT_MS for a lock (another replica's claim of the same
+    key not yet committed) or a slow server, and it does not wait for the disk (a crash forgets at most the
+    last instant's claims)."""
     with engine.begin() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_WAIT_MS}")
         else:
             connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout TO {POSTGRESQL_WAIT_MS}")
         try:
             return connection.execute(statement).first() is not None
         finally:

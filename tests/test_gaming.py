@@ -581,11 +581,60 @@ def test_a_forged_merge_is_refused_and_improves_no_headline(week: Week) -> None:
 
 
 # -- what is left ------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="not guarded (docs/metrics.md 'What is left'): runs a person reports on the head branch of a pull "
-    "request a colleague merged, started before the merge (a run's start and branch are the sender's word), "
-    "are linked to it and verify their spend; cost per merged PR rises with them, the verified-spend share too",
-)
 def test_runs_piled_on_a_branch_a_colleague_merged_improve_no_headline(week: Week) -> None:
     no_headline_improves(week, lambda: _branch_full_of_runs(week, "ada/feature", count=20))
+
+
+def _her_pull_request_merged_by_a_colleague(week: Week, number: int, branch: str) -> None:
+    """Ada's pull request on `branch`, no agent trailer, merged by Grace: ordinary review."""
+    commit = Commit(f"plain-{number}", ADA_EMAIL, "ada-gh", week.at(0))
+    assert week.deliver("push", gh.push(branch, [commit])).status_code == 200
+    pr = gh.PullRequest(number, "ada-gh", branch, commit.sha, week.at(0), additions=40, deletions=4)
+    assert week.deliver("pull_request", pr.payload("opened")).status_code == 200
+    assert week.deliver("pull_request", merged_by(pr, "grace-gh", week.at(1))).status_code == 200
+
+
+def test_spend_piled_on_her_linked_run_after_the_merge_verifies_nothing(week: Week) -> None:
+    """Her own run, sent with her own token before the merge, verifies what it spent then; more spend she
+    sends for it once the merge is known is counted as spend but verifies nothing."""
+    token = week.token_for_ada()
+    week.send("/v1/runs", "runs", [run_item("ada-own", ADA_EMAIL, week.at(-1), "ada/own")], token)
+    week.send("/v1/usage", "records", [usage_item("ada-own-1", ADA_EMAIL, week.at(-1), "ada-own", "1.00")], token)
+    _her_pull_request_merged_by_a_colleague(week, 300, "ada/own")
+    before = ada_alone(week)
+    assert before.verified_cost_usd == Decimal("4.00")  # the seed's feature run (3.00) and this run's 1.00
+
+    def pile_on() -> None:
+        items = [usage_item(f"ada-own-late-{n}", ADA_EMAIL, week.at(-1, n), "ada-own", "5.00") for n in range(10)]
+        week.send("/v1/usage", "records", items, token)
+
+    before_pile = week.headlines()  # her pull request counts: four merges now
+    pile_on()
+    assert improvements(before_pile, week.headlines()) == []
+    after = ada_alone(week)
+    assert (after.cost_usd - before.cost_usd, after.verified_cost_usd) == (Decimal(50), before.verified_cost_usd)
+
+
+def test_a_run_sent_after_a_colleague_merged_makes_no_merge_agent_assisted(week: Week) -> None:
+    _her_pull_request_merged_by_a_colleague(week, 301, "ada/plain")
+    assert (_merge_outcome(week, 301).agent_assisted, _merge_outcome(week, 301).counted) == (False, False)
+    no_headline_improves(week, lambda: _branch_full_of_runs(week, "ada/plain", count=3))
+    merge = _merge_outcome(week, 301)
+    assert (merge.evidence, merge.agent_assisted, merge.counted) == (True, False, False)
+    with Session(week.engine) as session:
+        links = session.execute(select(OutcomeLink).where(table_of(OutcomeLink).c.outcome_id == merge.id)).scalars()
+        assert sorted((link.evidence, link.late) for link in links) == [("branch", True)] * 3  # shown, not evidence
+
+
+def test_history_an_operator_imports_after_the_merge_still_links_and_verifies(week: Week) -> None:
+    """An operator's source (here the agent platform; `tokenwise import` too) vouches for what it sends: a
+    team's history imported after its merges is evidence as it would have been live."""
+    _her_pull_request_merged_by_a_colleague(week, 302, "ada/history")
+    spent = ada_alone(week).verified_cost_usd
+    runs = [run_item("ada-history", ADA_EMAIL, week.at(-1), "ada/history")]
+    week.send("/v1/runs", "runs", runs, week.operator_token)
+    usage = [usage_item("ada-history-1", ADA_EMAIL, week.at(-1), "ada-history", "2.00")]
+    week.send("/v1/usage", "records", usage, week.operator_token)
+    merge = _merge_outcome(week, 302)
+    assert (merge.agent_assisted, merge.counted) == (True, True)
+    assert ada_alone(week).verified_cost_usd == spent + Decimal("2.00")

@@ -4,13 +4,14 @@ remove a wrong link, in one click (a signed block action); it then stays removed
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlmodel import Session, select
 
 from storage.github import LinkRules, PullRequestSeen, record_pull_request, settle_one
 from storage.identities import link_identity
 from storage.metrics import Scope, compute
-from storage.models import OutcomeLink, Source
+from storage.models import OutcomeLink, Source, UsageRecord
 from tests.support.slack_harness import ADA, GRACE, Harness, person, run
 from tests.test_slack_app import buttons, texts
 
@@ -72,6 +73,28 @@ def test_the_owner_sees_the_link_and_removes_it_for_good_and_nobody_else_can(har
         (link,) = session.exec(select(OutcomeLink).where(OutcomeLink.run_id == run_id)).all()
     assert link.removed_at is not None
     assert verified_share(harness, ada_id) == 0
+
+
+def test_a_run_its_owner_sent_after_the_merge_shows_the_link_and_says_it_verifies_nothing(harness: Harness) -> None:
+    ada_id, _ = _merged_pr_on_adas_run(harness)
+    with Session(harness.engine) as session:  # her own token's run on the branch, sent once the merge is known
+        mine = Source(name="ada-personal", kind="api", person_id=ada_id)
+        session.add(mine)
+        session.flush()
+        late = run(session, person(session, ADA), "Afterthought", cost="9.00", ago=timedelta(hours=4))
+        late.branch, late.source_id = BRANCH, mine.id or 0
+        for record in session.exec(select(UsageRecord).where(UsageRecord.run_id == late.id)):
+            record.source_id = mine.id or 0
+        session.commit()
+        settle_one(session, REPO, 7, RULES)
+        session.commit()
+    assert verified_share(harness, ada_id) == Decimal("2.00") / Decimal("11.00")  # the 9.00 verifies nothing
+
+    _, url = harness.command("runs")
+    (answer,) = harness.respond_to(url)
+    shown = texts(answer)
+    assert shown.count("Linked to merged") == 2
+    assert "you sent this run after the merge was known, so it is shown but verifies nothing" in shown
 
 
 def test_source_status_lists_the_github_logins_linked_to_nobody(tmp_path: object) -> None:

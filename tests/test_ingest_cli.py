@@ -159,7 +159,7 @@ def test_import_openai_usage_pulls_through_the_configured_base_url(
 
 def _import_openai_usage(monkeypatch: pytest.MonkeyPatch, engine: Engine, base: str) -> None:
     monkeypatch.setenv("OPENAI_ADMIN_KEY", ADMIN_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", base)
+    monkeypatch.setenv("OPENAI_ADMIN_BASE_URL", base)
     get_settings.cache_clear()
     code, output = tokenwise("import", "openai-usage", "--since", "2026-11-23", "--until", "2026-11-24")
     assert code == 0, output

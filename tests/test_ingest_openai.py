@@ -20,8 +20,9 @@ from bot.config import DEFAULT_OUTCOME_WEIGHTS, Settings
 from bot.jobs import build_scheduler
 from bot.pricing import price
 from bot.services import Services
+from bot.sources.admin_api import KeyRejected
 from bot.sources.openai_usage import build_admin_client, pull_recent_usage, pull_usage
-from storage.models import Person, UsageRecord
+from storage.models import BilledCost, Person, UsageRecord, VendorPullState
 from tests.support.ingest_fixtures import row_counts
 
 ADMIN_KEY = "sk-admin-test"
@@ -55,9 +56,13 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.costs_status = 200
         self.bo_output = 300
+        self.billed_mini = 0.0006
+        self.refuse: int | None = None  # answer every request with this status (a revoked key: 401)
         self.requests: list[tuple[str, dict[str, list[str]], str]] = []
 
     def page(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        if self.refuse:
+            return self.refuse, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
         if path == "/v1/organization/users":
             users = [
                 {
@@ -102,6 +107,8 @@ class FakeOpenAI:
         if path == "/v1/organization/costs":
             if self.costs_status != 200:
                 return self.costs_status, {"error": {"message": "not allowed", "type": "invalid_request_error"}}
+            if "user_id" not in (query.get("group_by") or query.get("group_by[]") or []):
+                return 200, self.organisation_costs(query)
             lines = [("gpt-4o-2024-08-06, input", 0.004), ("gpt-4o-2024-08-06, output", 0.003)]
             results = [
                 {
@@ -119,6 +126,25 @@ class FakeOpenAI:
             ]
             return 200, {"object": "page", "data": buckets, "has_more": False, "next_page": None}
         return 404, {"error": {"message": f"no route {path}"}}
+
+
+def organisation_costs(self: FakeOpenAI, query: dict[str, list[str]]) -> dict[str, Any]:
+    """The organisation's costs by line item and project, as OpenAI shapes them (no user), over two pages."""
+
+    def result(item: str, value: float, project: str | None) -> dict[str, Any]:
+        return {"object": "organization.costs.result", "amount": {"value": value, "currency": "usd"},
+                "line_item": item, "project_id": project}  # fmt: skip
+
+    if query.get("page") == ["costs_2"]:
+        results = [result("gpt-4o-mini, input", self.billed_mini, "proj_a")]
+        bucket = {"object": "bucket", "start_time": DAY_24, "end_time": DAY_24 + DAY, "results": results}
+        return {"object": "page", "data": [bucket], "has_more": False, "next_page": None}
+    results = [result("gpt-4o-2024-08-06, input", 0.004, "proj_a"), result("gpt-4o-2024-08-06, output", 0.003, None)]
+    bucket = {"object": "bucket", "start_time": DAY_23, "end_time": DAY_23 + DAY, "results": results}
+    return {"object": "page", "data": [bucket], "has_more": True, "next_page": "costs_2"}
+
+
+FakeOpenAI.organisation_costs = organisation_costs  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -162,7 +188,7 @@ def weight_for(kind: str) -> Decimal:
 
 
 def client_for(base_url: str) -> Any:
-    settings = Settings(openai_admin_key=ADMIN_KEY, openai_base_url=base_url)  # type: ignore[call-arg]
+    settings = Settings(openai_admin_key=ADMIN_KEY, openai_admin_base_url=base_url)  # type: ignore[call-arg]
     client = build_admin_client(settings)
     assert client is not None
     return client.with_options(max_retries=0)
@@ -240,10 +266,59 @@ def test_the_hourly_job_exists_only_with_an_admin_key_and_pulls_recent_days(
     _, base = fake
     without = build_scheduler(Services(settings=Settings(), engine=engine))  # type: ignore[call-arg]
     assert [job.id for job in without.get_jobs()] == ["retention:purge"]  # no usage pull; retention always runs
-    settings = Settings(openai_admin_key=ADMIN_KEY, openai_base_url=base, openai_usage_days=2)  # type: ignore[call-arg]
+    settings = Settings(openai_admin_key=ADMIN_KEY, openai_admin_base_url=base, openai_usage_days=2)  # type: ignore[call-arg]
     services = Services(settings=settings, engine=engine, openai_admin=client_for(base))
     scheduler = build_scheduler(services)
     [job] = [job for job in scheduler.get_jobs() if job.id == "openai-usage"]
     assert job.trigger.interval.total_seconds() == 3600
     summary = job.func(*job.args, now=datetime(2026, 11, 24, 15, tzinfo=UTC))
     assert summary is not None and summary.records == 3
+
+
+def test_the_organisations_billed_cost_lands_per_day_and_line_item_and_never_in_usage(
+    fake: tuple[FakeOpenAI, str], engine: Engine
+) -> None:
+    state, base = fake
+    client = client_for(base)
+    summary = pull_usage(client, engine, date(2026, 11, 23), date(2026, 11, 24), weight_for)
+    assert (summary.billed_lines, summary.billed_pages) == (3, 2)
+    asked = [q for path, q, _ in state.requests if path.endswith("/organization/costs")]
+    assert any(sorted(q.get("group_by") or q.get("group_by[]") or []) == ["line_item", "project_id"] for q in asked)
+
+    def billed() -> list[tuple[str, date, str, str, str, Decimal | None]]:
+        with Session(engine) as session:
+            rows = session.exec(select(BilledCost).order_by(BilledCost.day, BilledCost.line_item)).all()  # type: ignore[arg-type]
+            return [(r.vendor, r.day, r.model, r.workspace, r.line_item, r.amount) for r in rows]
+
+    assert billed() == [
+        ("openai", date(2026, 11, 23), "gpt-4o-2024-08-06", "proj_a", "gpt-4o-2024-08-06, input", Decimal("0.004")),
+        ("openai", date(2026, 11, 23), "gpt-4o-2024-08-06", "", "gpt-4o-2024-08-06, output", Decimal("0.003")),
+        ("openai", date(2026, 11, 24), "gpt-4o-mini", "proj_a", "gpt-4o-mini, input", Decimal("0.0006")),
+    ]
+    usage_total = sum((r[3] or 0) for r in stored(engine).values())
+    before, counts = billed(), row_counts(engine)
+    pull_usage(client, engine, date(2026, 11, 23), date(2026, 11, 24), weight_for)
+    assert billed() == before and row_counts(engine) == counts  # a finished day re-pulled changes nothing
+    state.billed_mini = 0.0009  # today's bill grows
+    pull_usage(client, engine, date(2026, 11, 24), date(2026, 11, 24), weight_for)
+    assert billed()[2][5] == Decimal("0.0009") and billed()[:2] == before[:2]
+    assert sum((r[3] or 0) for r in stored(engine).values()) == usage_total  # billed cost never enters usage
+    with Session(engine) as session:
+        sources = {r.cost_source for r in session.exec(select(UsageRecord)).all()}
+    assert sources == {"billed", "priced"}  # OpenAI's per-user figure, or genai-prices'
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_is_one_line_naming_the_variable_and_recorded_for_source_status(
+    fake: tuple[FakeOpenAI, str], engine: Engine, status: int
+) -> None:
+    state, base = fake
+    state.refuse = status
+    with pytest.raises(KeyRejected) as refused:
+        pull_usage(client_for(base), engine, date(2026, 11, 23), date(2026, 11, 24), weight_for)
+    message = str(refused.value)
+    assert "OPENAI_ADMIN_KEY" in message and str(status) in message and "\n" not in message
+    with Session(engine) as session:
+        recorded = session.get(VendorPullState, "openai-usage")
+    assert recorded is not None and recorded.last_error == message and recorded.last_success_at is None
+    assert row_counts(engine)["usage_record"] == 0

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 
 from bot.otlp import OtlpError, decode, to_telemetry
 from bot.pricing import price
-from storage.models import AgentRun, Outcome, Person, UnattributedUsage, UsageRecord
+from storage.models import AgentRun, Outcome, OutcomeLink, Person, UnattributedUsage, UsageRecord
 from tests.support.ingest_fixtures import make_app, new_token, row_counts, running_server
 from tests.support.samples import SAMPLES
 
@@ -450,3 +450,31 @@ def test_points_that_differ_in_any_attribute_are_separate_series_and_add_up(
         11200,
     )
     assert result["cost"] == Decimal("0.1234")
+
+
+def test_a_running_total_its_owner_grows_once_the_run_is_linked_to_a_merge_is_late_a_resend_is_not(
+    client: TestClient, engine: Engine
+) -> None:
+    """Ana's own token (limited to her): her session's running totals were sent, then a colleague's merge
+    linked the session; re-sending the same totals changes nothing, growing them marks them late (spend, never
+    verified: docs/metrics.md "Late evidence"). An operator's token growing them would not."""
+    own = {"Authorization": f"Bearer {new_token(engine, 'ana-otlp', 'otlp', person='ana@example.com')}"}
+    post_json(client, own, sample("cumulative_1"))
+    with Session(engine) as session:
+        run = session.exec(select(AgentRun).where(AgentRun.external_id == SESSION)).one()
+        merged = Outcome(run_id=None, person_id=run.person_id, kind="pr_merged", weight=Decimal(1),
+                         occurred_at=run.started_at, evidence=True, counted=True)  # fmt: skip
+        session.add(merged)
+        session.flush()
+        run_id = run.id or 0
+        session.add(OutcomeLink(outcome_id=merged.id or 0, run_id=run_id, evidence="branch"))
+        session.commit()
+
+    def late_flags() -> list[bool]:
+        with Session(engine) as session:
+            return sorted(r.late for r in session.exec(select(UsageRecord).where(UsageRecord.run_id == run_id)))
+
+    post_json(client, own, sample("cumulative_1"))  # the exporter's retry: the same totals
+    assert late_flags() and not any(late_flags())
+    post_json(client, own, sample("cumulative_2"))  # grown after the link
+    assert any(late_flags())

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from bot.app import build_services, create_app
+from bot.config import Settings
 from bot.devtools.console import LocalServer
 from bot.devtools.slack_requests import SlackRequests
 from bot.devtools.slack_standin import SlackStandIn
@@ -53,20 +54,26 @@ def four_weeks_of_team(engine: Engine) -> str:
         return seeded.people[0].email or ""
 
 
+def manager_settings(slack: SlackStandIn, db_url: str, llm: LLMStandIn, timeout: float) -> Settings:
+    """The app's settings for a team of six, a minimum group of five, and the model at the stand-in, waited on
+    for `timeout` seconds with no retry."""
+    return make_settings(slack, db_url).model_copy(
+        update={
+            "min_group_size": 5,
+            "openai_api_key": "sk-test",
+            "openai_base_url": llm.base_url,
+            "llm_timeout_seconds": timeout,
+            "llm_max_retries": 0,
+        }
+    )
+
+
 def test_a_hanging_language_model_never_delays_the_ack_or_other_commands_and_the_manager_gets_the_template(
     engine: Engine, db_url: str, slack: SlackStandIn, llm: LLMStandIn
 ) -> None:
     manager_email = four_weeks_of_team(engine)
     slack.add_user("UMGR1", email=manager_email, name="Manager", tz="UTC")
-    settings = make_settings(slack, db_url).model_copy(
-        update={
-            "min_group_size": 5,
-            "openai_api_key": "sk-test",
-            "openai_base_url": llm.base_url,
-            "llm_timeout_seconds": LLM_TIMEOUT,
-            "llm_max_retries": 0,
-        }
-    )
+    settings = manager_settings(slack, db_url, llm, LLM_TIMEOUT)
     services = build_services(settings, engine)
     signer = SlackRequests(SIGNING_SECRET, team_id=slack.team_id)
     llm.hang = True

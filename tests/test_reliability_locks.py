@@ -36,13 +36,12 @@ from tests.support.slack_harness import (
     SIGNING_SECRET,
     Harness,
     in_last_week,
-    make_settings,
     person,
     run,
     team,
 )
 from tests.test_ingest_api import usage
-from tests.test_reliability_digest import four_weeks_of_team
+from tests.test_reliability_digest import four_weeks_of_team, manager_settings
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 LLM_TIMEOUT = 20.0  # seconds: longer than SQLite's busy wait (10 s); the model is held far shorter, then answers
@@ -79,15 +78,7 @@ def test_while_the_model_writes_a_managers_summary_others_are_answered_and_inges
     token = new_token(engine)
     with SlackStandIn(token=BOT_TOKEN) as slack, LLMStandIn() as llm:
         slack.add_user("UMGR1", email=manager_email, name="Manager", tz="UTC")
-        settings = make_settings(slack, db_url).model_copy(
-            update={
-                "min_group_size": 5,
-                "openai_api_key": "sk-test",
-                "openai_base_url": llm.base_url,
-                "llm_timeout_seconds": LLM_TIMEOUT,
-                "llm_max_retries": 0,
-            }
-        )
+        settings = manager_settings(slack, db_url, llm, LLM_TIMEOUT)
         services = build_services(settings, engine)
         signer = SlackRequests(SIGNING_SECRET, team_id=slack.team_id)
         llm.hang = True  # the model thinks until released

@@ -4,6 +4,7 @@ another replica runs nothing and N replicas allow a source's budget once, not N 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.devtools.slack_requests import SignedRequest, SlackRequests
 from bot.devtools.slack_standin import SlackStandIn
@@ -18,6 +21,7 @@ from handlers.http.rate_limit import SharedRateLimit, SourceRateLimit, rate_limi
 from handlers.slack.retries import Deliveries
 from storage.db import session_scope
 from storage.slack_deliveries import KEEP, claim_delivery, purge_deliveries, stored_key
+from storage.slack_deliveries import SEEN as SEEN_TABLE
 from storage.sources import create_source
 from tests.support.ingest_fixtures import serve_process
 
@@ -149,3 +153,27 @@ def test_two_serve_processes_on_one_postgresql_answer_a_retried_delivery_once_an
         run = {"external_id": "r1", "email": "ana@example.com", "agent": "devin", "started_at": "2026-11-24T09:00:00Z"}
         statuses = [http.post("/v1/runs", json={"runs": [run]}, headers=auth).status_code for http in (a, b) * 4]
     assert statuses.count(429) == 4 and statuses[:4] == [200, 200, 200, 200]
+
+
+def test_a_claim_held_by_another_replica_never_holds_the_ack(engine: Engine) -> None:
+    """Another replica's claim of the same delivery, not yet committed (or a database that has gone slow),
+    makes this claim give up within a fraction of a second, on either database: the process's memory
+    stands in and the ack goes out; the row lock would otherwise hold it until the other commits."""
+    holder = engine.connect()
+    transaction = holder.begin()
+    holder.execute(
+        postgresql_insert(SEEN_TABLE).values(delivery="event_id:EvHeld", seen_at=datetime.now(UTC))
+        if engine.dialect.name == "postgresql"
+        else sqlite_insert(SEEN_TABLE).values(delivery="event_id:EvHeld", seen_at=datetime.now(UTC))
+    )
+    answered: list[bool] = []
+    worker = threading.Thread(target=lambda: answered.append(Deliveries(engine=engine).first_time("event_id:EvHeld")))
+    try:
+        worker.start()
+        worker.join(timeout=15)
+        assert not worker.is_alive(), "the claim waited on the other replica's transaction"
+        assert answered == [True]  # remembered in this process, as when the database is down
+    finally:
+        transaction.rollback()
+        holder.close()
+        worker.join()

@@ -87,7 +87,7 @@ def test_the_model_is_shown_aggregates_only_never_names_titles_or_the_team(
     ask(engine, config, manager, build_summary_writer(config))
     (request,) = llm.requests
     prompt = " ".join(message["content"] for message in request["messages"]).lower()
-    assert "agent runs: 48" in prompt and "known spend: $120.00" in prompt
+    assert "agent runs: 48" in prompt and "known spend (estimated): $120.00" in prompt
     assert "useful" not in prompt and "reviewed" not in prompt  # the owners' own verdicts are no team fact
     for private in ("platform", "person", "@example.com", "secret title", "fixed the flaky"):
         assert private not in prompt

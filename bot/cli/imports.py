@@ -7,7 +7,8 @@ onboarding its history, and its start-up is part of its time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +19,15 @@ from bot.cli.root import UserError, app, database, fail, open_engine, out, setti
 from bot.periods import parse_date
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from bot.config import Settings
     from bot.github.backfill import BackfillSummary
+    from bot.sources.admin_api import Progress as PullProgress
+    from bot.sources.admin_api import VendorPull
+
+# A vendor import's work: (settings, engine, first day, last day, progress) -> the line to print when done.
+VendorWork = Callable[["Settings", "Engine", date, date, "PullProgress"], str]
 
 import_app = typer.Typer(help="Import usage from files and APIs (safe to run again).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -35,7 +44,7 @@ def import_claude_code(
     ] = None,
 ) -> None:
     """Claude Code's local session logs: one run per session, one usage record per API call."""
-    from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, total_bytes
+    from bot.sources.claude_code import LogsNotFound, default_folders, find_logs, import_logs
 
     config = settings()
     if "@" not in email:
@@ -45,7 +54,7 @@ def import_claude_code(
         with user_errors():
             try:
                 folders = [path] if path else default_folders()
-                size = total_bytes(folders)
+                files, size = find_logs(*folders)
             except LogsNotFound as error:
                 raise UserError(str(error)) from error
             columns = (TextColumn("Reading logs"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
@@ -58,6 +67,7 @@ def import_claude_code(
                     config.weight_for,
                     lambda n: progress.advance(task, n),
                     rules=config.link_rules(),
+                    files=files,
                 )
     finally:
         engine.dispose()
@@ -77,9 +87,8 @@ def import_openai_usage(
     since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD.")],
     until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
 ) -> None:
-    """OpenAI's organisation Usage API (needs OPENAI_ADMIN_KEY; OPENAI_BASE_URL to point elsewhere)."""
-    import openai
-
+    """OpenAI's organisation Usage API (needs OPENAI_ADMIN_KEY; OPENAI_ADMIN_BASE_URL to point elsewhere)."""
+    from bot.sources.admin_api import AdminApiError
     from bot.sources.openai_usage import build_admin_client, pull_usage
 
     config = settings()
@@ -95,14 +104,47 @@ def import_openai_usage(
                 raise UserError("--until is before --since.")
             try:
                 summary = pull_usage(client, engine, first, last, config.weight_for)
-            except openai.OpenAIError as error:
-                raise UserError(f"OpenAI's Usage API failed: {error}") from error
+            except AdminApiError as error:
+                raise UserError(str(error)) from error
     finally:
         engine.dispose()
     out.print(
         f"Imported {summary.records} (day, user, model) buckets from {summary.pages} pages; "
         f"{summary.unattributed} results had no known user and were skipped."
     )
+
+
+@import_app.command("claude-code-analytics")
+def import_claude_code_analytics(
+    since: Annotated[str, typer.Option("--since", help="First UTC day, YYYY-MM-DD.")],
+    until: Annotated[str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """Anthropic's Claude Code Analytics API: every person's Claude Code tokens, estimated cost, commits, pull
+    requests and edit decisions per day (needs ANTHROPIC_ADMIN_KEY; ANTHROPIC_API_URL to point elsewhere)."""
+    from bot.sources import claude_code_analytics as analytics
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        pulled = analytics.pull(config, engine, first, last, progress)
+        unnamed = f"; {pulled.skipped} records named nobody and were skipped" if pulled.skipped else ""
+        return f"Imported {pulled.describe()}{unnamed}. `tokenwise source status` lists anyone not yet matched."
+
+    run_vendor_import(analytics.PULL, since, until, work)
+
+
+@import_app.command("anthropic-cost")
+def import_anthropic_cost(
+    since: Annotated[str, typer.Option("--since", help="First UTC day, YYYY-MM-DD.")],
+    until: Annotated[str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """Anthropic's Usage & Cost API: what the organisation was billed per day, model, workspace and line item,
+    and the tokens billed (needs ANTHROPIC_ADMIN_KEY). Billed cost is never added to usage: see
+    `tokenwise report --reconcile`."""
+    from bot.sources import anthropic_cost
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        return f"Imported {anthropic_cost.pull(config, engine, first, last, progress).describe()}."
+
+    run_vendor_import(anthropic_cost.PULL, since, until, work)
 
 
 @import_app.command("github")
@@ -219,3 +261,83 @@ def import_org_csv(
         f"{summary.people} people; {summary.teams_created} new teams, {summary.memberships_added} new memberships, "
         f"{summary.roles_changed} roles changed{linked}."
     )
+
+
+def run_vendor_import(pull: VendorPull, since: str, until: str | None, work: VendorWork) -> None:
+    """What every `tokenwise import VENDOR --since DATE [--until DATE]` shares: the key checked (a one-line
+    error naming its variable), the dates parsed, a progress bar while `work` pulls, and its failures said in
+    one line (a refused key names the variable to fix)."""
+    from bot.sources.admin_api import AdminApiError
+
+    config = settings()
+    if not pull.configured(config):
+        fail(f"Set {pull.key_env} to {pull.key_help}.")
+    engine = open_engine(config)
+    try:
+        with user_errors():
+            first = parse_date(since, "--since date")
+            last = parse_date(until, "--until date") if until else today_utc()
+            if last < first:
+                raise UserError("--until is before --since.")
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=out, transient=True) as bar:
+                task = bar.add_task(pull.label, total=None)
+
+                def progress(done: int, total: int | None, what: str) -> None:
+                    bar.update(task, completed=done, total=total, description=what or pull.label)
+
+                try:
+                    said = work(config, engine, first, last, progress)
+                except AdminApiError as error:
+                    raise UserError(str(error)) from error
+    finally:
+        engine.dispose()
+    out.print(said, highlight=False)
+
+
+@import_app.command("cursor")
+def import_cursor(
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (UTC).")],
+    until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """Cursor's Admin API: each person's daily requests (tokens unknown) and, on a pull reaching today, their
+    spend in the billing cycle (needs CURSOR_ADMIN_KEY; CURSOR_API_URL to point elsewhere). Safe to run again."""
+    from bot.sources import cursor_admin
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        api = cursor_admin.build_api(config)
+        assert api is not None  # run_vendor_import checked the key
+        with api:
+            summary = cursor_admin.pull(api, engine, config, first, last, progress=progress)
+        skipped = f" {summary.skipped} rows without a day or a spend were skipped." if summary.skipped else ""
+        return f"Cursor {first.isoformat()} to {last.isoformat()}: {summary.describe()}.{skipped}"
+
+    run_vendor_import(cursor_admin.PULL, since, until, work)
+
+
+@import_app.command("copilot")
+def import_copilot(
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (UTC).")],
+    until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD. Default: today.")] = None,
+) -> None:
+    """GitHub Copilot's per-user daily reports (needs TOKENWISE_COPILOT_ORG and GITHUB_TOKEN, or
+    TOKENWISE_COPILOT_GITHUB_TOKEN, with the organisation's Copilot metrics permission). Safe to run again."""
+    from bot.sources import copilot_metrics
+
+    missing = copilot_metrics.missing_setting(settings())
+    if missing:
+        fail(missing)
+
+    def work(config: Settings, engine: Engine, first: date, last: date, progress: PullProgress) -> str:
+        apis = copilot_metrics.build_apis(config)
+        assert apis is not None  # missing_setting said nothing is missing
+        with apis:
+            summary = copilot_metrics.pull(apis, engine, config, first, last, progress)
+        line = f"Copilot {first.isoformat()} to {last.isoformat()}: {summary.describe()}."
+        if summary.unmatched:
+            logins = sorted(summary.unmatched)
+            shown = ", ".join(logins[:5]) + (", ..." if len(logins) > 5 else "")
+            line += f" Kept for: {shown}; `tokenwise people link github LOGIN EMAIL` moves their days to them."
+        return line
+
+    run_vendor_import(copilot_metrics.PULL, since, until, work)

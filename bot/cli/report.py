@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import Session
 
-from bot.cli.root import UserError, app, database, out, print_json, resolve_period, settings
+from bot.cli.root import UserError, app, database, out, print_json, resolve_period, settings, today_utc
+from bot.config import Settings
 from bot.numbers import money, number, share, trend
 from bot.periods import Period, PeriodError, date_range, parse_date, require_whole_weeks, zone
 from bot.reports import (
@@ -55,6 +56,14 @@ def report(
         typer.Option("--tz", help="Time zone of a person's days (a group's is its own). Default: UTC."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--reconcile",
+            help="Estimated against billed, per vendor and UTC day (JSON rows: vendor, day, estimated_usd, "
+            "billed_usd, difference_usd, sources). Default: the last 30 days.",
+        ),
+    ] = False,
 ) -> None:
     """Metrics for a person (--person), a team (--team) or, with neither, the whole organisation.
 
@@ -62,6 +71,9 @@ def report(
     Sunday) in its own time zone, by default its last four, each passing the disclosure rules on its own.
     Every report is recorded in the audit trail."""
     config = settings()
+    if reconcile:
+        _reconcile(config, person, team, since, until)
+        return
     with database(config) as session:
         if person and team:
             raise UserError("Give --person or --team, not both.")
@@ -108,6 +120,23 @@ def report(
                 "have that source send cost_usd, or a model name genai-prices knows.",
                 highlight=False,
             )
+
+
+def _reconcile(config: Settings, person: str | None, team: str | None, since: str | None, until: str | None) -> None:
+    """`tokenwise report --reconcile`: the organisation's rows, as JSON."""
+    from bot.reconcile import reconcile
+
+    with database(config) as session:
+        if person or team:
+            raise UserError("--reconcile is for the organisation: vendors bill the organisation, not a team.")
+        last = parse_date(until, "--until date") if until else today_utc()
+        first = parse_date(since, "--since date") if since else last - timedelta(days=29)
+        try:
+            rows = reconcile(session, first, last, config.min_group_size)
+        except ValueError as error:
+            raise UserError(f"{error} (--since, --until).") from error
+        record_event(session, actor="cli", action="report", scope="org:reconcile", detail=f"{first} to {last}")
+    print_json([row.as_json() for row in rows])
 
 
 def _group_period(
@@ -171,7 +200,7 @@ def headline_rows(item: Figures) -> list[tuple[str, str]]:
         ("Outcome value", number(m.outcome_value)),
         ("Outcomes (evidence)", outcomes),
         ("Self-reported, not counted", self_reported or "none"),
-        ("Runs", number(m.runs)),
+        ("Runs (volume, not value)", number(m.runs)),  # anyone can start more runs
         ("Reviewed share (owners' verdicts)", shown("reviewed_share", share)),
         ("Useful runs (owners' verdicts)", shown("useful_runs", number)),
         ("Useful rate (of reviewed)", shown("useful_rate", share)),
@@ -193,7 +222,7 @@ def render_report(console: Console, report: Report) -> None:
         "Cost per useful run": "cost_per_useful_run",
         "Cost per outcome value": "cost_per_outcome",
         "Outcome value": "outcome_value",
-        "Runs": "runs",
+        "Runs (volume, not value)": "runs",
         "Reviewed share (owners' verdicts)": "reviewed_share",
         "Useful runs (owners' verdicts)": "useful_runs",
     }

@@ -17,6 +17,7 @@ import typer
 from bot.app import build_services, build_watch, create_app
 from bot.cli.digest import check_slack
 from bot.cli.root import app, err, fail, open_engine, out, settings
+from bot.health import UNKNOWN, UP
 from bot.jobs import build_scheduler
 from bot.log_safety import access_log_config
 from storage.db import WalCheckpointer
@@ -70,7 +71,8 @@ def serve(
         if bolt is None:
             fail("Socket Mode needs Slack settings: SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN.")
         handler = SocketModeHandler(bolt, config.slack_app_token)
-        connect_socket_mode(handler, config.health_check_seconds)
+        slack_down = services.health.state("slack") not in (None, UP, UNKNOWN)  # its warning said so already
+        connect_socket_mode(handler, config.health_check_seconds, quiet=slack_down)
     services.health.start()
     scheduler = None
     if not no_scheduler:
@@ -96,18 +98,19 @@ def serve(
             scheduler.shutdown(wait=False)
 
 
-def connect_socket_mode(handler: Any, every_seconds: float) -> None:
+def connect_socket_mode(handler: Any, every_seconds: float, quiet: bool = False) -> None:
     """Slack over WebSocket; Slack unreachable is one warning line and a retry every `every_seconds` in the
-    background, while ingest serves."""
+    background, while ingest serves (`quiet`: the health check's warning already said Slack is down)."""
     try:
         handler.connect()  # a background thread; Slack over WebSocket
     except Exception:
-        err.print(
-            "[yellow]Warning:[/yellow] Socket Mode could not connect to Slack with SLACK_APP_TOKEN (SLACK_API_URL "
-            f"unreachable or the token rejected); ingest and OTLP serve, retrying every {every_seconds:g} s.",
-            highlight=False,
-            soft_wrap=True,
-        )
+        if not quiet:
+            err.print(
+                "[yellow]Warning:[/yellow] Socket Mode could not connect to Slack with SLACK_APP_TOKEN (SLACK_API_URL "
+                f"unreachable or the token rejected); ingest and OTLP serve, retrying every {every_seconds:g} s.",
+                highlight=False,
+                soft_wrap=True,
+            )
 
         def retry() -> None:
             while True:

@@ -8,8 +8,11 @@ import typer
 from rich.table import Table
 
 from bot.cli.root import UserError, app, database, out, settings
+from bot.sources.admin_api import VendorPull
+from bot.sources.vendors import configured_pulls
 from storage.github import unmatched_logins
-from storage.identities import source_activity, unattributed_identities
+from storage.identities import UnattributedIdentity, source_activity, unattributed_identities
+from storage.models import VendorPullState
 from storage.people import normalize_email
 from storage.sources import (
     SOURCE_KINDS,
@@ -19,6 +22,7 @@ from storage.sources import (
     revoke_source,
     source_people,
 )
+from storage.vendors import pull_states, unknown_people
 
 source_app = typer.Typer(help="Ingest sources and their bearer tokens.", no_args_is_help=True)
 app.add_typer(source_app, name="source")
@@ -127,18 +131,25 @@ def source_status(
 ) -> None:
     """What each source sent: its records, the latest usage it reported, and the identities whose usage names
     nobody known (kept, never dropped), with the command that links each to its person."""
-    with database() as session:
+    config = settings()
+    pulls = [pull for pull in configured_pulls(config) if not name or pull.name == name]
+    with database(config) as session:
         activity = source_activity(session, name)
         loose = unattributed_identities(session, name)
-        if name and not activity:
+        states = pull_states(session)
+        strangers = {pull.name: unknown_people(session, pull.name) for pull in pulls}
+        if name and not activity and not pulls:
             raise UserError(f"No source called '{name}'. `tokenwise source list` shows them.")
         shows_github = not name or any(item.kind == "github" for item in activity)
         logins = unmatched_logins(session) if shows_github else []
-    table = Table("source", "kind", "records", "unattributed", "latest usage")
-    for item in activity:
-        when = f"{item.last_seen:%Y-%m-%d %H:%M} UTC" if item.last_seen else "nothing yet"
-        table.add_row(item.name, item.kind, f"{item.records:,}", f"{item.unattributed:,}", when)
-    out.print(table)
+    if activity:
+        table = Table("source", "kind", "records", "unattributed", "latest usage")
+        for item in activity:
+            when = f"{item.last_seen:%Y-%m-%d %H:%M} UTC" if item.last_seen else "nothing yet"
+            table.add_row(item.name, item.kind, f"{item.records:,}", f"{item.unattributed:,}", when)
+        out.print(table)
+    if pulls:
+        _print_pulls(pulls, states, loose, strangers)
     if logins:
         listed = ", ".join(f"{login} ({count:,} pull request{'' if count == 1 else 's'})" for login, count in logins)
         out.print(
@@ -160,6 +171,36 @@ def source_status(
         "`tokenwise people link KIND VALUE EMAIL`; with no identity, have the sender set "
         "OTEL_RESOURCE_ATTRIBUTES=user.email=... or use a personal token from `/tokenwise connect`."
     )
+
+
+def _print_pulls(
+    pulls: list[VendorPull],
+    states: dict[str, VendorPullState],
+    loose: list[UnattributedIdentity],
+    strangers: dict[str, list[str]],
+) -> None:
+    """The vendor pulls whose key is set: last success, last error, and the people they name that nobody
+    knows: identities linked to no one (kept as unattributed usage) and emails with no Slack user or team."""
+    table = Table("vendor pull", "key", "last successful pull", "error", "unmatched people", title="Vendor pulls")
+    for pull in pulls:
+        state = states.get(pull.name)
+        success = state.last_success_at if state else None
+        when = f"{success:%Y-%m-%d %H:%M} UTC" if success else "never"
+        error = (state.last_error or "") if state else "not pulled yet"
+        unmatched = sorted(
+            {f"{one.kind} {one.value}" if one.kind else "no identity" for one in loose if one.source == pull.name}
+        )
+        unmatched += [f"email {email} (no Slack user or team)" for email in strangers.get(pull.name, [])]
+        table.add_row(
+            f"{pull.label} ({pull.name})", pull.key_env, when, error or "none", ", ".join(unmatched) or "none"
+        )
+    out.print(table)
+    if any(strangers.values()) or any(one.source in {p.name for p in pulls} for one in loose):
+        out.print(
+            "Unmatched people: `tokenwise people link KIND VALUE EMAIL` links an identity; an email counts once "
+            "its person uses Slack or is in a team (`tokenwise import org`).",
+            highlight=False,
+        )
 
 
 @source_app.command("revoke")

@@ -294,7 +294,7 @@ class BackfillSummary:
 def _tally(summary: BackfillSummary, fetched: FetchedPull, settled: Settled) -> None:
     summary.merged += 1
     summary.commits += len(fetched.commits)
-    linked = any(active for *_, active in settled.links)
+    linked = any(active and run_id not in settled.late for run_id, *_, active in settled.links)
     assisted = linked or settled.agent_trailer is not None
     summary.linked += linked
     summary.assisted += assisted and settled.person_id is not None

@@ -70,7 +70,19 @@ def default_folders(environ: Mapping[str, str] | None = None, home: Path | None 
 def log_files(*paths: Path) -> list[Path]:
     """The JSONL files under each PATH/projects (or PATH itself when it is a projects folder), in nested
     session folders or flat, oldest first."""
-    return sorted(_found(paths), key=lambda f: (_first_timestamp(f), str(f)))
+    return find_logs(*paths)[0]
+
+
+def find_logs(*paths: Path) -> tuple[list[Path], int]:
+    """`log_files` and their total size (for a progress bar), from one listing and one opening of each."""
+    keyed = []
+    size = 0
+    for file in _found(paths):
+        stamp, file_size = _first_timestamp(file)
+        keyed.append((stamp, str(file), file))
+        size += file_size
+    keyed.sort(key=lambda item: item[:2])
+    return [file for _, _, file in keyed], size
 
 
 def _found(paths: Sequence[Path]) -> set[Path]:
@@ -114,8 +126,10 @@ class _Stamped(msgspec.Struct):
 _decode_stamp = msgspec.json.Decoder(_Stamped).decode
 
 
-def _first_timestamp(path: Path) -> str:
+def _first_timestamp(path: Path) -> tuple[str, int]:
+    """The file's first timestamp ("~" when it has none: such files go last) and its size."""
     with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
         for raw in handle:
             stamp: Any
             try:
@@ -129,8 +143,8 @@ def _first_timestamp(path: Path) -> str:
                     continue
             moment = _parse_time(stamp) if isinstance(stamp, str) else None
             if moment is not None:
-                return moment.isoformat()
-    return "~"  # files without a timestamp go last
+                return moment.isoformat(), size
+    return "~", size
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -153,8 +167,13 @@ def _tokens(value: Any, key: str) -> int:
 
 @dataclass
 class LoggedUsage(SeenUsage):
-    """A log line's usage, and where its session ran (for the run: cost per project and per branch)."""
+    """A log line's usage, and where its session ran (for the run: cost per project and per branch). A log
+    line always gives its token counts."""
 
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     project: str | None = None
     branch: str | None = None
 
@@ -333,7 +352,48 @@ def _read_usage(raw: bytes, where: str, email: str) -> tuple[LoggedUsage | None,
     if message is None or message.usage is None:
         return None, None, False
     usage = message.usage
-    tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens)
+    model, stamp, message_id, request_id = message.model, line.timestamp, message.id, line.request_id
+    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+    cache_read, cache_write = usage.cache_read_input_tokens, usage.cache_creation_input_tokens
+    if (  # the usual line, as Claude Code writes it: `_logged`'s checks in one test, its record built here
+        model
+        and model != "<synthetic>"
+        and len(model) <= 120
+        and stamp
+        and message_id
+        and request_id
+        and line.cost_usd is None
+        and input_tokens is not None
+        and output_tokens is not None
+        and cache_read is not None
+        and cache_write is not None
+        and input_tokens >= 0
+        and output_tokens >= 0
+        and cache_read >= 0
+        and cache_write >= 0
+        and len(message_id) + len(request_id) <= 290
+    ):
+        when = _parse_time(stamp)
+        if when is None:
+            raise ValueError("no valid timestamp")
+        session_id = line.session_id
+        usual = LoggedUsage(  # SeenUsage's fields in order, to the cost (none: priced if kept, by _priced)
+            f"cc:{message_id}:{request_id}",
+            email,
+            when,
+            AGENT,
+            model,
+            session_id[:200] if session_id else None,
+            None,
+            input_tokens,
+            output_tokens,
+            cache_read,
+            cache_write,
+            project=project_of(line.cwd),
+            branch=_short(line.git_branch),
+        )
+        return usual, message_id, line.sidechain is True
+    tokens = (input_tokens, output_tokens, cache_read, cache_write)
     record = _logged(
         message.model,
         tokens,
@@ -409,48 +469,51 @@ def read_logs(
         summary.files += 1
         name = f"{path.parent.name}/{path.name}"
         kept: OrderedDict[str, LoggedUsage] = OrderedDict()
+        lines = malformed = usage_lines = duplicates = 0  # the summary's counts for this file, added at its end
         for number, raw in enumerate(_lines(path, advance), start=1):
             if USAGE_KEY not in raw:
                 if raw.strip():
-                    summary.lines += 1
+                    lines += 1
                     if not _is_object(raw):
-                        summary.malformed += 1
+                        malformed += 1
                 continue
-            summary.lines += 1
+            lines += 1
             try:
                 record, message_id, sidechain = _read_usage(raw, f"{name}:{number}", email)
             except ValueError:
-                summary.malformed += 1
+                malformed += 1
                 continue
             if record is None:
                 continue
-            summary.usage_lines += 1
-            if _replayed(message_id, sidechain, parents):
-                summary.duplicates += 1  # a sub-agent's replay of its parent's message (ccusage #913)
-                continue
-            earlier = kept.get(record.dedupe_key)
-            if earlier is not None:
-                summary.duplicates += 1  # a streamed copy: one of the two is left out
-            if earlier is None or _total(record) > _total(earlier):
-                kept[record.dedupe_key] = record
-            if len(kept) > COPY_WINDOW:
-                yield _priced(kept.popitem(last=False)[1])
+            usage_lines += 1
+            # A sidechain's copy of a message its main thread already reported (same `message.id`, another
+            # `requestId`) is a replay; a main-thread line's message id is remembered, as a hash.
+            if message_id is not None:
+                if sidechain:
+                    if hash(message_id) in parents:
+                        duplicates += 1  # a sub-agent's replay of its parent's message (ccusage #913)
+                        continue
+                else:
+                    parents.add(hash(message_id))
+            key = record.dedupe_key
+            earlier = kept.get(key)
+            if earlier is None:
+                kept[key] = record
+                if len(kept) > COPY_WINDOW:
+                    yield _priced(kept.popitem(last=False)[1])
+            else:
+                duplicates += 1  # a streamed copy: one of the two is left out
+                if _total(record) > _total(earlier):
+                    kept[key] = record
+        summary.lines += lines
+        summary.malformed += malformed
+        summary.usage_lines += usage_lines
+        summary.duplicates += duplicates
         for record in kept.values():
             yield _priced(record)
 
 
-def _replayed(message_id: str | None, sidechain: bool, parents: set[int]) -> bool:
-    """Whether a usage line is a sidechain's copy of a message its main thread already reported (same
-    `message.id`, another `requestId`); a main-thread line's message id is remembered, as a hash."""
-    if message_id is None:
-        return False
-    if sidechain:
-        return hash(message_id) in parents
-    parents.add(hash(message_id))
-    return False
-
-
-def _total(record: SeenUsage) -> int:
+def _total(record: LoggedUsage) -> int:
     return record.input_tokens + record.output_tokens + record.cache_read_tokens + record.cache_write_tokens
 
 
@@ -462,11 +525,14 @@ def import_logs(
     on_progress: Callable[[int], None] | None = None,
     chunk_lines: int = CHUNK_LINES,
     rules: LinkRules | None = None,
+    files: list[Path] | None = None,
 ) -> ImportSummary:
     """Import every session log under PATH for one person; safe to run again (nothing is added twice).
     With `rules`, pull requests merged from the branches these sessions worked on are settled again at the
-    end, so a history imported after the merges still links its runs to them."""
-    files = log_files(*([path] if isinstance(path, Path) else path))
+    end, so a history imported after the merges still links its runs to them. `files`: PATH's log files in
+    order, when `find_logs` listed them already."""
+    if files is None:
+        files = log_files(*([path] if isinstance(path, Path) else path))
     summary = ImportSummary()
     sessions: set[str] = set()
     on_branches: set[str] = set()  # sessions that name their git branch: the ones a merge may link
@@ -500,10 +566,15 @@ def import_logs(
                     project=record.project,
                     branch=record.branch,
                 )
-            else:
-                run.started_at = min(run.started_at, when)
-                run.ended_at = max(run.ended_at or when, when)
-                run.project, run.branch = run.project or record.project, run.branch or record.branch
+            else:  # widened (its end is set: this loop made it); what a run has is kept
+                if when < run.started_at:
+                    run.started_at = when
+                elif run.ended_at is not None and when > run.ended_at:
+                    run.ended_at = when
+                if run.project is None:
+                    run.project = record.project
+                if run.branch is None:
+                    run.branch = record.branch
             if record.branch:
                 on_branches.add(session_id)
         if len(chunk.usage) >= chunk_lines:
@@ -525,7 +596,3 @@ def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal])
     source = internal_source(session, SOURCE_NAME, "claude-code-logs")
     result = ingest_telemetry(session, id_of(source), chunk, weight_for, usage_mode="new")
     return result.accepted, result.duplicates
-
-
-def total_bytes(path: Path | Sequence[Path]) -> int:
-    return sum(f.stat().st_size for f in _found([path] if isinstance(path, Path) else path))

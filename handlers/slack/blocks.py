@@ -15,10 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.numbers import money, number, share, trend
-from bot.reports import SELF_REPORTED, Report, change, coverage_note, shown_or_why
+from bot.reports import SELF_REPORTED, Report, change, coverage_note, shown_or_why, spend_label
 from storage.metrics import Slice
 from storage.models import VERDICTS
 from storage.runs import NOTE_MAX, VERDICT_LABELS, RunView
+from storage.vendors import DecisionTotals
 
 MAX_MESSAGE_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100
@@ -217,6 +218,17 @@ def self_reported_line(report: Report) -> str | None:
     return f"Self-reported, not counted: {parts}."
 
 
+def edits_line(edits: DecisionTotals | None) -> str | None:
+    """The agent edits the person accepted, as their tool counts them: a quality signal, shown as such."""
+    if edits is None or edits.acceptance is None:
+        return None
+    decided = edits.accepted + edits.rejected
+    return (
+        f"Agent edits you accepted: {share(edits.acceptance)} ({edits.accepted:,} of {decided:,}; "
+        f"{edits.rejected:,} rejected), as your tools count them: a quality signal, self-reported, not counted."
+    )
+
+
 def _or_withheld(item: Any, key: str, show: Any) -> str:
     """A figure, or why not: "withheld" when the dominance rule holds it back, "not enough priced usage"
     when it would be a share of a sliver of the spend (item: a bot.reports.Figures)."""
@@ -245,7 +257,13 @@ def projects_line(projects: Sequence[Slice]) -> str | None:
     return "*By project*  " + " · ".join(parts) + (f" · {more:,} more" if more > 0 else "")
 
 
-def me_message(report: Report, unreviewed: int, coaching: str | None = None, projects: Sequence[Slice] = ()) -> Message:
+def me_message(
+    report: Report,
+    unreviewed: int,
+    coaching: str | None = None,
+    projects: Sequence[Slice] = (),
+    edits: DecisionTotals | None = None,
+) -> Message:
     """The caller's own numbers, change against the previous period, their projects, and what awaits review."""
     period = f"{report.period.label()} ({report.period.tz})"
     blocks = [
@@ -269,6 +287,9 @@ def me_message(report: Report, unreviewed: int, coaching: str | None = None, pro
         reported = self_reported_line(report)
         if reported:
             blocks.append(context(reported))
+        accepted = edits_line(edits)
+        if accepted:
+            blocks.append(context(accepted))
         note = withheld_note(report.totals.hidden)  # a person's own: only the coverage rule hides anything
         if note:
             blocks.append(context(escape(note)))
@@ -340,14 +361,18 @@ def run_blocks(run: RunView, tz: str) -> list[dict[str, Any]]:
     ]
     buttons.append(button("Add note" if not run.note else "Edit note", ACTION_NOTE, str(run.id)))
     found = [section(_run_line(run, tz)), actions(*buttons, block_id=f"run:{run.id}")]
-    for outcome_id, url, evidence in run.pull_requests:
+    for outcome_id, url, evidence, late in run.pull_requests:
         why = (
             "it produced one of its commits" if evidence == "commit" else "same repository and branch, before the merge"
         )
+        verdict = (
+            "you sent this run after the merge was known, so it is shown but verifies nothing."
+            if late
+            else "it verifies this run's spend, but not spend you sent yourself after the merge was known."
+        )
         found.append(
             section(
-                f":link: Linked to merged <{escape(url)}|{escape(_pr_name(url))}> ({why}): "
-                "it verifies this run's spend.",
+                f":link: Linked to merged <{escape(url)}|{escape(_pr_name(url))}> ({why}): {verdict}",
                 accessory=button("Not this run's", ACTION_UNLINK, f"{outcome_id}:{run.id}"),
             )
         )
@@ -603,7 +628,7 @@ def digest_message(digest: Any) -> Message:
         f"*Cost per merged PR*\n{_with_trend(per_merged_pr, changes.get('cost_per_merged_pr'))}",
         f"*Outcome value*\n{_with_trend(number(m.outcome_value), changes.get('outcome_value'))}",
         f"*Merged PRs with agent help*\n{number(digest.merged_prs_with_agent)}",
-        f"*Known spend*\n{cost}",
+        f"*Known spend ({spend_label(m)})*\n{cost}",
         f"*Runs (volume, not value)*\n{number(m.runs)}",
     ]
     blocks.append(section(" ", fields=fields))

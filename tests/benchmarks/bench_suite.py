@@ -569,23 +569,33 @@ def write_dense_logs(root: Path, factor: float) -> dict[str, Any]:
 
 
 def _rss_wrapper(command: list[str]) -> list[str]:
-    """Run `command` under a tiny Python parent that reports the peak RSS of its whole process tree."""
+    """Run `command` under a tiny Python parent that reports the peak RSS of its whole process tree and the
+    CPU time (user + system) of the tree."""
     script = (
         "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]);"
-        "sys.stderr.write('\\nPEAK_RSS_KB=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "sys.stderr.write('\\nPEAK_RSS_KB=%d CPU_SECONDS=%.3f\\n' % (u.ru_maxrss, u.ru_utime + u.ru_stime));"
         "sys.exit(r.returncode)"
     )
     return [sys.executable, "-c", script, *command]
 
 
 def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    seconds, peak_mb, _cpu, out = measured_with_cpu(command, env)
+    return seconds, peak_mb, out
+
+
+def measured_with_cpu(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall seconds, peak RSS MB, CPU seconds, stdout) of a command: CPU time moves less than wall time
+    with the load of a shared machine, so both are reported."""
     started = time.perf_counter()
     process = subprocess.run(_rss_wrapper(command), env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {process.stderr[-800:]}")
-    peak_kb = int(process.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0])
-    return seconds, peak_kb / 1024, process.stdout
+    report = process.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()
+    peak_kb, cpu = int(report[0]), float(report[1].removeprefix("CPU_SECONDS="))
+    return seconds, peak_kb / 1024, cpu, process.stdout
 
 
 def ccusage_command(install: bool = True) -> list[str] | None:
@@ -631,14 +641,17 @@ def bench_import(
     truth = write_dense_logs(root, log_bytes / FULL_LOG_BYTES) if dense else write_claude_logs(root, log_bytes)
     env = {**os.environ, "DATABASE_URL": url}
     tokenwise = [str(Path(sys.executable).with_name("tokenwise")), "import", "claude-code", str(root), "--email"]
-    seconds, peak_mb, _out = measured([*tokenwise, "bench@example.com"], env)
+    load_before = os.getloadavg()[0]
+    seconds, peak_mb, cpu_seconds, _out = measured_with_cpu([*tokenwise, "bench@example.com"], env)
     ours = _stored_per_day(url)
     truth_per_day = truth.pop("per_day")
     result: dict[str, Any] = {
         "set": "dense" if dense else "1gb",
         "log_bytes": truth["bytes"],
         "files": truth["files"],
+        "database": "postgresql" if url.startswith("postgresql") else "sqlite",
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "peak_rss_mb": peak_mb,
         "totals_match_hand_count": ours == truth_per_day,
         "hand_count": truth,
@@ -647,15 +660,22 @@ def bench_import(
     }
     command = ccusage_command(install) if compare else None
     if command is not None:
-        cc_seconds, cc_peak_mb, out = measured(command, {**os.environ, "CLAUDE_CONFIG_DIR": str(root)})
+        cc_seconds, cc_peak_mb, cc_cpu, out = measured_with_cpu(command, {**os.environ, "CLAUDE_CONFIG_DIR": str(root)})
         theirs = {
             day["date"]: (day["inputTokens"], day["outputTokens"], day["cacheReadTokens"], day["cacheCreationTokens"])
             for day in json.loads(out)["daily"]
         }
-        result["ccusage"] = {"version": CCUSAGE_VERSION, "seconds": cc_seconds, "peak_rss_mb": cc_peak_mb}
+        result["ccusage"] = {
+            "version": CCUSAGE_VERSION,
+            "seconds": cc_seconds,
+            "cpu_seconds": cc_cpu,
+            "peak_rss_mb": cc_peak_mb,
+        }
         result["ccusage"].update(_totals(theirs))
         result["ccusage_matches_hand_count"] = theirs == truth_per_day
         result["ratio"] = seconds / cc_seconds
+        result["cpu_ratio"] = cpu_seconds / cc_cpu if cc_cpu else None
+    result["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute load on the machine, before and after
     return result
 
 
@@ -810,7 +830,7 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
                 say=lambda db, what, value: _say(db, what, value),
                 github_deliveries=max(50, round(GITHUB_DELIVERIES * min(1.0, factor))),
             )
-        if "import" in only and kind == databases[0]:
+        if "import" in only:  # on each database: the same logs, and ccusage again beside each
             for dense in (True, False):
                 with scratch_database(kind, "import") as url:
                     row = bench_import(url, max(1 << 20, round(FULL_LOG_BYTES * factor)), dense=dense)
@@ -820,6 +840,11 @@ def run_suite(databases: list[str], only: set[str], factor: float, samples: int 
 
 
 # -- the report -----------------------------------------------------------------------------------
+def _maybe(value: float | None, digits: int) -> str:
+    """A figure, or nothing for results files written before it was measured."""
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def render(results: dict[str, Any]) -> str:
     """Markdown tables of one results file, as docs/performance.md shows them."""
     out: list[str] = []
@@ -927,26 +952,30 @@ def render(results: dict[str, Any]) -> str:
         size = f"{row['log_bytes'] / 1e6:,.0f} MB"
         name = {"dense": "record-dense logs", "1gb": "1 GB set"}[row["set"]]
         entries = row["hand_count"]["entries"]
+        load = row.get("load_average")
         out += [
-            f"{name}: {size}, {row['files']:,} files, {entries:,} API calls",
+            f"{name}: {size}, {row['files']:,} files, {entries:,} API calls"
+            + (f" (load average {load[0]:.1f} before, {load[1]:.1f} after)" if load else ""),
             "",
-            "| importer | seconds | ratio to ccusage | peak RSS MB | totals per UTC day = truth |",
-            "| --- | ---: | ---: | ---: | --- |",
+            "| importer | seconds | ratio to ccusage | CPU seconds | CPU ratio | peak RSS MB | totals per UTC day = truth |",  # noqa: E501
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
             f"| tokenwise import claude-code ({db}) | {row['seconds']:.1f} | {row.get('ratio', float('nan')):.2f} |"
+            f" {_maybe(row.get('cpu_seconds'), 1)} | {_maybe(row.get('cpu_ratio'), 2)} |"
             f" {row['peak_rss_mb']:.0f} | {row['totals_match_hand_count']} |",
         ]
         if "ccusage" in row:
             cc = row["ccusage"]
             out.append(
                 f"| ccusage {cc['version']} claude daily --json --offline -z UTC | {cc['seconds']:.1f} | 1.00 |"
-                f" {cc['peak_rss_mb']:.0f} | {row['ccusage_matches_hand_count']} |"
+                f" {_maybe(cc.get('cpu_seconds'), 1)} | 1.00 | {cc['peak_rss_mb']:.0f} |"
+                f" {row['ccusage_matches_hand_count']} |"
             )
         floor = row["floor"]
         cc_seconds = row["ccusage"]["seconds"] if "ccusage" in row else float("nan")
         out.append(
             f"| floor: read + msgspec-decode every line ({floor['parse_seconds']:.1f} s), copy_rows the same"
             f" {floor['runs']:,} runs and {floor['usage_records']:,} records ({floor['insert_seconds']:.1f} s) |"
-            f" {floor['seconds']:.1f} | {floor['seconds'] / cc_seconds:.2f} | | |"
+            f" {floor['seconds']:.1f} | {floor['seconds'] / cc_seconds:.2f} | | | | |"
         )
         out.append("")
     return "\n".join(out)

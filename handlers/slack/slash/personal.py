@@ -42,7 +42,7 @@ def me(caller: Caller, request: CommandRequest) -> blocks.Message:
             metrics.total_tokens, metrics.outcomes, metrics.reviewed_runs, settings.coaching_min_tokens
         )
     caller.looked("slack_me", f"person:{caller.person_id}")
-    return blocks.me_message(view.report, view.unreviewed, coaching, view.projects)
+    return blocks.me_message(view.report, view.unreviewed, coaching, view.projects, view.edits)
 
 
 def runs(caller: Caller, _request: CommandRequest) -> blocks.Message:
