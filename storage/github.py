@@ -672,9 +672,7 @@ def _sent_after_the_merge(
         late.update(
             int(run_id)
             for (run_id,) in session.execute(
-                select(r.id)
-                .join(SOURCES, s.id == r.source_id)
-                .where(r.id.in_(chunk), after, s.person_id.is_not(None))
+                select(r.id).join(SOURCES, s.id == r.source_id).where(r.id.in_(chunk), after, s.person_id.is_not(None))
             )
         )
     return late

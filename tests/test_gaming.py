@@ -652,7 +652,12 @@ def test_an_older_run_claiming_her_merged_commit_after_the_merge_verifies_nothin
     verified = ada_alone(week).verified_cost_usd
 
     def claim() -> None:
-        item = {"external_id": "claim-304", "run_external_id": "ada-idle", "kind": "commit", "commit_sha": sha("plain-304")}
+        item = {
+            "external_id": "claim-304",
+            "run_external_id": "ada-idle",
+            "kind": "commit",
+            "commit_sha": sha("plain-304"),
+        }
         week.send("/v1/outcomes", "outcomes", [item], token)
 
     no_headline_improves(week, claim)
