@@ -395,7 +395,7 @@ def ingest_telemetry(
     running total (`max`), replaced (`replace`) or written once (`new`); outcomes are written once.
     """
     check_slack_ids(session, [*telemetry.runs, *telemetry.usage, *telemetry.outcomes])
-    kept = _attribute_or_keep(session, source_id, telemetry)
+    kept = _attribute_or_keep(session, source_id, telemetry, replace=usage_mode == "replace")
     people = PersonCache(session)
     people.preload(
         [(r.email, r.slack_user_id) for r in telemetry.runs]
@@ -660,9 +660,10 @@ def session_keys(session: Session, sessions: Iterable[tuple[int, str]]) -> Subqu
     return query.columns(person_id=BigInteger(), external_id=String()).subquery("wanted")
 
 
-def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -> int:
+def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry, replace: bool = False) -> int:
     """Usage that names nobody goes to the person an operator linked its identity to, or is kept as
-    unattributed (storage/identities.py); it is never dropped. Leaves `telemetry.usage` naming people only."""
+    unattributed (storage/identities.py); it is never dropped. Leaves `telemetry.usage` naming people only.
+    `replace`: a vendor's re-pulled day, whose kept rows take the new figures as a person's would."""
     nameless = [u for u in telemetry.usage if not (u.email or u.slack_user_id)]
     if not nameless:
         return 0
@@ -695,7 +696,7 @@ def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -
             }
         )
     telemetry.usage = [u for u in telemetry.usage if u.email or u.slack_user_id]
-    return keep_unattributed(session, unattributed) if unattributed else 0
+    return keep_unattributed(session, unattributed, "replace" if replace else "max") if unattributed else 0
 
 
 # Sources whose runs are sessions (storage/daily_usage.py: SESSION_KINDS): one person's session is one run
