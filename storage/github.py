@@ -10,7 +10,7 @@ run's owner removed stays removed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -340,9 +340,15 @@ def settle(session: Session, repo: str, numbers: Iterable[int], rules: LinkRules
 
 
 def settle_one(
-    session: Session, repo: str, number: int, rules: LinkRules, folders: Sequence[str] | None = None
+    session: Session,
+    repo: str,
+    number: int,
+    rules: LinkRules,
+    folders: Sequence[str] | None = None,
+    claimed_now: Collection[int] = (),
 ) -> Settled:
-    """Recompute one pull request's outcomes and run links from every fact stored about it.
+    """Recompute one pull request's outcomes and run links from every fact stored about it. `claimed_now`:
+    the runs whose source says, in this write, that they produced a commit (`record_run_commits`).
 
     Read as plain rows and written in as few statements as the facts allow: settling is what a burst of
     deliveries spends its time on (docs/performance.md, "GitHub's 10 seconds under a burst")."""
@@ -384,7 +390,7 @@ def settle_one(
             result.late.add(int(run_id))
     wanted = _runs_to_link(session, pr, commits, person_id, rules, folders)
     added = {run_id: link for run_id, link in wanted.items() if run_id not in existing}
-    late_now = _sent_after_the_merge(session, pr, added)
+    late_now = _sent_after_the_merge(session, pr, added, claimed_now)
     for run_id in late_now:
         evidence, detail = added[run_id]
         added[run_id] = (evidence, f"{detail}; sent by its owner after the merge was known: shown, not evidence")
@@ -644,22 +650,29 @@ def mark_late_usage(session: Session, run_ids: Sequence[int], after_id: int | No
     return flagged
 
 
-def _sent_after_the_merge(session: Session, pr: PullRequest, runs: Mapping[int, Any]) -> set[int]:
+def _sent_after_the_merge(
+    session: Session, pr: PullRequest, runs: Mapping[int, tuple[str, str]], claimed_now: Collection[int] = ()
+) -> set[int]:
     """Of the runs about to be linked, those their owner sent themselves (a source limited to one person: a
-    personal token, or `source create --person`) after Tokenwise learned of the merge. An operator's sources
-    (an agent platform, `tokenwise import`) vouch for what they send, so history they import links in full."""
+    personal token, or `source create --person`) after Tokenwise learned of the merge: runs stored since, and
+    older runs linked by a commit their source claims for them only now (the claim is the sender's word,
+    given once the result was known). An operator's sources (an agent platform, `tokenwise import`) vouch
+    for what they send, so history they import links in full."""
     if pr.merge_seen_run_id is None or not runs:
         return set()
     r, s = RUNS.c, SOURCES.c
+    claims = sorted(run_id for run_id in set(claimed_now) if runs.get(run_id, ("",))[0] == "commit")
     late: set[int] = set()
     ids = sorted(runs)
     for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        after = r.id > pr.merge_seen_run_id
+        if claims:
+            after = or_(after, r.id.in_([run_id for run_id in claims if run_id in set(chunk)]))
         late.update(
             int(run_id)
             for (run_id,) in session.execute(
-                select(r.id)
-                .join(SOURCES, s.id == r.source_id)
-                .where(r.id.in_(ids[start : start + 500]), r.id > pr.merge_seen_run_id, s.person_id.is_not(None))
+                select(r.id).join(SOURCES, s.id == r.source_id).where(r.id.in_(chunk), after, s.person_id.is_not(None))
             )
         )
     return late
@@ -758,7 +771,16 @@ def record_run_commits(session: Session, pairs: Iterable[tuple[int, str]], rules
     rows = [{"run_id": run_id, "sha": sha} for run_id, sha in pairs]
     if not rows:
         return 0
+    c = table_of(RunCommit).c
+    runs = sorted({run_id for run_id, _ in pairs})
+    known: set[tuple[int, str]] = set()
+    for start in range(0, len(runs), 500):
+        known.update(
+            (int(run_id), str(sha))
+            for run_id, sha in session.execute(select(c.run_id, c.sha).where(c.run_id.in_(runs[start : start + 500])))
+        )
     insert_new(session, table_of(RunCommit), rows, ("run_id", "sha"))
+    claimed_now = {run_id for run_id, sha in pairs if (run_id, sha) not in known}  # a claim repeated is not new
     shas = sorted({sha.lower() for _, sha in pairs})
     holders = session.execute(
         select(PRS.c.repo, PRS.c.number).where(
@@ -775,7 +797,7 @@ def record_run_commits(session: Session, pairs: Iterable[tuple[int, str]], rules
         )
     ).all()
     for repo, number in holders:
-        settle_one(session, str(repo), int(number), rules)
+        settle_one(session, str(repo), int(number), rules, claimed_now=claimed_now)
     return len(rows)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, select, tuple_, type_coerce
 from sqlmodel import Session
@@ -46,10 +46,13 @@ def linked_people(session: Session, identities: Iterable[Identity]) -> dict[Iden
     return {(kind, value): int(person_id) for kind, value, person_id in rows}
 
 
-def keep_unattributed(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+def keep_unattributed(
+    session: Session, rows: Sequence[Mapping[str, Any]], mode: Literal["max", "replace"] = "max"
+) -> int:
     """Store usage rows that name nobody known (with `identity_kind`/`identity_value` when the source
-    carried one), merged as running totals like attributed usage; how many distinct rows."""
-    return merge_usage_totals(session, rows, "max", table_of(UnattributedUsage))
+    carried one), merged as running totals like attributed usage (`max`), or replaced as a vendor's
+    re-pulled day is (`replace`); how many distinct rows."""
+    return merge_usage_totals(session, rows, mode, table_of(UnattributedUsage))
 
 
 @dataclass(frozen=True)

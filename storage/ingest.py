@@ -395,7 +395,7 @@ def ingest_telemetry(
     running total (`max`), replaced (`replace`) or written once (`new`); outcomes are written once.
     """
     check_slack_ids(session, [*telemetry.runs, *telemetry.usage, *telemetry.outcomes])
-    kept = _attribute_or_keep(session, source_id, telemetry)
+    kept = _attribute_or_keep(session, source_id, telemetry, replace=usage_mode == "replace")
     people = PersonCache(session)
     people.preload(
         [(r.email, r.slack_user_id) for r in telemetry.runs]
@@ -445,6 +445,9 @@ def ingest_telemetry(
     result.notes["unattributed"] = kept
     made = _session_runs(session, source_id, wanted - set(known))
     runs = known | {key: run_id for key, (run_id, _source) in made.items()}
+    # The last usage record stored before this write's (read after the runs: a concurrent writer's run this
+    # write waited on is committed, with its records): `_unsettled` checks the runs it takes for new with it.
+    stored_before = int(session.execute(select(func.max(USAGE.c.id))).scalar_one() or 0) if made else 0
     late = watch_late_usage(session, source_id, runs.values()) if telemetry.usage else None
     if usage_mode == "new":
         values = _usage_values(session, source_id, telemetry.usage, person_ids, runs)
@@ -477,7 +480,7 @@ def ingest_telemetry(
         if late is not None:
             late.mark(session, grown)
     sessions = {(p, u.run_external_id) for u, p in zip(telemetry.usage, person_ids, strict=True) if u.run_external_id}
-    settle_sessions(session, _unsettled(session, source_id, telemetry.usage, person_ids, sessions, made))
+    settle_sessions(session, _unsettled(session, source_id, telemetry.usage, person_ids, sessions, made, stored_before))
     source = session.get(Source, source_id)
     if source is not None and source.kind in (*SESSION_KINDS, *DAILY_KINDS):  # one count per person, day, tool
         settle_days(
@@ -514,12 +517,29 @@ def _unsettled(
     person_ids: Sequence[int],
     sessions: set[tuple[int, str]],
     made: Mapping[tuple[int, str], tuple[int, int]],
+    stored_before: int = 0,
 ) -> set[tuple[int, str]]:
     """The sessions of this write that may need settling again: all but those whose run this write made
     (this source's, absent before it) and whose records here are all of one precision. Such a run holds only
     these records, all counted (a new record is), so nothing of it can change; it is the usual case of an
-    import, whose sessions are mostly new (settling them all read every session's records back)."""
+    import, whose sessions are mostly new (settling them all read every session's records back).
+
+    "Absent before it" is checked, not assumed: on PostgreSQL two writers of one new session (Claude Code's
+    events and metrics, sent at once) both find the run absent, and the second, having waited on the first's
+    insert, finds it as its source's. A run holding any record stored before this write's
+    (`stored_before`, the highest id then) is settled."""
     ours = {key for key, (_run, run_source) in made.items() if run_source == source_id}
+    if ours:
+        run_of = {made[key][0]: key for key in ours}
+        c = USAGE.c
+        ids = sorted(run_of)
+        for start in range(0, len(ids), 500):
+            ours -= {
+                run_of[int(run_id)]
+                for (run_id,) in session.execute(
+                    select(c.run_id).where(c.run_id.in_(ids[start : start + 500]), c.id <= stored_before).distinct()
+                )
+            }
     if not ours:
         return sessions
     source = session.get(Source, source_id)
@@ -660,9 +680,10 @@ def session_keys(session: Session, sessions: Iterable[tuple[int, str]]) -> Subqu
     return query.columns(person_id=BigInteger(), external_id=String()).subquery("wanted")
 
 
-def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -> int:
+def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry, replace: bool = False) -> int:
     """Usage that names nobody goes to the person an operator linked its identity to, or is kept as
-    unattributed (storage/identities.py); it is never dropped. Leaves `telemetry.usage` naming people only."""
+    unattributed (storage/identities.py); it is never dropped. Leaves `telemetry.usage` naming people only.
+    `replace`: a vendor's re-pulled day, whose kept rows take the new figures as a person's would."""
     nameless = [u for u in telemetry.usage if not (u.email or u.slack_user_id)]
     if not nameless:
         return 0
@@ -695,7 +716,7 @@ def _attribute_or_keep(session: Session, source_id: int, telemetry: Telemetry) -
             }
         )
     telemetry.usage = [u for u in telemetry.usage if u.email or u.slack_user_id]
-    return keep_unattributed(session, unattributed) if unattributed else 0
+    return keep_unattributed(session, unattributed, "replace" if replace else "max") if unattributed else 0
 
 
 # Sources whose runs are sessions (storage/daily_usage.py: SESSION_KINDS): one person's session is one run

@@ -327,7 +327,9 @@ def merge_usage_totals(
             updates["cost_source"] = func.coalesce(new.cost_source, target.c.cost_source)
         else:
             updates = {
-                c: new[c] for c in (*TOTAL_COLUMNS, "cost_usd", "cost_source", "model", "occurred_at", "person_id")
+                c: new[c]
+                for c in (*TOTAL_COLUMNS, "cost_usd", "cost_source", "model", "occurred_at", "person_id")
+                if c in target.c  # unattributed_usage names no person
             }
         statement = statement.on_conflict_do_update(index_elements=["source_id", "dedupe_key"], set_=updates)
         session.connection().execute(statement, values)

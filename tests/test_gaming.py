@@ -638,3 +638,32 @@ def test_history_an_operator_imports_after_the_merge_still_links_and_verifies(we
     merge = _merge_outcome(week, 302)
     assert (merge.agent_assisted, merge.counted) == (True, True)
     assert ada_alone(week).verified_cost_usd == spent + Decimal("2.00")
+
+
+def test_an_older_run_claiming_her_merged_commit_after_the_merge_verifies_nothing(week: Week) -> None:
+    """A run of hers stored before the merge, on no branch of the pull request, that she says produced its
+    commit only once a colleague merged it: the claim is her word given after the result was known, so the
+    link is late (shown, not evidence) and the merge stays without agent help."""
+    token = week.token_for_ada()
+    week.send("/v1/runs", "runs", [run_item("ada-idle", ADA_EMAIL, week.at(-1), "ada/elsewhere")], token)
+    week.send("/v1/usage", "records", [usage_item("ada-idle-1", ADA_EMAIL, week.at(-1), "ada-idle", "9.00")], token)
+    _her_pull_request_merged_by_a_colleague(week, 304, "ada/claimed")
+    assert (_merge_outcome(week, 304).agent_assisted, _merge_outcome(week, 304).counted) == (False, False)
+    verified = ada_alone(week).verified_cost_usd
+
+    def claim() -> None:
+        item = {
+            "external_id": "claim-304",
+            "run_external_id": "ada-idle",
+            "kind": "commit",
+            "commit_sha": sha("plain-304"),
+        }
+        week.send("/v1/outcomes", "outcomes", [item], token)
+
+    no_headline_improves(week, claim)
+    merge = _merge_outcome(week, 304)
+    assert (merge.evidence, merge.agent_assisted, merge.counted) == (True, False, False)
+    assert ada_alone(week).verified_cost_usd == verified
+    with Session(week.engine) as session:
+        links = session.execute(select(OutcomeLink).where(table_of(OutcomeLink).c.outcome_id == merge.id)).scalars()
+        assert sorted((link.evidence, link.late) for link in links) == [("commit", True)]  # shown, not evidence

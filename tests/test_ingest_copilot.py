@@ -302,3 +302,16 @@ def test_the_hourly_job_exists_only_with_a_token_and_an_organisation(standin: Co
     assert build_scheduler(services).get_job("copilot-usage") is not None
     summary = copilot.pull_recent(services, now=datetime(2026, 11, 24, 12, tzinfo=UTC))
     assert summary is not None and (summary.days, summary.unpublished) == (2, 1)
+
+
+def test_a_repull_replaces_the_days_of_logins_linked_to_no_one_exactly_too(
+    standin: CopilotStandIn, engine: Engine
+) -> None:
+    """Kept (unattributed) days are replaced like a person's: an operator who lowers the seat price sees
+    every day's figure follow, not the larger of old and new."""
+    link_ana(engine)
+    pull(standin, engine, copilot_seat_usd=Decimal(60))
+    assert kept(engine)[("2026-11-22", "bo-gh")][1] == Decimal(2)
+    pull(standin, engine, copilot_seat_usd=Decimal(30))
+    assert attributed(engine)[("2026-11-22", ANA, "gpt-5")][1] == Decimal(1)
+    assert kept(engine)[("2026-11-22", "bo-gh")][1] == Decimal(1)

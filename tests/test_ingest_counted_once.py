@@ -189,3 +189,54 @@ def test_sources_without_sessions_are_not_reconciled(tmp_path: Path, engine: Eng
     response = client.post("/v1/usage", json={"records": [item]}, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code in (200, 201, 202), response.text
     assert counted_tokens(engine) == (LOGGED[0] + 5, LOGGED[1] + 6, LOGGED[2], LOGGED[3])
+
+
+def test_two_writers_making_one_new_session_at_once_still_count_it_once(engine: Engine) -> None:
+    """Claude Code's exporter sends a new session's events and its metrics in two requests that PostgreSQL
+    serves at once: the second writer waits on the first's new run, then finds it made by its own source.
+    It must still settle the session (the run holds the first writer's events), not take it for its own."""
+    import threading
+    from datetime import UTC, datetime
+
+    from storage.ingest import ingest_telemetry
+    from storage.ingest_schemas import SeenRun, SeenUsage, Telemetry
+    from storage.models import id_of
+    from storage.people import get_or_create_person
+    from storage.sources import internal_source
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers take turns: a write never meets another's uncommitted run")
+    with Session(engine) as setup:
+        source_id = id_of(internal_source(setup, "ana-exporter", "otlp"))
+        get_or_create_person(setup, email=EMAIL)  # known already: the writers meet on the run alone
+        setup.commit()
+    at = datetime(2026, 11, 24, 10, tzinfo=UTC)
+
+    def telemetry(key: str) -> Telemetry:
+        run = SeenRun(external_id=SESSION, email=EMAIL, agent="claude-code", started_at=at)
+        usage = SeenUsage(dedupe_key=key, email=EMAIL, occurred_at=at, agent="claude-code", model=MODEL,
+                          run_external_id=SESSION, input_tokens=100, output_tokens=10)  # fmt: skip
+        return Telemetry(runs=[run], usage=[usage])
+
+    first = Session(engine)
+    ingest_telemetry(first, source_id, telemetry("otlp:e:event-1"), weight_for)  # uncommitted: its run too
+    failures: list[BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            with Session(engine) as second:
+                ingest_telemetry(second, source_id, telemetry("otlp:c:metric-1"), weight_for)
+                second.commit()
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    thread.join(timeout=1.0)  # it waits on the first writer's run
+    first.commit()
+    first.close()
+    thread.join(timeout=30)
+    assert not failures and not thread.is_alive()
+    with Session(engine) as check:
+        counted = {r.dedupe_key: r.counted for r in check.exec(select(UsageRecord)).all()}
+    assert counted == {"otlp:e:event-1": True, "otlp:c:metric-1": False}
