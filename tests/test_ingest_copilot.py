@@ -159,6 +159,8 @@ def test_a_seat_price_spreads_over_the_months_days_for_each_person_listed(
     pull(standin, engine, copilot_seat_usd=Decimal(30))
     assert attributed(engine)[("2026-11-22", ANA, "gpt-5")][1] == Decimal(1)  # $30 over November's 30 days
     assert kept(engine)[("2026-11-22", "bo-gh")][1] == Decimal(1)
+    with Session(engine) as session:  # the operator's seat price: an estimate, never taken for a bill
+        assert set(session.exec(select(UsageRecord.cost_source))) == {"seat"}
 
 
 def test_a_repull_changes_nothing_and_linking_a_login_later_moves_its_days(

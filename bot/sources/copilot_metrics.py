@@ -350,7 +350,7 @@ def usage_of(fetched: CopilotFetched, seat_usd: Decimal | None) -> list[SeenUsag
                     cache_read_tokens=None,
                     cache_write_tokens=None,
                     cost_usd=cost,
-                    cost_source="billed" if cost is not None else None,
+                    cost_source="seat" if cost is not None else None,  # the operator's price, not a bill
                     identity_kind="github",
                     identity_value=login,
                 )
