@@ -222,6 +222,19 @@ def test_a_429_is_waited_out_and_a_refused_token_names_its_variable(standin: Cop
     assert "TOKENWISE_COPILOT_GITHUB_TOKEN" in message and "\n" not in message and "ghp_wrong" not in message
 
 
+def test_an_expired_download_link_is_one_line_about_the_link_not_the_token(
+    standin: CopilotStandIn, engine: Engine
+) -> None:
+    standin.refuse_next("/signed/", 403)
+    with pytest.raises(AdminApiError) as refused:
+        pull(standin, engine)
+    message = str(refused.value)
+    assert not isinstance(refused.value, KeyRejected) and "GITHUB_TOKEN" not in message
+    assert "download link" in message and "run the pull again" in message and "\n" not in message
+    with Session(engine) as session:
+        assert session.exec(select(UsageRecord)).first() is None  # nothing written
+
+
 def test_githubs_primary_rate_limit_403_is_waited_out_not_taken_for_a_refused_token(
     standin: CopilotStandIn, engine: Engine
 ) -> None:

@@ -111,6 +111,7 @@ class AdminApi:
     base_url: str
     key_env: str  # the environment variable holding the key, named in a refusal's message
     key_hint: str = "an admin key with read access"  # what the variable should hold, said in that message
+    sends_key: bool = True  # False: signed links, sent no key, so a refusal is the link's (expired), not a key's
     headers: Mapping[str, str] = field(default_factory=dict)
     auth: tuple[str, str] | None = None  # basic auth (Cursor's key as the user name), when the vendor wants it
     timeout: float = 60.0
@@ -165,6 +166,12 @@ class AdminApi:
                 self._wait(None, attempt)
                 continue
             limited = response.status_code == 403 and rate_limited(response.headers)
+            if response.status_code in (401, 403) and not limited and not self.sends_key:
+                raise AdminApiError(
+                    f"{self.vendor} refused a download link (HTTP {response.status_code}: "
+                    f"{_said(response) or 'forbidden'}); such links expire soon after they are made, so run the "
+                    "pull again. Nothing was written."
+                )
             if response.status_code in (401, 403) and not limited:
                 raise KeyRejected(
                     f"{self.vendor} refused the key in {self.key_env} (HTTP {response.status_code}: "

@@ -266,7 +266,7 @@ def build_apis(settings: Settings) -> CopilotApis | None:
         AdminApi(
             vendor="GitHub", base_url=settings.github_api_url, key_env=variable, key_hint=TOKEN_HELP, headers=headers
         ),
-        AdminApi(vendor="GitHub's report storage", base_url=settings.github_api_url, key_env=variable),
+        AdminApi(vendor="GitHub's report storage", base_url=settings.github_api_url, key_env=variable, sends_key=False),
     )
 
 

@@ -317,6 +317,9 @@ class CopilotStandIn(_Server):
             if refusal is not None:
                 self.refusals.remove(refusal)
         if parts.path.startswith("/signed/"):  # the signed download links need no token (and get none)
+            if refusal is not None:  # a link that expired before it was read: storage's own 403
+                self.send(handler, refusal.status, {"message": "Request has expired"})
+                return
             self._download(handler, parts.path)
             return
         if auth not in (f"Bearer {self.token}", f"token {self.token}"):
