@@ -5,7 +5,8 @@ re-pulled, and each pull's state for `tokenwise source status`.
   item. It is never added to usage: reconciliation sets it against the estimate. A re-pull of a day
   replaces that day's rows exactly (rows it no longer lists are removed); a finished day changes nothing.
 - Per-day usage goes through `ingest_telemetry(..., usage_mode="replace")` under dedupe keys made by
-  `daily_key`; `prune_days` then removes the rows of the pulled days the vendor no longer lists, so a
+  `daily_key`; `prune_days` then removes the rows of the pulled days the vendor no longer lists (a day it
+  answers with nothing keeps what was stored: history past its window is never lost), so a
   re-pull of today gives today's figures exactly. Unknown token counts are NULL (`SeenUsage` with
   `input_tokens=None`...): left out of token sums, counted as coverage.
 - `vendor_pull` keeps each pull's last attempt, success and error.
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, case, delete, func, literal, or_, select, type_coerce, update
 from sqlmodel import Session
@@ -163,21 +164,37 @@ def billed_by_day(session: Session, start: date, end: date, vendor: str | None =
     ]
 
 
+def _stale(rows: Iterable[Any], kept: set[str]) -> list[int]:
+    """The ids of rows whose key the vendor no longer lists, on days where it still lists some: a day it
+    answered with nothing (history it no longer serves, an outage) keeps what was stored."""
+    by_day: dict[date, list[tuple[int, bool]]] = {}
+    for row_id, key, when in rows:
+        by_day.setdefault(when.date(), []).append((int(row_id), key in kept))
+    return [
+        row_id
+        for day_rows in by_day.values()
+        if any(listed for _, listed in day_rows)
+        for row_id, listed in day_rows
+        if not listed
+    ]
+
+
 def prune_days(session: Session, source_id: int, days: Iterable[date], keep: Iterable[str]) -> int:
     """Remove the per-day rows (attributed or not) of `source_id` on `days` whose dedupe key is not in `keep`:
-    what the vendor no longer lists for a re-pulled day. How many rows went."""
+    what the vendor no longer lists for a re-pulled day (never a whole day it no longer answers for). How
+    many rows went."""
     kept = set(keep)
     removed = 0
+    wanted = list(days)
     for table in (USAGE, LOOSE):
         c = table.c
-        spans = [and_(c.occurred_at >= day_start(d), c.occurred_at < day_start(d) + timedelta(days=1)) for d in days]
+        spans = [and_(c.occurred_at >= day_start(d), c.occurred_at < day_start(d) + timedelta(days=1)) for d in wanted]
         if not spans:
             return 0
-        stale = [
-            row_id
-            for row_id, key in session.execute(select(c.id, c.dedupe_key).where(c.source_id == source_id, or_(*spans)))
-            if key not in kept
-        ]
+        stale = _stale(
+            session.execute(select(c.id, c.dedupe_key, c.occurred_at).where(c.source_id == source_id, or_(*spans))),
+            kept,
+        )
         for start in range(0, len(stale), 500):
             session.execute(delete(table).where(c.id.in_(stale[start : start + 500])))
         removed += len(stale)
@@ -191,13 +208,10 @@ def prune_outcomes(session: Session, source_id: int, days: Iterable[date], keep:
     spans = [and_(c.occurred_at >= day_start(d), c.occurred_at < day_start(d) + timedelta(days=1)) for d in days]
     if not spans:
         return 0
-    stale = [
-        row_id
-        for row_id, external_id in session.execute(
-            select(c.id, c.external_id).where(c.source_id == source_id, or_(*spans))
-        )
-        if external_id not in kept
-    ]
+    stale = _stale(
+        session.execute(select(c.id, c.external_id, c.occurred_at).where(c.source_id == source_id, or_(*spans))),
+        kept,
+    )
     for start in range(0, len(stale), 500):
         session.execute(delete(table_of(Outcome)).where(c.id.in_(stale[start : start + 500])))
     return len(stale)

@@ -196,6 +196,19 @@ def test_a_repull_of_a_finished_day_changes_nothing_and_of_today_replaces_it_exa
     }
 
 
+def test_a_day_the_vendor_no_longer_serves_keeps_what_was_stored(
+    anthropic: tuple[VendorApiStandIn, Analytics], engine: Engine
+) -> None:
+    """History past the vendor's window comes back empty: a re-pull with an old --since loses nothing."""
+    api, state = anthropic
+    settings = settings_for(api)
+    claude_code_analytics.pull(settings, engine, D23, D24)
+    counts, before = row_counts(engine), usage(engine)
+    del state.days["2026-11-23"]
+    claude_code_analytics.pull(settings, engine, D23, D24)
+    assert row_counts(engine) == counts and usage(engine) == before
+
+
 @pytest.mark.parametrize("sessions", ["logs", "events", "metrics"])
 def test_claude_code_logs_or_otlp_for_the_same_person_and_day_count_and_the_vendor_rows_stay_for_reconciliation(
     anthropic: tuple[VendorApiStandIn, Analytics], engine: Engine, db_url: str, tmp_path: Path, sessions: str
