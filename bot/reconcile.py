@@ -4,7 +4,8 @@ organisation (`billed_cost`: Anthropic's cost report, OpenAI's `/organization/co
 
 The estimate is the counted usage of that vendor's tools (one count per request, storage/daily_usage.py),
 usage that names nobody known included, since the bill includes it too. A day's figures are withheld when
-fewer than the minimum group size of known people (but at least one) make up its estimate: an
+fewer than the minimum group size of people (but at least one) make up its estimate, each identity that
+names nobody known counted as one: an
 organisation's vendor total can be one person's spend, and team figures stay withheld below the minimum
 whatever the source.
 """
@@ -67,7 +68,7 @@ def reconcile(session: Session, first: date, last: date, min_group_size: int) ->
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     estimated: dict[tuple[str, date], Decimal | None] = {}
     sources: dict[tuple[str, date], set[str]] = {}
-    people: dict[tuple[str, date], set[int]] = {}
+    people: dict[tuple[str, date], set[int | str]] = {}  # known people, and identities that name nobody
     for part in estimated_by_day(session, days, VENDOR_OF_AGENT):
         key = (VENDOR_OF_AGENT[part.agent], part.day)
         total = estimated.get(key)
@@ -75,8 +76,9 @@ def reconcile(session: Session, first: date, last: date, min_group_size: int) ->
             total = (total or Decimal(0)) + part.cost_usd
         estimated[key] = total
         sources.setdefault(key, set()).add(f"{part.cost_source or 'unknown'}: {part.source}")
-        if part.person_id is not None:
-            people.setdefault(key, set()).add(part.person_id)
+        who = part.person_id if part.person_id is not None else part.identity
+        if who is not None:
+            people.setdefault(key, set()).add(who)
     billed: dict[tuple[str, date], Decimal] = {}
     for line in billed_by_day(session, first, last + timedelta(days=1)):
         if line.currency != "USD":

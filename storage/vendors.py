@@ -329,7 +329,7 @@ def unknown_people(session: Session, source_name: str, limit: int = 20) -> list[
 @dataclass(frozen=True)
 class EstimatedPart:
     """Counted usage cost of one tool (agent) on one UTC day, from one source and cost_source; `person_id`
-    None for usage that names nobody known (unattributed)."""
+    None for usage that names nobody known (unattributed), which says whose it is in `identity`."""
 
     day: date
     agent: str
@@ -338,6 +338,7 @@ class EstimatedPart:
     person_id: int | None
     cost_usd: Decimal | None
     records: int
+    identity: str | None = None  # unattributed usage: "kind:value" (an API key's name, a GitHub login...)
 
 
 def estimated_by_day(session: Session, days: Sequence[date], agents: Iterable[str]) -> list[EstimatedPart]:
@@ -358,6 +359,11 @@ def estimated_by_day(session: Session, days: Sequence[date], agents: Iterable[st
             )
         ).label("day")
         person = c.person_id if counted else literal(None).label("person_id")
+        who = (
+            literal(None).label("identity")
+            if counted
+            else (func.coalesce(c.identity_kind, "") + ":" + func.coalesce(c.identity_value, "")).label("identity")
+        )
         query = (
             select(
                 day,
@@ -367,16 +373,25 @@ def estimated_by_day(session: Session, days: Sequence[date], agents: Iterable[st
                 person,
                 type_coerce(func.sum(c.cost_usd), ScaledDecimal(NANO)),
                 func.count(),
+                who,
             )
             .select_from(table.join(table_of(Source), s.id == c.source_id))
             .where(c.occurred_at >= day_start(ordered[0]), c.occurred_at < day_start(ordered[-1]) + timedelta(days=1))
             .where(c.agent.in_(wanted))
-            .group_by(day, c.agent, s.name, c.cost_source, *([c.person_id] if counted else []))
+            .group_by(
+                day,
+                c.agent,
+                s.name,
+                c.cost_source,
+                *([c.person_id] if counted else [c.identity_kind, c.identity_value]),
+            )
         )
         if counted:
             query = query.where(c.counted.is_(True))
-        for index, agent, source, cost_source, person_id, cost, records in session.execute(query):
+        for index, agent, source, cost_source, person_id, cost, records, identity in session.execute(query):
             if index is None:
                 continue
-            found.append(EstimatedPart(ordered[int(index)], agent, source, cost_source, person_id, cost, int(records)))
+            found.append(
+                EstimatedPart(ordered[int(index)], agent, source, cost_source, person_id, cost, int(records), identity)
+            )
     return found

@@ -446,6 +446,21 @@ def test_reconcile_sets_the_counted_estimate_against_the_bill_per_vendor_and_day
     assert refused.exit_code == 2 and "organisation" in refused.output
 
 
+def test_a_day_that_only_one_unmatched_api_key_spent_on_is_withheld(
+    anthropic: tuple[VendorApiStandIn, Analytics], engine: Engine
+) -> None:
+    """An identity that names nobody known is still somebody: one API key's day is one person's spend."""
+    api, state = anthropic
+    state.days["2026-11-24"] = [record(None, D24, [(SONNET, 500, 50, 0, 0, 2)])]
+    claude_code_analytics.pull(settings_for(api), engine, D23, D24)
+    with Session(engine) as session:
+        rows = {row.day: row for row in reconcile(session, D23, D24, min_group_size=2)}
+        three = {row.day: row for row in reconcile(session, D23, D24, min_group_size=3)}
+    assert rows[D24].withheld and rows[D24].estimated_usd is None
+    assert three[D23].withheld is None  # Ana, Bo and the API key: three
+    assert three[D23].estimated_usd == Decimal("2.33")
+
+
 def test_a_groups_spend_says_estimated_unless_all_of_it_is_billed() -> None:
     assert spend_label(Metrics(cost_usd=Decimal("3"), billed_cost_usd=Decimal("1"))) == "estimated"
     assert spend_label(Metrics(cost_usd=Decimal("3"), billed_cost_usd=Decimal("3"))) == "billed"
