@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -530,7 +533,11 @@ def import_logs(
     """Import every session log under PATH for one person; safe to run again (nothing is added twice).
     With `rules`, pull requests merged from the branches these sessions worked on are settled again at the
     end, so a history imported after the merges still links its runs to them. `files`: PATH's log files in
-    order, when `find_logs` listed them already."""
+    order, when `find_logs` listed them already.
+
+    A chunk is written (in one transaction of its own, in the order read) by a thread while the next one is
+    read: the database's own work (SQLite's and the PostgreSQL driver's, which give up Python's lock) then
+    runs beside the reading. At most one chunk waits for the writer, so memory stays flat."""
     if files is None:
         files = log_files(*([path] if isinstance(path, Path) else path))
     summary = ImportSummary()
@@ -538,52 +545,99 @@ def import_logs(
     on_branches: set[str] = set()  # sessions that name their git branch: the ones a merge may link
     chunk = Telemetry()
     runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
-
-    def flush() -> None:
-        nonlocal chunk
-        chunk.runs = list(runs.values())
+    writer = _ChunkWriter(engine, weight_for, summary)
+    try:
+        for record in read_logs(files, email.strip().lower(), summary, on_progress):
+            chunk.usage.append(record)
+            session_id = record.run_external_id
+            if session_id:
+                sessions.add(session_id)
+                when = record.occurred_at
+                run = runs.get(session_id)
+                if run is None:
+                    runs[session_id] = SeenRun(
+                        external_id=session_id,
+                        email=record.email,
+                        agent=AGENT,
+                        started_at=when,
+                        ended_at=when,
+                        project=record.project,
+                        branch=record.branch,
+                    )
+                else:  # widened (its end is set: this loop made it); what a run has is kept
+                    if when < run.started_at:
+                        run.started_at = when
+                    elif run.ended_at is not None and when > run.ended_at:
+                        run.ended_at = when
+                    if run.project is None:
+                        run.project = record.project
+                    if run.branch is None:
+                        run.branch = record.branch
+                if record.branch:
+                    on_branches.add(session_id)
+            if len(chunk.usage) >= chunk_lines:
+                chunk.runs = list(runs.values())
+                writer.put(chunk)
+                chunk, runs = Telemetry(), {}
         if chunk.usage:
-            written, duplicates = write_atomically(engine, lambda s: _write(s, chunk, weight_for))
-            summary.written += written
-            summary.duplicates += duplicates
-        chunk = Telemetry()
-        runs.clear()
-
-    for record in read_logs(files, email.strip().lower(), summary, on_progress):
-        chunk.usage.append(record)
-        session_id = record.run_external_id
-        if session_id:
-            sessions.add(session_id)
-            when = record.occurred_at
-            run = runs.get(session_id)
-            if run is None:
-                runs[session_id] = SeenRun(
-                    external_id=session_id,
-                    email=record.email,
-                    agent=AGENT,
-                    started_at=when,
-                    ended_at=when,
-                    project=record.project,
-                    branch=record.branch,
-                )
-            else:  # widened (its end is set: this loop made it); what a run has is kept
-                if when < run.started_at:
-                    run.started_at = when
-                elif run.ended_at is not None and when > run.ended_at:
-                    run.ended_at = when
-                if run.project is None:
-                    run.project = record.project
-                if run.branch is None:
-                    run.branch = record.branch
-            if record.branch:
-                on_branches.add(session_id)
-        if len(chunk.usage) >= chunk_lines:
-            flush()
-    flush()
+            chunk.runs = list(runs.values())
+            writer.put(chunk)
+    except BaseException:
+        writer.close(failing=True)  # the reading failed or was interrupted: the chunk being written ends
+        raise
+    writer.close()  # waits for the chunks handed over; raises the writer's error, if it had one
     summary.sessions = len(sessions)
     if rules is not None and on_branches:
         summary.pull_requests_settled = write_atomically(engine, lambda s: _relink(s, on_branches, rules))
     return summary
+
+
+class _ChunkWriter:
+    """Writes the chunks it is handed, in order, each in one transaction, from a thread of its own.
+
+    `put` waits while a chunk is already waiting (a queue of one: memory stays flat) and raises at once
+    the error a previous chunk met, so the reading stops at the first failed write; `close` waits for the
+    chunks handed over (when the reading failed, only for the one being written), adds the counts to the
+    summary and raises that error too. A chunk after a failed one is not written."""
+
+    def __init__(self, engine: Engine, weight_for: Callable[[str], Decimal], summary: ImportSummary) -> None:
+        self.engine, self.weight_for, self.summary = engine, weight_for, summary
+        self.queue: queue.Queue[Telemetry | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.written = self.duplicates = 0  # the summary's, added by `close` (the reading thread counts too)
+        self.thread = threading.Thread(target=self._run, name="claude-code-import-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                written, duplicates = write_atomically(self.engine, lambda s, c=chunk: _write(s, c, self.weight_for))
+            except BaseException as error:  # handed to the reading thread, which raises it
+                self.error = error
+                continue
+            self.written += written
+            self.duplicates += duplicates
+
+    def put(self, chunk: Telemetry) -> None:
+        self._raise()
+        self.queue.put(chunk)
+
+    def close(self, failing: bool = False) -> None:
+        if failing:
+            with suppress(queue.Empty):
+                self.queue.get_nowait()
+        self.queue.put(None)
+        self.thread.join()
+        self.summary.written += self.written
+        self.summary.duplicates += self.duplicates
+        if not failing:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _relink(session: Any, session_ids: set[str], rules: LinkRules) -> int:
