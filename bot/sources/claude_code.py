@@ -22,9 +22,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from sqlalchemy import Engine
 
 from bot.pricing import fast_price
 from storage.github import LinkRules, relink_runs
-from storage.ingest import ingest_telemetry, run_ids, write_atomically
-from storage.ingest_schemas import SeenRun, SeenUsage, Telemetry
+from storage.ingest import ingest_usage_rows, run_ids, usage_converters, write_atomically
+from storage.ingest_schemas import SeenRun, SeenUsage
 from storage.models import id_of
 from storage.sources import internal_source
 
@@ -543,21 +543,42 @@ def import_logs(
     summary = ImportSummary()
     sessions: set[str] = set()
     on_branches: set[str] = set()  # sessions that name their git branch: the ones a merge may link
-    chunk = Telemetry()
+    email = email.strip().lower()
+    occurred, scaled = usage_converters(engine.dialect)  # each record's time and cost converted once, here
+    rows: list[list[Any]] = []  # the chunk's usage records as the driver takes them (ingest_usage_rows)
+    days: set[tuple[date, str]] = set()
     runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
-    writer = _ChunkWriter(engine, weight_for, summary)
+    writer = _ChunkWriter(engine, summary, email)
     try:
-        for record in read_logs(files, email.strip().lower(), summary, on_progress):
-            chunk.usage.append(record)
+        for record in read_logs(files, email, summary, on_progress):
             session_id = record.run_external_id
+            when = record.occurred_at
+            cost = record.cost_usd
+            rows.append(
+                [
+                    None,  # the source, the person and the run: filled by the writer
+                    None,
+                    session_id,
+                    occurred(when),
+                    AGENT,
+                    record.model,
+                    record.input_tokens,
+                    record.output_tokens,
+                    record.cache_read_tokens,
+                    record.cache_write_tokens,
+                    None if cost is None else scaled(cost),
+                    record.dedupe_key,
+                    None if cost is None else record.cost_source or "reported",
+                ]
+            )
+            days.add((when.date(), AGENT))  # a UTC time: its date is the UTC day
             if session_id:
                 sessions.add(session_id)
-                when = record.occurred_at
                 run = runs.get(session_id)
                 if run is None:
                     runs[session_id] = SeenRun(
                         external_id=session_id,
-                        email=record.email,
+                        email=email,
                         agent=AGENT,
                         started_at=when,
                         ended_at=when,
@@ -575,13 +596,11 @@ def import_logs(
                         run.branch = record.branch
                 if record.branch:
                     on_branches.add(session_id)
-            if len(chunk.usage) >= chunk_lines:
-                chunk.runs = list(runs.values())
-                writer.put(chunk)
-                chunk, runs = Telemetry(), {}
-        if chunk.usage:
-            chunk.runs = list(runs.values())
-            writer.put(chunk)
+            if len(rows) >= chunk_lines:
+                writer.put((list(runs.values()), rows, days))
+                rows, days, runs = [], set(), {}
+        if rows:
+            writer.put((list(runs.values()), rows, days))
     except BaseException:
         writer.close(failing=True)  # the reading failed or was interrupted: the chunk being written ends
         raise
@@ -592,6 +611,9 @@ def import_logs(
     return summary
 
 
+Chunk = tuple[list[SeenRun], list[list[Any]], set[tuple[date, str]]]  # runs, rows, (day, tool): ingest_usage_rows
+
+
 class _ChunkWriter:
     """Writes the chunks it is handed, in order, each in one transaction, from a thread of its own.
 
@@ -600,9 +622,9 @@ class _ChunkWriter:
     chunks handed over (when the reading failed, only for the one being written), adds the counts to the
     summary and raises that error too. A chunk after a failed one is not written."""
 
-    def __init__(self, engine: Engine, weight_for: Callable[[str], Decimal], summary: ImportSummary) -> None:
-        self.engine, self.weight_for, self.summary = engine, weight_for, summary
-        self.queue: queue.Queue[Telemetry | None] = queue.Queue(maxsize=1)
+    def __init__(self, engine: Engine, summary: ImportSummary, email: str) -> None:
+        self.engine, self.summary, self.email = engine, summary, email
+        self.queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.written = self.duplicates = 0  # the summary's, added by `close` (the reading thread counts too)
         self.thread = threading.Thread(target=self._run, name="claude-code-import-writer", daemon=True)
@@ -613,14 +635,14 @@ class _ChunkWriter:
             if self.error is not None:
                 continue
             try:
-                written, duplicates = write_atomically(self.engine, lambda s, c=chunk: _write(s, c, self.weight_for))
+                written, duplicates = write_atomically(self.engine, partial(_write, email=self.email, chunk=chunk))
             except BaseException as error:  # handed to the reading thread, which raises it
                 self.error = error
                 continue
             self.written += written
             self.duplicates += duplicates
 
-    def put(self, chunk: Telemetry) -> None:
+    def put(self, chunk: Chunk) -> None:
         self._raise()
         self.queue.put(chunk)
 
@@ -646,7 +668,7 @@ def _relink(session: Any, session_ids: set[str], rules: LinkRules) -> int:
     return relink_runs(session, [run_id for run_id, _ in known.values()], rules)
 
 
-def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal]) -> tuple[int, int]:
+def _write(session: Any, *, email: str, chunk: Chunk) -> tuple[int, int]:
     source = internal_source(session, SOURCE_NAME, "claude-code-logs")
-    result = ingest_telemetry(session, id_of(source), chunk, weight_for, usage_mode="new")
+    result = ingest_usage_rows(session, id_of(source), email, *chunk)
     return result.accepted, result.duplicates
