@@ -41,7 +41,7 @@ from storage.sources import internal_source
 
 AGENT = "claude-code"
 SOURCE_NAME = "claude-code-logs"
-CHUNK_LINES = 20_000
+CHUNK_LINES = 10_000
 COPY_WINDOW = 64  # messages held back for a later, more complete streamed copy (seen: adjacent)
 
 
