@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -510,6 +510,66 @@ def ingest_telemetry(
     return result
 
 
+def usage_converters(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """What `usage_record`'s time and cost become for the driver on this database (`column_processors`):
+    for callers that build storage rows themselves (`ingest_usage_rows`), converting each value once."""
+    processors = dict(column_processors(dialect, USAGE, USAGE_COLUMNS))
+    return processors.get(OCCURRED, _same), processors.get(COST, _same)
+
+
+def ingest_usage_rows(
+    session: Session,
+    source_id: int,
+    email: str,
+    runs: Sequence[SeenRun],
+    rows: list[list[Any]],
+    days: Iterable[tuple[date, str]],
+) -> BatchResult:
+    """`ingest_telemetry(..., usage_mode="new")` for one person's usage records of one precision (Claude
+    Code's log lines), given as storage rows: lists in the order of USAGE_COLUMNS, times and costs converted
+    already (`usage_converters`), the source and person left for this to fill, and the run's place holding
+    the record's session id (each one of `runs`, which span their records) or None. `days`: the (UTC day,
+    tool) pairs of the rows. The person is looked up once and the rows are not copied: what
+    ingest_telemetry does for each record is done here once a batch."""
+    person_id = PersonCache(session).id_for(normalize_email(email), None)
+    bounds = {(person_id, run.external_id): run for run in runs}
+    known = session_runs(session, source_id, set(bounds))
+    run_rows = [
+        {
+            "source_id": source_id,
+            "external_id": run.external_id,
+            "person_id": person_id,
+            "agent": run.agent,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "project": run.project,
+            "branch": run.branch,
+            "known": known.get(key),
+        }
+        for key, run in bounds.items()
+    ]
+    result = BatchResult()
+    result.notes["runs"] = _widen_runs(session, [row for row in run_rows if row["known"] is None])
+    _widen_known_runs(session, [row for row in run_rows if row["known"] is not None])
+    made = _session_runs(session, source_id, set(bounds) - set(known))
+    run_of = {external_id: run_id for (_, external_id), run_id in known.items()}
+    run_of.update((external_id, run_id) for (_, external_id), (run_id, _source) in made.items())
+    late = watch_late_usage(session, source_id, run_of.values()) if rows else None
+    for row in rows:
+        row[0] = source_id
+        row[1] = person_id
+        row[2] = run_of[row[2]] if row[2] is not None else None
+    accepted = insert_values(session, USAGE, USAGE_COLUMNS, rows, ("source_id", "dedupe_key"))
+    result.accepted, result.duplicates = accepted, len(rows) - accepted
+    if late is not None:
+        late.mark(session)
+    settle_sessions(session, _unsettled(session, source_id, [], [], set(bounds), made))  # of one precision
+    source = session.get(Source, source_id)
+    if source is not None and source.kind in (*SESSION_KINDS, *DAILY_KINDS):  # one count per person, day, tool
+        settle_days(session, {(person_id, day, agent) for day, agent in days})
+    return result
+
+
 def _unsettled(
     session: Session,
     source_id: int,
@@ -868,6 +928,7 @@ __all__ = [
     "ingest_runs",
     "ingest_telemetry",
     "ingest_usage",
+    "ingest_usage_rows",
     "insert_new",
     "merge_usage_totals",
     "validate_batch",

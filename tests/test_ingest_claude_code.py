@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -237,6 +238,65 @@ def test_memory_does_not_grow_with_log_size(tmp_path: Path, engine: Engine) -> N
     large = _peak(engine, tmp_path / "large")
     assert row_counts(engine)["usage_record"] == 1600  # the same keys: small is a prefix of large
     assert large < small * 1.5 + 256 * 1024, (small, large)
+
+
+def _refuse_key(engine: Engine, key: str) -> None:
+    """A real database fault: inserting the usage record `key` fails (a trigger raises 'boom')."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_key() RETURNS trigger LANGUAGE plpgsql AS"
+                f" $$ BEGIN IF NEW.dedupe_key = '{key}' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_key BEFORE INSERT ON usage_record FOR EACH ROW EXECUTE FUNCTION refuse_key()"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_key BEFORE INSERT ON usage_record"
+                f" WHEN NEW.dedupe_key = '{key}' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            )
+
+
+def _stored_keys(engine: Engine) -> set[str]:
+    with Session(engine) as session:
+        return set(session.exec(select(UsageRecord.dedupe_key)).all())
+
+
+def _writer_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "claude-code-import-writer"]
+
+
+def test_a_chunk_the_database_refuses_stops_the_import_after_the_chunks_before_it(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """Chunks are written by a thread while the next ones are read: a failed write still reaches the caller,
+    the chunks before it stay whole, and neither the failed chunk nor any after it is written."""
+    _big_log(tmp_path / "projects" / "p", 1600)
+    _refuse_key(engine, "cc:m750:r750")  # in the eighth chunk of 100
+    with pytest.raises(Exception, match="boom"):
+        import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=100)
+    assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(700)}
+    assert not _writer_threads()
+
+
+def test_a_reading_that_fails_ends_the_writer_thread(tmp_path: Path, engine: Engine) -> None:
+    _big_log(tmp_path / "projects" / "a", 300)
+    _big_log(tmp_path / "projects" / "b", 300)
+    calls: list[int] = []
+
+    def interrupted(size: int) -> None:
+        calls.append(size)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_logs(engine, tmp_path, "ana@example.com", weight_for, on_progress=interrupted, chunk_lines=100)
+    assert not _writer_threads()
+    stored = _stored_keys(engine)
+    assert len(stored) % 100 == 0 and len(stored) <= 300  # whole chunks only
+    import_logs(engine, tmp_path, "ana@example.com", weight_for)  # the two files share their keys
+    assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(300)}
 
 
 @settings(max_examples=80, deadline=None)

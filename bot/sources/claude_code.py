@@ -4,8 +4,9 @@ Counting follows ccusage (today's, which fixed its issue #888) so that per-day t
 line with `message.usage` counts (sidechain lines too); of the streamed copies of one `message.id` +
 `requestId` in a file, the one with the largest token total counts (the last, complete one), and a copy
 seen again in a later file (a resumed session's history) is a duplicate; a line that is not JSON is
-skipped and counted. Files are read in large blocks and written in chunks; de-duplication across files
-happens in the database, so memory stays flat however large the logs are, and a re-import adds nothing.
+skipped and counted. Files are read in large blocks and written in chunks (each one transaction, in the
+order read, by a thread while the next chunk is read); de-duplication across files happens in the
+database, so memory stays flat however large the logs are, and a re-import adds nothing.
 Only lines holding the bytes `"usage"` are decoded, by msgspec into the few fields usage needs; anything
 msgspec cannot read that way goes through json.loads and `usage_of`, so the counts are the exact ones.
 """
@@ -15,13 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +34,14 @@ from sqlalchemy import Engine
 
 from bot.pricing import fast_price
 from storage.github import LinkRules, relink_runs
-from storage.ingest import ingest_telemetry, run_ids, write_atomically
-from storage.ingest_schemas import SeenRun, SeenUsage, Telemetry
+from storage.ingest import ingest_usage_rows, run_ids, usage_converters, write_atomically
+from storage.ingest_schemas import SeenRun, SeenUsage
 from storage.models import id_of
 from storage.sources import internal_source
 
 AGENT = "claude-code"
 SOURCE_NAME = "claude-code-logs"
-CHUNK_LINES = 20_000
+CHUNK_LINES = 10_000
 COPY_WINDOW = 64  # messages held back for a later, more complete streamed copy (seen: adjacent)
 
 
@@ -530,60 +534,133 @@ def import_logs(
     """Import every session log under PATH for one person; safe to run again (nothing is added twice).
     With `rules`, pull requests merged from the branches these sessions worked on are settled again at the
     end, so a history imported after the merges still links its runs to them. `files`: PATH's log files in
-    order, when `find_logs` listed them already."""
+    order, when `find_logs` listed them already.
+
+    A chunk is written (in one transaction of its own, in the order read) by a thread while the next one is
+    read: the database's own work (SQLite's and the PostgreSQL driver's, which give up Python's lock) then
+    runs beside the reading. At most one chunk waits for the writer, so memory stays flat."""
     if files is None:
         files = log_files(*([path] if isinstance(path, Path) else path))
     summary = ImportSummary()
     sessions: set[str] = set()
     on_branches: set[str] = set()  # sessions that name their git branch: the ones a merge may link
-    chunk = Telemetry()
+    email = email.strip().lower()
+    occurred, scaled = usage_converters(engine.dialect)  # each record's time and cost converted once, here
+    rows: list[list[Any]] = []  # the chunk's usage records as the driver takes them (ingest_usage_rows)
+    days: set[tuple[date, str]] = set()
     runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
-
-    def flush() -> None:
-        nonlocal chunk
-        chunk.runs = list(runs.values())
-        if chunk.usage:
-            written, duplicates = write_atomically(engine, lambda s: _write(s, chunk, weight_for))
-            summary.written += written
-            summary.duplicates += duplicates
-        chunk = Telemetry()
-        runs.clear()
-
-    for record in read_logs(files, email.strip().lower(), summary, on_progress):
-        chunk.usage.append(record)
-        session_id = record.run_external_id
-        if session_id:
-            sessions.add(session_id)
+    writer = _ChunkWriter(engine, summary, email)
+    try:
+        for record in read_logs(files, email, summary, on_progress):
+            session_id = record.run_external_id
             when = record.occurred_at
-            run = runs.get(session_id)
-            if run is None:
-                runs[session_id] = SeenRun(
-                    external_id=session_id,
-                    email=record.email,
-                    agent=AGENT,
-                    started_at=when,
-                    ended_at=when,
-                    project=record.project,
-                    branch=record.branch,
-                )
-            else:  # widened (its end is set: this loop made it); what a run has is kept
-                if when < run.started_at:
-                    run.started_at = when
-                elif run.ended_at is not None and when > run.ended_at:
-                    run.ended_at = when
-                if run.project is None:
-                    run.project = record.project
-                if run.branch is None:
-                    run.branch = record.branch
-            if record.branch:
-                on_branches.add(session_id)
-        if len(chunk.usage) >= chunk_lines:
-            flush()
-    flush()
+            cost = record.cost_usd
+            rows.append(
+                [
+                    None,  # the source, the person and the run: filled by the writer
+                    None,
+                    session_id,
+                    occurred(when),
+                    AGENT,
+                    record.model,
+                    record.input_tokens,
+                    record.output_tokens,
+                    record.cache_read_tokens,
+                    record.cache_write_tokens,
+                    None if cost is None else scaled(cost),
+                    record.dedupe_key,
+                    None if cost is None else record.cost_source or "reported",
+                ]
+            )
+            days.add((when.date(), AGENT))  # a UTC time: its date is the UTC day
+            if session_id:
+                sessions.add(session_id)
+                run = runs.get(session_id)
+                if run is None:
+                    runs[session_id] = SeenRun(
+                        external_id=session_id,
+                        email=email,
+                        agent=AGENT,
+                        started_at=when,
+                        ended_at=when,
+                        project=record.project,
+                        branch=record.branch,
+                    )
+                else:  # widened (its end is set: this loop made it); what a run has is kept
+                    if when < run.started_at:
+                        run.started_at = when
+                    elif run.ended_at is not None and when > run.ended_at:
+                        run.ended_at = when
+                    if run.project is None:
+                        run.project = record.project
+                    if run.branch is None:
+                        run.branch = record.branch
+                if record.branch:
+                    on_branches.add(session_id)
+            if len(rows) >= chunk_lines:
+                writer.put((list(runs.values()), rows, days))
+                rows, days, runs = [], set(), {}
+        if rows:
+            writer.put((list(runs.values()), rows, days))
+    except BaseException:
+        writer.close(failing=True)  # the reading failed or was interrupted: the chunk being written ends
+        raise
+    writer.close()  # waits for the chunks handed over; raises the writer's error, if it had one
     summary.sessions = len(sessions)
     if rules is not None and on_branches:
         summary.pull_requests_settled = write_atomically(engine, lambda s: _relink(s, on_branches, rules))
     return summary
+
+
+Chunk = tuple[list[SeenRun], list[list[Any]], set[tuple[date, str]]]  # runs, rows, (day, tool): ingest_usage_rows
+
+
+class _ChunkWriter:
+    """Writes the chunks it is handed, in order, each in one transaction, from a thread of its own.
+
+    `put` waits while a chunk is already waiting (a queue of one: memory stays flat) and raises at once
+    the error a previous chunk met, so the reading stops at the first failed write; `close` waits for the
+    chunks handed over (when the reading failed, only for the one being written), adds the counts to the
+    summary and raises that error too. A chunk after a failed one is not written."""
+
+    def __init__(self, engine: Engine, summary: ImportSummary, email: str) -> None:
+        self.engine, self.summary, self.email = engine, summary, email
+        self.queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.written = self.duplicates = 0  # the summary's, added by `close` (the reading thread counts too)
+        self.thread = threading.Thread(target=self._run, name="claude-code-import-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                written, duplicates = write_atomically(self.engine, partial(_write, email=self.email, chunk=chunk))
+            except BaseException as error:  # handed to the reading thread, which raises it
+                self.error = error
+                continue
+            self.written += written
+            self.duplicates += duplicates
+
+    def put(self, chunk: Chunk) -> None:
+        self._raise()
+        self.queue.put(chunk)
+
+    def close(self, failing: bool = False) -> None:
+        if failing:
+            with suppress(queue.Empty):
+                self.queue.get_nowait()
+        self.queue.put(None)
+        self.thread.join()
+        self.summary.written += self.written
+        self.summary.duplicates += self.duplicates
+        if not failing:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _relink(session: Any, session_ids: set[str], rules: LinkRules) -> int:
@@ -592,7 +669,7 @@ def _relink(session: Any, session_ids: set[str], rules: LinkRules) -> int:
     return relink_runs(session, [run_id for run_id, _ in known.values()], rules)
 
 
-def _write(session: Any, chunk: Telemetry, weight_for: Callable[[str], Decimal]) -> tuple[int, int]:
+def _write(session: Any, *, email: str, chunk: Chunk) -> tuple[int, int]:
     source = internal_source(session, SOURCE_NAME, "claude-code-logs")
-    result = ingest_telemetry(session, id_of(source), chunk, weight_for, usage_mode="new")
+    result = ingest_usage_rows(session, id_of(source), email, *chunk)
     return result.accepted, result.duplicates
