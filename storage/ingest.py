@@ -555,6 +555,7 @@ def ingest_usage_rows(
     run_of = {external_id: run_id for (_, external_id), run_id in known.items()}
     run_of.update((external_id, run_id) for (_, external_id), (run_id, _source) in made.items())
     late = watch_late_usage(session, source_id, run_of.values()) if rows else None
+    stored_before = int(session.execute(select(func.max(USAGE.c.id))).scalar_one() or 0) if made else 0
     for row in rows:
         row[0] = source_id
         row[1] = person_id
@@ -563,7 +564,7 @@ def ingest_usage_rows(
     result.accepted, result.duplicates = accepted, len(rows) - accepted
     if late is not None:
         late.mark(session)
-    settle_sessions(session, _unsettled(session, source_id, [], [], set(bounds), made))  # of one precision
+    settle_sessions(session, _unsettled(session, source_id, [], [], set(bounds), made, stored_before))
     source = session.get(Source, source_id)
     if source is not None and source.kind in (*SESSION_KINDS, *DAILY_KINDS):  # one count per person, day, tool
         settle_days(session, {(person_id, day, agent) for day, agent in days})
