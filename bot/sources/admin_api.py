@@ -313,6 +313,12 @@ class VendorPull:
         return self.job_id or f"vendor:{self.name}"
 
 
+def recent_days(days: int, now: datetime | None = None) -> tuple[date, date]:
+    """An hourly job's window: the last `days` UTC days, today included (late figures settle)."""
+    today = (now or datetime.now(UTC)).date()
+    return today - timedelta(days=max(days, 1) - 1), today
+
+
 def guarded(name: str, job: Callable[[], T]) -> T | None:
     """Run a scheduled pull: a failure is logged in one line (run_pull recorded it) and the next run retries."""
     try:

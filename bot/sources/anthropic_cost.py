@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,16 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot.config import Settings
-from bot.sources.admin_api import AdminApi, Progress, VendorPull, days_between, guarded, no_progress, run_pull
+from bot.sources.admin_api import (
+    AdminApi,
+    Progress,
+    VendorPull,
+    days_between,
+    guarded,
+    no_progress,
+    recent_days,
+    run_pull,
+)
 from bot.sources.claude_code_analytics import anthropic_api
 from storage.vendors import BilledLine, replace_billed
 
@@ -183,8 +192,7 @@ def pull(
 
 def pull_recent(services: Services, now: datetime | None = None) -> CostPull | None:
     """The hourly job: the last TOKENWISE_VENDOR_PULL_DAYS days, today included."""
-    today = (now or datetime.now(UTC)).date()
-    since = today - timedelta(days=services.settings.vendor_pull_days - 1)
+    since, today = recent_days(services.settings.vendor_pull_days, now)
     return guarded(PULL_NAME, lambda: pull(services.settings, services.engine, since, today))
 
 

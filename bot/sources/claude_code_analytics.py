@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,16 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot.config import Settings
-from bot.sources.admin_api import AdminApi, Progress, VendorPull, days_between, guarded, no_progress, run_pull
+from bot.sources.admin_api import (
+    AdminApi,
+    Progress,
+    VendorPull,
+    days_between,
+    guarded,
+    no_progress,
+    recent_days,
+    run_pull,
+)
 from storage.daily_usage import day_start
 from storage.ingest import PersonCache, ingest_telemetry
 from storage.ingest_schemas import SeenOutcome, SeenUsage, Telemetry
@@ -267,8 +276,7 @@ def pull(
 
 def pull_recent(services: Services, now: datetime | None = None) -> AnalyticsPull | None:
     """The hourly job: the last TOKENWISE_VENDOR_PULL_DAYS days, today included (late figures settle)."""
-    today = (now or datetime.now(UTC)).date()
-    since = today - timedelta(days=services.settings.vendor_pull_days - 1)
+    since, today = recent_days(services.settings.vendor_pull_days, now)
     return guarded(SOURCE_NAME, lambda: pull(services.settings, services.engine, since, today))
 
 

@@ -30,7 +30,16 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot.config import Settings
-from bot.sources.admin_api import AdminApi, AdminApiError, Progress, VendorPull, guarded, no_progress, run_pull
+from bot.sources.admin_api import (
+    AdminApi,
+    AdminApiError,
+    Progress,
+    VendorPull,
+    guarded,
+    no_progress,
+    recent_days,
+    run_pull,
+)
 from storage.daily_usage import day_start
 from storage.identities import linked_people
 from storage.ingest import ingest_telemetry
@@ -417,8 +426,7 @@ def pull_recent(services: Services, now: datetime | None = None) -> CopilotSumma
     """The hourly job: the last few days' reports (GitHub publishes a day a day or two late; a report not
     published yet is asked for again next time)."""
     settings = services.settings
-    today = (now or datetime.now(UTC)).date()
-    since = today - timedelta(days=max(settings.vendor_pull_days, 3) - 1)
+    since, today = recent_days(max(settings.vendor_pull_days, 3), now)
 
     def job() -> CopilotSummary | None:
         apis = build_apis(settings)

@@ -28,7 +28,16 @@ from sqlalchemy import Engine, func, select, type_coerce
 from sqlmodel import Session
 
 from bot.config import Settings
-from bot.sources.admin_api import AdminApi, AdminApiError, Progress, VendorPull, guarded, no_progress, run_pull
+from bot.sources.admin_api import (
+    AdminApi,
+    AdminApiError,
+    Progress,
+    VendorPull,
+    guarded,
+    no_progress,
+    recent_days,
+    run_pull,
+)
 from storage.daily_usage import day_start, utc_day
 from storage.ingest import ingest_telemetry
 from storage.ingest_schemas import SeenUsage, Telemetry
@@ -512,8 +521,7 @@ def pull(
 def pull_recent(services: Services, now: datetime | None = None) -> CursorSummary | None:
     """The hourly job: the last TOKENWISE_VENDOR_PULL_DAYS days, today included (Cursor aggregates hourly)."""
     settings = services.settings
-    today = (now or datetime.now(UTC)).date()
-    since = today - timedelta(days=settings.vendor_pull_days - 1)
+    since, today = recent_days(settings.vendor_pull_days, now)
 
     def job() -> CursorSummary | None:
         api = build_api(settings)

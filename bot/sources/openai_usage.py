@@ -35,6 +35,7 @@ from bot.sources.admin_api import (
     day_unix,
     days_between,
     guarded,
+    recent_days,
     run_pull,
     unix_day,
 )
@@ -275,8 +276,7 @@ def pull_recent_usage(services: Services, now: datetime | None = None) -> PullSu
     client = services.openai_admin
     if client is None:
         return None
-    today = (now or datetime.now(UTC)).date()
-    since = today - timedelta(days=services.settings.openai_usage_days - 1)
+    since, today = recent_days(services.settings.openai_usage_days, now)
     summary = guarded(
         SOURCE_NAME, lambda: pull_usage(client, services.engine, since, today, services.settings.weight_for)
     )
