@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -291,20 +291,30 @@ def bench_commands(url: str, people: int, teams: int, samples: int, seed: int = 
 
 # -- digests through tokenwise serve --------------------------------------------------------------
 def bench_served_digests(url: str, teams: int | None = None, timeout: float = 900) -> dict[str, Any]:
-    """Every team's weekly digest, sent by `tokenwise serve`'s own scheduler (each due this morning, UTC):
-    seconds from the server's start to the last one posted, and the server's RSS sampled throughout."""
+    """Every team's weekly digest, sent by `tokenwise serve`'s own scheduler (each due a minute ago, UTC, so
+    well inside the catch-up grace at any time of day): seconds from the server's start to the last one
+    posted, and the server's RSS sampled throughout."""
     engine = make_engine(url)
     now = datetime.now(UTC)
+    due = now - timedelta(minutes=1)
     with engine.begin() as connection:
         team_ids = [row[0] for row in connection.execute(text("SELECT id FROM team ORDER BY id"))]
         team_ids = team_ids[:teams] if teams else team_ids
         connection.execute(
             text(
                 "INSERT INTO digest_subscription (slack_team_id, channel_id, team_id, weekday, hour, minute,"
-                " timezone, created_at) VALUES (:slack, :channel, :team, :weekday, 0, 0, 'UTC', :now)"
+                " timezone, created_at) VALUES (:slack, :channel, :team, :weekday, :hour, :minute, 'UTC', :now)"
             ),
             [
-                {"slack": "T111", "channel": f"C{team:07d}", "team": team, "weekday": now.weekday(), "now": now}
+                {
+                    "slack": "T111",
+                    "channel": f"C{team:07d}",
+                    "team": team,
+                    "weekday": due.weekday(),
+                    "hour": due.hour,
+                    "minute": due.minute,
+                    "now": now - timedelta(days=8),  # subscribed long before: this week's digest is owed
+                }
                 for team in team_ids
             ],
         )
