@@ -425,20 +425,7 @@ def ingest_telemetry(
         ),
     }
     known = session_runs(session, source_id, wanted)
-    run_rows = [
-        {
-            "source_id": source_id,
-            "external_id": run.external_id,
-            "person_id": person_id,
-            "agent": run.agent,
-            "started_at": run.started_at,
-            "ended_at": run.ended_at,
-            "project": run.project,
-            "branch": run.branch,
-            "known": known.get((person_id, run.external_id)),
-        }
-        for (person_id, _), run in bounds.items()
-    ]
+    run_rows = [_run_row(source_id, key[0], run, known.get(key)) for key, run in bounds.items()]
     result = BatchResult()
     result.notes["runs"] = _widen_runs(session, [row for row in run_rows if row["known"] is None])
     _widen_known_runs(session, [row for row in run_rows if row["known"] is not None])
@@ -517,6 +504,21 @@ def usage_converters(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any]
     return processors.get(OCCURRED, _same), processors.get(COST, _same)
 
 
+def _run_row(source_id: int, person_id: int, run: SeenRun, known: int | None) -> dict[str, Any]:
+    """A session's run as `_widen_runs` and `_widen_known_runs` take it (`known`: its id, when it exists)."""
+    return {
+        "source_id": source_id,
+        "external_id": run.external_id,
+        "person_id": person_id,
+        "agent": run.agent,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "project": run.project,
+        "branch": run.branch,
+        "known": known,
+    }
+
+
 def ingest_usage_rows(
     session: Session,
     source_id: int,
@@ -534,20 +536,7 @@ def ingest_usage_rows(
     person_id = PersonCache(session).id_for(normalize_email(email), None)
     bounds = {(person_id, run.external_id): run for run in runs}
     known = session_runs(session, source_id, set(bounds))
-    run_rows = [
-        {
-            "source_id": source_id,
-            "external_id": run.external_id,
-            "person_id": person_id,
-            "agent": run.agent,
-            "started_at": run.started_at,
-            "ended_at": run.ended_at,
-            "project": run.project,
-            "branch": run.branch,
-            "known": known.get(key),
-        }
-        for key, run in bounds.items()
-    ]
+    run_rows = [_run_row(source_id, person_id, run, known.get(key)) for key, run in bounds.items()]
     result = BatchResult()
     result.notes["runs"] = _widen_runs(session, [row for row in run_rows if row["known"] is None])
     _widen_known_runs(session, [row for row in run_rows if row["known"] is not None])
