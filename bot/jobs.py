@@ -7,7 +7,9 @@
   zone; APScheduler does the DST arithmetic), kept in step with the database by the tick;
 - `digest:tick`: every TOKENWISE_DIGEST_TICK_SECONDS, re-syncs those jobs, retries failed or abandoned
   digests, sends Monday nudges, and on start catches up a digest missed within the grace window;
-- `retention:purge`: the daily purge.
+- `retention:purge`: the daily purge;
+- `github:settle`: right away and every few minutes, settles the pull requests a burst of GitHub deliveries
+  left queued (the server settles them itself once a burst is over; this takes what a restart left).
 Every digest job ends in `send_due`, whose claim makes running it twice, or in two processes, harmless.
 Add a job here, in `build_scheduler`, with an explicit id.
 """
@@ -29,6 +31,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from bot.config import Settings
+from bot.github.webhooks import settle_waiting
 from bot.log_safety import log_failure
 from bot.periods import zone
 from bot.services import Services
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION_JOB = "digest:subscription:"
 TICK_JOB = "digest:tick"
 PURGE_JOB = "retention:purge"
+SETTLE_JOB = "github:settle"
+SETTLE_MINUTES = 5
 
 
 def cron_trigger(schedule: Schedule) -> CronTrigger:
@@ -229,9 +234,35 @@ def add_vendor_jobs(scheduler: BaseScheduler, services: Services) -> list[str]:
     return ids
 
 
+def settle_all_waiting(services: Services) -> int:
+    """Settle every pull request queued by a burst of GitHub deliveries; how many."""
+    rules, settled = services.settings.link_rules(), 0
+    while done := settle_waiting(services.engine, rules):
+        settled += done
+    if settled:
+        log.info("github: settled %d pull requests a burst of deliveries had queued", settled)
+    return settled
+
+
+def add_github_settle_job(scheduler: BaseScheduler, services: Services) -> None:
+    """What a burst of GitHub deliveries left to settle: right away (after a restart), then every few minutes."""
+    scheduler.add_job(
+        DigestJobs._guard,
+        IntervalTrigger(minutes=SETTLE_MINUTES, timezone=UTC),
+        args=[lambda: settle_all_waiting(services)],
+        id=SETTLE_JOB,
+        name="settle pull requests a burst of GitHub deliveries queued",
+        next_run_time=datetime.now(UTC),
+        coalesce=True,
+        max_instances=1,
+        replace_existing=True,
+    )
+
+
 def build_scheduler(services: Services) -> BackgroundScheduler:
     """A scheduler (not started) with every job the configuration asks for."""
     scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
     add_vendor_jobs(scheduler, services)
     add_service_jobs(scheduler, services)  # digests, nudges, retention (docs/digests.md)
+    add_github_settle_job(scheduler, services)
     return scheduler

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
 from sqlmodel import Session
 
 from storage.models import (
@@ -24,6 +24,7 @@ from storage.models import (
     GithubCheck,
     GithubCommit,
     GithubDelivery,
+    GithubUnsettled,
     Outcome,
     OutcomeLink,
     Person,
@@ -47,6 +48,7 @@ OUTCOMES = table_of(Outcome)
 RUNS = table_of(AgentRun)
 USAGE = table_of(UsageRecord)
 SOURCES = table_of(Source)
+UNSETTLED = table_of(GithubUnsettled)
 NOREPLY = re.compile(r"^(?:\d+\+)?([A-Za-z0-9-]+)@users\.noreply\.github\.com$")
 
 
@@ -337,6 +339,38 @@ class Settled:
 def settle(session: Session, repo: str, numbers: Iterable[int], rules: LinkRules) -> list[Settled]:
     folders = _folders_of(session, repo_name(repo))  # once for all of the repository's pull requests
     return [settle_one(session, repo_name(repo), number, rules, folders) for number in sorted(set(numbers))]
+
+
+# -- settling later, after a burst ---------------------------------------------------------------------------
+def queue_settle(session: Session, repo: str, numbers: Iterable[int]) -> None:
+    """Settle these pull requests later (`settle_queued`) instead of now: what a burst's deliveries do, so
+    each is answered once its facts are written. Queued twice, a pull request is settled once."""
+    rows = [{"repo": repo_name(repo), "number": number, "queued_at": utcnow()} for number in sorted(set(numbers))]
+    if rows:
+        session.execute(
+            dialect_insert(session, UNSETTLED).values(rows).on_conflict_do_nothing(index_elements=["repo", "number"])
+        )
+
+
+def unsettled_repo(session: Session) -> str | None:
+    """A repository with pull requests waiting to be settled (the one waiting longest), or None."""
+    return session.execute(select(UNSETTLED.c.repo).order_by(UNSETTLED.c.queued_at).limit(1)).scalar()
+
+
+def settle_queued(session: Session, repo: str, rules: LinkRules, most: int) -> int:
+    """Settle up to `most` of a repository's queued pull requests and take them off the queue; how many.
+    Call it in the repository's turn (`take_turns(session, "github:<repo>")`), as deliveries are written,
+    so that none is queued while it reads."""
+    repo = repo_name(repo)
+    numbers = list(
+        session.execute(
+            select(UNSETTLED.c.number).where(UNSETTLED.c.repo == repo).order_by(UNSETTLED.c.number).limit(most)
+        ).scalars()
+    )
+    if numbers:
+        settle(session, repo, numbers, rules)
+        session.execute(delete(UNSETTLED).where(UNSETTLED.c.repo == repo, UNSETTLED.c.number.in_(numbers)))
+    return len(numbers)
 
 
 def settle_one(
@@ -868,6 +902,7 @@ __all__ = [
     "links_of_runs",
     "person_for_github",
     "prs_touched",
+    "queue_settle",
     "record_check",
     "record_checks",
     "record_commits",
@@ -879,6 +914,8 @@ __all__ = [
     "settle",
     "settle_for_identities",
     "settle_one",
+    "settle_queued",
     "unmatched_logins",
+    "unsettled_repo",
     "watch_late_usage",
 ]

@@ -380,6 +380,17 @@ class GithubDelivery(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow, sa_column=_when(index=True))
 
 
+class GithubUnsettled(SQLModel, table=True):
+    """A pull request whose outcomes and run links wait to be recomputed: its facts came in a burst of
+    deliveries, which were answered once the facts were written (bot/github/webhooks.py). Removed when the
+    pull request is settled, right after the burst or by the next `github:settle` job."""
+
+    __tablename__ = "github_unsettled"
+    repo: str = Field(primary_key=True, max_length=200)  # owner/name, lower-cased
+    number: int = Field(primary_key=True)
+    queued_at: datetime = Field(default_factory=utcnow, sa_column=_when())
+
+
 class PullRequest(SQLModel, table=True):
     """A pull request as GitHub reported it: what linking and display need, no body or diff (a title only
     when TOKENWISE_GITHUB_TITLES is on)."""

@@ -9,6 +9,7 @@ import hmac
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from bot.config import DEFAULT_AGENT_TRAILERS, Settings
-from bot.github.webhooks import Reading, agent_trailer
+from bot.github.webhooks import Incoming, Reading, agent_trailer, settle_waiting, take_deliveries
+from bot.jobs import build_scheduler
+from bot.services import Services
 from storage.db import session_scope
 from storage.identities import link_identity
 from storage.models import (
@@ -30,6 +33,7 @@ from storage.models import (
     GithubCheck,
     GithubCommit,
     GithubDelivery,
+    GithubUnsettled,
     Outcome,
     OutcomeLink,
     PullRequest,
@@ -58,6 +62,7 @@ GITHUB_TABLES = {
     "outcome": Outcome,
     "outcome_link": OutcomeLink,
     "agent_run": AgentRun,
+    "github_unsettled": GithubUnsettled,
 }
 
 
@@ -78,6 +83,13 @@ class GitHub:
     def post(self, route: str, kind: str, items: list[dict[str, Any]]) -> None:
         response = self.http.post(route, json={kind: items}, headers={"Authorization": f"Bearer {self.api_token}"})
         assert response.status_code == 200, response.text
+
+    def settled(self) -> None:
+        """Wait until the server has settled what a burst queued (it does so right after the burst)."""
+        deadline = time.monotonic() + 30
+        while self.counts()["github_unsettled"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.counts()["github_unsettled"] == 0, "the server did not settle the burst's pull requests"
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as connection:
@@ -258,6 +270,7 @@ def test_a_burst_with_a_forgery_and_a_redelivery_in_it_is_written_as_if_sent_one
     fresh = [a.json()["delivery"] for a in answers if a.status_code == 200 and not a.json()["duplicate"]]
     assert sorted(fresh) == sorted({d.delivery_id for d in made} - {"burst-forged"})  # each written once
     assert github.counts()["github_delivery"] == 5 and github.counts()["pull_request"] == 1
+    github.settled()
     outcomes = {kind: flags(o) for kind, o in github.outcomes().items()}
     assert outcomes == {
         "pr_opened": (False, False, False),  # self-reported, in whatever order the burst was written
@@ -266,6 +279,58 @@ def test_a_burst_with_a_forgery_and_a_redelivery_in_it_is_written_as_if_sent_one
         "deploy": (True, True, True),
     }
     assert github.links() == [("on-branch", "branch")]
+
+
+def _burst_of_one_pull_request(github: GitHub) -> list[Incoming]:
+    github.post("/v1/runs", "runs", [run("on-branch", OPENED, repo=REPO, branch=BRANCH)])
+    pr = the_pr(head_sha=sha("b2"))
+    commits = [Commit("b1", ANA, ANA_LOGIN, OPENED), Commit("b2", ANA, ANA_LOGIN, OPENED, trailers=[CLAUDE])]
+    made = [
+        gh.delivery("push", gh.push(BRANCH, commits), github.secret),
+        gh.delivery("pull_request", merged(pr), github.secret),
+        gh.delivery("workflow_run", gh.workflow_run(pr.head_sha, BRANCH, MERGED), github.secret),
+    ]
+    return [Incoming({k.lower(): v for k, v in d.headers().items()}, d.body) for d in made]
+
+
+def test_a_bursts_deliveries_are_written_first_and_their_pull_request_settled_after_as_at_once(
+    github: GitHub,
+) -> None:
+    """Under a burst the server answers once the facts are written (`later`) and settles after: the facts and
+    the delivery ids are committed, the pull request waits in github_unsettled with no outcome yet, and
+    settling it then makes exactly what settling at once makes."""
+    settings = Settings()
+    incoming = _burst_of_one_pull_request(github)
+    handled = take_deliveries(github.engine, incoming, Reading.of(settings), settings.link_rules(), later=True)
+    assert [h.status for h in handled] == [200, 200, 200]
+    counts = github.counts()
+    assert (counts["github_delivery"], counts["pull_request"], counts["github_unsettled"]) == (3, 1, 1)
+    assert github.outcomes() == {} and github.links() == []  # not settled yet
+    assert settle_waiting(github.engine, settings.link_rules()) == 1
+    assert settle_waiting(github.engine, settings.link_rules()) == 0
+    assert github.counts()["github_unsettled"] == 0
+    settled_later = ({kind: flags(o) for kind, o in github.outcomes().items()}, github.links())
+    assert settled_later == (
+        {"pr_opened": (False, False, False), "pr_merged": (True, True, True), "tests_passed": (True, True, True)},
+        [("on-branch", "branch")],
+    )
+
+
+def test_what_a_restart_left_unsettled_is_settled_by_the_github_settle_job(github: GitHub, db_url: str) -> None:
+    """A server stopped between a burst's answers and their settling leaves the pull requests queued in the
+    database; the scheduler's `github:settle` job (first run right away) settles them."""
+    settings = Settings(database_url=db_url)  # type: ignore[call-arg]
+    incoming = _burst_of_one_pull_request(github)
+    take_deliveries(github.engine, incoming, Reading.of(settings), settings.link_rules(), later=True)
+    assert github.counts()["github_unsettled"] == 1 and github.outcomes() == {}
+    jobs = {job.id: job for job in build_scheduler(Services(settings=settings, engine=github.engine)).get_jobs()}
+    job = jobs["github:settle"]
+    assert job.next_run_time is not None  # right away, after a restart
+    job.func(*job.args)
+    assert github.counts()["github_unsettled"] == 0
+    assert set(github.outcomes()) == {"pr_opened", "pr_merged", "tests_passed"} and github.links() == [
+        ("on-branch", "branch")
+    ]
 
 
 @pytest.mark.parametrize(

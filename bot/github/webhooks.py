@@ -1,6 +1,6 @@
 """GitHub's webhook deliveries: which GitHub source signed one, what its event says in Tokenwise's terms
 (pull requests, commits, checks), and writing those facts with the outcomes they settle (docs/ingest.md
-"GitHub"). Reading a payload is pure; only `take_deliveries` touches the database.
+"GitHub"). Reading a payload is pure; only `take_deliveries` and `settle_waiting` touch the database.
 
 What is kept is what linking and display need: no bodies, diffs or commit messages (a commit keeps only the
 agent trailer line that marked it), and a pull request's title only when TOKENWISE_GITHUB_TITLES is on.
@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot.config import Settings
-from storage.db import database_unreachable, take_turns
+from storage.db import database_unreachable, session_scope, take_turns
 from storage.github import (
     CheckSeen,
     CommitSeen,
@@ -29,12 +29,15 @@ from storage.github import (
     PullRequestSeen,
     claim_deliveries,
     prs_touched,
+    queue_settle,
     record_checks,
     record_commits,
     record_pull_request,
     settle,
+    settle_queued,
+    unsettled_repo,
 )
-from storage.ingest import write_prepared
+from storage.ingest import write_atomically, write_prepared
 from storage.sources import webhook_secrets
 
 # GitHub caps a delivery's payload at 25 MB; a bigger body is no GitHub delivery.
@@ -281,24 +284,49 @@ class _Usable:
     facts: Facts
 
 
-def take_deliveries(engine: Engine, incoming: Sequence[Incoming], reading: Reading, rules: LinkRules) -> list[Handled]:
+def take_deliveries(
+    engine: Engine, incoming: Sequence[Incoming], reading: Reading, rules: LinkRules, later: bool = False
+) -> list[Handled]:
     """Verify, read and write deliveries that arrived together, in one transaction: each delivery's id is
     claimed in it with its facts, and each pull request they touch is settled once, after all of them are
-    written. Under a burst this is what keeps every answer within GitHub's 10 seconds: one commit, one
-    look-up of the secrets and one settle per pull request for the whole group, not for each delivery.
+    written; with `later`, queued to be settled instead (`settle_waiting`), which is what a burst does.
+    Under a burst this is what keeps every answer within GitHub's 10 seconds: one commit and one look-up of
+    the secrets for the whole group, and the settling, most of the work, after the answers.
 
     Should the group fail as a whole (but for an unreachable database), each delivery is retried in a
     transaction of its own, so one that cannot be written does not take the others with it."""
     try:
-        return write_prepared(engine, lambda session: _prepare(session, incoming, reading, rules))
+        return write_prepared(engine, lambda session: _prepare(session, incoming, reading, rules, later))
     except Exception as error:
         if len(incoming) == 1 or database_unreachable(error):  # alone, each would wait for the database again
             return [Handled(500, error=error) for _ in incoming]
-    return [take_deliveries(engine, [one], reading, rules)[0] for one in incoming]
+    return [take_deliveries(engine, [one], reading, rules, later)[0] for one in incoming]
+
+
+SETTLE_BATCH = 25  # pull requests settled in one transaction after a burst: a delivery arriving waits for one
+
+
+def settle_waiting(engine: Engine, rules: LinkRules, most: int = SETTLE_BATCH) -> int:
+    """Settle up to `most` queued pull requests of one repository (the one waiting longest), in a
+    transaction of its own; how many (0: none waits). Run it until it says 0 to settle every one."""
+    while True:
+        with session_scope(engine) as session:
+            repo = unsettled_repo(session)
+        if repo is None:
+            return 0
+
+        def work(session: Session, repo: str = repo) -> int:
+            take_turns(session, f"github:{repo}")
+            return settle_queued(session, repo, rules, most)
+
+        settled = write_atomically(engine, work)
+        if settled:
+            return settled
+        # Another process or writer settled that repository while this one waited for its turn: look again.
 
 
 def _prepare(
-    session: Session, incoming: Sequence[Incoming], reading: Reading, rules: LinkRules
+    session: Session, incoming: Sequence[Incoming], reading: Reading, rules: LinkRules, later: bool
 ) -> Callable[[Session], list[Handled]]:
     """The reading half (secrets, signatures, payloads; outside SQLite's writer turn), returning the writing."""
     secrets = webhook_secrets(session)
@@ -339,7 +367,11 @@ def _prepare(
             shas.update(u.facts.shas)
             handled[u.index] = Handled(200, u.event.event, u.event.delivery_id)
         for repo, (numbers, branches, shas) in sorted(named.items()):
-            settle(session, repo, prs_touched(session, repo, numbers, branches, shas), rules)
+            touched = prs_touched(session, repo, numbers, branches, shas)
+            if later:
+                queue_settle(session, repo, touched)
+            else:
+                settle(session, repo, touched, rules)
         return handled
 
     return write

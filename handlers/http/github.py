@@ -4,13 +4,15 @@ A delivery carries no bearer token: its sender is the active GitHub source whose
 X-Hub-Signature-256 (401 otherwise, nothing written). Then: `ping` 200; an event or action Tokenwise does not
 use 202, stored nowhere; a body over GitHub's 25 MB cap 413; the facts written and their pull requests
 settled in one transaction, with the delivery id claimed in it, so a re-delivery is a no-op. No network call
-is made; deliveries that arrive together are written together (`DeliveryQueue`), which is what keeps a
-burst within GitHub's 10 seconds (`make bench`, tests/benchmarks/bench_github.py).
+is made; deliveries that arrive together are written together, and under a burst their pull requests are
+settled after the answers (`DeliveryQueue`), which is what keeps a burst within GitHub's 10 seconds
+(`make bench`, tests/benchmarks/bench_github.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Any
 
@@ -18,12 +20,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from bot.github.webhooks import MAX_BYTES, Handled, Incoming, Reading, take_deliveries
+from bot.github.webhooks import MAX_BYTES, Handled, Incoming, Reading, settle_waiting, take_deliveries
+from bot.log_safety import log_failure
 from bot.services import Services
 from handlers.http.bodies import BodyTooLarge, bounded_body
 from handlers.http.deps import ServicesDep, failure
 from storage.ingest_schemas import batch_error
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/github", tags=["github"])
 
 GROUP_MAX = 200  # deliveries written in one transaction at most: SQLite's writer turn stays short
@@ -43,16 +47,20 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 class DeliveryQueue:
     """Deliveries waiting for the database, taken together: while a group is being written, the ones that
-    arrive wait and become the next group (one transaction, one settle per pull request; see
-    `take_deliveries`). Alone, a delivery is written at once; in a burst, each waits for at most the groups
-    ahead of it. Each is answered once its group is committed. PostgreSQL writes two groups at a time (one
-    is parsed while the other waits on the database); SQLite, whose writers take turns, one."""
+    arrive wait and become the next group (one transaction; see `take_deliveries`). A delivery alone is
+    written and its pull requests settled before it is answered; deliveries that come together are answered
+    as soon as their facts are written, and the pull requests they touched are settled right after, a few at
+    a time between the groups that still arrive (`settle_waiting`). They wait in the database
+    (github_unsettled), so a restart loses none: the `github:settle` job takes what is left. PostgreSQL
+    writes two groups at a time (one is parsed while the other waits on the database); SQLite, whose writers
+    take turns, one."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self.waiting: list[tuple[Incoming, asyncio.Future[Handled]]] = []
         self.writers: set[asyncio.Task[None]] = set()
         self.most = 1 if services.engine.dialect.name == "sqlite" else 2
+        self.unsettled = False  # a group was queued to be settled since the queue last ran dry
 
     async def take(self, incoming: Incoming) -> Handled:
         answer: asyncio.Future[Handled] = asyncio.get_running_loop().create_future()
@@ -64,19 +72,42 @@ class DeliveryQueue:
         return await answer
 
     async def _write(self) -> None:
+        try:
+            while self.waiting or self.unsettled:
+                if self.waiting:
+                    await self._write_group()
+                else:
+                    await self._settle_some()
+        finally:
+            # Leave the set before yielding to the loop: a delivery arriving next must start a writer.
+            self.writers.discard(asyncio.current_task())
+
+    async def _write_group(self) -> None:
         settings = self.services.settings
-        while self.waiting:
-            group, self.waiting = self.waiting[:GROUP_MAX], self.waiting[GROUP_MAX:]
-            reading, rules = Reading.of(settings), settings.link_rules()
-            try:
-                handled = await run_in_threadpool(
-                    take_deliveries, self.services.engine, [one for one, _ in group], reading, rules
-                )
-            except Exception as error:  # take_deliveries answers for each; this is a last resort
-                handled = [Handled(500, error=error)] * len(group)
-            for (_, answer), result in zip(group, handled, strict=True):
-                if not answer.done():
-                    answer.set_result(result)
+        group, self.waiting = self.waiting[:GROUP_MAX], self.waiting[GROUP_MAX:]
+        # Deliveries that came together, more behind them or a burst still being settled: answer once
+        # written, settle after. A delivery alone is settled before its answer.
+        later = len(group) > 1 or bool(self.waiting) or self.unsettled
+        reading, rules = Reading.of(settings), settings.link_rules()
+        try:
+            handled = await run_in_threadpool(
+                take_deliveries, self.services.engine, [one for one, _ in group], reading, rules, later
+            )
+        except Exception as error:  # take_deliveries answers for each; this is a last resort
+            handled = [Handled(500, error=error)] * len(group)
+        self.unsettled = self.unsettled or later
+        for (_, answer), result in zip(group, handled, strict=True):
+            if not answer.done():
+                answer.set_result(result)
+
+    async def _settle_some(self) -> None:
+        try:
+            settled = await run_in_threadpool(settle_waiting, self.services.engine, self.services.settings.link_rules())
+        except Exception as error:  # the `github:settle` job settles what is left
+            log_failure(log, "settling pull requests after a burst failed; the github:settle job retries", error=error)
+            settled = 0
+        if not settled:
+            self.unsettled = False
 
 
 _QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, DeliveryQueue]] = weakref.WeakKeyDictionary()

@@ -591,13 +591,13 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
     hooks = [(db, label, row["github"]) for db, label, row in largest if "github" in row]
     if hooks:
-        out += ["| database | data | deliveries | all 200 | p50 s | p95 s | slowest s | limit s | lost |",
-                "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+        out += ["| database | data | deliveries | all 200 | p50 s | p95 s | slowest s | limit s | settled s | lost |",
+                "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
         for db, label, g in hooks:
             out.append(
                 f"| {db} | {label} | {g['deliveries']:,} | {g['statuses'] == {'200': g['deliveries']}} |"
                 f" {g['p50_s']:.2f} | {g['p95_s']:.2f} | {g['slowest_s']:.2f} | {g['limit_s']:.0f} |"
-                f" {g['lost'] or 'none'} |"
+                f" {g.get('settled_s', float('nan')):.2f} | {g['lost'] or 'none'} |"
             )
         out.append("")
     skipped = [(db, label, why) for db in databases for label, why in results[db]["tenx"]["skipped"].items()]
