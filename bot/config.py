@@ -115,6 +115,8 @@ class Settings(BaseSettings):
         10, gt=0, le=1440, validation_alias=AliasChoices("TOKENWISE_DIGEST_LEASE_MINUTES")
     )
     digest_tick_seconds: int = Field(60, ge=5, le=3600, validation_alias=AliasChoices("TOKENWISE_DIGEST_TICK_SECONDS"))
+    # Digests due together are sent this many at a time (each has its own claim: none is posted twice).
+    digest_workers: int = Field(4, ge=1, le=16, validation_alias=AliasChoices("TOKENWISE_DIGEST_WORKERS"))
     retention_days: int = Field(400, ge=30, validation_alias=AliasChoices("TOKENWISE_RETENTION_DAYS"))
     openai_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -163,8 +164,9 @@ def send_due(
     subscription_ids: Iterable[int] | None = None,
     checkpoint: Checkpoint = _no_checkpoint,
 ) -> list[SendResult]:
-    """Send every digest that is due at `now` (default: the clock); the scheduler's and cron's one job.
-    `checkpoint` is called after each claim and each post (tests stop the process there)."""
+    """Send every digest that is due at `now` (default: the clock), TOKENWISE_DIGEST_WORKERS at a time; the
+    scheduler's and cron's one job. `checkpoint` is called after each claim and each post (tests stop the
+    process there)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     with session_scope(engine) as session:
         due = due_digests(
@@ -175,8 +177,8 @@ def send_due(
             subscription_ids=subscription_ids,
             default_tz=settings.timezone,
         )
-    results = []
-    for item in due:
+
+    def send(item: DueDigest) -> SendResult:
         try:
             client = slack_for(item)
         except Exception as error:  # no installation for that workspace, for example: recorded, retried
@@ -185,13 +187,18 @@ def send_due(
             claim = claim_digest(engine, item, now, timedelta(minutes=settings.digest_lease_minutes))
             if claim is not None:
                 mark_failed(engine, claim, reason)
-            results.append(SendResult(item.key, item.channel_id, "failed", error=reason))
-            continue
+            return SendResult(item.key, item.channel_id, "failed", error=reason)
         result = send_digest(engine, settings, client, item, now, checkpoint)
         if result.status in {"posted", "recovered"}:
             log.info("digest %s %s to %s (ts %s)", result.key, result.status, result.channel_id, result.message_ts)
-        results.append(result)
-    return results
+        return result
+
+    workers = min(settings.digest_workers, len(due))
+    if workers <= 1:
+        return [send(item) for item in due]
+    # A few at a time: one digest's database reads and Slack calls wait while another's are drawn.
+    with ThreadPoolExecutor(workers, thread_name_prefix="digest") as pool:
+        return list(pool.map(send, due))
 
 
 def summary_line(result: SendResult) -> str:
