@@ -111,6 +111,7 @@ SQLITE_CACHE_KIB = 65_536
 SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 SQLITE_WAL_KEEP_BYTES = 64 * 1024 * 1024
 SQLITE_BUSY_MS = 10_000  # how long a connection waits for the write lock before "database is locked"
+TRUNCATE_WAIT_MS = 200  # how long the checkpointer's TRUNCATE waits for readers, holding writers up meanwhile
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -279,7 +280,8 @@ class WalCheckpointer:
     PASSIVE checkpoint, which blocks neither readers nor writers, then a second one holding this process's
     writer lock (`sqlite_writer`) for the few pages written meanwhile, so that the log is copied whole
     and the next writer starts it over instead of growing it. If it still grows past `max_pages` (a
-    writer in another process), a TRUNCATE checkpoint copies everything and empties the file.
+    writer in another process), a TRUNCATE checkpoint copies everything and empties the file, if the
+    readers let it within TRUNCATE_WAIT_MS (`empty_log`).
     """
 
     def __init__(self, engine: Engine, interval: float = 1.0, max_pages: int = 50_000) -> None:
@@ -304,6 +306,18 @@ class WalCheckpointer:
             row = connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").one()
             return int(row[0]), int(row[1]), int(row[2])
 
+    def empty_log(self) -> tuple[int, int, int]:
+        """A TRUNCATE checkpoint that waits at most TRUNCATE_WAIT_MS for readers of older snapshots, then gives
+        up (busy 1) until the next interval: while it waits, SQLite holds every writer up, and with the
+        connection's busy_timeout that was 10 s of a person's `/tokenwise me` during a purge."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+            try:
+                row = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            finally:
+                connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+            return int(row[0]), int(row[1]), int(row[2])
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
@@ -311,7 +325,7 @@ class WalCheckpointer:
                 with sqlite_writer(self.engine):  # the little they wrote meanwhile: then the log starts over
                     _busy, pages, _copied = self.checkpoint()
                 if pages > self.max_pages:  # still growing: a writer in another process never pauses
-                    self.checkpoint("TRUNCATE")
+                    self.empty_log()
             except Exception as error:
                 log.warning("WAL checkpoint failed (%s); retrying in %.0f s", type(error).__name__, self.interval)
 

@@ -87,6 +87,37 @@ def test_the_checkpointer_empties_a_log_that_outgrew_its_bound(tmp_path: Path) -
         checkpointer.stop()
 
 
+def test_a_truncate_waiting_for_a_reader_holds_writers_up_briefly_not_for_the_busy_timeout(tmp_path: Path) -> None:
+    """A TRUNCATE checkpoint holds every writer up while it waits for readers of older snapshots (a purge in
+    another process and the server's readers during `tokenwise retention purge`): with the connection's 10 s
+    busy timeout, one `/tokenwise me` waited 10.9 s for its audit row. It now gives up after a moment."""
+    path = tmp_path / "r.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x TEXT)")
+        connection.exec_driver_sql("INSERT INTO t VALUES ('before')")
+    checkpointer = WalCheckpointer(engine, interval=3600)
+    with engine.connect() as reader:
+        reader.exec_driver_sql("BEGIN")
+        assert reader.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1  # holds this snapshot
+        with engine.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO t VALUES ('after')")  # the reader's snapshot is now old
+        truncated: list[tuple[int, int, int]] = []
+        waiting = threading.Thread(target=lambda: truncated.append(checkpointer.empty_log()))
+        waiting.start()
+        threading.Event().wait(0.05)  # the checkpoint is waiting for the reader
+        writer = make_engine(f"sqlite:///{path}")
+        with writer.begin() as connection:
+            connection.exec_driver_sql("PRAGMA busy_timeout=3000")  # well under the 10 s it used to take
+            connection.exec_driver_sql("INSERT INTO t VALUES ('a person')")
+        writer.dispose()
+        waiting.join()
+        reader.exec_driver_sql("ROLLBACK")
+    assert truncated[0][0] == 1  # busy: it gave up, the next interval tries again
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 3
+
+
 def test_the_checkpointer_does_nothing_on_postgresql(engine: Engine, db_url: str) -> None:
     checkpointer = WalCheckpointer(engine).start()
     if engine.dialect.name == "postgresql":
