@@ -59,13 +59,20 @@ class ReconcileRow:
         }
 
 
-def reconcile(session: Session, first: date, last: date, min_group_size: int) -> list[ReconcileRow]:
-    """One row per vendor and UTC day in [first, last] with an estimate or a bill, in order."""
+def reconcile(
+    session: Session, first: date, last: date, min_group_size: int, billed_only: bool = False
+) -> list[ReconcileRow]:
+    """One row per vendor and UTC day in [first, last] with an estimate or a bill, in order; with
+    `billed_only`, the days a vendor billed (the organisation's usage is read for those days alone)."""
     if last < first:
         raise ValueError("the last day is before the first")
     if (last - first).days + 1 > MAX_DAYS:
         raise ValueError(f"reconcile at most {MAX_DAYS} days at a time")
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    bills = billed_by_day(session, first, last + timedelta(days=1))
+    if billed_only:
+        days = sorted({line.day for line in bills if line.currency == "USD"})
+    else:
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     estimated: dict[tuple[str, date], Decimal | None] = {}
     sources: dict[tuple[str, date], set[str]] = {}
     people: dict[tuple[str, date], set[int | str]] = {}  # known people, and identities that name nobody
@@ -80,7 +87,7 @@ def reconcile(session: Session, first: date, last: date, min_group_size: int) ->
         if who is not None:
             people.setdefault(key, set()).add(who)
     billed: dict[tuple[str, date], Decimal] = {}
-    for line in billed_by_day(session, first, last + timedelta(days=1)):
+    for line in bills:
         if line.currency != "USD":
             continue
         key = (line.vendor, line.day)

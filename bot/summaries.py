@@ -124,8 +124,10 @@ def team_facts(
 
 def reconcile_facts(session: Session, period: Period, min_group_size: int) -> list[Fact]:
     """The organisation's estimated spend against what each vendor billed, per vendor and UTC day of the
-    period (days with too few people behind the estimate are left out): organisation figures, said so."""
-    rows = reconcile(session, period.since, period.until, min_group_size)
+    period (days with too few people behind the estimate are left out): organisation figures, said so.
+    Only billed days are read: with no bill, nothing of the organisation's usage is (a summary answers
+    inside Slack's time, whatever the organisation's size)."""
+    rows = reconcile(session, period.since, period.until, min_group_size, billed_only=True)
     return [
         Fact(
             f"reconcile_{vendor}",
