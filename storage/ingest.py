@@ -58,6 +58,7 @@ from storage.upsert import (
     _greatest,
     column_processors,
     dialect_insert,
+    execute_many,
     insert_new,
     insert_values,
     lookup,
@@ -832,7 +833,7 @@ def _widen_known_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> No
         for row in sorted(rows, key=lambda row: row["known"])
     ]
     if params:
-        session.connection().execute(statement, params)
+        execute_many(session, statement, params)
 
 
 def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -858,7 +859,7 @@ def _widen_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
                 "branch": func.coalesce(RUNS.c.branch, new.branch),
             },
         )
-        session.connection().execute(statement, list(rows))
+        execute_many(session, statement, rows)
     return len(rows)
 
 

@@ -81,21 +81,57 @@ def column_processors(dialect: Any, table: Table, names: Sequence[str]) -> list[
     """
     processors: list[tuple[int, Callable[[Any], Any]]] = []
     for index, name in enumerate(names):
-        column_type = table.c[name].type
-        typed = column_type.dialect_impl(dialect)
-        if isinstance(typed, UTCDateTime) and typed.impl_instance.bind_processor(dialect) is None:
-            processors.append((index, naive_utc))
-        elif dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
-            processors.append((index, _sqlite_utc_text))
-        elif (
-            isinstance(typed, TypeDecorator)
-            and type(typed).process_bind_param is not TypeDecorator.process_bind_param
-            and typed.impl_instance.bind_processor(dialect) is None
-        ):
-            processors.append((index, partial(typed.process_bind_param, dialect=dialect)))
-        elif process := typed.bind_processor(dialect):
+        if process := type_processor(dialect, table.c[name].type):
             processors.append((index, process))
     return processors
+
+
+def type_processor(dialect: Any, column_type: Any) -> Callable[[Any], Any] | None:
+    """What a value of this type becomes before the driver sees it (`column_processors`), or None."""
+    typed = column_type.dialect_impl(dialect)
+    if isinstance(typed, UTCDateTime) and typed.impl_instance.bind_processor(dialect) is None:
+        return naive_utc
+    if dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
+        return _sqlite_utc_text
+    if (
+        isinstance(typed, TypeDecorator)
+        and type(typed).process_bind_param is not TypeDecorator.process_bind_param
+        and typed.impl_instance.bind_processor(dialect) is None
+    ):
+        return partial(typed.process_bind_param, dialect=dialect)
+    process: Callable[[Any], Any] | None = typed.bind_processor(dialect)
+    return process
+
+
+def execute_many(session: Session, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`session.connection().execute(statement, rows)`, an executemany of rows that all have the same keys.
+
+    On SQLite the statement is compiled once and each value converted once by its parameter's type
+    (`type_processor`), then handed to the driver's executemany as it is: SQLAlchemy's own processing of
+    each row's parameters cost about 40 µs a row, most of the writing of an import's runs (about 11 000 on
+    the record-dense logs, 0.9 CPU seconds). On PostgreSQL SQLAlchemy's execution is kept: it sends an
+    INSERT's rows in multi-row statements (insertmanyvalues)."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    compiled = statement.compile(dialect=dialect, column_keys=names)
+    if dialect.name != "sqlite" or not compiled.positional or compiled.post_compile_params:
+        connection.execute(statement, list(rows))
+        return
+    binds = compiled.binds
+    order = compiled.positiontup or []
+    processors = [type_processor(dialect, binds[name].type) for name in order]
+    constants = {name: binds[name].effective_value for name in order if name not in rows[0]}
+    params = []
+    for row in rows:
+        values = []
+        for name, process in zip(order, processors, strict=True):
+            value = row[name] if name in row else constants[name]
+            values.append(value if process is None else process(value))
+        params.append(tuple(values))
+    connection.exec_driver_sql(compiled.string, params)
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
@@ -110,7 +146,8 @@ def naive_utc(value: datetime | None) -> datetime | None:
 
 def _sqlite_utc_text(value: datetime | None) -> str | None:
     if value is not None and value.tzinfo is UTC:  # the usual: "...+00:00" cut off is the naive UTC text
-        return value.isoformat(" ", "microseconds")[:26]
+        text = str(value)  # isoformat(" "), without parsing arguments: half the time
+        return text[:26] if value.microsecond else text[:19] + ".000000"
     naive = naive_utc(value)
     return None if naive is None else naive.isoformat(" ", "microseconds")
 

@@ -196,6 +196,34 @@ def test_the_default_folders_are_claude_config_dir_else_the_two_home_folders(tmp
         log_files(*default_folders({}, tmp_path / "nobody"))
 
 
+def test_files_are_ordered_by_their_first_timestamp_however_far_into_the_file_it_is(tmp_path: Path) -> None:
+    """Listing reads a file's start (HEAD_BYTES) for its first timestamp, and reads on when none is there:
+    past a long first line, a line cut at the head's end, or no timestamp at all (such files go last)."""
+    folder = tmp_path / "projects" / "-home-ana-api"
+    folder.mkdir(parents=True)
+    long_text = "x" * (2 * claude_code.HEAD_BYTES)
+    untimed = json.dumps({"type": "summary", "summary": long_text})
+    files = {
+        "late.jsonl": user("s1", "2026-11-24T12:00:00.000Z") + "\n",
+        "after-a-long-line.jsonl": untimed + "\n" + user("s2", "2026-11-24T09:00:00.000Z") + "\n",
+        "cut-at-the-head.jsonl": "{}\n" * (claude_code.HEAD_BYTES // 3 - 10)
+        + user("s3", "2026-11-24T10:00:00.000Z")
+        + "\n",
+        "long-first-line.jsonl": json.dumps({"timestamp": "2026-11-24T11:00:00.000Z", "pad": long_text}) + "\n",
+        "never.jsonl": untimed + "\n",
+    }
+    for name, body in files.items():
+        (folder / name).write_text(body)
+    names = [path.name for path in log_files(tmp_path)]
+    assert names == [
+        "after-a-long-line.jsonl",
+        "cut-at-the-head.jsonl",
+        "long-first-line.jsonl",
+        "late.jsonl",
+        "never.jsonl",
+    ]
+
+
 def test_re_importing_the_same_logs_adds_nothing(tmp_path: Path, engine: Engine) -> None:
     root = write_log_set(tmp_path / ".claude")
     import_logs(engine, root, "ana@example.com", weight_for)
