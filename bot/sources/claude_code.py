@@ -500,15 +500,22 @@ def _is_object(raw: bytes) -> bool:
 
 
 def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[bytes]:
-    """A file's lines (without their newlines), read in large blocks; `advance` hears the bytes read."""
+    """A file's lines (without their newlines), read in large blocks; `advance` hears the bytes read.
+
+    Read by the descriptor in blocks not much larger than the file: a file object's read(BLOCK_BYTES) maps
+    and unmaps 4 MB for a file of a few kilobytes, and the record-dense logs are 7 800 such files."""
     rest = b""
-    with path.open("rb") as handle:
-        while block := handle.read(BLOCK_BYTES):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        wanted = min(BLOCK_BYTES, max(os.fstat(descriptor).st_size + 1, 1 << 16))  # a file may grow meanwhile
+        while block := os.read(descriptor, wanted):
             lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
             rest = lines.pop()
             yield from lines
             if advance:
                 advance(len(block))
+    finally:
+        os.close(descriptor)
     if rest:
         yield rest
 
