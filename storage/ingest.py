@@ -61,6 +61,7 @@ from storage.upsert import (
     execute_many,
     insert_new,
     insert_values,
+    iso_z_as_sqlite_text,
     lookup,
     merge_usage_totals,
 )
@@ -498,11 +499,21 @@ def ingest_telemetry(
     return result
 
 
-def usage_converters(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+Converters = tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[str], Any]]
+
+
+def usage_converters(dialect: Any) -> Converters:
     """What `usage_record`'s time and cost become for the driver on this database (`column_processors`):
-    for callers that build storage rows themselves (`ingest_usage_rows`), converting each value once."""
+    for callers that build storage rows themselves (`ingest_usage_rows`), converting each value once. The
+    third gives the time from the text it was read from, when that is quicker ("...Z" on SQLite,
+    `iso_z_as_sqlite_text`), else None: then convert the parsed time with the first."""
     processors = dict(column_processors(dialect, USAGE, USAGE_COLUMNS))
-    return processors.get(OCCURRED, _same), processors.get(COST, _same)
+    from_text = iso_z_as_sqlite_text if dialect.name == "sqlite" else _nothing
+    return processors.get(OCCURRED, _same), processors.get(COST, _same), from_text
+
+
+def _nothing(_text: str) -> None:
+    return None
 
 
 def _run_row(source_id: int, person_id: int, run: SeenRun, known: int | None) -> dict[str, Any]:

@@ -144,10 +144,19 @@ def naive_utc(value: datetime | None) -> datetime | None:
     return naive - offset if offset else naive
 
 
+def iso_z_as_sqlite_text(stamp: str) -> str | None:
+    """What `_sqlite_utc_text` makes of the time a valid ISO 8601 text in UTC with milliseconds names, when
+    it is written "2026-11-24T10:00:00.123Z" (as Claude Code writes its times), cut from the text itself in a
+    sixth of the time; None for any other form. The text must be one `datetime.fromisoformat` read."""
+    written_so = len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T"
+    if written_so and stamp[4] == stamp[7] == "-" and stamp[13] == stamp[16] == ":":
+        return f"{stamp[:10]} {stamp[11:23]}000"
+    return None
+
+
 def _sqlite_utc_text(value: datetime | None) -> str | None:
     if value is not None and value.tzinfo is UTC:  # the usual: "...+00:00" cut off is the naive UTC text
-        text = str(value)  # isoformat(" "), without parsing arguments: half the time
-        return text[:26] if value.microsecond else text[:19] + ".000000"
+        return value.isoformat(" ", "microseconds")[:26]
     naive = naive_utc(value)
     return None if naive is None else naive.isoformat(" ", "microseconds")
 

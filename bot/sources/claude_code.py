@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 
 from bot.pricing import fast_price, price_nano
 from storage.github import LinkRules, relink_runs
-from storage.ingest import ingest_usage_rows, run_ids, usage_converters, write_atomically
+from storage.ingest import Converters, ingest_usage_rows, run_ids, usage_converters, write_atomically
 from storage.ingest_schemas import SeenRun, SeenUsage
 from storage.models import id_of
 from storage.sources import internal_source
@@ -439,10 +439,11 @@ def _read_usage_slowly(raw: bytes, name: str, number: int, email: str) -> Read |
 Row = tuple[list[Any], datetime, str | None, str | None]
 
 
-def _row_of(kept: Any, key: str, occurred: Callable[[Any], Any], scaled: Callable[[Any], Any]) -> Row:
+def _row_of(kept: Any, key: str, converters: Converters) -> Row:
     """The storage row of a kept copy (`Read`'s line as kept), its cost priced from its tokens when the line
-    reported none; `occurred` and `scaled` convert its time and cost for the database (`usage_converters`).
-    The source, the person and the run are left for the writer; the run's place holds the session id."""
+    reported none; `converters` convert its time and cost for the database (`usage_converters`). The
+    source, the person and the run are left for the writer; the run's place holds the session id."""
+    occurred, scaled, from_text = converters
     if isinstance(kept, LoggedUsage):
         return _record_row(kept, occurred, scaled)
     line, when = kept
@@ -459,7 +460,8 @@ def _row_of(kept: Any, key: str, occurred: Callable[[Any], Any], scaled: Callabl
     if cost is None:
         cost = _scaled_price(model, tokens, scaled)
     session_id = line.session_id
-    row = [None, None, session_id[:200] if session_id else None, occurred(when), AGENT, model, *tokens, cost, key]
+    stored = from_text(line.timestamp) or occurred(when)  # the timestamp `_read_usage` parsed as `when`
+    row = [None, None, session_id[:200] if session_id else None, stored, AGENT, model, *tokens, cost, key]
     row.append(None if cost is None else "priced")
     return row, when, project_of(line.cwd), _short(line.git_branch)
 
@@ -524,7 +526,7 @@ def read_logs(
     files: list[Path],
     email: str,
     summary: ImportSummary,
-    converters: tuple[Callable[[Any], Any], Callable[[Any], Any]],
+    converters: Converters,
     advance: Callable[[int], None] | None = None,
 ) -> Iterator[Row]:
     """Usage one message at a time, as storage rows (`_row_of`; `converters`: `usage_converters`' time and
@@ -537,7 +539,6 @@ def read_logs(
     back until COPY_WINDOW newer messages of the same file have followed it: memory stays flat however
     long a file is.
     """
-    occurred, scaled = converters
     parents: set[int] = set()  # hashes of the message ids main threads reported (sidechain replays repeat them)
     for path in files:
         summary.files += 1
@@ -575,7 +576,7 @@ def read_logs(
                 kept[key] = (total, line)
                 if len(kept) > COPY_WINDOW:
                     oldest, (_, first) = kept.popitem(last=False)
-                    yield _row_of(first, oldest, occurred, scaled)
+                    yield _row_of(first, oldest, converters)
             else:
                 duplicates += 1  # a streamed copy: one of the two is left out
                 if total > earlier[0]:
@@ -585,7 +586,7 @@ def read_logs(
         summary.usage_lines += usage_lines
         summary.duplicates += duplicates
         for key, (_, line) in kept.items():
-            yield _row_of(line, key, occurred, scaled)
+            yield _row_of(line, key, converters)
 
 
 def _total(record: LoggedUsage) -> int:
