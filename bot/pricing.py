@@ -15,6 +15,10 @@ from functools import lru_cache
 from genai_prices import Usage, calc_price
 from genai_prices.types import TieredPrices
 
+from storage.types import NANO
+
+EXACT_TOKENS = 10**12  # below this, a token count times a rate stays exact in Decimal's 28 digits
+
 
 @lru_cache(maxsize=4096)
 def _known(model: str) -> bool:
@@ -126,3 +130,45 @@ def fast_price(
     if linear is None:
         return price(model, *tokens)
     return linear(tokens)
+
+
+@lru_cache(maxsize=4096)
+def _nano_rates(model: str, tier: int) -> tuple[int, int, int, int, int] | None:
+    """The model's price in one tier in whole nano-dollars (fixed part, then per token of each kind), or None
+    when a rate is not a whole number of nano-dollars (or the price is not linear there)."""
+    linear = _linear(model, tier)
+    if linear is None:
+        return None
+    scaled = [value * NANO for value in (linear.fixed, *linear.rates)]
+    if any(value != value.to_integral_value() for value in scaled):
+        return None
+    fixed, input_rate, output_rate, read_rate, write_rate = (int(value) for value in scaled)
+    return fixed, input_rate, output_rate, read_rate, write_rate
+
+
+def price_nano(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> int | None:
+    """fast_price() in whole nano-dollars (what a cost is stored as), computed in integers: exactly the
+    stored value of fast_price's Decimal whenever this answers. None when it cannot be exact that way (an
+    unknown model, a rate finer than a nano-dollar a token, counts of a trillion tokens or more): then ask
+    fast_price(). genai-prices' rates for the common models are whole nano-dollars a token."""
+    starts = _tier_starts(model)
+    if starts is None:
+        return None
+    total = input_tokens + cache_read_tokens + cache_write_tokens
+    rates = _nano_rates(model, bisect_left(starts, total))
+    if rates is None or total >= EXACT_TOKENS or output_tokens >= EXACT_TOKENS:
+        return None
+    fixed, input_rate, output_rate, read_rate, write_rate = rates
+    return (
+        fixed
+        + input_rate * input_tokens
+        + output_rate * output_tokens
+        + read_rate * cache_read_tokens
+        + write_rate * cache_write_tokens
+    )

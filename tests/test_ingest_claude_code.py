@@ -16,11 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlmodel import Session, select
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
 from bot.sources import claude_code
 from bot.sources.claude_code import LogsNotFound, default_folders, import_logs, log_files, usage_of
+from storage.ingest import usage_converters
 from storage.models import AgentRun, UsageRecord
 from tests.support.claude_logs import compact, find_ccusage, write_claude_logs
 from tests.support.ingest_fixtures import row_counts
@@ -194,6 +196,34 @@ def test_the_default_folders_are_claude_config_dir_else_the_two_home_folders(tmp
         log_files(*default_folders({}, tmp_path / "nobody"))
 
 
+def test_files_are_ordered_by_their_first_timestamp_however_far_into_the_file_it_is(tmp_path: Path) -> None:
+    """Listing reads a file's start (HEAD_BYTES) for its first timestamp, and reads on when none is there:
+    past a long first line, a line cut at the head's end, or no timestamp at all (such files go last)."""
+    folder = tmp_path / "projects" / "-home-ana-api"
+    folder.mkdir(parents=True)
+    long_text = "x" * (2 * claude_code.HEAD_BYTES)
+    untimed = json.dumps({"type": "summary", "summary": long_text})
+    files = {
+        "late.jsonl": user("s1", "2026-11-24T12:00:00.000Z") + "\n",
+        "after-a-long-line.jsonl": untimed + "\n" + user("s2", "2026-11-24T09:00:00.000Z") + "\n",
+        "cut-at-the-head.jsonl": "{}\n" * (claude_code.HEAD_BYTES // 3 - 10)
+        + user("s3", "2026-11-24T10:00:00.000Z")
+        + "\n",
+        "long-first-line.jsonl": json.dumps({"timestamp": "2026-11-24T11:00:00.000Z", "pad": long_text}) + "\n",
+        "never.jsonl": untimed + "\n",
+    }
+    for name, body in files.items():
+        (folder / name).write_text(body)
+    names = [path.name for path in log_files(tmp_path)]
+    assert names == [
+        "after-a-long-line.jsonl",
+        "cut-at-the-head.jsonl",
+        "long-first-line.jsonl",
+        "late.jsonl",
+        "never.jsonl",
+    ]
+
+
 def test_re_importing_the_same_logs_adds_nothing(tmp_path: Path, engine: Engine) -> None:
     root = write_log_set(tmp_path / ".claude")
     import_logs(engine, root, "ana@example.com", weight_for)
@@ -229,7 +259,10 @@ def _peak(engine: Engine, root: Path) -> int:
         tracemalloc.stop()
 
 
-def test_memory_does_not_grow_with_log_size(tmp_path: Path, engine: Engine) -> None:
+def test_memory_does_not_grow_with_log_size(tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file is read in blocks of at most BLOCK_BYTES (a smaller file in one): blocks smaller than these
+    # files (0.5 and 2 MB), so that what could grow with them is the import's own state.
+    monkeypatch.setattr(claude_code, "BLOCK_BYTES", 1 << 16)
     _big_log(tmp_path / "warm" / "projects" / "p", 100)
     _big_log(tmp_path / "small" / "projects" / "p", 400)
     _big_log(tmp_path / "large" / "projects" / "p", 1600)
@@ -372,15 +405,21 @@ usage_lines = st.fixed_dictionaries(
 
 
 def _read_both_ways(raw: bytes) -> tuple[object, object]:
-    """(fast, exact) reading of one line: its usage (priced), message id and sidechain flag, or "skipped"."""
+    """(fast, exact) reading of one line: its key, token total, storage row (priced, as SQLite takes it),
+    time, project and branch, message id and sidechain flag; None when it has no usage; or "skipped"."""
+    converters = usage_converters(sqlite_dialect())
     results: list[object] = []
     for read in (claude_code._read_usage, claude_code._read_usage_slowly):
         try:
-            record, message_id, sidechain = read(raw, "p/f.jsonl:1", "a@b.c")
+            found = read(raw, "p/f.jsonl", 1, "a@b.c")
         except ValueError:
             results.append("skipped")
             continue
-        results.append((record and claude_code._priced(record), message_id, sidechain))
+        if found is None:
+            results.append(None)
+            continue
+        key, total, line, message_id, sidechain = found
+        results.append((key, total, claude_code._row_of(line, key, converters), message_id, sidechain))
     return results[0], results[1]
 
 
@@ -393,7 +432,7 @@ def test_the_fast_reader_reads_every_line_as_json_loads_and_usage_of_read_it(
     fast, exact = _read_both_ways(raw)
     assert fast == exact
     if claude_code.USAGE_KEY not in raw:  # lines the filter passes by: checked to be objects, never read
-        assert exact in ("skipped", (None, None, False))
+        assert exact in ("skipped", None)
 
 
 @settings(max_examples=300, deadline=None)
@@ -407,6 +446,25 @@ def test_any_bytes_are_read_alike_by_both_readers_and_counted_broken_alike(raw: 
     except ValueError:
         is_object = False
     assert claude_code._is_object(raw) == is_object
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), timezones=st.just(UTC)),
+    st.sampled_from(["milliseconds", "microseconds", "seconds"]),
+    st.sampled_from(["T", " "]),
+)
+def test_a_time_written_with_a_z_is_stored_on_sqlite_as_its_parsed_time_is(
+    moment: datetime, timespec: str, separator: str
+) -> None:
+    """The SQLite text cut from Claude Code's "...T10:00:00.123Z" is the one the parsed time converts to."""
+    occurred, _scaled, from_text = usage_converters(sqlite_dialect())
+    stamp = moment.isoformat(separator, timespec).replace("+00:00", "Z")
+    parsed = claude_code._parse_time(stamp)
+    assert parsed is not None
+    cut = from_text(stamp)
+    assert cut is None or cut == occurred(parsed)
+    assert (cut is not None) == (timespec == "milliseconds" and separator == "T")
 
 
 def test_lines_msgspec_refuses_are_read_the_exact_way(tmp_path: Path) -> None:

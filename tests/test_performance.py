@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from bot.pricing import fast_price, price
+from bot.pricing import EXACT_TOKENS, fast_price, price, price_nano
 from bot.seed import seed_organisation
+from storage.types import ScaledDecimal
 from tests.benchmarks import bench_suite
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
@@ -45,6 +46,28 @@ def test_fast_price_is_exactly_genai_prices_answer(
     assert fast_price(model, input_tokens, output_tokens, cache_read, cache_write) == price(
         model, input_tokens, output_tokens, cache_read, cache_write
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    model=st.sampled_from(MODELS),
+    input_tokens=tokens | near_tier | st.integers(min_value=0, max_value=EXACT_TOKENS),
+    output_tokens=st.integers(min_value=0, max_value=20_000) | st.integers(min_value=0, max_value=10**14),
+    cache_read=tokens,
+    cache_write=st.integers(min_value=0, max_value=40_000) | st.just(0),
+)
+def test_price_in_nano_dollars_is_exactly_the_stored_value_of_genai_prices_answer(
+    model: str, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int
+) -> None:
+    """What the importer of Claude Code's logs stores without a Decimal: the integer ScaledDecimal makes of
+    price(), or None (unknown model, counts too large to be sure of), never another number."""
+    nano = price_nano(model, input_tokens, output_tokens, cache_read, cache_write)
+    exact = price(model, input_tokens, output_tokens, cache_read, cache_write)
+    stored = ScaledDecimal().process_bind_param(exact, None)
+    too_large = input_tokens + cache_read + cache_write >= EXACT_TOKENS or output_tokens >= EXACT_TOKENS
+    assert nano == (None if too_large else stored)
+    if model.startswith(("claude", "gpt")) and not too_large:
+        assert nano is not None  # the common models' rates are whole nano-dollars a token
 
 
 def test_fast_price_changes_tier_where_genai_prices_does() -> None:

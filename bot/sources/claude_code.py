@@ -32,9 +32,9 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine
 
-from bot.pricing import fast_price
+from bot.pricing import fast_price, price_nano
 from storage.github import LinkRules, relink_runs
-from storage.ingest import ingest_usage_rows, run_ids, usage_converters, write_atomically
+from storage.ingest import Converters, ingest_usage_rows, run_ids, usage_converters, write_atomically
 from storage.ingest_schemas import SeenRun, SeenUsage
 from storage.models import id_of
 from storage.sources import internal_source
@@ -130,25 +130,46 @@ class _Stamped(msgspec.Struct):
 _decode_stamp = msgspec.json.Decoder(_Stamped).decode
 
 
+HEAD_BYTES = 1 << 13  # how much of a file is read for its first timestamp (the rest only when none is there)
+
+
 def _first_timestamp(path: Path) -> tuple[str, int]:
-    """The file's first timestamp ("~" when it has none: such files go last) and its size."""
-    with path.open("rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        for raw in handle:
-            stamp: Any
-            try:
-                stamp = _decode_stamp(raw).timestamp
-                if not raw.isascii():
-                    raw.decode()
-            except (msgspec.DecodeError, UnicodeDecodeError):  # as below: the exact, slow way
-                try:
-                    stamp = json.loads(raw).get("timestamp")
-                except (ValueError, AttributeError):
-                    continue
-            moment = _parse_time(stamp) if isinstance(stamp, str) else None
-            if moment is not None:
-                return moment.isoformat(), size
+    """The file's first timestamp ("~" when it has none: such files go last) and its size. Its start is read
+    in one call, without a file object: listing opens every file once, so this is per-file overhead."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        head = os.read(descriptor, HEAD_BYTES)
+    finally:
+        os.close(descriptor)
+    lines = head.split(b"\n")
+    whole = len(head) < HEAD_BYTES  # the file ended within the head: its last piece is its last line
+    if not whole:
+        lines.pop()  # perhaps cut: read again below if no line before it had a timestamp
+    for raw in lines:
+        if (moment := _stamp_of(raw)) is not None:
+            return moment.isoformat(), size
+    if not whole:
+        with path.open("rb") as handle:
+            for raw in handle:
+                if (moment := _stamp_of(raw)) is not None:
+                    return moment.isoformat(), size
     return "~", size
+
+
+def _stamp_of(raw: bytes) -> datetime | None:
+    """A line's timestamp, when it is a JSON object with a valid one."""
+    stamp: Any
+    try:
+        stamp = _decode_stamp(raw).timestamp
+        if not raw.isascii():
+            raw.decode()
+    except (msgspec.DecodeError, UnicodeDecodeError):  # as below: the exact, slow way
+        try:
+            stamp = json.loads(raw).get("timestamp")
+        except (ValueError, AttributeError):
+            return None
+    return _parse_time(stamp) if isinstance(stamp, str) else None
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -223,7 +244,7 @@ def _logged(
     price_now: bool = True,
 ) -> LoggedUsage | None:
     """One line's usage from its fields, however they were parsed: `usage_of` and the fast reader share it.
-    Without `price_now` a cost the line does not report is left for `_priced` (the reader prices only the
+    Without `price_now` a cost the line does not report is left for `_row_of` (the reader prices only the
     copy of a message it keeps)."""
     if model_name == "<synthetic>":
         return None  # Claude Code's own placeholder messages (errors, interruptions): no API call, no tokens
@@ -284,15 +305,6 @@ def _logged(
     )
 
 
-def _priced(record: LoggedUsage) -> LoggedUsage:
-    """The record with its cost priced from its tokens, when the line reported none."""
-    if record.cost_usd is None:
-        tokens = (record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_write_tokens)
-        record.cost_usd = fast_price(record.model, *tokens)
-        record.cost_source = "priced" if record.cost_usd is not None else None
-    return record
-
-
 @lru_cache(maxsize=4096)
 def project_of(cwd: Any) -> str | None:
     """The checkout folder a session ran in: the last component of its working directory, never the full
@@ -344,22 +356,29 @@ USAGE_KEY = b'"usage"'  # a line without these bytes reports no usage: it is che
 BLOCK_BYTES = 1 << 22
 
 
-def _read_usage(raw: bytes, where: str, email: str) -> tuple[LoggedUsage | None, str | None, bool]:
-    """(usage, message id, is a sidechain line) of a line that mentions usage; ValueError for a broken one."""
+# What a usage line gives the de-duplication: (dedupe key, token total, the line as kept, message id, whether
+# it is a sidechain line). The line as kept is the decoded line and its time for the usual line, whose row
+# is built only if it is the copy kept (`_row_of`), or the LoggedUsage the exact reading made.
+Read = tuple[str, int, Any, str | None, bool]
+
+
+def _read_usage(raw: bytes, name: str, number: int, email: str) -> Read | None:
+    """A line that mentions usage, read (`Read`), or None when it reports none; ValueError for a broken one.
+    `name` and `number`: the file and the line's place in it (the key of a line without ids)."""
     try:
         line = _decode_line(raw)
         if not raw.isascii():
             raw.decode()  # json.loads refuses what is not UTF-8; msgspec does not look inside skipped strings
     except (msgspec.DecodeError, UnicodeDecodeError):  # or fields of unexpected types: the exact, slow way
-        return _read_usage_slowly(raw, where, email)
+        return _read_usage_slowly(raw, name, number, email)
     message = line.message
     if message is None or message.usage is None:
-        return None, None, False
+        return None
     usage = message.usage
     model, stamp, message_id, request_id = message.model, line.timestamp, message.id, line.request_id
     input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
     cache_read, cache_write = usage.cache_read_input_tokens, usage.cache_creation_input_tokens
-    if (  # the usual line, as Claude Code writes it: `_logged`'s checks in one test, its record built here
+    if (  # the usual line, as Claude Code writes it: `_logged`'s checks in one test, its record left unbuilt
         model
         and model != "<synthetic>"
         and len(model) <= 120
@@ -380,27 +399,11 @@ def _read_usage(raw: bytes, where: str, email: str) -> tuple[LoggedUsage | None,
         when = _parse_time(stamp)
         if when is None:
             raise ValueError("no valid timestamp")
-        session_id = line.session_id
-        usual = LoggedUsage(  # SeenUsage's fields in order, to the cost (none: priced if kept, by _priced)
-            f"cc:{message_id}:{request_id}",
-            email,
-            when,
-            AGENT,
-            model,
-            session_id[:200] if session_id else None,
-            None,
-            input_tokens,
-            output_tokens,
-            cache_read,
-            cache_write,
-            project=project_of(line.cwd),
-            branch=_short(line.git_branch),
-        )
-        return usual, message_id, line.sidechain is True
-    tokens = (input_tokens, output_tokens, cache_read, cache_write)
+        total = input_tokens + output_tokens + cache_read + cache_write
+        return f"cc:{message_id}:{request_id}", total, (line, when), message_id, line.sidechain is True
     record = _logged(
         message.model,
-        tokens,
+        (input_tokens, output_tokens, cache_read, cache_write),
         line.timestamp,
         message.id,
         line.request_id,
@@ -408,25 +411,80 @@ def _read_usage(raw: bytes, where: str, email: str) -> tuple[LoggedUsage | None,
         line.session_id,
         line.cwd,
         line.git_branch,
-        where,
+        f"{name}:{number}",
         email,
         price_now=False,
     )
-    return record, message.id, line.sidechain is True
+    if record is None:
+        return None
+    return record.dedupe_key, _total(record), record, message.id, line.sidechain is True
 
 
-def _read_usage_slowly(raw: bytes, where: str, email: str) -> tuple[LoggedUsage | None, str | None, bool]:
+def _read_usage_slowly(raw: bytes, name: str, number: int, email: str) -> Read | None:
     try:
         line = json.loads(raw)
     except UnicodeDecodeError as error:
         raise ValueError("not UTF-8") from error
     if not isinstance(line, dict):
         raise ValueError("not an object")
-    record = usage_of(line, where, email)  # priced already: _priced leaves it as it is
+    record = usage_of(line, f"{name}:{number}", email)  # priced already: _row_of leaves its cost as it is
     if record is None:
-        return None, None, False
+        return None
     message_id = line["message"].get("id")
-    return record, message_id if isinstance(message_id, str) else None, line.get("isSidechain") is True
+    message_id = message_id if isinstance(message_id, str) else None
+    return record.dedupe_key, _total(record), record, message_id, line.get("isSidechain") is True
+
+
+# A kept copy as `import_logs` writes it: (storage row as `ingest_usage_rows` takes it, time, project, branch).
+Row = tuple[list[Any], datetime, str | None, str | None]
+
+
+def _row_of(kept: Any, key: str, converters: Converters) -> Row:
+    """The storage row of a kept copy (`Read`'s line as kept), its cost priced from its tokens when the line
+    reported none; `converters` convert its time and cost for the database (`usage_converters`). The
+    source, the person and the run are left for the writer; the run's place holds the session id."""
+    occurred, scaled, from_text = converters
+    if isinstance(kept, LoggedUsage):
+        return _record_row(kept, occurred, scaled)
+    line, when = kept
+    message = line.message
+    usage = message.usage
+    model = message.model
+    tokens = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens,
+    )
+    cost = price_nano(model, *tokens)
+    if cost is None:
+        cost = _scaled_price(model, tokens, scaled)
+    session_id = line.session_id
+    stored = from_text(line.timestamp) or occurred(when)  # the timestamp `_read_usage` parsed as `when`
+    row = [None, None, session_id[:200] if session_id else None, stored, AGENT, model, *tokens, cost, key]
+    row.append(None if cost is None else "priced")
+    return row, when, project_of(line.cwd), _short(line.git_branch)
+
+
+def _record_row(record: LoggedUsage, occurred: Callable[[Any], Any], scaled: Callable[[Any], Any]) -> Row:
+    tokens = (record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_write_tokens)
+    if record.cost_usd is not None:
+        cost: int | None = scaled(record.cost_usd)
+        source = record.cost_source or "reported"
+    else:
+        cost = price_nano(record.model, *tokens)
+        if cost is None:
+            cost = _scaled_price(record.model, tokens, scaled)
+        source = "priced"
+    row = [None, None, record.run_external_id, occurred(record.occurred_at), AGENT, record.model, *tokens, cost]
+    row += [record.dedupe_key, None if cost is None else source]
+    return row, record.occurred_at, record.project, record.branch
+
+
+def _scaled_price(model: str, tokens: tuple[int, int, int, int], scaled: Callable[[Any], Any]) -> int | None:
+    """The stored cost of a line `price_nano` could not price exactly: fast_price's Decimal, scaled."""
+    cost = fast_price(model, *tokens)
+    return None if cost is None else int(scaled(cost))
 
 
 def _is_object(raw: bytes) -> bool:
@@ -444,51 +502,65 @@ def _is_object(raw: bytes) -> bool:
 
 
 def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[bytes]:
-    """A file's lines (without their newlines), read in large blocks; `advance` hears the bytes read."""
+    """A file's lines (without their newlines), read in large blocks; `advance` hears the bytes read.
+
+    Read by the descriptor in blocks not much larger than the file: a file object's read(BLOCK_BYTES) maps
+    and unmaps 4 MB for a file of a few kilobytes, and the record-dense logs are 7 800 such files."""
     rest = b""
-    with path.open("rb") as handle:
-        while block := handle.read(BLOCK_BYTES):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        wanted = min(BLOCK_BYTES, max(os.fstat(descriptor).st_size + 1, 1 << 16))  # a file may grow meanwhile
+        while block := os.read(descriptor, wanted):
             lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
             rest = lines.pop()
             yield from lines
             if advance:
                 advance(len(block))
+    finally:
+        os.close(descriptor)
     if rest:
         yield rest
 
 
 def read_logs(
-    files: list[Path], email: str, summary: ImportSummary, advance: Callable[[int], None] | None = None
-) -> Iterator[LoggedUsage]:
-    """Usage one message at a time; `advance` hears how many bytes were read, for a progress bar.
+    files: list[Path],
+    email: str,
+    summary: ImportSummary,
+    converters: Converters,
+    advance: Callable[[int], None] | None = None,
+) -> Iterator[Row]:
+    """Usage one message at a time, as storage rows (`_row_of`; `converters`: `usage_converters`' time and
+    cost conversions); `advance` hears how many bytes were read, for a progress bar.
 
     Claude Code writes a message once per content block while it streams: the copies share `message.id`
     and `requestId`, and only the last carries the final usage (earlier ones have partial output tokens).
-    Of the copies, the one with the largest token total is kept, as ccusage does today. Copies are written
-    one after another (other lines may fall between them), so a message is held back until COPY_WINDOW
-    newer messages of the same file have followed it: memory stays flat however long a file is.
+    Of the copies, the one with the largest token total is kept, as ccusage does today, and only its row is
+    built. Copies are written one after another (other lines may fall between them), so a message is held
+    back until COPY_WINDOW newer messages of the same file have followed it: memory stays flat however
+    long a file is.
     """
     parents: set[int] = set()  # hashes of the message ids main threads reported (sidechain replays repeat them)
     for path in files:
         summary.files += 1
         name = f"{path.parent.name}/{path.name}"
-        kept: OrderedDict[str, LoggedUsage] = OrderedDict()
+        kept: OrderedDict[str, tuple[int, Any]] = OrderedDict()  # key -> (token total, the line as kept)
         lines = malformed = usage_lines = duplicates = 0  # the summary's counts for this file, added at its end
         for number, raw in enumerate(_lines(path, advance), start=1):
             if USAGE_KEY not in raw:
-                if raw.strip():
+                if raw and not raw.isspace():  # what `raw.strip()` tells, without copying the line
                     lines += 1
                     if not _is_object(raw):
                         malformed += 1
                 continue
             lines += 1
             try:
-                record, message_id, sidechain = _read_usage(raw, f"{name}:{number}", email)
+                read = _read_usage(raw, name, number, email)
             except ValueError:
                 malformed += 1
                 continue
-            if record is None:
+            if read is None:
                 continue
+            key, total, line, message_id, sidechain = read
             usage_lines += 1
             # A sidechain's copy of a message its main thread already reported (same `message.id`, another
             # `requestId`) is a replay; a main-thread line's message id is remembered, as a hash.
@@ -499,22 +571,22 @@ def read_logs(
                         continue
                 else:
                     parents.add(hash(message_id))
-            key = record.dedupe_key
             earlier = kept.get(key)
             if earlier is None:
-                kept[key] = record
+                kept[key] = (total, line)
                 if len(kept) > COPY_WINDOW:
-                    yield _priced(kept.popitem(last=False)[1])
+                    oldest, (_, first) = kept.popitem(last=False)
+                    yield _row_of(first, oldest, converters)
             else:
                 duplicates += 1  # a streamed copy: one of the two is left out
-                if _total(record) > _total(earlier):
-                    kept[key] = record
+                if total > earlier[0]:
+                    kept[key] = (total, line)
         summary.lines += lines
         summary.malformed += malformed
         summary.usage_lines += usage_lines
         summary.duplicates += duplicates
-        for record in kept.values():
-            yield _priced(record)
+        for key, (_, line) in kept.items():
+            yield _row_of(line, key, converters)
 
 
 def _total(record: LoggedUsage) -> int:
@@ -545,34 +617,16 @@ def import_logs(
     sessions: set[str] = set()
     on_branches: set[str] = set()  # sessions that name their git branch: the ones a merge may link
     email = email.strip().lower()
-    occurred, scaled = usage_converters(engine.dialect)  # each record's time and cost converted once, here
+    converters = usage_converters(engine.dialect)  # each record's time and cost converted once, by the reader
     rows: list[list[Any]] = []  # the chunk's usage records as the driver takes them (ingest_usage_rows)
     days: set[tuple[date, str]] = set()
     runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
     writer = _ChunkWriter(engine, summary, email)
     try:
-        for record in read_logs(files, email, summary, on_progress):
-            session_id = record.run_external_id
-            when = record.occurred_at
-            cost = record.cost_usd
-            rows.append(
-                [
-                    None,  # the source, the person and the run: filled by the writer
-                    None,
-                    session_id,
-                    occurred(when),
-                    AGENT,
-                    record.model,
-                    record.input_tokens,
-                    record.output_tokens,
-                    record.cache_read_tokens,
-                    record.cache_write_tokens,
-                    None if cost is None else scaled(cost),
-                    record.dedupe_key,
-                    None if cost is None else record.cost_source or "reported",
-                ]
-            )
+        for row, when, project, branch in read_logs(files, email, summary, converters, on_progress):
+            rows.append(row)
             days.add((when.date(), AGENT))  # a UTC time: its date is the UTC day
+            session_id = row[2]
             if session_id:
                 sessions.add(session_id)
                 run = runs.get(session_id)
@@ -583,8 +637,8 @@ def import_logs(
                         agent=AGENT,
                         started_at=when,
                         ended_at=when,
-                        project=record.project,
-                        branch=record.branch,
+                        project=project,
+                        branch=branch,
                     )
                 else:  # widened (its end is set: this loop made it); what a run has is kept
                     if when < run.started_at:
@@ -592,10 +646,10 @@ def import_logs(
                     elif run.ended_at is not None and when > run.ended_at:
                         run.ended_at = when
                     if run.project is None:
-                        run.project = record.project
+                        run.project = project
                     if run.branch is None:
-                        run.branch = record.branch
-                if record.branch:
+                        run.branch = branch
+                if branch:
                     on_branches.add(session_id)
             if len(rows) >= chunk_lines:
                 writer.put((list(runs.values()), rows, days))
