@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -144,6 +145,24 @@ def test_a_429_storm_still_delivers_each_digest_exactly_once(
     assert sorted(c.args["channel"] for c in delivered(slack)) == ["C111", "C222"]
     assert len([u for u in slack.uploads.values() if u.get("completed")]) == 2
     assert {p.status for p in posts(engine)} == {"posted"}
+
+
+def test_two_schedulers_sending_four_at_a_time_post_each_of_many_digests_once(
+    engine: Engine, db_url: str, slack: SlackStandIn, client: WebClient
+) -> None:
+    """TOKENWISE_DIGEST_WORKERS sends digests due together a few at a time; two schedulers doing so at once
+    (two servers, or a tick and a subscription's job) still post each digest once: each has its claim."""
+    channels = tuple(f"C{n:03d}" for n in range(9))
+    setup_team(engine, channels=channels)
+    settings = config(db_url).model_copy(update={"digest_workers": 4})
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: send_due(engine, settings, lambda _due: client, NOW), range(2)))
+    statuses = sorted(r.status for results in both for r in results)
+    # each posted by one; the other skipped it (claimed) or no longer found it due (posted)
+    assert statuses.count("posted") == 9 and set(statuses) <= {"posted", "skipped"}
+    assert sorted(c.args["channel"] for c in delivered(slack)) == sorted(channels)
+    assert len([u for u in slack.uploads.values() if u.get("completed")]) == 9
+    assert [(p.status, p.attempts) for p in posts(engine)] == [("posted", 1)] * 9
 
 
 def test_a_server_error_is_recorded_then_retried_on_the_next_tick_without_a_double_post(
