@@ -137,3 +137,72 @@ def test_postgresql_connections_run_without_jit(engine: Engine) -> None:
     with fresh.connect() as connection:
         assert connection.exec_driver_sql("SHOW jit").scalar_one() == "off"
     fresh.dispose()
+
+
+def test_execute_many_writes_what_sqlalchemys_executemany_writes(tmp_path: Path) -> None:
+    """`storage.upsert.execute_many` converts each value itself for SQLite's executemany (the runs of every
+    ingest go through it): for any runs, new or seen again, it leaves exactly what SQLAlchemy's own
+    executemany of the same statement leaves."""
+    from datetime import UTC, datetime, timedelta, timezone
+    from unittest.mock import patch
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from sqlalchemy import text
+
+    import storage.ingest as ingest
+    from storage.db import upgrade
+    from storage.people import get_or_create_person
+    from storage.sources import create_source
+
+    engines = {name: make_engine(f"sqlite:///{tmp_path / name}.db") for name in ("fast", "plain")}
+    for engine in engines.values():
+        upgrade(engine)
+        with session_scope(engine) as session:
+            create_source(session, "a", "api")
+            get_or_create_person(session, email="a@example.com")
+
+    def sqlalchemy_executemany(session: object, statement: object, rows: object) -> None:
+        session.connection().execute(statement, list(rows))  # type: ignore[attr-defined]
+
+    zones = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(-timedelta(hours=5, minutes=30))])
+    moments = st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1), timezones=zones)
+    words = st.none() | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+    runs = st.fixed_dictionaries(
+        {
+            "source_id": st.just(1),
+            "person_id": st.just(1),
+            "external_id": st.sampled_from(["r1", "r2", "r3", "r4"]),
+            "agent": st.sampled_from(["claude-code", "codex"]),
+            "started_at": moments,
+            "ended_at": st.none() | moments,
+            "title": words,
+            "repo": words,
+            "status": st.none() | st.just("completed"),
+            "project": words,
+            "branch": words,
+        }
+    )
+
+    @settings(max_examples=60, deadline=None)
+    @given(batches=st.lists(st.lists(runs, min_size=1, max_size=6), min_size=1, max_size=3))
+    def check(batches: list[list[dict[str, object]]]) -> None:
+        for engine in engines.values():
+            with engine.begin() as connection:
+                connection.execute(text("DELETE FROM agent_run"))
+        for batch in batches:
+            unique = list({row["external_id"]: row for row in batch}.values())  # one row per run a batch
+            with session_scope(engines["fast"]) as session:
+                ingest._widen_runs(session, unique)
+            with (
+                session_scope(engines["plain"]) as session,
+                patch.object(ingest, "execute_many", sqlalchemy_executemany),
+            ):
+                ingest._widen_runs(session, unique)
+        stored = {}
+        for name, engine in engines.items():
+            with engine.connect() as connection:
+                stored[name] = connection.execute(text("SELECT * FROM agent_run ORDER BY external_id")).all()
+        assert stored["fast"] == stored["plain"]
+
+    check()
