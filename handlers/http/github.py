@@ -36,7 +36,10 @@ UNSIGNED = (
     "`tokenwise source create NAME --kind github` printed into the webhook's Secret field."
 )
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": '`ping`, or written: {"delivery": id, "duplicate": false}; a re-delivery: "duplicate": true'},
+    200: {
+        "description": '`ping`, or written: {"delivery": id, "duplicate": false} (its pull requests settled, or, in a'
+        ' burst, queued and settled right after); a re-delivery: "duplicate": true'
+    },
     202: {"description": "An event or action Tokenwise does not use: nothing stored"},
     400: {"description": "Signed, but no delivery: no X-GitHub-Event or X-GitHub-Delivery, or not the event's shape"},
     401: {"description": "No signature, or one no active GitHub source's secret makes: nothing written"},
