@@ -456,9 +456,7 @@ def _row_of(kept: Any, key: str, converters: Converters) -> Row:
         usage.cache_read_input_tokens,
         usage.cache_creation_input_tokens,
     )
-    cost = price_nano(model, *tokens)
-    if cost is None:
-        cost = _scaled_price(model, tokens, scaled)
+    cost = _stored_price(model, tokens, scaled)
     session_id = line.session_id
     stored = from_text(line.timestamp) or occurred(when)  # the timestamp `_read_usage` parsed as `when`
     row = [None, None, session_id[:200] if session_id else None, stored, AGENT, model, *tokens, cost, key]
@@ -472,19 +470,21 @@ def _record_row(record: LoggedUsage, occurred: Callable[[Any], Any], scaled: Cal
         cost: int | None = scaled(record.cost_usd)
         source = record.cost_source or "reported"
     else:
-        cost = price_nano(record.model, *tokens)
-        if cost is None:
-            cost = _scaled_price(record.model, tokens, scaled)
+        cost = _stored_price(record.model, tokens, scaled)
         source = "priced"
     row = [None, None, record.run_external_id, occurred(record.occurred_at), AGENT, record.model, *tokens, cost]
     row += [record.dedupe_key, None if cost is None else source]
     return row, record.occurred_at, record.project, record.branch
 
 
-def _scaled_price(model: str, tokens: tuple[int, int, int, int], scaled: Callable[[Any], Any]) -> int | None:
-    """The stored cost of a line `price_nano` could not price exactly: fast_price's Decimal, scaled."""
-    cost = fast_price(model, *tokens)
-    return None if cost is None else int(scaled(cost))
+def _stored_price(model: str, tokens: tuple[int, int, int, int], scaled: Callable[[Any], Any]) -> int | None:
+    """A line's cost priced from its tokens, as stored: in integers (`price_nano`) when that is exact, else
+    fast_price's Decimal, scaled."""
+    cost = price_nano(model, *tokens)
+    if cost is not None:
+        return cost
+    priced = fast_price(model, *tokens)
+    return None if priced is None else int(scaled(priced))
 
 
 def _is_object(raw: bytes) -> bool:
