@@ -82,31 +82,32 @@ class DigestJobs:
 
     def send_for(self, subscription_id: int) -> None:
         """A subscription's CronTrigger fired."""
-        self._guard(lambda: send_due(self.engine, self.settings, self.slack_for, self.clock(), [subscription_id]))
+        guarded(lambda: send_due(self.engine, self.settings, self.slack_for, self.clock(), [subscription_id]))
 
     def tick(self, scheduler: BaseScheduler | None = None) -> None:
         """Follow subscription changes, then send (or retry) whatever is due, then nudges."""
         if scheduler is not None:
-            self._guard(lambda: sync_subscription_jobs(scheduler, self))
+            guarded(lambda: sync_subscription_jobs(scheduler, self))
         now = self.clock()
-        self._guard(lambda: send_due(self.engine, self.settings, self.slack_for, now))
+        guarded(lambda: send_due(self.engine, self.settings, self.slack_for, now))
         if self.nudge_client is not None:
             client = self.nudge_client
-            self._guard(lambda: send_nudges(self.engine, client, now))
+            guarded(lambda: send_nudges(self.engine, client, now))
 
     def purge(self) -> None:
         def run() -> None:
             purged = purge_in_batches(self.engine, self.clock(), self.settings.retention_days)
             log.info("retention: purged %d rows older than %d days", purged.total, self.settings.retention_days)
 
-        self._guard(run)
+        guarded(run)
 
-    @staticmethod
-    def _guard(job: Callable[[], Any]) -> None:
-        try:
-            job()
-        except Exception as error:
-            log_failure(log, "scheduled job failed; it runs again on the next tick", error=error)
+
+def guarded(job: Callable[[], Any]) -> None:
+    """Run a scheduled job: a failure is logged and the job runs again at its next time."""
+    try:
+        job()
+    except Exception as error:
+        log_failure(log, "scheduled job failed; it runs again at its next time", error=error)
 
 
 def sync_subscription_jobs(scheduler: BaseScheduler, jobs: DigestJobs) -> SyncReport:
@@ -247,7 +248,7 @@ def settle_all_waiting(services: Services) -> int:
 def add_github_settle_job(scheduler: BaseScheduler, services: Services) -> None:
     """What a burst of GitHub deliveries left to settle: right away (after a restart), then every few minutes."""
     scheduler.add_job(
-        DigestJobs._guard,
+        guarded,
         IntervalTrigger(minutes=SETTLE_MINUTES, timezone=UTC),
         args=[lambda: settle_all_waiting(services)],
         id=SETTLE_JOB,
