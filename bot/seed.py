@@ -19,6 +19,7 @@ from bot.config import DEFAULT_OUTCOME_WEIGHTS
 from bot.pricing import price
 from storage.bulk_load import advance_sequences, bulk_load, bulk_transaction, copy_rows
 from storage.models import Membership, Person, PersonLink, Source, Team, table_of
+from storage.types import utc_micros
 
 TEAM_NAMES = ["platform", "data", "mobile", "web", "infra", "payments", "search", "growth", "security", "billing"]
 FIRST_NAMES = [
@@ -246,10 +247,10 @@ def seed_organisation(
         writer.github_id = github_id
         first_ids = dict(writer.next_ids)
         first_day = end - timedelta(days=7 * weeks - 1)
-        as_text = connection.dialect.name == "sqlite"
+        as_micros = connection.dialect.name == "sqlite"
         with bulk_load(connection, list(TABLES)):  # indexes and foreign keys built once, after the rows
             for week in range(weeks):
-                clock = _clock(first_day + timedelta(days=7 * week), as_text)
+                clock = _clock(first_day + timedelta(days=7 * week), as_micros)
                 for index, persona in enumerate(personas):
                     _person_week(writer, rng, source_id, index + 1, persona, clock, models, requests_per_call)
                     writer.maybe_flush()
@@ -285,25 +286,23 @@ def _personas(rng: random.Random, people: int) -> list[_Persona]:
 # Every seed time is a whole half minute after the midnight that starts its week: runs start at 07:00 plus
 # whole minutes, their calls 30 s apart, and the rest follows in whole minutes. So the hot loop counts in
 # half minutes and looks the storage value up in a table of the week's (`_clock`) instead of adding a
-# timedelta per value and formatting each datetime as text for SQLite: some 3 s per million records.
+# timedelta per value and converting each datetime for SQLite: some 3 s per million records.
 HALF_MINUTES_A_DAY = 2 * 24 * 60
 CLOCK_DAYS = 8  # the latest time a week's runs reach: day 6, 07:00 + 719 + 95 + 599 minutes, before day 8
 DAY_START = 2 * 7 * 60  # 07:00
-HALF_MINUTE_TEXT = [
-    time(k // 120, k // 2 % 60, k % 2 * 30).isoformat(timespec="microseconds") for k in range(HALF_MINUTES_A_DAY)
-]
+HALF_MINUTE_MICROS = 30_000_000
 
 
-def _clock(week_start: date, as_text: bool) -> list[Any]:
+def _clock(week_start: date, as_micros: bool) -> list[Any]:
     """Each half minute of the `CLOCK_DAYS` days from `week_start`'s midnight, as storage values.
 
-    For SQLite the text `copy_rows` would make of the naive datetime (ISO, microseconds, a space), built by
-    concatenation; for PostgreSQL the datetimes themselves, so COPY gets exactly what it got before.
+    For SQLite the integer microseconds `copy_rows` would make of the naive datetime (`utc_micros`); for
+    PostgreSQL the datetimes themselves, so COPY gets exactly what it got before.
     """
-    if as_text:
-        days = [(week_start + timedelta(days=day)).isoformat() for day in range(CLOCK_DAYS)]
-        return [f"{day} {moment}" for day in days for moment in HALF_MINUTE_TEXT]
     midnight = datetime.combine(week_start, time())
+    if as_micros:
+        start = utc_micros(midnight)
+        return [start + HALF_MINUTE_MICROS * k for k in range(CLOCK_DAYS * HALF_MINUTES_A_DAY)]
     return [midnight + timedelta(seconds=30 * k) for k in range(CLOCK_DAYS * HALF_MINUTES_A_DAY)]
 
 

@@ -17,18 +17,21 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exc, text
 
+from storage.types import utc_micros
+
 SQLITE_ROWS_PER_INSERT = 500
 
 
 def _sqlite_value(value: Any) -> Any:
-    return value.isoformat(sep=" ", timespec="microseconds") if isinstance(value, datetime) else value
+    return utc_micros(value) if isinstance(value, datetime) else value
 
 
 def _sqlite_rows(sample: list[Sequence[Any]], rest: Iterator[Sequence[Any]]) -> Iterable[Sequence[Any]]:
-    """The rows as sqlite3 takes them: datetime columns (judged from the first rows) turned into ISO text.
+    """The rows as sqlite3 takes them: datetime columns (judged from the first rows) turned into integer
+    microseconds since 1970 UTC, as UTCDateTime stores them on SQLite (naive times are UTC).
 
     Only those columns are converted, and rows that need none are passed on untouched: the seed hands over
-    its times as text already. (Bools need nothing: sqlite3 binds them as the integers 1 and 0.)
+    its times as integers already. (Bools need nothing: sqlite3 binds them as the integers 1 and 0.)
     """
     columns = {index for row in sample for index, value in enumerate(row) if isinstance(value, datetime)}
     rows = chain(sample, rest)

@@ -61,7 +61,7 @@ from storage.upsert import (
     execute_many,
     insert_new,
     insert_values,
-    iso_z_as_sqlite_text,
+    iso_z_as_sqlite_micros,
     lookup,
     merge_usage_totals,
 )
@@ -506,9 +506,9 @@ def usage_converters(dialect: Any) -> Converters:
     """What `usage_record`'s time and cost become for the driver on this database (`column_processors`):
     for callers that build storage rows themselves (`ingest_usage_rows`), converting each value once. The
     third gives the time from the text it was read from, when that is quicker ("...Z" on SQLite,
-    `iso_z_as_sqlite_text`), else None: then convert the parsed time with the first."""
+    `iso_z_as_sqlite_micros`), else None: then convert the parsed time with the first."""
     processors = dict(column_processors(dialect, USAGE, USAGE_COLUMNS))
-    from_text = iso_z_as_sqlite_text if dialect.name == "sqlite" else _nothing
+    from_text = iso_z_as_sqlite_micros if dialect.name == "sqlite" else _nothing
     return processors.get(OCCURRED, _same), processors.get(COST, _same), from_text
 
 

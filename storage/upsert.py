@@ -16,7 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
 from storage.models import UsageRecord, table_of
-from storage.types import UTCDateTime
+from storage.types import EPOCH, MICROSECOND, UTCDateTime, utc_micros
 
 USAGE = table_of(UsageRecord)
 
@@ -89,10 +89,10 @@ def column_processors(dialect: Any, table: Table, names: Sequence[str]) -> list[
 def type_processor(dialect: Any, column_type: Any) -> Callable[[Any], Any] | None:
     """What a value of this type becomes before the driver sees it (`column_processors`), or None."""
     typed = column_type.dialect_impl(dialect)
+    if dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
+        return sqlite_micros
     if isinstance(typed, UTCDateTime) and typed.impl_instance.bind_processor(dialect) is None:
         return naive_utc
-    if dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
-        return _sqlite_utc_text
     if (
         isinstance(typed, TypeDecorator)
         and type(typed).process_bind_param is not TypeDecorator.process_bind_param
@@ -144,21 +144,31 @@ def naive_utc(value: datetime | None) -> datetime | None:
     return naive - offset if offset else naive
 
 
-def iso_z_as_sqlite_text(stamp: str) -> str | None:
-    """What `_sqlite_utc_text` makes of the time a valid ISO 8601 text in UTC with milliseconds names, when
-    it is written "2026-11-24T10:00:00.123Z" (as Claude Code writes its times), cut from the text itself in a
-    sixth of the time; None for any other form. The text must be one `datetime.fromisoformat` read."""
+def iso_z_as_sqlite_micros(stamp: str) -> int | None:
+    """What `sqlite_micros` makes of the time a valid ISO 8601 text in UTC with milliseconds names, when it is
+    written "2026-11-24T10:00:00.123Z" (as Claude Code writes its times), computed from the text itself in a
+    fraction of the time (a day's start is looked up once); None for any other form. The text must be one
+    `datetime.fromisoformat` reads."""
     written_so = len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T"
-    if written_so and stamp[4] == stamp[7] == "-" and stamp[13] == stamp[16] == ":":
-        return f"{stamp[:10]} {stamp[11:23]}000"
-    return None
+    if not (written_so and stamp[4] == stamp[7] == "-" and stamp[13] == stamp[16] == ":"):
+        return None
+    day = _DAY_MICROS.get(stamp[:10])
+    if day is None:
+        if len(_DAY_MICROS) > 10_000:
+            _DAY_MICROS.clear()
+        day = _DAY_MICROS[stamp[:10]] = utc_micros(datetime.fromisoformat(stamp[:10]))
+    seconds = (int(stamp[11:13]) * 60 + int(stamp[14:16])) * 60 + int(stamp[17:19])
+    return day + seconds * 1_000_000 + int(stamp[20:23]) * 1_000
 
 
-def _sqlite_utc_text(value: datetime | None) -> str | None:
-    if value is not None and value.tzinfo is UTC:  # the usual: "...+00:00" cut off is the naive UTC text
-        return value.isoformat(" ", "microseconds")[:26]
-    naive = naive_utc(value)
-    return None if naive is None else naive.isoformat(" ", "microseconds")
+_DAY_MICROS: dict[str, int] = {}
+
+
+def sqlite_micros(value: datetime | None) -> int | None:
+    """What UTCDateTime gives SQLite: whole microseconds since 1970 UTC (`storage.types.utc_micros`)."""
+    if value is None:
+        return None
+    return ((value.replace(tzinfo=UTC) if value.tzinfo is None else value) - EPOCH) // MICROSECOND
 
 
 SQLITE_MAX_PARAMETERS = 32_766  # SQLite's default bound since 3.32

@@ -477,18 +477,25 @@ def test_the_one_pass_parser_accepts_only_what_the_careful_one_accepts_and_parse
     offset_minutes=st.one_of(st.none(), st.integers(-23 * 60 - 59, 23 * 60 + 59)),
 )
 def test_the_bulk_time_conversion_gives_what_utcdatetime_gives(moment: datetime, offset_minutes: int | None) -> None:
-    """The COPY and SQLite bulk paths convert times with naive_utc instead of UTCDateTime's bind processor."""
+    """The COPY and SQLite bulk paths convert times with naive_utc and sqlite_micros instead of UTCDateTime's
+    bind processor; and what SQLite stores reads back as the same moment."""
     from datetime import timedelta, timezone
 
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from storage.bulk_load import _sqlite_value
     from storage.types import UTCDateTime
-    from storage.upsert import _sqlite_utc_text, naive_utc
+    from storage.upsert import naive_utc, sqlite_micros
 
     if offset_minutes is not None:
         moment = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
-    expected = UTCDateTime().process_bind_param(moment, None)
+    expected = UTCDateTime().process_bind_param(moment, postgresql.dialect())
     assert naive_utc(moment) == expected and naive_utc(moment).tzinfo is None  # type: ignore[union-attr]
-    assert expected is not None and _sqlite_utc_text(moment) == expected.isoformat(" ", "microseconds")
-    assert naive_utc(None) is None
+    stored = UTCDateTime().process_bind_param(moment, sqlite.dialect())
+    assert isinstance(stored, int) and sqlite_micros(moment) == stored == _sqlite_value(moment)
+    back = UTCDateTime().process_result_value(stored, sqlite.dialect())
+    assert back == (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) and back.utcoffset() == timedelta(0)
+    assert naive_utc(None) is None and sqlite_micros(None) is None
 
 
 def test_usage_rows_are_converted_by_the_columns_own_types(engine: Engine) -> None:

@@ -457,7 +457,8 @@ def test_any_bytes_are_read_alike_by_both_readers_and_counted_broken_alike(raw: 
 def test_a_time_written_with_a_z_is_stored_on_sqlite_as_its_parsed_time_is(
     moment: datetime, timespec: str, separator: str
 ) -> None:
-    """The SQLite text cut from Claude Code's "...T10:00:00.123Z" is the one the parsed time converts to."""
+    """The SQLite microseconds computed from Claude Code's "...T10:00:00.123Z" are the ones the parsed time
+    converts to."""
     occurred, _scaled, from_text = usage_converters(sqlite_dialect())
     stamp = moment.isoformat(separator, timespec).replace("+00:00", "Z")
     parsed = claude_code._parse_time(stamp)

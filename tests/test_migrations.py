@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, bindparam, inspect, text
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401
 from storage.db import alembic_config, current_revision, head_revisions, upgrade
 from storage.slack_tables import slack_metadata
+from storage.types import UTCDateTime
 
 
 def test_migrations_produce_exactly_the_models(engine: Engine) -> None:
@@ -77,10 +80,52 @@ def test_a_session_two_sources_made_two_runs_of_becomes_one_run_with_all_it_had(
             connection.execute(text(statement), {"t": when})
     upgrade(engine)
     with engine.connect() as connection:
-        runs = connection.execute(text("SELECT id, source_id, started_at FROM agent_run ORDER BY id")).all()
+        runs = connection.execute(
+            text("SELECT id, source_id, started_at FROM agent_run ORDER BY id").columns(started_at=UTCDateTime())
+        ).all()
         usage = connection.execute(text("SELECT DISTINCT run_id FROM usage_record")).scalars().all()
         outcomes = connection.execute(text("SELECT run_id FROM outcome")).scalars().all()
         verdicts = connection.execute(text("SELECT run_id, verdict FROM annotation")).all()
     assert [(run[0], run[1]) for run in runs] == [(1, 1), (3, 3)]  # the API's run is not a session: kept
-    assert str(runs[0][2]).startswith("2026-11-24 10:00:00")  # the earlier start of the two
+    assert runs[0][2] == datetime(2026, 11, 24, 10, tzinfo=UTC)  # the earlier start of the two
     assert usage == [1] and outcomes == [1] and verdicts == [(1, "useful")]
+
+
+def test_sqlite_times_become_integer_microseconds_and_read_back_the_same(engine: Engine) -> None:
+    """0014 turns SQLite's stored text ("YYYY-MM-DD HH:MM:SS[.ffffff]", naive UTC) into the microseconds
+    UTCDateTime now writes, to the microsecond; its downgrade gives the text back. PostgreSQL is untouched."""
+    command.downgrade(alembic_config(engine), "0013_github_unsettled")
+    texts = ["2026-11-24 10:00:00.000000", "2026-11-24 10:00:00", "1999-12-31 23:59:59.999999", "2026-02-28 07:30:00.5"]
+    with engine.begin() as connection:
+        for index, when in enumerate(texts, start=1):
+            connection.execute(
+                text(
+                    "INSERT INTO person (id, email, timezone, nudges_enabled, created_at)"
+                    " VALUES (:i, :e, 'UTC', true, :t)"
+                ),
+                {"i": index, "e": f"p{index}@x.io", "t": when},
+            )
+    upgrade(engine)
+    read = text("SELECT created_at FROM person ORDER BY id").columns(created_at=UTCDateTime())
+    with engine.connect() as connection:
+        stored = connection.execute(read).scalars().all()
+        raw = (
+            connection.execute(text("SELECT typeof(created_at) FROM person")).scalars().all()
+            if engine.dialect.name == "sqlite"
+            else []
+        )
+    assert stored == [datetime.fromisoformat(when).replace(tzinfo=UTC) for when in texts]
+    assert set(raw) <= {"integer"}
+    # written by the models now, the same moments compare equal with what was converted
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT count(*) FROM person WHERE created_at = :t").bindparams(
+                bindparam("t", datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), type_=UTCDateTime())
+            )
+        ).scalar_one()
+    assert found == 1
+    command.downgrade(alembic_config(engine), "0013_github_unsettled")
+    with engine.connect() as connection:
+        back = connection.execute(text("SELECT created_at FROM person ORDER BY id")).scalars().all()
+    if engine.dialect.name == "sqlite":
+        assert back == [datetime.fromisoformat(when).isoformat(" ", "microseconds") for when in texts]

@@ -9,11 +9,12 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, bindparam, text
 
 from bot.seed import seed_organisation
 from storage.db import session_scope
 from storage.retention import purge_expired, purge_in_batches
+from storage.types import UTCDateTime
 
 END = date(2026, 11, 25)
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -30,24 +31,27 @@ def _seed_with_edges(engine: Engine) -> None:
     cutoff = NOW - timedelta(days=30)
     with engine.begin() as connection:  # an old run's record after the cutoff, an outcome of an old run after it
         old_run = connection.execute(
-            text("SELECT id, person_id, source_id FROM agent_run WHERE started_at < :c ORDER BY started_at DESC"),
-            {"c": cutoff.replace(tzinfo=None)},
+            text(
+                "SELECT id, person_id, source_id FROM agent_run WHERE started_at < :c ORDER BY started_at DESC"
+            ).bindparams(bindparam("c", type_=UTCDateTime())),
+            {"c": cutoff},
         ).first()
         assert old_run is not None
-        late = (cutoff + timedelta(days=3)).replace(tzinfo=None)
+        late = cutoff + timedelta(days=3)
+        when = bindparam("t", type_=UTCDateTime())  # as the models store it (microseconds on SQLite)
         connection.execute(
             text(
                 "INSERT INTO usage_record (source_id, person_id, run_id, occurred_at, agent, model, input_tokens,"
                 " output_tokens, cache_read_tokens, cache_write_tokens, dedupe_key)"
                 " VALUES (:s, :p, :r, :t, 'claude-code', 'm', 1, 1, 0, 0, 'late-of-old-run')"
-            ),
+            ).bindparams(when),
             {"s": old_run.source_id, "p": old_run.person_id, "r": old_run.id, "t": late},
         )
         connection.execute(
             text(
                 "INSERT INTO outcome (source_id, external_id, run_id, person_id, kind, weight, occurred_at, evidence,"
                 " counted, agent_assisted) VALUES (:s, 'late-outcome', :r, :p, 'deploy', 1000, :t, true, true, true)"
-            ),
+            ).bindparams(when),
             {"s": old_run.source_id, "p": old_run.person_id, "r": old_run.id, "t": late},
         )
 
@@ -124,5 +128,7 @@ def test_the_cli_purges_in_batches_and_says_what_it_purged(db_url: str, engine: 
     assert done.returncode == 0, done.stderr
     assert "Purged " in done.stdout and "older than 30 days" in done.stdout
     with engine.connect() as connection:
-        oldest = connection.execute(text("SELECT min(occurred_at) FROM usage_record")).scalar_one()
-    assert str(oldest) >= str((NOW - timedelta(days=30)).replace(tzinfo=None))
+        oldest = connection.execute(
+            text("SELECT min(occurred_at) AS oldest FROM usage_record").columns(oldest=UTCDateTime())
+        ).scalar_one()
+    assert oldest >= NOW - timedelta(days=30)

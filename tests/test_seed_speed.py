@@ -33,12 +33,12 @@ def _settings(engine: Engine) -> list[object]:
         return [connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in SETTINGS]
 
 
-def test_the_text_clock_is_what_copy_rows_makes_of_the_datetimes() -> None:
+def test_the_sqlite_clock_is_what_copy_rows_makes_of_the_datetimes() -> None:
     for week_start in (date(2026, 3, 23), date(2026, 12, 28), date(2028, 2, 26)):  # DST, year end, leap day
-        datetimes = _clock(week_start, as_text=False)
+        datetimes = _clock(week_start, as_micros=False)
         assert datetimes[0] == datetime(week_start.year, week_start.month, week_start.day)
         assert datetimes[-1] - datetimes[0] == timedelta(days=8) - timedelta(seconds=30)
-        assert _clock(week_start, as_text=True) == [_sqlite_value(moment) for moment in datetimes]
+        assert _clock(week_start, as_micros=True) == [_sqlite_value(moment) for moment in datetimes]
 
 
 def test_a_missing_parent_rolls_the_bulk_transaction_back_and_the_pool_is_left_as_found(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
@@ -49,3 +49,37 @@ def test_any_nine_place_cost_round_trips(engine: Engine, cost: Decimal) -> None:
         session.expire_all()
         stored = session.get(UsageRecord, record.id)
         assert stored is not None and stored.cost_usd == cost
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2999, 12, 30), timezones=st.just(UTC)),
+        min_size=2,
+        max_size=6,
+    ),
+    st.integers(-14 * 60, 14 * 60),
+)
+def test_any_time_round_trips_and_orders_and_compares_in_the_database_as_in_python(
+    engine: Engine, moments: list[datetime], offset_minutes: int
+) -> None:
+    """Times stored (integer microseconds on SQLite, timestamps on PostgreSQL) read back to the microsecond,
+    sort in SQL as they do in Python and compare with a bound time the same way, whatever its zone."""
+    zone = timezone(timedelta(minutes=offset_minutes))
+    with Session(engine) as session:
+        src = f.source(session)
+        ada = f.person(session, f"ada{f._counter.__next__()}@example.com")
+        ids = []
+        for moment in moments:
+            record = f.usage(session, src, ada, "2026-11-02 10:00", "1")
+            record.occurred_at = moment.astimezone(zone)
+            ids.append(record.id)
+        session.commit()
+        session.expire_all()
+        mine = UsageRecord.person_id == ada.id
+        stored = session.scalars(select(UsageRecord.occurred_at).where(mine).order_by(UsageRecord.occurred_at)).all()
+        assert list(stored) == sorted(moments) and all(s.utcoffset() == timedelta(0) for s in stored)
+        middle = sorted(moments)[len(moments) // 2].astimezone(zone)
+        earlier = session.scalar(select(func.count()).where(mine, UsageRecord.occurred_at < middle))
+        assert earlier == sum(moment < middle for moment in moments)
+        assert session.scalar(select(func.max(UsageRecord.occurred_at)).where(mine)) == max(moments)
