@@ -16,8 +16,10 @@ from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import Connection, Engine, exc, text
+from sqlmodel import SQLModel
 
-from storage.types import utc_micros
+import storage.models  # noqa: F401  (their tables in SQLModel.metadata: which columns are times)
+from storage.types import UTCDateTime, utc_micros
 
 SQLITE_ROWS_PER_INSERT = 500
 
@@ -26,14 +28,25 @@ def _sqlite_value(value: Any) -> Any:
     return utc_micros(value) if isinstance(value, datetime) else value
 
 
-def _sqlite_rows(sample: list[Sequence[Any]], rest: Iterator[Sequence[Any]]) -> Iterable[Sequence[Any]]:
-    """The rows as sqlite3 takes them: datetime columns (judged from the first rows) turned into integer
-    microseconds since 1970 UTC, as UTCDateTime stores them on SQLite (naive times are UTC).
+def _sqlite_rows(
+    table: str, names: Sequence[str], sample: list[Sequence[Any]], rest: Iterator[Sequence[Any]]
+) -> Iterable[Sequence[Any]]:
+    """The rows as sqlite3 takes them: datetimes turned into integer microseconds since 1970 UTC, as
+    UTCDateTime stores them on SQLite (naive times are UTC).
 
-    Only those columns are converted, and rows that need none are passed on untouched: the seed hands over
-    its times as integers already. (Bools need nothing: sqlite3 binds them as the integers 1 and 0.)
+    The table's time columns are checked value by value, but for one whose first rows hand over integers
+    already (the seed does, for speed), and rows that need nothing are passed on untouched. A datetime
+    left to the driver would be stored as text, which SQLite orders after every integer. (Bools need
+    nothing: sqlite3 binds them as the integers 1 and 0.)
     """
-    columns = {index for row in sample for index, value in enumerate(row) if isinstance(value, datetime)}
+    known = SQLModel.metadata.tables.get(table)
+    times = {name for name in names if known is not None and isinstance(known.c[name].type, UTCDateTime)}
+    columns = set()
+    for index, name in enumerate(names):
+        values = [row[index] for row in sample if row[index] is not None]
+        given_as_integers = bool(values) and all(isinstance(value, int) for value in values)
+        if any(isinstance(value, datetime) for value in values) or (name in times and not given_as_integers):
+            columns.add(index)
     rows = chain(sample, rest)
     if not columns:
         return rows
@@ -60,7 +73,7 @@ def copy_rows(connection: Connection, table: str, columns: Sequence[str], rows: 
     full = insert + ", ".join([row_marks] * per_statement)
     rest = iter(rows)
     sample = list(islice(rest, 100))
-    values = iter(_sqlite_rows(sample, rest))
+    values = iter(_sqlite_rows(table, columns, sample, rest))
     cursor = raw.cursor()  # type: ignore[union-attr]
     try:
         while batch := list(islice(values, per_statement)):

@@ -75,9 +75,8 @@ def column_processors(dialect: Any, table: Table, names: Sequence[str]) -> list[
 
     A type decorator over a type the driver takes as it is (ScaledDecimal on both databases) is called
     directly, one Python call a value instead of SQLAlchemy's wrapper around it; UTCDateTime's conversion
-    is `naive_utc` where the driver takes datetimes as they are (PostgreSQL). On SQLite, UTC
-    times are written as SQLAlchemy writes them ("2026-11-25 14:03:00.000000", which is what `isoformat`
-    gives) by one C call instead of SQLAlchemy's Python formatting.
+    is `naive_utc` where the driver takes datetimes as they are (PostgreSQL), and on SQLite `sqlite_micros`
+    (integer microseconds since 1970 UTC, as UTCDateTime stores them there).
     """
     processors: list[tuple[int, Callable[[Any], Any]]] = []
     for index, name in enumerate(names):

@@ -64,6 +64,26 @@ def test_a_missing_parent_rolls_the_bulk_transaction_back_and_the_pool_is_left_a
         assert connection.exec_driver_sql("SELECT COUNT(*) FROM source").scalar() == 0
 
 
+def test_a_time_column_empty_in_the_first_rows_is_still_stored_as_microseconds(sqlite_engine: Engine) -> None:
+    """copy_rows judges from its first 100 rows which values to convert; a run's end, NULL in those, must not
+    reach SQLite later as text (which orders after every integer: the run would never look ended before)."""
+    start = datetime(2026, 1, 1)
+    with bulk_transaction(sqlite_engine) as connection:
+        connection.exec_driver_sql("INSERT INTO source (id, name, kind, created_at) VALUES (1, 's', 'seed', 0)")
+        connection.exec_driver_sql(
+            "INSERT INTO person (id, email, timezone, nudges_enabled, created_at) VALUES (1, 'a@x.io', 'UTC', 1, 0)"
+        )
+        rows = [
+            (i, 1, f"r{i}", 1, "a", start, None if i <= 150 else start + timedelta(minutes=i)) for i in range(1, 301)
+        ]
+        columns = ("id", "source_id", "external_id", "person_id", "agent", "started_at", "ended_at")
+        assert copy_rows(connection, "agent_run", columns, rows) == len(rows)
+    with sqlite_engine.connect() as connection:
+        kinds = dict(connection.exec_driver_sql("SELECT typeof(ended_at), count(*) FROM agent_run GROUP BY 1").all())
+        last = connection.exec_driver_sql("SELECT ended_at FROM agent_run WHERE id = 300").scalar()
+    assert kinds == {"null": 150, "integer": 150} and last == _sqlite_value(start + timedelta(minutes=300))
+
+
 def test_another_open_connection_keeps_the_wal(sqlite_engine: Engine) -> None:
     seeder = make_engine(str(sqlite_engine.url))
     with sqlite_engine.connect() as other:

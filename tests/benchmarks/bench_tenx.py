@@ -42,12 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from bot.devtools.slack_requests import SlackRequests
 from bot.devtools.slack_standin import SlackStandIn
 from bot.seed import TIMEZONES, person_email, seed_organisation
 from storage.db import make_engine
+from storage.types import UTCDateTime
 from tests.support import slack_load
 from tests.support.llm_standin import LLMStandIn
 
@@ -304,7 +305,7 @@ def bench_served_digests(url: str, teams: int | None = None, timeout: float = 90
             text(
                 "INSERT INTO digest_subscription (slack_team_id, channel_id, team_id, weekday, hour, minute,"
                 " timezone, created_at) VALUES (:slack, :channel, :team, :weekday, :hour, :minute, 'UTC', :now)"
-            ),
+            ).bindparams(bindparam("now", type_=UTCDateTime())),
             [
                 {
                     "slack": "T111",

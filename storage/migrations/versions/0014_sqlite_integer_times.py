@@ -8,6 +8,10 @@ Create Date: 2026-12-03
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_sqlite_integer_times"
@@ -42,35 +46,61 @@ TIMES = {
     "usage_record": ("occurred_at",),
     "vendor_pull": ("last_attempt_at", "last_success_at"),
 }
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def micros(column: str) -> str:
-    """SQLite's reading of SQLAlchemy's text ("YYYY-MM-DD HH:MM:SS[.ffffff]", naive UTC) as microseconds:
-    whole seconds by strftime('%s') of the text without its fraction (SQLite reads a fraction in
-    milliseconds, rounded: ".999999" would make the next second), the fraction's digits (padded to six)
-    added exactly."""
-    fraction = f"CASE WHEN length({column}) > 20 THEN CAST(substr(substr({column}, 21) || '000000', 1, 6) AS INTEGER) ELSE 0 END"
+    """SQLite's reading of SQLAlchemy's text (naive UTC "YYYY-MM-DD HH:MM:SS.ffffff", or without the
+    fraction) as microseconds: whole seconds by strftime('%s') of the text without its fraction (SQLite
+    reads a fraction in milliseconds, rounded: ".999999" would make the next second), plus the fraction's
+    six digits. `CANONICAL` says which texts it is exact for; the rest are read in Python."""
+    fraction = f"CASE WHEN length({column}) = 26 THEN CAST(substr({column}, 21, 6) AS INTEGER) ELSE 0 END"
     return f"CAST(strftime('%s', substr({column}, 1, 19)) AS INTEGER) * 1000000 + {fraction}"
 
 
+def canonical(column: str) -> str:
+    shape = f"substr({column}, 5, 1) = '-' AND substr({column}, 14, 1) = ':' AND substr({column}, 17, 1) = ':'"
+    fraction = f"substr({column}, 20, 1) = '.' AND substr({column}, 21, 6) NOT GLOB '*[^0-9]*'"
+    return f"(length({column}) = 19 OR (length({column}) = 26 AND {fraction})) AND {shape}"
+
+
 def text(column: str) -> str:
-    """The other way: the text SQLAlchemy writes, microseconds always shown."""
+    """The other way: the text SQLAlchemy writes, microseconds always shown (times from 1970 on)."""
     return (
         f"strftime('%Y-%m-%d %H:%M:%S', {column} / 1000000, 'unixepoch') || '.' || printf('%06d', {column} % 1000000)"
     )
 
 
-def _convert(kind: str, convert: object) -> None:
-    if op.get_bind().dialect.name != "sqlite":
+def _python_micros(value: str) -> int:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise RuntimeError(f"0014_sqlite_integer_times: {value!r} is not a time; fix or clear it, then upgrade") from None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _convert(kind: str, convert: Callable[[str], str], where: Callable[[str], str] | None = None) -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
         return
     for table, columns in TIMES.items():
-        sets = ", ".join(f"{column} = CASE WHEN typeof({column}) = '{kind}' THEN {convert(column)} ELSE {column} END" for column in columns)  # type: ignore[operator]
-        where = " OR ".join(f"typeof({column}) = '{kind}'" for column in columns)
-        op.execute(f"UPDATE {table} SET {sets} WHERE {where}")
+        for column in columns:
+            condition = f"typeof({column}) = '{kind}'" + (f" AND {where(column)}" if where else "")
+            op.execute(f"UPDATE {table} SET {column} = {convert(column)} WHERE {condition}")
+            if kind != "text":
+                continue
+            # What SQLAlchemy did not write (an offset, a short fraction, a "T"): read by Python, exactly.
+            rest = bind.execute(sa.text(f"SELECT rowid, {column} FROM {table} WHERE typeof({column}) = 'text'")).all()
+            for rowid, value in rest:
+                bind.execute(
+                    sa.text(f"UPDATE {table} SET {column} = :value WHERE rowid = :rowid"),
+                    {"value": _python_micros(value), "rowid": rowid},
+                )
 
 
 def upgrade() -> None:
-    _convert("text", micros)
+    _convert("text", micros, canonical)
 
 
 def downgrade() -> None:
