@@ -165,6 +165,42 @@ def test_slash_commands_are_acked_while_the_database_is_down_and_the_user_hears_
             engine.dispose()
 
 
+def test_a_database_that_stops_answering_does_not_hold_the_ack_past_slacks_three_seconds(
+    proxied: tuple[CuttableProxy, str], direct: Engine
+) -> None:
+    """Before the ack, the request's signature and delivery are claimed in the database. A database that
+    stops answering (no refusal, no reset: a partition) must not hold them: the pooled connection's ping and
+    a new connection's start-up would wait for it, past Slack's 3 seconds."""
+    from handlers.slack.before_ack import BEFORE_ACK
+
+    proxy, url = proxied
+    engine = make_engine(url)
+    with SlackStandIn(token=BOT_TOKEN) as slack:
+        services = Services(settings=make_settings(slack, url), engine=engine, people=SlackPeople(60))
+        from bot.devtools.console import LocalServer
+        from bot.devtools.slack_requests import SlackRequests
+
+        signer = SlackRequests(SIGNING_SECRET, team_id=slack.team_id)
+        late_before = BEFORE_ACK.late
+        try:
+            with LocalServer(create_app(services)) as server, httpx.Client(base_url=server.url, timeout=3.0) as http:
+                request = signer.slash_command("me", ADA, slack.response_url())
+                assert http.post("/slack/events", content=request.body, headers=request.headers).status_code == 200
+                slack.wait_until(lambda: len(slack.calls("response_url")) == 1, timeout=30)  # the pool is warm
+
+                proxy.stall()
+                for _ in range(2):  # the pooled connection waits for an answer, then a new one for its start-up
+                    request = signer.slash_command("me", ADA, slack.response_url())
+                    response = http.post("/slack/events", content=request.body, headers=request.headers)
+                    assert response.status_code == 200 and response.content == b""  # within httpx's 3 s
+                assert BEFORE_ACK.late >= late_before + 2
+                proxy.restore()  # the claims and the lazy answers waiting on the database go on: each command heard
+                slack.wait_until(lambda: len(slack.calls("response_url")) == 3, timeout=30)
+        finally:
+            proxy.restore()
+            engine.dispose()
+
+
 def test_an_unexpected_database_error_is_a_500_apology_and_writes_nothing(engine: Engine, db_url: str) -> None:
     """A fault that retrying will not cure (here a trigger refusing every usage row) is 500, not 503."""
     with engine.begin() as connection:

@@ -22,6 +22,7 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from bot.log_safety import log_failure
+from handlers.slack.before_ack import BEFORE_ACK
 from handlers.slack.blocks import Message, apology, database_busy
 from handlers.slack.caller import record_afterwards
 from handlers.slack.retries import header
@@ -133,7 +134,8 @@ def refuse_replays(app: App, seen: SeenRequests) -> SeenRequests:
     claims it in the shared table (`storage/slack_requests_seen.py`); a signature claimed before is a
     replay, answered with an empty 200 while nothing runs. Socket Mode requests carry no signature and
     come over our own authenticated connection, so they are not checked. If the database cannot take
-    the claim the request goes on: everything it could change is in that same database.
+    the claim the request goes on: everything it could change is in that same database. Nor does it wait
+    more than `before_ack.DEADLINE_SECONDS` for it (this process remembers the signature meanwhile).
     """
 
     def skip_replays(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse | None:
@@ -141,7 +143,7 @@ def refuse_replays(app: App, seen: SeenRequests) -> SeenRequests:
         if req.mode == "socket_mode" or not signature or not timestamp or not timestamp.strip().isdigit():
             return next()
         try:
-            fresh = seen.claim(signature, int(timestamp))
+            fresh = BEFORE_ACK.run(lambda: seen.claim(signature, int(timestamp)), True, "Recording a Slack request")
         except Exception as error:
             log_failure(log, "Could not record a Slack request as seen; handling it anyway", error=error)
             return next()

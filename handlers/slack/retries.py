@@ -6,7 +6,8 @@ Slack signed) is remembered for RETRY_MEMORY_SECONDS; a retry of a delivery alre
 once and goes no further. A retry of one never seen is handled as new, so nothing is lost. Given an
 engine, each delivery is also claimed in the database (`storage/slack_deliveries.py`), so a retry landing
 on another replica, or on this one after a restart, runs nothing either; this process's memory answers
-first, and stands in when SQLite's writer is too busy to take the claim at once.
+first, and stands in when SQLite's writer is too busy to take the claim at once, or when the database
+does not answer within `handlers/slack/before_ack.py`'s deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from handlers.slack.before_ack import BEFORE_ACK
 from storage.slack_deliveries import claim_delivery, purge_deliveries
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,9 @@ class Deliveries:
             purge = self._claims % PURGE_EVERY == 0
         if self.engine is None:
             return True
+        engine = self.engine
         try:
-            fresh = claim_delivery(self.engine, key)
+            fresh = BEFORE_ACK.run(lambda: claim_delivery(engine, key), True, "Claiming a Slack delivery")
         except SQLAlchemyError as error:
             # SQLite's writer busy, or the database not answering: this process's memory stands in for the
             # claim (the ack needs no database; what the delivery could change is in that database anyway).

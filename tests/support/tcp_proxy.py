@@ -1,6 +1,6 @@
 """A loopback TCP proxy that a test can cut and restore: "the database stopped" without touching the
 shared PostgreSQL server. Point DATABASE_URL at `proxy.port` (with sslmode=disable, so statements can be
-recognised on the wire) and call `cut()`, `restore()`, or `cut_when(b'COPY "usage_record"')`."""
+recognised on the wire) and call `cut()`, `stall()`, `restore()`, or `cut_when(b'COPY "usage_record"')`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +34,7 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._down = False
+        self._stalled = False
         self._closed = False
         self._trigger: tuple[bytes, int] | None = None
         self._seen = 0
@@ -51,9 +53,15 @@ class CuttableProxy:
             _reset(client)
             _reset(server)
 
+    def stall(self) -> None:
+        """The database stops answering (a partition, a frozen server): connections stay open, new ones are
+        accepted, and nothing is passed on either way until `restore()`."""
+        with self._lock:
+            self._stalled = True
+
     def restore(self) -> None:
         with self._lock:
-            self._down, self._trigger = False, None
+            self._down, self._stalled, self._trigger = False, False, None
 
     def cut_when(self, pattern: bytes, occurrence: int = 1) -> None:
         """Cut everything when the client sends `pattern` for the `occurrence`-th time (that send is dropped)."""
@@ -109,6 +117,8 @@ class CuttableProxy:
                 return
             if from_client:
                 tail = data[-64:]
+            while self._stalled and not self._closed:
+                time.sleep(0.02)
             try:
                 target.sendall(data)
             except OSError:
