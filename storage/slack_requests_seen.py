@@ -16,6 +16,7 @@ calls it every `PURGE_EVERY` claims.
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from storage.models import SlackRequestSeen, table_of
 
@@ -35,6 +36,7 @@ PURGE_EVERY = 200
 SIGNATURE_MAX = 100
 
 SEEN = table_of(SlackRequestSeen)
+log = logging.getLogger(__name__)
 
 
 SQLITE_WAIT_MS = 50  # on SQLite the claim waits at most this for the writer's turn (see SeenRequests)
@@ -105,6 +107,11 @@ class SeenRequests:
         self._mine: dict[str, datetime] = {}
 
     def claim(self, signature: str, request_timestamp: int, now: datetime | None = None) -> bool:
+        """`first_here`, then `claim_shared`: True the first time this signature is seen anywhere."""
+        return self.first_here(signature, now) and self.claim_shared(signature, request_timestamp, now)
+
+    def first_here(self, signature: str, now: datetime | None = None) -> bool:
+        """Remember the signature in this process; False (a replay) if it was already. No database."""
         moment = now or datetime.now(UTC)
         with self._lock:
             if signature in self._mine:
@@ -114,6 +121,12 @@ class SeenRequests:
             if len(self._mine) > 10 * self.purge_every:
                 cutoff = moment - KEEP
                 self._mine = {key: seen for key, seen in self._mine.items() if seen >= cutoff}
+        return True
+
+    def claim_shared(self, signature: str, request_timestamp: int, now: datetime | None = None) -> bool:
+        """Claim a signature `first_here` let through in the database every replica shares; False if another
+        replica (or this one before a restart) claimed it. Old rows are purged every `purge_every` claims, on
+        a thread of their own: the claim runs before Slack's ack."""
         try:
             fresh = claim_request(self.engine, signature, request_timestamp, now)
         except OperationalError:
@@ -126,5 +139,11 @@ class SeenRequests:
             if not fresh:
                 self.replays += 1
         if purge:
-            purge_seen(self.engine, now)
+            threading.Thread(target=self._purge, args=(now,), name="purge-slack-requests", daemon=True).start()
         return fresh
+
+    def _purge(self, now: datetime | None) -> None:
+        try:
+            purge_seen(self.engine, now)
+        except SQLAlchemyError as error:
+            log.warning("Could not purge old Slack request signatures (%s); the next purge will", type(error).__name__)

@@ -5,6 +5,7 @@ touched); SQLite's unreachable case is a file the process cannot open."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,7 +171,8 @@ def test_a_database_that_stops_answering_does_not_hold_the_ack_past_slacks_three
 ) -> None:
     """Before the ack, the request's signature and delivery are claimed in the database. A database that
     stops answering (no refusal, no reset: a partition) must not hold them: the pooled connection's ping and
-    a new connection's start-up would wait for it, past Slack's 3 seconds."""
+    a new connection's start-up would wait for it, past Slack's 3 seconds. Nor may going on without the
+    claims let a replay through."""
     from handlers.slack.before_ack import BEFORE_ACK
 
     proxy, url = proxied
@@ -189,13 +191,22 @@ def test_a_database_that_stops_answering_does_not_hold_the_ack_past_slacks_three
                 slack.wait_until(lambda: len(slack.calls("response_url")) == 1, timeout=30)  # the pool is warm
 
                 proxy.stall()
-                for _ in range(2):  # the pooled connection waits for an answer, then a new one for its start-up
+                sent = []
+                for _ in range(3):  # the pooled connection waits for an answer, then new ones for their start-up
                     request = signer.slash_command("me", ADA, slack.response_url())
                     response = http.post("/slack/events", content=request.body, headers=request.headers)
                     assert response.status_code == 200 and response.content == b""  # within httpx's 3 s
-                assert BEFORE_ACK.late >= late_before + 2
-                proxy.restore()  # the claims and the lazy answers waiting on the database go on: each command heard
-                slack.wait_until(lambda: len(slack.calls("response_url")) == 3, timeout=30)
+                    sent.append(request)
+                assert BEFORE_ACK.late >= late_before + 4  # the third went on at once: every claim thread waits
+                # A replay of the last, while the database still says nothing: this process remembers it.
+                replay = http.post("/slack/events", content=sent[-1].body, headers=sent[-1].headers)
+                assert replay.status_code == 200 and replay.content == b""
+                proxy.restore()  # the claims and the lazy answers waiting on the database go on
+                slack.wait_until(lambda: len(slack.calls("response_url")) == 4, timeout=30)
+                time.sleep(1)  # the replay, had it run, would have answered by now
+                answers = [call.args["text"] for call in slack.calls("response_url")]
+                assert len(answers) == 4  # each command once, the replay not at all
+                assert all("Your Tokenwise numbers" in text or text == blocks.DATABASE_BUSY for text in answers)
         finally:
             proxy.restore()
             engine.dispose()

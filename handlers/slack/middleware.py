@@ -142,11 +142,15 @@ def refuse_replays(app: App, seen: SeenRequests) -> SeenRequests:
         signature, timestamp = header(req, "X-Slack-Signature"), header(req, "X-Slack-Request-Timestamp")
         if req.mode == "socket_mode" or not signature or not timestamp or not timestamp.strip().isdigit():
             return next()
-        try:
-            fresh = BEFORE_ACK.run(lambda: seen.claim(signature, int(timestamp)), True, "Recording a Slack request")
-        except Exception as error:
-            log_failure(log, "Could not record a Slack request as seen; handling it anyway", error=error)
-            return next()
+        fresh = seen.first_here(signature)  # this process's memory first: it stands in when the database cannot
+        if fresh:
+            try:
+                fresh = BEFORE_ACK.run(
+                    lambda: seen.claim_shared(signature, int(timestamp)), True, "Recording a Slack request"
+                )
+            except Exception as error:
+                log_failure(log, "Could not record a Slack request as seen; handling it anyway", error=error)
+                return next()
         if not fresh:
             log.warning("Refused a replayed Slack request (signed at %s)", timestamp)
             return BoltResponse(status=200, body="")
