@@ -212,6 +212,42 @@ def test_a_database_that_stops_answering_does_not_hold_the_ack_past_slacks_three
             engine.dispose()
 
 
+def test_in_oauth_mode_a_database_that_stops_answering_does_not_hold_the_ack_either(
+    proxied: tuple[CuttableProxy, str], direct: Engine
+) -> None:
+    """In OAuth mode Bolt reads the workspace's installation before the ack, on every request: held to the
+    same deadline, the last answer this process had stands in while the database says nothing."""
+    from bot.devtools.console import LocalServer
+    from bot.devtools.slack_requests import SlackRequests
+    from tests.test_slack_oauth import CLIENT_ID, CLIENT_SECRET, OAuthApp, install
+
+    proxy, url = proxied
+    engine = make_engine(url)
+    with SlackStandIn(token="xoxb-unused") as slack:
+        slack.oauth_clients[CLIENT_ID] = CLIENT_SECRET
+        settings = make_settings(slack, url).model_copy(
+            update={"slack_bot_token": None, "slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET}
+        )
+        services = Services(settings=settings, engine=engine, people=SlackPeople(60))
+        signer = SlackRequests(SIGNING_SECRET, team_id="T111")
+        try:
+            with LocalServer(create_app(services)) as server, httpx.Client(base_url=server.url, timeout=3.0) as http:
+                assert install(OAuthApp(slack, services, http)).status_code == 200
+                request = signer.slash_command("runs", "W111", slack.response_url())
+                assert http.post("/slack/events", content=request.body, headers=request.headers).status_code == 200
+                slack.wait_until(lambda: len(slack.calls("response_url")) == 1, timeout=30)
+
+                proxy.stall()
+                request = signer.slash_command("runs", "W111", slack.response_url())
+                response = http.post("/slack/events", content=request.body, headers=request.headers)
+                assert response.status_code == 200 and response.content == b""  # within httpx's 3 s
+                proxy.restore()
+                slack.wait_until(lambda: len(slack.calls("response_url")) == 2, timeout=30)
+        finally:
+            proxy.restore()
+            engine.dispose()
+
+
 def test_an_unexpected_database_error_is_a_500_apology_and_writes_nothing(engine: Engine, db_url: str) -> None:
     """A fault that retrying will not cure (here a trigger refusing every usage row) is 500, not 503."""
     with engine.begin() as connection:

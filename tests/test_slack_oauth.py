@@ -135,3 +135,33 @@ def test_a_request_after_expiry_is_answered_with_a_rotated_token(oauth_app: OAut
 def test_the_schedulers_client_refuses_a_workspace_that_never_installed(oauth_app: OAuthApp) -> None:
     with pytest.raises(NotInstalled):
         slack_client_for(oauth_app.services, team_id="T404")
+
+
+def test_installation_reads_past_the_deadline_use_the_last_answer_or_fail_at_once(oauth_app: OAuthApp) -> None:
+    """InstallationsInTime (what Bolt reads before each ack): the real store, held as a database that does
+    not answer would hold it; the last answer stands in, and a workspace never read (or deleted) fails."""
+    import threading
+
+    from handlers.slack.before_ack import BeforeAck, DatabaseNotAnswering, InstallationsInTime
+
+    install(oauth_app)
+    real = installation_store(oauth_app.services.settings, oauth_app.services.engine)
+    held = threading.Event()
+    released = threading.Event()
+
+    class Held(type(real)):  # type: ignore[misc]
+        def find_installation(self, **kwargs):  # type: ignore[no-untyped-def]
+            if held.is_set():
+                released.wait(10)
+            return real.find_installation(**kwargs)
+
+    slow = Held(client_id=CLIENT_ID, engine=oauth_app.services.engine)
+    store = InstallationsInTime(slow, BeforeAck(seconds=0.2))
+    first = store.find_installation(enterprise_id=None, team_id="T111")
+    assert first is not None and first.bot_token
+    held.set()
+    again = store.find_installation(enterprise_id=None, team_id="T111")  # past the deadline: the last answer
+    assert again is first
+    with pytest.raises(DatabaseNotAnswering):
+        store.find_installation(enterprise_id=None, team_id="T222")  # never read here: nothing to stand in
+    released.set()

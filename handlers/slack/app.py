@@ -98,6 +98,7 @@ def create_bolt_app(services: Services) -> App:
     """The Slack app with every listener registered; raises SlackNotConfigured without its settings."""
     from handlers.slack import actions, retries, slash, views
     from handlers.slack import home as events
+    from handlers.slack.before_ack import InstallationsInTime
     from handlers.slack.middleware import provide_services, refuse_replays
     from storage.slack_requests_seen import SeenRequests
 
@@ -105,7 +106,8 @@ def create_bolt_app(services: Services) -> App:
     if not settings.slack_signing_secret:
         raise SlackNotConfigured("Set SLACK_SIGNING_SECRET (Basic Information > App Credentials in Slack).")
     if settings.slack_oauth_enabled:
-        store = installation_store(settings, services.engine)
+        # Bolt reads the installation before every ack: each read held to a deadline (before_ack.py).
+        store = InstallationsInTime(installation_store(settings, services.engine))
         app = App(
             signing_secret=settings.slack_signing_secret,
             client=build_slack_client(None, settings.slack_api_url),

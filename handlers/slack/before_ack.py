@@ -8,6 +8,9 @@ out. So each claim runs on a thread of its own and the request waits for it at m
 past that it goes on without the claim, which this process's memory stands in for (both remember the keys
 they saw before they ask the database), and the claim finishes, or fails, on its own thread. When
 `WORKERS` claims are still waiting on the database, a new one is not started: the request goes on at once.
+
+In OAuth mode Bolt also reads the workspace's installation before the ack; `InstallationsInTime` holds those
+reads to the same deadline.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+from slack_sdk.oauth.installation_store import Bot, Installation, InstallationStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,3 +94,90 @@ class BeforeAck:
 
 
 BEFORE_ACK = BeforeAck()
+
+
+class DatabaseNotAnswering(Exception):
+    """The installation store did not answer within the deadline and this process has no earlier answer."""
+
+
+class InstallationsInTime(InstallationStore):
+    """The installation store as Bolt reads it before every ack in OAuth mode, each read held to
+    `BEFORE_ACK`'s deadline. Past it, the last answer this process had for the same workspace (and user)
+    stands in; with none, the request fails at once (`DatabaseNotAnswering`: Bolt answers 500, Slack tries
+    again later) instead of waiting for the database. Writes (an install, a rotated token) and deletions go
+    to the store as they are."""
+
+    def __init__(self, store: InstallationStore, before_ack: BeforeAck = BEFORE_ACK) -> None:
+        self.store = store
+        self.before_ack = before_ack
+        self._last: dict[tuple[object, ...], object] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def logger(self) -> logging.Logger:
+        return self.store.logger
+
+    def save(self, installation: Installation) -> None:
+        self.store.save(installation)
+
+    def save_bot(self, bot: Bot) -> None:
+        self.store.save_bot(bot)
+
+    def find_installation(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> Installation | None:
+        found = self._in_time(
+            ("installation", enterprise_id, team_id, user_id, is_enterprise_install),
+            lambda: self.store.find_installation(
+                enterprise_id=enterprise_id,
+                team_id=team_id,
+                user_id=user_id,
+                is_enterprise_install=is_enterprise_install,
+            ),
+        )
+        return cast("Installation | None", found)
+
+    def find_bot(
+        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
+    ) -> Bot | None:
+        found = self._in_time(
+            ("bot", enterprise_id, team_id, is_enterprise_install),
+            lambda: self.store.find_bot(
+                enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install
+            ),
+        )
+        return cast("Bot | None", found)
+
+    def delete_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
+    ) -> None:
+        self._forget(enterprise_id, team_id)
+        self.store.delete_installation(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id)
+
+    def delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        self._forget(enterprise_id, team_id)
+        self.store.delete_bot(enterprise_id=enterprise_id, team_id=team_id)
+
+    def delete_all(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        self._forget(enterprise_id, team_id)
+        self.store.delete_all(enterprise_id=enterprise_id, team_id=team_id)
+
+    def _in_time(self, key: tuple[object, ...], read: Callable[[], object]) -> object:
+        missing = object()
+        found = self.before_ack.run(read, missing, "Reading the workspace's installation")
+        with self._lock:
+            if found is not missing:
+                self._last[key] = found
+                return found
+            if key in self._last:
+                return self._last[key]
+        raise DatabaseNotAnswering("the installation store did not answer in time")
+
+    def _forget(self, enterprise_id: str | None, team_id: str | None) -> None:
+        with self._lock:
+            self._last = {key: value for key, value in self._last.items() if key[1:3] != (enterprise_id, team_id)}
