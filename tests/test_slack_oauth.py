@@ -139,15 +139,16 @@ def test_the_schedulers_client_refuses_a_workspace_that_never_installed(oauth_ap
 
 def test_installation_reads_past_the_deadline_use_the_last_answer_or_fail_at_once(oauth_app: OAuthApp) -> None:
     """InstallationsInTime (what Bolt reads before each ack): the real store, held as a database that does
-    not answer would hold it; the last answer stands in, and a workspace never read (or deleted) fails."""
+    not answer would hold it; the last answer stands in without its refresh token (no rotation, a write,
+    against that database), a workspace never read fails at once, and a person's own installation (Bolt
+    asks when the sender is not the installer; Tokenwise asks for no user scopes) needs no read."""
     import threading
 
     from handlers.slack.before_ack import BeforeAck, DatabaseNotAnswering, InstallationsInTime
 
     install(oauth_app)
     real = installation_store(oauth_app.services.settings, oauth_app.services.engine)
-    held = threading.Event()
-    released = threading.Event()
+    held, released = threading.Event(), threading.Event()
 
     class Held(type(real)):  # type: ignore[misc]
         def find_installation(self, **kwargs):  # type: ignore[no-untyped-def]
@@ -155,13 +156,15 @@ def test_installation_reads_past_the_deadline_use_the_last_answer_or_fail_at_onc
                 released.wait(10)
             return real.find_installation(**kwargs)
 
-    slow = Held(client_id=CLIENT_ID, engine=oauth_app.services.engine)
-    store = InstallationsInTime(slow, BeforeAck(seconds=0.2))
-    first = store.find_installation(enterprise_id=None, team_id="T111")
-    assert first is not None and first.bot_token
-    held.set()
-    again = store.find_installation(enterprise_id=None, team_id="T111")  # past the deadline: the last answer
-    assert again is first
-    with pytest.raises(DatabaseNotAnswering):
-        store.find_installation(enterprise_id=None, team_id="T222")  # never read here: nothing to stand in
-    released.set()
+    store = InstallationsInTime(Held(client_id=CLIENT_ID, engine=oauth_app.services.engine), BeforeAck(seconds=2))
+    try:
+        first = store.find_installation(enterprise_id=None, team_id="T111")
+        assert first is not None and first.bot_token and first.bot_refresh_token
+        held.set()
+        again = store.find_installation(enterprise_id=None, team_id="T111")  # past the deadline: the last answer
+        assert again is not None and again.bot_token == first.bot_token and again.bot_refresh_token is None
+        assert store.find_installation(enterprise_id=None, team_id="T111", user_id="W222") is None
+        with pytest.raises(DatabaseNotAnswering):
+            store.find_installation(enterprise_id=None, team_id="T222")  # never read here: nothing to stand in
+    finally:
+        released.set()

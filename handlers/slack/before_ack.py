@@ -15,6 +15,7 @@ reads to the same deadline.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable
@@ -102,15 +103,16 @@ class DatabaseNotAnswering(Exception):
 
 class InstallationsInTime(InstallationStore):
     """The installation store as Bolt reads it before every ack in OAuth mode, each read held to
-    `BEFORE_ACK`'s deadline. Past it, the last answer this process had for the same workspace (and user)
-    stands in; with none, the request fails at once (`DatabaseNotAnswering`: Bolt answers 500, Slack tries
-    again later) instead of waiting for the database. Writes (an install, a rotated token) and deletions go
-    to the store as they are."""
+    `BEFORE_ACK`'s deadline. Past it, the last installation this process read or saved for the workspace
+    stands in, without its refresh token (so that Bolt does not rotate the token, a write, against a database
+    that is not answering); with none, the request fails at once (`DatabaseNotAnswering`: Bolt answers 500)
+    instead of waiting. Tokenwise asks for bot scopes only, so a person's own installation (Bolt asks for one
+    when the sender is not the installer) is None without a read. Writes and deletions go to the store."""
 
     def __init__(self, store: InstallationStore, before_ack: BeforeAck = BEFORE_ACK) -> None:
         self.store = store
         self.before_ack = before_ack
-        self._last: dict[tuple[object, ...], object] = {}
+        self._last: dict[tuple[object, ...], Installation | Bot | None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -119,9 +121,12 @@ class InstallationsInTime(InstallationStore):
 
     def save(self, installation: Installation) -> None:
         self.store.save(installation)
+        workspace = (installation.enterprise_id, installation.team_id, bool(installation.is_enterprise_install))
+        self._remember(("installation", *workspace), installation)
 
     def save_bot(self, bot: Bot) -> None:
         self.store.save_bot(bot)
+        self._remember(("bot", bot.enterprise_id, bot.team_id, bool(bot.is_enterprise_install)), bot)
 
     def find_installation(
         self,
@@ -131,13 +136,12 @@ class InstallationsInTime(InstallationStore):
         user_id: str | None = None,
         is_enterprise_install: bool | None = False,
     ) -> Installation | None:
+        if user_id is not None:  # no user scopes are asked for: nobody has an installation of their own
+            return None
         found = self._in_time(
-            ("installation", enterprise_id, team_id, user_id, is_enterprise_install),
+            ("installation", enterprise_id, team_id, bool(is_enterprise_install)),
             lambda: self.store.find_installation(
-                enterprise_id=enterprise_id,
-                team_id=team_id,
-                user_id=user_id,
-                is_enterprise_install=is_enterprise_install,
+                enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install
             ),
         )
         return cast("Installation | None", found)
@@ -146,7 +150,7 @@ class InstallationsInTime(InstallationStore):
         self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
     ) -> Bot | None:
         found = self._in_time(
-            ("bot", enterprise_id, team_id, is_enterprise_install),
+            ("bot", enterprise_id, team_id, bool(is_enterprise_install)),
             lambda: self.store.find_bot(
                 enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install
             ),
@@ -167,16 +171,27 @@ class InstallationsInTime(InstallationStore):
         self._forget(enterprise_id, team_id)
         self.store.delete_all(enterprise_id=enterprise_id, team_id=team_id)
 
-    def _in_time(self, key: tuple[object, ...], read: Callable[[], object]) -> object:
+    def _in_time(self, key: tuple[object, ...], read: Callable[[], Installation | Bot | None]) -> object:
         missing = object()
         found = self.before_ack.run(read, missing, "Reading the workspace's installation")
+        if found is not missing:
+            self._remember(key, cast("Installation | Bot | None", found))
+            return found
         with self._lock:
-            if found is not missing:
-                self._last[key] = found
-                return found
-            if key in self._last:
-                return self._last[key]
-        raise DatabaseNotAnswering("the installation store did not answer in time")
+            if key not in self._last:
+                raise DatabaseNotAnswering("the installation store did not answer in time")
+            last = self._last[key]
+        if last is None:
+            return None
+        stand_in = copy.copy(last)
+        stand_in.bot_refresh_token = None  # no rotation (a write) while the database does not answer
+        if isinstance(stand_in, Installation):
+            stand_in.user_refresh_token = None
+        return stand_in
+
+    def _remember(self, key: tuple[object, ...], found: Installation | Bot | None) -> None:
+        with self._lock:
+            self._last[key] = copy.copy(found)  # Bolt may change what it is handed
 
     def _forget(self, enterprise_id: str | None, team_id: str | None) -> None:
         with self._lock:
