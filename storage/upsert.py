@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from operator import itemgetter
 from typing import Any, Literal
@@ -16,7 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
 from storage.models import UsageRecord, table_of
-from storage.types import EPOCH, MICROSECOND, UTCDateTime, utc_micros
+from storage.types import UTCDateTime, utc_micros
 
 USAGE = table_of(UsageRecord)
 
@@ -165,9 +165,7 @@ _DAY_MICROS: dict[str, int] = {}
 
 def sqlite_micros(value: datetime | None) -> int | None:
     """What UTCDateTime gives SQLite: whole microseconds since 1970 UTC (`storage.types.utc_micros`)."""
-    if value is None:
-        return None
-    return ((value.replace(tzinfo=UTC) if value.tzinfo is None else value) - EPOCH) // MICROSECOND
+    return None if value is None else utc_micros(value)
 
 
 SQLITE_MAX_PARAMETERS = 32_766  # SQLite's default bound since 3.32

@@ -51,9 +51,8 @@ class BeforeAck:
                 log.warning("%s: the database is still not answering earlier claims; going on without it", what)
                 return fallback
             self._busy += 1
-        outcome: dict[str, Any] = {}
+        outcome: dict[str, Any] = {}  # value or error; "finished" and "gave_up" change under the lock
         done = threading.Event()
-        gave_up = threading.Event()
 
         def claim() -> None:
             try:
@@ -63,8 +62,10 @@ class BeforeAck:
             finally:
                 with self._lock:
                     self._busy -= 1
+                    outcome["finished"] = True
+                    late = "gave_up" in outcome
                 done.set()
-                if gave_up.is_set():
+                if late:
                     self._late_answer(what, outcome, fallback)
 
         try:
@@ -74,11 +75,12 @@ class BeforeAck:
                 self._busy -= 1
             return fallback
         if not done.wait(self.seconds):
-            gave_up.set()
             with self._lock:
                 self.late += 1
+                outcome["gave_up"] = True
+                finished = "finished" in outcome  # between the wait and the lock: reported here, not there
             log.warning("%s took over %.2f s (is the database answering?); going on without it", what, self.seconds)
-            if done.is_set():  # it finished between the wait and the flag: say what it found
+            if finished:
                 self._late_answer(what, outcome, fallback)
             return fallback
         if "error" in outcome:
