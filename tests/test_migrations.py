@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -133,3 +134,32 @@ def test_sqlite_times_become_integer_microseconds_and_read_back_the_same(engine:
         back = connection.execute(text("SELECT created_at FROM person ORDER BY id")).scalars().all()
     if engine.dialect.name == "sqlite":
         assert back == [moment.replace(tzinfo=None).isoformat(" ", "microseconds") for moment in moments]
+
+
+def test_a_sqlite_time_that_is_no_time_stops_the_upgrade_with_one_line_naming_it(tmp_path: Path) -> None:
+    """0014 reads what SQLAlchemy never wrote in Python; text that is no time is named, never made NULL."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    command.upgrade(alembic_config(engine), "0013_github_unsettled")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO person (id, email, timezone, nudges_enabled, created_at)"
+                " VALUES (1, 'a@x.io', 'UTC', 1, 'yesterday')"
+            )
+        )
+    engine.dispose()
+    done = subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", "db", "upgrade"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={"DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}", "PATH": "/usr/bin", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "person.created_at (row 1) holds 'yesterday', which is not a time" in done.stderr + done.stdout

@@ -71,11 +71,11 @@ def text(column: str) -> str:
     )
 
 
-def _python_micros(value: str) -> int:
+def _python_micros(value: str, where: str) -> int:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise RuntimeError(f"0014_sqlite_integer_times: {value!r} is not a time; fix or clear it, then upgrade") from None
+        raise RuntimeError(f"{where} holds {value!r}, which is not a time: fix or clear it, then upgrade") from None
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
     return (moment - EPOCH) // timedelta(microseconds=1)
 
@@ -95,7 +95,7 @@ def _convert(kind: str, convert: Callable[[str], str], where: Callable[[str], st
             for rowid, value in rest:
                 bind.execute(
                     sa.text(f"UPDATE {table} SET {column} = :value WHERE rowid = :rowid"),
-                    {"value": _python_micros(value), "rowid": rowid},
+                    {"value": _python_micros(value, f"{table}.{column} (row {rowid})"), "rowid": rowid},
                 )
 
 
