@@ -29,6 +29,12 @@ def _known(model: str) -> bool:
     return True
 
 
+def ready() -> None:
+    """Load genai-prices' price list now (it loads at the first price): before forking processes that price,
+    so that they share it instead of each loading it."""
+    _known("claude-sonnet-4-5")
+
+
 def price(
     model: str,
     input_tokens: int,

@@ -7,6 +7,8 @@ import os
 import subprocess
 import threading
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -273,8 +275,10 @@ def test_memory_does_not_grow_with_log_size(tmp_path: Path, engine: Engine, monk
     assert large < small * 1.5 + 256 * 1024, (small, large)
 
 
-def _refuse_key(engine: Engine, key: str) -> None:
-    """A real database fault: inserting the usage record `key` fails (a trigger raises 'boom')."""
+@contextmanager
+def refused_key(engine: Engine, key: str) -> Iterator[None]:
+    """A real database fault: inserting the usage record `key` fails (a trigger raises 'boom'). The trigger is
+    dropped after: PostgreSQL's test database is emptied between tests, not rebuilt."""
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql(
@@ -289,6 +293,14 @@ def _refuse_key(engine: Engine, key: str) -> None:
                 "CREATE TRIGGER refuse_key BEFORE INSERT ON usage_record"
                 f" WHEN NEW.dedupe_key = '{key}' BEGIN SELECT RAISE(ABORT, 'boom'); END"
             )
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            postgres = engine.dialect.name == "postgresql"
+            connection.exec_driver_sql("DROP TRIGGER refuse_key" + (" ON usage_record" if postgres else ""))
+            if postgres:
+                connection.exec_driver_sql("DROP FUNCTION refuse_key()")
 
 
 def _stored_keys(engine: Engine) -> set[str]:
@@ -306,8 +318,7 @@ def test_a_chunk_the_database_refuses_stops_the_import_after_the_chunks_before_i
     """Chunks are written by a thread while the next ones are read: a failed write still reaches the caller,
     the chunks before it stay whole, and neither the failed chunk nor any after it is written."""
     _big_log(tmp_path / "projects" / "p", 1600)
-    _refuse_key(engine, "cc:m750:r750")  # in the eighth chunk of 100
-    with pytest.raises(Exception, match="boom"):
+    with refused_key(engine, "cc:m750:r750"), pytest.raises(Exception, match="boom"):  # in the eighth chunk of 100
         import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=100)
     assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(700)}
     assert not _writer_threads()

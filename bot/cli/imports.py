@@ -58,14 +58,16 @@ def import_claude_code(
             except LogsNotFound as error:
                 raise UserError(str(error)) from error
             columns = (TextColumn("Reading logs"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=out, transient=True) as progress:
+            # Drawn as the reading advances, not by a thread of its own: the reading processes fork from a
+            # process of one thread.
+            with Progress(*columns, console=out, transient=True, auto_refresh=False) as progress:
                 task = progress.add_task("logs", total=size)
                 summary = import_logs(
                     engine,
                     folders,
                     email,
                     config.weight_for,
-                    lambda n: progress.advance(task, n),
+                    lambda n: progress.update(task, advance=n, refresh=True),
                     rules=config.link_rules(),
                     files=files,
                 )

@@ -20,9 +20,9 @@ import queue
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache, partial
@@ -33,6 +33,8 @@ import msgspec
 from sqlalchemy import Engine
 
 from bot.pricing import fast_price, price_nano
+from bot.pricing import ready as pricing_ready
+from bot.sources.forked import can_fork, in_order
 from storage.github import LinkRules, relink_runs
 from storage.ingest import Converters, ingest_usage_rows, run_ids, usage_converters, write_atomically
 from storage.ingest_schemas import SeenRun, SeenUsage
@@ -522,30 +524,57 @@ def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[bytes]
         yield rest
 
 
-def read_logs(
-    files: list[Path],
-    email: str,
-    summary: ImportSummary,
-    converters: Converters,
-    advance: Callable[[int], None] | None = None,
-) -> Iterator[Row]:
+@dataclass
+class _Part:
+    """A stretch of the reading as the writer takes it: the storage rows of the copies kept, in the order
+    read, what they say of their sessions' runs and their UTC days, the summary's counts for it and the
+    bytes read.
+
+    Read by several processes (`_read_in_processes`), a sidechain line whose message id its own reader has
+    not seen on a main-thread line may still replay a message that an earlier batch's reader saw: its row is
+    `deferred` (in `rows`, not yet in `runs` or `days`) until the parent process, which knows every earlier
+    batch's main-thread message ids (`parents`), settles it (`_settled`)."""
+
+    rows: list[list[Any]] = field(default_factory=list)
+    runs: dict[str, list[Any]] = field(default_factory=dict)  # session -> [start, end, project, at, branch, at]
+    days: set[tuple[date, str]] = field(default_factory=set)
+    deferred: list[tuple[int, int, datetime, str | None, str | None]] = field(default_factory=list)
+    parents: set[int] = field(default_factory=set)  # hashes of this part's main-thread message ids (deferring)
+    files: int = 0
+    lines: int = 0
+    usage_lines: int = 0
+    malformed: int = 0
+    duplicates: int = 0
+    read: int = 0
+
+
+def _parts(
+    files: Sequence[Path], email: str, converters: Converters, chunk_rows: int, defer: bool = False
+) -> Generator[_Part, None, None]:
     """Usage one message at a time, as storage rows (`_row_of`; `converters`: `usage_converters`' time and
-    cost conversions); `advance` hears how many bytes were read, for a progress bar.
+    cost conversions), handed over in parts of `chunk_rows` rows (and a last, smaller one).
 
     Claude Code writes a message once per content block while it streams: the copies share `message.id`
     and `requestId`, and only the last carries the final usage (earlier ones have partial output tokens).
     Of the copies, the one with the largest token total is kept, as ccusage does today, and only its row is
     built. Copies are written one after another (other lines may fall between them), so a message is held
     back until COPY_WINDOW newer messages of the same file have followed it: memory stays flat however
-    long a file is.
+    long a file is. `defer`: these files follow others read elsewhere (`_Part`).
     """
     parents: set[int] = set()  # hashes of the message ids main threads reported (sidechain replays repeat them)
+    part = _Part()
+    read = 0
+
+    def count(size: int) -> None:
+        nonlocal read
+        read += size
+
     for path in files:
-        summary.files += 1
+        part.files += 1
         name = f"{path.parent.name}/{path.name}"
-        kept: OrderedDict[str, tuple[int, Any]] = OrderedDict()  # key -> (token total, the line as kept)
+        kept: OrderedDict[str, tuple[int, Any, int | None]] = OrderedDict()  # key -> (total, line, deferred)
         lines = malformed = usage_lines = duplicates = 0  # the summary's counts for this file, added at its end
-        for number, raw in enumerate(_lines(path, advance), start=1):
+        for number, raw in enumerate(_lines(path, count), start=1):
             if USAGE_KEY not in raw:
                 if raw and not raw.isspace():  # what `raw.strip()` tells, without copying the line
                     lines += 1
@@ -554,39 +583,142 @@ def read_logs(
                 continue
             lines += 1
             try:
-                read = _read_usage(raw, name, number, email)
+                found = _read_usage(raw, name, number, email)
             except ValueError:
                 malformed += 1
                 continue
-            if read is None:
+            if found is None:
                 continue
-            key, total, line, message_id, sidechain = read
+            key, total, line, message_id, sidechain = found
             usage_lines += 1
             # A sidechain's copy of a message its main thread already reported (same `message.id`, another
             # `requestId`) is a replay; a main-thread line's message id is remembered, as a hash.
+            held = None
             if message_id is not None:
                 if sidechain:
-                    if hash(message_id) in parents:
+                    if (held := hash(message_id)) in parents:
                         duplicates += 1  # a sub-agent's replay of its parent's message (ccusage #913)
                         continue
+                    if not defer:
+                        held = None
                 else:
                     parents.add(hash(message_id))
+                    if defer:
+                        part.parents.add(hash(message_id))
             earlier = kept.get(key)
             if earlier is None:
-                kept[key] = (total, line)
+                kept[key] = (total, line, held)
                 if len(kept) > COPY_WINDOW:
-                    oldest, (_, first) = kept.popitem(last=False)
-                    yield _row_of(first, oldest, converters)
+                    oldest, (_, first, deferred) = kept.popitem(last=False)
+                    _keep(part, _row_of(first, oldest, converters), deferred)
+                    if len(part.rows) >= chunk_rows:
+                        part.read, read = read, 0
+                        yield part
+                        part = _Part()
             else:
                 duplicates += 1  # a streamed copy: one of the two is left out
                 if total > earlier[0]:
-                    kept[key] = (total, line)
-        summary.lines += lines
-        summary.malformed += malformed
-        summary.usage_lines += usage_lines
-        summary.duplicates += duplicates
-        for key, (_, line) in kept.items():
-            yield _row_of(line, key, converters)
+                    kept[key] = (total, line, held)
+        part.lines += lines
+        part.malformed += malformed
+        part.usage_lines += usage_lines
+        part.duplicates += duplicates
+        for key, (_, line, deferred) in kept.items():
+            _keep(part, _row_of(line, key, converters), deferred)
+            if len(part.rows) >= chunk_rows:
+                part.read, read = read, 0
+                yield part
+                part = _Part()
+    part.read = read
+    yield part
+
+
+def _keep(part: _Part, kept: Row, deferred: int | None) -> None:
+    """A kept copy's row, added to the part (and its run and day, unless it waits to be settled)."""
+    row, when, project, branch = kept
+    index = len(part.rows)
+    part.rows.append(row)
+    if deferred is None:
+        _widen(part, index, row[2], when, project, branch)
+    else:
+        part.deferred.append((index, deferred, when, project, branch))
+
+
+def _widen(
+    part: _Part, index: int, session: str | None, when: datetime, project: str | None, branch: str | None
+) -> None:
+    """A row's day, and its session's run widened to its time; of project and branch, the first row's (in the
+    part's order, `index`) that names one is kept."""
+    part.days.add((when.date(), AGENT))  # a UTC time: its date is the UTC day
+    if not session:
+        return
+    run = part.runs.get(session)
+    if run is None:
+        part.runs[session] = [when, when, project, index, branch, index]
+        return
+    if when < run[0]:
+        run[0] = when
+    elif when > run[1]:
+        run[1] = when
+    if project is not None and (run[2] is None or index < run[3]):
+        run[2], run[3] = project, index
+    if branch is not None and (run[4] is None or index < run[5]):
+        run[4], run[5] = branch, index
+
+
+BATCH_BYTES = 1 << 22  # files read together by one reading process: consecutive, about this many bytes
+MAX_READERS = 4
+
+
+def readers_here() -> int:
+    """How many processes read logs on this machine: one per core (up to MAX_READERS), where processes fork."""
+    return min(MAX_READERS, os.cpu_count() or 1) if can_fork() else 1
+
+
+def _batches(files: Sequence[Path]) -> list[list[Path]]:
+    """The files in order, cut into runs of about BATCH_BYTES (a larger file alone)."""
+    batches: list[list[Path]] = [[]]
+    size = 0
+    for path in files:
+        if size >= BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(path)
+        with suppress(OSError):  # gone since it was listed: its reader says so
+            size += os.stat(path).st_size
+    return batches
+
+
+def _read_in_processes(
+    batches: list[list[Path]], email: str, converters: Converters, chunk_rows: int, readers: int
+) -> Generator[_Part, None, None]:
+    """`_parts` of every batch, in order, read by `readers` forked processes and settled here."""
+    pricing_ready()  # the price list loaded once, before the fork, not once by each reader
+    read = partial(_parts, email=email, converters=converters, chunk_rows=chunk_rows, defer=True)
+    return _settled(in_order(batches, read, readers))
+
+
+def _settled(parts: Generator[_Part, None, None]) -> Generator[_Part, None, None]:
+    """Parts read apart, settled in order: a deferred sidechain row whose message an earlier batch's main
+    thread reported is a replay, left out as the reading in one process would have; the others count."""
+    parents: set[int] = set()
+    try:
+        for part in parts:
+            if part.deferred:
+                replays = set()
+                for index, held, when, project, branch in part.deferred:
+                    if held in parents:
+                        replays.add(index)
+                    else:
+                        _widen(part, index, part.rows[index][2], when, project, branch)
+                if replays:
+                    part.duplicates += len(replays)
+                    part.rows = [row for index, row in enumerate(part.rows) if index not in replays]
+                part.deferred = []
+            parents |= part.parents
+            yield part
+    finally:
+        parts.close()  # the reading processes end, however this ends
 
 
 def _total(record: LoggedUsage) -> int:
@@ -602,15 +734,17 @@ def import_logs(
     chunk_lines: int = CHUNK_LINES,
     rules: LinkRules | None = None,
     files: list[Path] | None = None,
+    readers: int | None = None,
 ) -> ImportSummary:
     """Import every session log under PATH for one person; safe to run again (nothing is added twice).
     With `rules`, pull requests merged from the branches these sessions worked on are settled again at the
     end, so a history imported after the merges still links its runs to them. `files`: PATH's log files in
-    order, when `find_logs` listed them already.
+    order, when `find_logs` listed them already. `readers`: processes that read (default `readers_here()`).
 
-    A chunk is written (in one transaction of its own, in the order read) by a thread while the next one is
-    read: the database's own work (SQLite's and the PostgreSQL driver's, which give up Python's lock) then
-    runs beside the reading. At most one chunk waits for the writer, so memory stays flat."""
+    The files are cut into batches read by forked processes, one per core, while this one writes; a
+    chunk is written (in one transaction of its own, in the order read) by a thread while the next one is
+    taken: the database's own work (SQLite's and the PostgreSQL driver's, which give up Python's lock) then
+    runs beside the rest. At most one chunk waits for the writer, so memory stays flat."""
     if files is None:
         files = log_files(*([path] if isinstance(path, Path) else path))
     summary = ImportSummary()
@@ -618,39 +752,51 @@ def import_logs(
     on_branches: set[str] = set()  # sessions that name their git branch: the ones a merge may link
     email = email.strip().lower()
     converters = usage_converters(engine.dialect)  # each record's time and cost converted once, by the reader
+    batches = _batches(files)
+    readers = min(readers_here() if readers is None else readers, len(batches))
+    parts = (
+        _read_in_processes(batches, email, converters, chunk_lines, readers)
+        if readers > 1
+        else _parts(files, email, converters, chunk_lines)
+    )
     rows: list[list[Any]] = []  # the chunk's usage records as the driver takes them (ingest_usage_rows)
     days: set[tuple[date, str]] = set()
     runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
-    writer = _ChunkWriter(engine, summary, email)
+    writer = _ChunkWriter(engine, summary, email)  # its thread starts at the first chunk: after the fork
     try:
-        for row, when, project, branch in read_logs(files, email, summary, converters, on_progress):
-            rows.append(row)
-            days.add((when.date(), AGENT))  # a UTC time: its date is the UTC day
-            session_id = row[2]
-            if session_id:
+        for part in parts:
+            summary.files += part.files
+            summary.lines += part.lines
+            summary.usage_lines += part.usage_lines
+            summary.malformed += part.malformed
+            summary.duplicates += part.duplicates
+            if on_progress is not None and part.read:
+                on_progress(part.read)
+            rows += part.rows
+            days |= part.days
+            for session_id, (start, end, project, _, branch, _) in part.runs.items():
                 sessions.add(session_id)
+                if branch:
+                    on_branches.add(session_id)
                 run = runs.get(session_id)
                 if run is None:
                     runs[session_id] = SeenRun(
                         external_id=session_id,
                         email=email,
                         agent=AGENT,
-                        started_at=when,
-                        ended_at=when,
+                        started_at=start,
+                        ended_at=end,
                         project=project,
                         branch=branch,
                     )
-                else:  # widened (its end is set: this loop made it); what a run has is kept
-                    if when < run.started_at:
-                        run.started_at = when
-                    elif run.ended_at is not None and when > run.ended_at:
-                        run.ended_at = when
-                    if run.project is None:
-                        run.project = project
-                    if run.branch is None:
-                        run.branch = branch
-                if branch:
-                    on_branches.add(session_id)
+                    continue
+                # widened (its end is set: this loop made it); what a run has is kept
+                run.started_at = min(run.started_at, start)
+                run.ended_at = max(run.ended_at or end, end)
+                if run.project is None:
+                    run.project = project
+                if run.branch is None:
+                    run.branch = branch
             if len(rows) >= chunk_lines:
                 writer.put((list(runs.values()), rows, days))
                 rows, days, runs = [], set(), {}
@@ -659,6 +805,8 @@ def import_logs(
     except BaseException:
         writer.close(failing=True)  # the reading failed or was interrupted: the chunk being written ends
         raise
+    finally:
+        parts.close()  # the reading processes end, whatever happened here
     writer.close()  # waits for the chunks handed over; raises the writer's error, if it had one
     summary.sessions = len(sessions)
     if rules is not None and on_branches:
@@ -683,7 +831,7 @@ class _ChunkWriter:
         self.error: BaseException | None = None
         self.written = self.duplicates = 0  # the summary's, added by `close` (the reading thread counts too)
         self.thread = threading.Thread(target=self._run, name="claude-code-import-writer", daemon=True)
-        self.thread.start()
+        # Started by the first chunk, not here: the reading processes fork first, from a process of one thread
 
     def _run(self) -> None:
         while (chunk := self.queue.get()) is not None:
@@ -699,9 +847,13 @@ class _ChunkWriter:
 
     def put(self, chunk: Chunk) -> None:
         self._raise()
+        if self.thread.ident is None:
+            self.thread.start()
         self.queue.put(chunk)
 
     def close(self, failing: bool = False) -> None:
+        if self.thread.ident is None:  # no chunk came
+            return
         if failing:
             with suppress(queue.Empty):
                 self.queue.get_nowait()

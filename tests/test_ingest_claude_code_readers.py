@@ -1,0 +1,264 @@
+"""`tokenwise import claude-code` read by forked processes: the same records, runs and counts as one process,
+in the same order; errors, interruptions and a reader's death stop everything, the chunks before them whole.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from bot.config import DEFAULT_OUTCOME_WEIGHTS
+from bot.sources import claude_code
+from bot.sources.claude_code import ImportSummary, find_logs, import_logs
+from bot.sources.forked import ReaderEnded, in_order
+from tests.support.claude_logs import compact, write_claude_logs
+from tests.test_ingest_claude_code import _big_log, _stored_keys, assistant, per_day, refused_key
+
+pytestmark = pytest.mark.skipif(not claude_code.can_fork(), reason="reading processes fork (Linux, macOS)")
+
+
+def weight_for(kind: str) -> Decimal:
+    return DEFAULT_OUTCOME_WEIGHTS[kind]
+
+
+def _sub_agents(root: Path) -> None:
+    """Sub-agents' own files, as Claude Code writes them beside their session (`{session}/subagents/`), which
+    sort after their parents' files: each replays a main-thread message its parent logged in another file
+    (same message.id, another requestId; streamed twice) and does work of its own. One replays a message
+    logged only in a later file: that one is no replay yet when read, and counts."""
+    files = sorted(root.glob("projects/*/*.jsonl")) + sorted(root.glob("projects/*/*/*.jsonl"))
+    parents: list[dict[str, Any]] = []
+    for path in files:
+        for raw in path.read_text().splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            message = line.get("message", {})
+            if (
+                line.get("type") == "assistant"
+                and not line.get("isSidechain")
+                and message.get("model") != "<synthetic>"
+            ):
+                parents.append(line)
+    assert len(parents) > 10
+    for number, parent in enumerate(parents[::4]):
+        replay = {**parent, "isSidechain": True, "requestId": parent["requestId"] + "_sub"}
+        stamp = f"2026-12-01T00:00:0{number % 10}.000Z"  # after every generated line: these files go last
+        own = json.loads(assistant(parent["sessionId"], stamp, f"sub_{number}", f"subreq_{number}", (3, 5, 7, 11)))
+        own["isSidechain"] = True
+        lines = [{**replay, "timestamp": stamp}, {**replay, "timestamp": stamp}, own]
+        folder = root / "projects" / "-home-dev0-src-repo0" / parent["sessionId"] / "subagents"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"agent-{number}.jsonl").write_text("\n".join(compact(line) for line in lines) + "\n")
+    early = {**parents[-1], "isSidechain": True, "requestId": "early_sub", "timestamp": "2026-11-01T00:00:00.000Z"}
+    (root / "projects" / "-home-dev0-src-repo0" / "early.jsonl").write_text(compact(early) + "\n")
+
+
+def _later_log(folder: Path) -> None:
+    """A file read after _big_log's, with keys of its own."""
+    folder.mkdir(parents=True)
+    lines = (assistant("s9", "2026-12-01T00:00:00.000Z", f"z{i}", f"y{i}", (1, 1, 0, 0)) for i in range(400))
+    (folder / "later.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _snapshot(engine: Engine) -> tuple[list[Any], list[Any]]:
+    """Every usage record and run the import wrote (ids aside; PostgreSQL's ids follow a chunk's own order)."""
+    with engine.connect() as connection:
+        usage = connection.execute(
+            text(
+                "SELECT u.occurred_at, u.agent, u.model, u.input_tokens, u.output_tokens, u.cache_read_tokens,"
+                " u.cache_write_tokens, u.cost_usd, u.dedupe_key, u.cost_source, r.external_id"
+                " FROM usage_record u LEFT JOIN agent_run r ON r.id = u.run_id ORDER BY u.dedupe_key"
+            )
+        ).all()
+        runs = connection.execute(
+            text("SELECT external_id, agent, started_at, ended_at, project, branch FROM agent_run ORDER BY external_id")
+        ).all()
+    return [tuple(row) for row in usage], [tuple(row) for row in runs]
+
+
+def _empty(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for table in ("usage_record", "agent_run"):
+            connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_several_readers_store_exactly_what_one_reader_stores(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Every file its own batch, three readers, small chunks: the records, the runs
+    (their bounds, projects and branches), the summary and the true totals are those of one reader. Sub-agent
+    replays of a message another reader's file holds are left out; a replay read before its parent counts."""
+    root = tmp_path / ".claude"
+    truth = write_claude_logs(root, seed=seed, sessions=40)
+    _sub_agents(root)
+    files, _ = find_logs(root)
+    monkeypatch.setattr(claude_code, "BATCH_BYTES", 1)
+
+    alone = import_logs(engine, root, "dev@example.com", weight_for, chunk_lines=7, files=files, readers=1)
+    expected = _snapshot(engine)
+    _empty(engine)
+    shared = import_logs(engine, root, "dev@example.com", weight_for, chunk_lines=7, files=files, readers=3)
+
+    assert _snapshot(engine) == expected
+    assert shared == alone
+    assert alone.duplicates > truth.calls // 4  # the streamed copies and the replays, cross-file ones too
+    own_work = sum(1 for _ in root.glob("projects/*/*/subagents/*.jsonl"))
+    assert alone.written == truth.calls + own_work + 1  # the sub-agents' own calls and the early replay
+    days = per_day(engine)  # the added lines are on days of their own (1 November, 1 December)
+    assert {day: days[day] for day in truth.per_day} == truth.per_day and len(days) == len(truth.per_day) + 2
+    assert not multiprocessing.active_children()
+
+
+def test_a_reader_that_cannot_read_a_file_stops_the_import_after_the_batches_before_it(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file gone between listing and reading: its reader's error reaches the caller at that file's place in
+    the order; every batch before it is written whole, none after it; no reader and no writer is left."""
+    for name in ("a", "b", "c"):
+        _big_log(tmp_path / "projects" / name, 200)  # the same keys in each
+    _later_log(tmp_path / "projects" / "d")
+    files, _ = find_logs(tmp_path)
+    monkeypatch.setattr(claude_code, "BATCH_BYTES", 1)
+    files[2].unlink()
+
+    with pytest.raises(FileNotFoundError):
+        import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=50, files=files, readers=2)
+
+    assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(200)}
+    assert not multiprocessing.active_children()
+    assert not [t for t in threading.enumerate() if t.name == "claude-code-import-writer"]
+
+
+def test_a_chunk_the_database_refuses_stops_the_readers_too(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _big_log(tmp_path / "projects" / "a", 400)
+    _later_log(tmp_path / "projects" / "b")
+    monkeypatch.setattr(claude_code, "BATCH_BYTES", 1)
+    with refused_key(engine, "cc:m250:r250"), pytest.raises(Exception, match="boom"):
+        import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=100, readers=2)
+
+    assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(200)}
+    assert not multiprocessing.active_children()
+
+
+def test_an_interrupted_import_ends_its_readers_and_leaves_whole_chunks(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C reaches the process group: the readers ignore it, the import (here: its progress hook) gets it,
+    ends the readers and the writer, and leaves whole chunks; importing again completes the set."""
+    for name in "abcdef":
+        _big_log(tmp_path / "projects" / name, 300)
+    monkeypatch.setattr(claude_code, "BATCH_BYTES", 1)
+    calls: list[int] = []
+
+    def interrupted(size: int) -> None:
+        calls.append(size)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_logs(
+            engine, tmp_path, "ana@example.com", weight_for, on_progress=interrupted, chunk_lines=100, readers=2
+        )
+    assert not multiprocessing.active_children()
+    stored = _stored_keys(engine)
+    assert len(stored) % 100 == 0 and len(stored) <= 300
+    again = import_logs(engine, tmp_path, "ana@example.com", weight_for, readers=2)
+    assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(300)}
+    assert again.files == 6 and again.written == 300 - len(stored)
+
+
+# -- the readers themselves (bot/sources/forked.py) --------------------------------------------------
+
+
+def _numbers(batch: tuple[int, int]) -> Iterator[int]:
+    first, count = batch
+    if first < 0:
+        raise ValueError(f"batch {first} refuses")
+    yield from range(first, first + count)
+
+
+def test_results_come_back_in_the_order_of_the_batches_however_uneven() -> None:
+    batches = [(i * 1000, (i * 37) % 500) for i in range(40)]
+    expected = [n for batch in batches for n in _numbers(batch)]
+    assert list(in_order(batches, _numbers, 3)) == expected
+    assert not multiprocessing.active_children()
+
+
+def test_an_error_arrives_at_its_place_in_the_order() -> None:
+    got: list[int] = []
+    with pytest.raises(ValueError, match="batch -1 refuses"):
+        for number in in_order([(0, 3), (10, 3), (-1, 0), (20, 3)], _numbers, 2):
+            got.append(number)
+    assert got == [0, 1, 2, 10, 11, 12]
+    assert not multiprocessing.active_children()
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("not picklable")
+
+
+def _fails_strangely(batch: int) -> Iterator[int]:
+    raise _Unpicklable("the words survive")
+    yield batch
+
+
+def test_an_error_that_will_not_pickle_still_arrives_in_words() -> None:
+    with pytest.raises(RuntimeError, match="_Unpicklable: the words survive"):
+        list(in_order([1, 2], _fails_strangely, 2))
+
+
+def _dies(batch: int) -> Iterator[int]:
+    if batch == 3:
+        os._exit(7)
+    yield batch
+
+
+def test_a_reader_that_dies_is_a_clear_error_not_a_hang() -> None:
+    with pytest.raises(ReaderEnded, match="exit code 7"):
+        list(in_order([1, 2, 3, 4], _dies, 2))
+    assert not multiprocessing.active_children()
+
+
+def _slow(batch: int) -> Iterator[int]:
+    for number in range(batch, batch + 50):
+        time.sleep(0.01)
+        yield number
+
+
+def test_readers_ignore_ctrl_c_and_stopping_early_ends_them() -> None:
+    """The group's SIGINT is the parent's to act on: a reader that gets it reads on. Closing the results
+    early (the parent's Ctrl-C, or an error) ends every reader."""
+    results = in_order([0, 100, 200, 300], _slow, 2)
+    assert next(results) == 0
+    readers = multiprocessing.active_children()
+    assert len(readers) == 2
+    for reader in readers:
+        assert reader.pid is not None
+        os.kill(reader.pid, signal.SIGINT)
+    assert [next(results) for _ in range(60)] == [*range(1, 50), *range(100, 111)]
+    results.close()
+    assert not multiprocessing.active_children()
+
+
+def test_summary_counts_are_those_of_one_reader_on_a_single_large_file(tmp_path: Path, engine: Engine) -> None:
+    """One file is one batch, whatever its size: read by one process, in parts, memory flat."""
+    _big_log(tmp_path / "projects" / "p", 1200)
+    summary = import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=100, readers=4)
+    assert summary == ImportSummary(files=1, lines=1200, usage_lines=1200, written=1200, sessions=3)
