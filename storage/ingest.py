@@ -61,7 +61,6 @@ from storage.upsert import (
     execute_many,
     insert_new,
     insert_values,
-    iso_z_as_sqlite_micros,
     lookup,
     merge_usage_totals,
 )
@@ -499,21 +498,14 @@ def ingest_telemetry(
     return result
 
 
-Converters = tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[str], Any]]
+Converters = tuple[Callable[[Any], Any], Callable[[Any], Any]]
 
 
 def usage_converters(dialect: Any) -> Converters:
     """What `usage_record`'s time and cost become for the driver on this database (`column_processors`):
-    for callers that build storage rows themselves (`ingest_usage_rows`), converting each value once. The
-    third gives the time from the text it was read from, when that is quicker ("...Z" on SQLite,
-    `iso_z_as_sqlite_micros`), else None: then convert the parsed time with the first."""
+    for callers that build storage rows themselves (`ingest_usage_rows`), converting each value once."""
     processors = dict(column_processors(dialect, USAGE, USAGE_COLUMNS))
-    from_text = iso_z_as_sqlite_micros if dialect.name == "sqlite" else _nothing
-    return processors.get(OCCURRED, _same), processors.get(COST, _same), from_text
-
-
-def _nothing(_text: str) -> None:
-    return None
+    return processors.get(OCCURRED, _same), processors.get(COST, _same)
 
 
 def _run_row(source_id: int, person_id: int, run: SeenRun, known: int | None) -> dict[str, Any]:
@@ -536,14 +528,14 @@ def ingest_usage_rows(
     source_id: int,
     email: str,
     runs: Sequence[SeenRun],
-    rows: list[list[Any]],
+    rows: Sequence[tuple[Any, ...]],
     days: Iterable[tuple[date, str]],
 ) -> BatchResult:
     """`ingest_telemetry(..., usage_mode="new")` for one person's usage records of one precision (Claude
-    Code's log lines), given as storage rows: lists in the order of USAGE_COLUMNS, times and costs converted
-    already (`usage_converters`), the source and person left for this to fill, and the run's place holding
-    the record's session id (each one of `runs`, which span their records) or None. `days`: the (UTC day,
-    tool) pairs of the rows. The person is looked up once and the rows are not copied: what
+    Code's log lines), given as storage rows: tuples in the order of USAGE_COLUMNS, times and costs
+    converted already (`usage_converters`), the source and person left for this to fill (their places hold
+    None), and the run's place holding the record's session id (each one of `runs`, which span their
+    records) or None. `days`: the (UTC day, tool) pairs of the rows. The person is looked up once: what
     ingest_telemetry does for each record is done here once a batch."""
     person_id = PersonCache(session).id_for(normalize_email(email), None)
     bounds = {(person_id, run.external_id): run for run in runs}
@@ -557,11 +549,9 @@ def ingest_usage_rows(
     run_of.update((external_id, run_id) for (_, external_id), (run_id, _source) in made.items())
     late = watch_late_usage(session, source_id, run_of.values()) if rows else None
     stored_before = int(session.execute(select(func.max(USAGE.c.id))).scalar_one() or 0) if made else 0
-    for row in rows:
-        row[0] = source_id
-        row[1] = person_id
-        row[2] = run_of[row[2]] if row[2] is not None else None
-    accepted = insert_values(session, USAGE, USAGE_COLUMNS, rows, ("source_id", "dedupe_key"))
+    # concatenated, not unpacked: a fifth quicker, and this runs once a record
+    values = [(source_id, person_id, None if row[2] is None else run_of[row[2]]) + row[3:] for row in rows]  # noqa: RUF005
+    accepted = insert_values(session, USAGE, USAGE_COLUMNS, values, ("source_id", "dedupe_key"))
     result.accepted, result.duplicates = accepted, len(rows) - accepted
     if late is not None:
         late.mark(session)

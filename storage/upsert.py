@@ -48,7 +48,7 @@ def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
 
 
 def insert_values(
-    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+    session: Session, table: Table, names: Sequence[str], values: Sequence[Sequence[Any]], key: Sequence[str]
 ) -> int:
     """`insert_new` for rows already converted by `storage_values`, as lists in the order of `names`."""
     if not values:
@@ -143,26 +143,6 @@ def naive_utc(value: datetime | None) -> datetime | None:
     return naive - offset if offset else naive
 
 
-def iso_z_as_sqlite_micros(stamp: str) -> int | None:
-    """What `sqlite_micros` makes of the time a valid ISO 8601 text in UTC with milliseconds names, when it is
-    written "2026-11-24T10:00:00.123Z" (as Claude Code writes its times), computed from the text itself in a
-    fraction of the time (a day's start is looked up once); None for any other form. The text must be one
-    `datetime.fromisoformat` reads."""
-    written_so = len(stamp) == 24 and stamp[23] == "Z" and stamp[19] == "." and stamp[10] == "T"
-    if not (written_so and stamp[4] == stamp[7] == "-" and stamp[13] == stamp[16] == ":"):
-        return None
-    day = _DAY_MICROS.get(stamp[:10])
-    if day is None:
-        if len(_DAY_MICROS) > 10_000:
-            _DAY_MICROS.clear()
-        day = _DAY_MICROS[stamp[:10]] = utc_micros(datetime.fromisoformat(stamp[:10]))
-    seconds = (int(stamp[11:13]) * 60 + int(stamp[14:16])) * 60 + int(stamp[17:19])
-    return day + seconds * 1_000_000 + int(stamp[20:23]) * 1_000
-
-
-_DAY_MICROS: dict[str, int] = {}
-
-
 def sqlite_micros(value: datetime | None) -> int | None:
     """What UTCDateTime gives SQLite: whole microseconds since 1970 UTC (`storage.types.utc_micros`)."""
     return None if value is None else utc_micros(value)
@@ -172,7 +152,7 @@ SQLITE_MAX_PARAMETERS = 32_766  # SQLite's default bound since 3.32
 
 
 def _insert_new_values(
-    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+    session: Session, table: Table, names: Sequence[str], values: Sequence[Sequence[Any]], key: Sequence[str]
 ) -> int:
     """`INSERT ... VALUES (...), (...), ... ON CONFLICT DO NOTHING` with many rows a statement (SQLite), in
     the order they were sent, so of two rows sharing a key the first sent is kept.
@@ -208,7 +188,7 @@ SMALL_BATCH = 64  # PostgreSQL: rows up to this many go in one INSERT ... VALUES
 
 
 def _insert_new_small(
-    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+    session: Session, table: Table, names: Sequence[str], values: Sequence[Sequence[Any]], key: Sequence[str]
 ) -> int:
     """A few rows on PostgreSQL (a webhook's delivery claim, a check, a pull request's links): one
     `INSERT ... VALUES ... ON CONFLICT DO NOTHING` round trip, where COPY costs a savepoint and, for a key
@@ -235,7 +215,7 @@ def _insert_new_small(
 
 
 def _insert_new_copy(
-    session: Session, table: Table, names: Sequence[str], values: Sequence[list[Any]], key: Sequence[str]
+    session: Session, table: Table, names: Sequence[str], values: Sequence[Sequence[Any]], key: Sequence[str]
 ) -> int:
     """COPY, PostgreSQL's fastest way in: straight into the table when every key is new, else by a staging table.
 
@@ -288,7 +268,7 @@ def _insert_new_staged(
     table: Table,
     names: Sequence[str],
     types: Sequence[str],
-    values: Sequence[list[Any]],
+    values: Sequence[Sequence[Any]],
     key: Sequence[str],
     in_key_order: Sequence[tuple[Any, int]],
 ) -> int:

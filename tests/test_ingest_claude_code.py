@@ -459,26 +459,6 @@ def test_any_bytes_are_read_alike_by_both_readers_and_counted_broken_alike(raw: 
     assert claude_code._is_object(raw) == is_object
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    st.datetimes(min_value=datetime(1, 1, 1), timezones=st.just(UTC)),
-    st.sampled_from(["milliseconds", "microseconds", "seconds"]),
-    st.sampled_from(["T", " "]),
-)
-def test_a_time_written_with_a_z_is_stored_on_sqlite_as_its_parsed_time_is(
-    moment: datetime, timespec: str, separator: str
-) -> None:
-    """The SQLite microseconds computed from Claude Code's "...T10:00:00.123Z" are the ones the parsed time
-    converts to."""
-    occurred, _scaled, from_text = usage_converters(sqlite_dialect())
-    stamp = moment.isoformat(separator, timespec).replace("+00:00", "Z")
-    parsed = claude_code._parse_time(stamp)
-    assert parsed is not None
-    cut = from_text(stamp)
-    assert cut is None or cut == occurred(parsed)
-    assert (cut is not None) == (timespec == "milliseconds" and separator == "T")
-
-
 def test_lines_msgspec_refuses_are_read_the_exact_way(tmp_path: Path) -> None:
     """NaN, a byte-order mark, bytes that are not UTF-8: json.loads decides, as the importer always did."""
     good = assistant("s1", "2026-11-24T10:00:00.000Z", "m1", "r1", (1, 2, 3, 4))

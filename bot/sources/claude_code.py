@@ -438,32 +438,49 @@ def _read_usage_slowly(raw: bytes, name: str, number: int, email: str) -> Read |
 
 
 # A kept copy as `import_logs` writes it: (storage row as `ingest_usage_rows` takes it, time, project, branch).
-Row = tuple[list[Any], datetime, str | None, str | None]
+Row = tuple[tuple[Any, ...], datetime, str | None, str | None]
 
 
 def _row_of(kept: Any, key: str, converters: Converters) -> Row:
     """The storage row of a kept copy (`Read`'s line as kept), its cost priced from its tokens when the line
     reported none; `converters` convert its time and cost for the database (`usage_converters`). The
-    source, the person and the run are left for the writer; the run's place holds the session id."""
-    occurred, scaled, from_text = converters
+    source, the person and the run are left for the writer; the run's place holds the session id. A tuple,
+    its model and session the same string objects as those of the rows before: a reader process sends it
+    to the writing one, and a pickled tuple of repeated objects is read back in a third of a list's time."""
+    occurred, scaled = converters
     if isinstance(kept, LoggedUsage):
         return _record_row(kept, occurred, scaled)
     line, when = kept
     message = line.message
     usage = message.usage
-    model = message.model
-    tokens = (
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_read_input_tokens,
-        usage.cache_creation_input_tokens,
-    )
-    cost = _stored_price(model, tokens, scaled)
+    model = _SAME.setdefault(message.model, message.model)
+    inputs, outputs = usage.input_tokens, usage.output_tokens
+    cache_read, cache_write = usage.cache_read_input_tokens, usage.cache_creation_input_tokens
+    cost = _stored_price(model, (inputs, outputs, cache_read, cache_write), scaled)
     session_id = line.session_id
-    stored = from_text(line.timestamp) or occurred(when)  # the timestamp `_read_usage` parsed as `when`
-    row = [None, None, session_id[:200] if session_id else None, stored, AGENT, model, *tokens, cost, key]
-    row.append(None if cost is None else "priced")
+    if session_id:
+        session_id = _SAME.setdefault(session_id[:200], session_id[:200])
+    source = None if cost is None else "priced"
+    stored = occurred(when)
+    row = (
+        None,
+        None,
+        session_id or None,
+        stored,
+        AGENT,
+        model,
+        inputs,
+        outputs,
+        cache_read,
+        cache_write,
+        cost,
+        key,
+        source,
+    )
     return row, when, project_of(line.cwd), _short(line.git_branch)
+
+
+_SAME: dict[Any, Any] = {}  # models and session ids, each kept as one string object (emptied file by file when large)
 
 
 def _record_row(record: LoggedUsage, occurred: Callable[[Any], Any], scaled: Callable[[Any], Any]) -> Row:
@@ -474,9 +491,13 @@ def _record_row(record: LoggedUsage, occurred: Callable[[Any], Any], scaled: Cal
     else:
         cost = _stored_price(record.model, tokens, scaled)
         source = "priced"
-    row = [None, None, record.run_external_id, occurred(record.occurred_at), AGENT, record.model, *tokens, cost]
-    row += [record.dedupe_key, None if cost is None else source]
-    return row, record.occurred_at, record.project, record.branch
+    row = (None, None, record.run_external_id, occurred(record.occurred_at), AGENT, record.model, *tokens, cost)
+    return (
+        (*row, record.dedupe_key, None if cost is None else source),
+        record.occurred_at,
+        record.project,
+        record.branch,
+    )
 
 
 def _stored_price(model: str, tokens: tuple[int, int, int, int], scaled: Callable[[Any], Any]) -> int | None:
@@ -535,7 +556,7 @@ class _Part:
     `deferred` (in `rows`, not yet in `runs` or `days`) until the parent process, which knows every earlier
     batch's main-thread message ids (`parents`), settles it (`_settled`)."""
 
-    rows: list[list[Any]] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
     runs: dict[str, list[Any]] = field(default_factory=dict)  # session -> [start, end, project, at, branch, at]
     days: set[tuple[date, str]] = field(default_factory=set)
     deferred: list[tuple[int, int, datetime, str | None, str | None]] = field(default_factory=list)
@@ -571,6 +592,8 @@ def _parts(
 
     for path in files:
         part.files += 1
+        if len(_SAME) > 100_000:
+            _SAME.clear()
         name = f"{path.parent.name}/{path.name}"
         kept: OrderedDict[str, tuple[int, Any, int | None]] = OrderedDict()  # key -> (total, line, deferred)
         lines = malformed = usage_lines = duplicates = 0  # the summary's counts for this file, added at its end
@@ -759,7 +782,7 @@ def import_logs(
         if readers > 1
         else _parts(files, email, converters, chunk_lines)
     )
-    rows: list[list[Any]] = []  # the chunk's usage records as the driver takes them (ingest_usage_rows)
+    rows: list[tuple[Any, ...]] = []  # the chunk's usage records as the driver takes them (ingest_usage_rows)
     days: set[tuple[date, str]] = set()
     runs: dict[str, SeenRun] = {}  # the chunk's sessions, each widened to all its records (as the writer would)
     writer = _ChunkWriter(engine, summary, email)  # its thread starts at the first chunk: after the fork
@@ -814,7 +837,7 @@ def import_logs(
     return summary
 
 
-Chunk = tuple[list[SeenRun], list[list[Any]], set[tuple[date, str]]]  # runs, rows, (day, tool): ingest_usage_rows
+Chunk = tuple[list[SeenRun], list[tuple[Any, ...]], set[tuple[date, str]]]  # runs, rows, (day, tool): ingest_usage_rows
 
 
 class _ChunkWriter:
