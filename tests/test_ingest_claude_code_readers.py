@@ -8,6 +8,8 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -64,6 +66,16 @@ def _sub_agents(root: Path) -> None:
         (folder / f"agent-{number}.jsonl").write_text("\n".join(compact(line) for line in lines) + "\n")
     early = {**parents[-1], "isSidechain": True, "requestId": "early_sub", "timestamp": "2026-11-01T00:00:00.000Z"}
     (root / "projects" / "-home-dev0-src-repo0" / "early.jsonl").write_text(compact(early) + "\n")
+
+
+def _keyed_log(folder: Path, name: str, day: int, lines: int = 200) -> None:
+    """A file of `lines` calls with keys of its own (`cc:{name}{i}:r{i}`), read after those of earlier days."""
+    folder.mkdir(parents=True)
+    calls = (
+        assistant(f"s-{name}", f"2026-11-{10 + day:02d}T00:00:{i % 60:02d}.000Z", f"{name}{i}", f"r{i}", (1, 1, 0, 0))
+        for i in range(lines)
+    )
+    (folder / f"{name}.jsonl").write_text("\n".join(calls) + "\n")
 
 
 def _later_log(folder: Path) -> None:
@@ -123,22 +135,116 @@ def test_several_readers_store_exactly_what_one_reader_stores(
     assert not multiprocessing.active_children()
 
 
+T = "2026-11-24T10:00:0{}.000Z"
+
+
+def _line(
+    session: str, second: int, message: str, request: str, tokens: tuple[int, int, int, int], side: bool = False
+) -> str:
+    return assistant(session, T.format(second), message, request, tokens, sidechain=side)
+
+
+# Layouts where a reader that does not know an earlier batch's main-thread ids could decide otherwise than one
+# process reading alone (found in review): file a is read before file b, by another process.
+LAYOUTS = {
+    # a sidechain copy of M, then, later in the same file, M's main-thread line: no replay (its parent came
+    # after it), whatever part boundary falls between them
+    "parent after its replay": (
+        [_line("s1", 0, "x", "rx", (1, 1, 1, 1))],
+        [
+            _line("s2", 1, "y", "ry", (1, 1, 1, 1)),
+            _line("s2", 2, "M", "r_sub", (2, 2, 2, 2), side=True),
+            _line("s2", 3, "M", "r_main", (3, 3, 3, 3)),
+        ],
+    ),
+    # one key, a larger sidechain copy (a replay of a's M) and a smaller main-thread copy: the main one counts
+    "a replay and a main copy of one key": (
+        [_line("s1", 0, "M", "r0", (1, 1, 1, 1))],
+        [_line("s2", 2, "M", "rk", (9, 9, 9, 9), side=True), _line("s2", 3, "M", "rk", (1, 1, 1, 1))],
+    ),
+    # a replay of a's M takes its place in the window as any message does: K's two copies, 65 messages apart,
+    # leave the window alike in both ways of reading
+    "a replay in the window": (
+        [_line("s1", 0, "M", "r0", (1, 1, 1, 1))],
+        [_line("s2", 1, "K", "rk", (1, 0, 0, 0)), _line("s2", 2, "M", "r_sub", (2, 2, 2, 2), side=True)]
+        + [_line("s2", 3, f"o{i}", f"q{i}", (1, 1, 1, 1)) for i in range(63)]
+        + [_line("s2", 4, "K", "rk", (5, 5, 5, 5))],
+    ),
+    # a sub-agent's own message streamed beside a replayed one: its largest copy counts, the first of equals
+    "own work streamed beside a replay": (
+        [_line("s1", 0, "M", "r0", (1, 1, 1, 1)), _line("s1", 0, "N", "rn", (1, 1, 1, 1))],
+        [
+            _line("s2", 1, "P", "rp", (1, 0, 0, 0), side=True),
+            _line("s2", 2, "M", "r_sub", (2, 2, 2, 2), side=True),
+            _line("s2", 3, "P", "rp", (4, 4, 4, 4), side=True),
+            _line("s2", 4, "N", "rn2", (3, 3, 3, 3), side=True),
+            _line("s2", 5, "P", "rp", (4, 4, 4, 4), side=True),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("chunk", [1, 2, 100])
+def test_sidechain_layouts_read_apart_as_they_read_together(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch, layout: str, chunk: int
+) -> None:
+    first, second = LAYOUTS[layout]
+    folder = tmp_path / "projects" / "p"
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text("\n".join(first) + "\n")
+    (folder / "b.jsonl").write_text("\n".join(second) + "\n")
+    monkeypatch.setattr(claude_code, "BATCH_BYTES", 1)
+
+    alone = import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=chunk, readers=1)
+    expected = _snapshot(engine)
+    _empty(engine)
+    shared = import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=chunk, readers=2)
+
+    assert _snapshot(engine) == expected
+    assert shared == alone
+
+
+def test_several_files_a_batch_read_apart_as_together(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of several files each (about 20 KB), the generated logs and sub-agent files: the same store."""
+    root = tmp_path / ".claude"
+    write_claude_logs(root, seed=5, sessions=60)
+    _sub_agents(root)
+    monkeypatch.setattr(claude_code, "BATCH_BYTES", 20_000)
+    files = find_logs(root)[0]
+    assert 3 < len(claude_code._batches(files)) < len(files) / 2
+
+    alone = import_logs(engine, root, "dev@example.com", weight_for, chunk_lines=50, readers=1)
+    expected = _snapshot(engine)
+    _empty(engine)
+    shared = import_logs(engine, root, "dev@example.com", weight_for, chunk_lines=50, readers=2)
+
+    assert _snapshot(engine) == expected
+    assert shared == alone
+
+
 def test_a_reader_that_cannot_read_a_file_stops_the_import_after_the_batches_before_it(
     tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file gone between listing and reading: its reader's error reaches the caller at that file's place in
-    the order; every batch before it is written whole, none after it; no reader and no writer is left."""
-    for name in ("a", "b", "c"):
-        _big_log(tmp_path / "projects" / name, 200)  # the same keys in each
-    _later_log(tmp_path / "projects" / "d")
+    the order; the files before it are written in whole chunks, none after it; no reader or writer is left."""
+    for number, name in enumerate("abcd"):
+        _keyed_log(tmp_path / "projects" / name, name, number)
     files, _ = find_logs(tmp_path)
+    assert [path.parent.name for path in files] == list("abcd")
     monkeypatch.setattr(claude_code, "BATCH_BYTES", 1)
     files[2].unlink()
 
     with pytest.raises(FileNotFoundError):
         import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=50, files=files, readers=2)
 
-    assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(200)}
+    stored = _stored_keys(engine)
+    for name in "ab":  # whole chunks, in order (the one waiting for the writer when the error came is not written)
+        ours = {key for key in stored if key.startswith(f"cc:{name}")}
+        assert ours == {f"cc:{name}{i}:r{i}" for i in range(len(ours))} and len(ours) % 50 == 0
+    assert len(stored) >= 200 and not {key for key in stored if key.startswith("cc:d")}
     assert not multiprocessing.active_children()
     assert not [t for t in threading.enumerate() if t.name == "claude-code-import-writer"]
 
@@ -161,14 +267,14 @@ def test_an_interrupted_import_ends_its_readers_and_leaves_whole_chunks(
 ) -> None:
     """Ctrl-C reaches the process group: the readers ignore it, the import (here: its progress hook) gets it,
     ends the readers and the writer, and leaves whole chunks; importing again completes the set."""
-    for name in "abcdef":
-        _big_log(tmp_path / "projects" / name, 300)
+    for number, name in enumerate("abcdef"):
+        _keyed_log(tmp_path / "projects" / name, name, number, lines=300)
     monkeypatch.setattr(claude_code, "BATCH_BYTES", 1)
     calls: list[int] = []
 
     def interrupted(size: int) -> None:
         calls.append(size)
-        if len(calls) == 3:
+        if len(calls) == 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -177,10 +283,12 @@ def test_an_interrupted_import_ends_its_readers_and_leaves_whole_chunks(
         )
     assert not multiprocessing.active_children()
     stored = _stored_keys(engine)
-    assert len(stored) % 100 == 0 and len(stored) <= 300
+    for name in "abcdef":  # each file's first 100, 200 or 300 records, or none: whole chunks, in order
+        ours = {key for key in stored if key.startswith(f"cc:{name}")}
+        assert ours == {f"cc:{name}{i}:r{i}" for i in range(len(ours))} and len(ours) % 100 == 0
+    assert not {key for key in stored if key.startswith(("cc:e", "cc:f"))}  # read after the interruption
     again = import_logs(engine, tmp_path, "ana@example.com", weight_for, readers=2)
-    assert _stored_keys(engine) == {f"cc:m{i}:r{i}" for i in range(300)}
-    assert again.files == 6 and again.written == 300 - len(stored)
+    assert len(_stored_keys(engine)) == 1800 and again.written == 1800 - len(stored)
 
 
 # -- the readers themselves (bot/sources/forked.py) --------------------------------------------------
@@ -257,8 +365,58 @@ def test_readers_ignore_ctrl_c_and_stopping_early_ends_them() -> None:
     assert not multiprocessing.active_children()
 
 
-def test_summary_counts_are_those_of_one_reader_on_a_single_large_file(tmp_path: Path, engine: Engine) -> None:
-    """One file is one batch, whatever its size: read by one process, in parts, memory flat."""
+def test_a_single_large_file_is_read_by_one_process_in_parts(tmp_path: Path, engine: Engine) -> None:
+    """One file is one batch, whatever its size: one batch is read without forking, in parts."""
     _big_log(tmp_path / "projects" / "p", 1200)
     summary = import_logs(engine, tmp_path, "ana@example.com", weight_for, chunk_lines=100, readers=4)
     assert summary == ImportSummary(files=1, lines=1200, usage_lines=1200, written=1200, sessions=3)
+
+
+class _TwoWords(Exception):
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+
+
+def _fails_to_unpickle(batch: int) -> Iterator[int]:
+    raise _TwoWords("/logs/a.jsonl", "disk on fire")
+    yield batch
+
+
+def test_an_error_that_pickles_but_will_not_unpickle_still_arrives_in_words() -> None:
+    with pytest.raises(RuntimeError, match=r"_TwoWords: /logs/a\.jsonl: disk on fire"):
+        list(in_order([1, 2], _fails_to_unpickle, 2))
+
+
+PARENT = """
+import multiprocessing, sys, time
+from bot.sources.forked import in_order
+def read(batch):
+    while True:
+        yield b"x" * 100_000
+results = in_order([1, 2], read, 2)
+next(results)
+print(" ".join(str(child.pid) for child in multiprocessing.active_children()), flush=True)
+time.sleep(60)
+"""
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")  # a zombie has ended
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_readers_end_when_their_parent_is_killed() -> None:
+    """A parent killed outright runs no clean-up: its readers, blocked on a full pipe, find it broken and end."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    readers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(readers) == 2 and not any(map(_ended, readers))
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not all(map(_ended, readers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(_ended, readers))

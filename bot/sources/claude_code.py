@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 
 from bot.pricing import fast_price, price_nano
 from bot.pricing import ready as pricing_ready
-from bot.sources.forked import can_fork, in_order
+from bot.sources.forked import can_fork, cores, in_order
 from storage.github import LinkRules, relink_runs
 from storage.ingest import Converters, ingest_usage_rows, run_ids, usage_converters, write_atomically
 from storage.ingest_schemas import SeenRun, SeenUsage
@@ -549,17 +549,17 @@ def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[bytes]
 class _Part:
     """A stretch of the reading as the writer takes it: the storage rows of the copies kept, in the order
     read, what they say of their sessions' runs and their UTC days, the summary's counts for it and the
-    bytes read.
+    bytes read; `last`: the end of its files.
 
-    Read by several processes (`_read_in_processes`), a sidechain line whose message id its own reader has
-    not seen on a main-thread line may still replay a message that an earlier batch's reader saw: its row is
-    `deferred` (in `rows`, not yet in `runs` or `days`) until the parent process, which knows every earlier
-    batch's main-thread message ids (`parents`), settles it (`_settled`)."""
+    Read by several processes (`_read_in_processes`), a message whose sidechain copies may replay a message
+    that an earlier batch's reader saw is `deferred`: its place in `rows` is held (None) with its candidates
+    until the parent process, which knows every earlier batch's main-thread message ids (`parents`), settles
+    it (`_settled`)."""
 
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)
     runs: dict[str, list[Any]] = field(default_factory=dict)  # session -> [start, end, project, at, branch, at]
     days: set[tuple[date, str]] = field(default_factory=set)
-    deferred: list[tuple[int, int, datetime, str | None, str | None]] = field(default_factory=list)
+    deferred: list[tuple[int, int, int, Any, Any]] = field(default_factory=list)  # index, mark, copies, 2 candidates
     parents: set[int] = field(default_factory=set)  # hashes of this part's main-thread message ids (deferring)
     files: int = 0
     lines: int = 0
@@ -567,6 +567,22 @@ class _Part:
     malformed: int = 0
     duplicates: int = 0
     read: int = 0
+    last: bool = False
+
+
+class _Held:
+    """A message held in the window: how many copies of it were read, and of those that are no replay, the
+    best (the largest token total, the first of equals) as (total, line number, line as kept). `conditional`
+    (deferring only): the best of its sidechain copies whose message (`mark`, a hash of its id) an earlier
+    batch may have reported; `certain`: the best of the others."""
+
+    __slots__ = ("certain", "conditional", "copies", "mark")
+
+    def __init__(self) -> None:
+        self.copies = 0
+        self.certain: tuple[int, int, Any] | None = None
+        self.conditional: tuple[int, int, Any] | None = None
+        self.mark = 0
 
 
 def _parts(
@@ -578,8 +594,10 @@ def _parts(
     Claude Code writes a message once per content block while it streams: the copies share `message.id`
     and `requestId`, and only the last carries the final usage (earlier ones have partial output tokens).
     Of the copies, the one with the largest token total is kept, as ccusage does today, and only its row is
-    built. Copies are written one after another (other lines may fall between them), so a message is held
-    back until COPY_WINDOW newer messages of the same file have followed it: memory stays flat however
+    built. A sidechain copy of a message whose id a main-thread line reported before it is a sub-agent's
+    replay (ccusage #913): counted as a copy, never kept. Copies are written one after another (other lines
+    may fall between them), so a message is held back until COPY_WINDOW newer messages of the same file
+    have followed it (replays take their place in the window like any message): memory stays flat however
     long a file is. `defer`: these files follow others read elsewhere (`_Part`).
     """
     parents: set[int] = set()  # hashes of the message ids main threads reported (sidechain replays repeat them)
@@ -595,8 +613,8 @@ def _parts(
         if len(_SAME) > 100_000:
             _SAME.clear()
         name = f"{path.parent.name}/{path.name}"
-        kept: OrderedDict[str, tuple[int, Any, int | None]] = OrderedDict()  # key -> (total, line, deferred)
-        lines = malformed = usage_lines = duplicates = 0  # the summary's counts for this file, added at its end
+        kept: OrderedDict[str, _Held] = OrderedDict()
+        lines = malformed = usage_lines = 0  # the summary's counts for this file, added at its end
         for number, raw in enumerate(_lines(path, count), start=1):
             if USAGE_KEY not in raw:
                 if raw and not raw.isspace():  # what `raw.strip()` tells, without copying the line
@@ -614,57 +632,61 @@ def _parts(
                 continue
             key, total, line, message_id, sidechain = found
             usage_lines += 1
-            # A sidechain's copy of a message its main thread already reported (same `message.id`, another
-            # `requestId`) is a replay; a main-thread line's message id is remembered, as a hash.
-            held = None
-            if message_id is not None:
-                if sidechain:
-                    if (held := hash(message_id)) in parents:
-                        duplicates += 1  # a sub-agent's replay of its parent's message (ccusage #913)
-                        continue
-                    if not defer:
-                        held = None
-                else:
-                    parents.add(hash(message_id))
-                    if defer:
-                        part.parents.add(hash(message_id))
-            earlier = kept.get(key)
-            if earlier is None:
-                kept[key] = (total, line, held)
+            held = kept.get(key)
+            if held is None:
+                held = kept[key] = _Held()
                 if len(kept) > COPY_WINDOW:
-                    oldest, (_, first, deferred) = kept.popitem(last=False)
-                    _keep(part, _row_of(first, oldest, converters), deferred)
+                    oldest, first = kept.popitem(last=False)
+                    _keep(part, oldest, first, converters)
                     if len(part.rows) >= chunk_rows:
                         part.read, read = read, 0
                         yield part
                         part = _Part()
-            else:
-                duplicates += 1  # a streamed copy: one of the two is left out
-                if total > earlier[0]:
-                    kept[key] = (total, line, held)
+            held.copies += 1
+            if message_id is not None:
+                mark = hash(message_id)
+                if not sidechain:
+                    parents.add(mark)
+                    if defer:
+                        part.parents.add(mark)
+                elif mark in parents:
+                    continue  # a replay: a copy, not kept
+                elif defer:
+                    held.mark = mark
+                    if held.conditional is None or total > held.conditional[0]:
+                        held.conditional = (total, number, line)
+                    continue
+            if held.certain is None or total > held.certain[0]:
+                held.certain = (total, number, line)
         part.lines += lines
         part.malformed += malformed
         part.usage_lines += usage_lines
-        part.duplicates += duplicates
-        for key, (_, line, deferred) in kept.items():
-            _keep(part, _row_of(line, key, converters), deferred)
+        for key, held in kept.items():
+            _keep(part, key, held, converters)
             if len(part.rows) >= chunk_rows:
                 part.read, read = read, 0
                 yield part
                 part = _Part()
-    part.read = read
+    part.read, part.last = read, True
     yield part
 
 
-def _keep(part: _Part, kept: Row, deferred: int | None) -> None:
-    """A kept copy's row, added to the part (and its run and day, unless it waits to be settled)."""
-    row, when, project, branch = kept
-    index = len(part.rows)
-    part.rows.append(row)
-    if deferred is None:
+def _keep(part: _Part, key: str, held: _Held, converters: Converters) -> None:
+    """A message leaving the window: its kept copy's row added to the part (and its run and day), its other
+    copies counted as duplicates; or, when the parent must settle it, its place held with its candidates."""
+    certain, conditional = held.certain, held.conditional
+    if conditional is not None:
+        first = None if certain is None else (certain[0], certain[1], _row_of(certain[2], key, converters))
+        second = (conditional[0], conditional[1], _row_of(conditional[2], key, converters))
+        part.deferred.append((len(part.rows), held.mark, held.copies, first, second))
+        part.rows.append(None)
+        return
+    part.duplicates += held.copies - (certain is not None)
+    if certain is not None:
+        row, when, project, branch = _row_of(certain[2], key, converters)
+        index = len(part.rows)
+        part.rows.append(row)
         _widen(part, index, row[2], when, project, branch)
-    else:
-        part.deferred.append((index, deferred, when, project, branch))
 
 
 def _widen(
@@ -694,8 +716,12 @@ MAX_READERS = 4
 
 
 def readers_here() -> int:
-    """How many processes read logs on this machine: one per core (up to MAX_READERS), where processes fork."""
-    return min(MAX_READERS, os.cpu_count() or 1) if can_fork() else 1
+    """How many processes read logs here: one per core this process may use (up to MAX_READERS), where
+    processes fork and this process has one thread (a fork copies no other thread, and a lock one of them
+    held would stay held in the child); else one."""
+    if not can_fork() or threading.active_count() > 1:
+        return 1
+    return min(MAX_READERS, cores())
 
 
 def _batches(files: Sequence[Path]) -> list[list[Path]]:
@@ -722,26 +748,41 @@ def _read_in_processes(
 
 
 def _settled(parts: Generator[_Part, None, None]) -> Generator[_Part, None, None]:
-    """Parts read apart, settled in order: a deferred sidechain row whose message an earlier batch's main
-    thread reported is a replay, left out as the reading in one process would have; the others count."""
-    parents: set[int] = set()
+    """Parts read apart, settled in order. A deferred message's sidechain copies are replays when an earlier
+    batch's main thread reported its id (its own batch's reader knew those of its own lines before them):
+    then its kept copy is the best of its other copies; otherwise the best of all, as one process reading
+    alone would have kept. Its other copies count as duplicates."""
+    parents: set[int] = set()  # the main-thread message ids of the batches settled so far
+    batch: set[int] = set()  # those of the batch being settled: not for its own messages
     try:
         for part in parts:
-            if part.deferred:
-                replays = set()
-                for index, held, when, project, branch in part.deferred:
-                    if held in parents:
-                        replays.add(index)
-                    else:
-                        _widen(part, index, part.rows[index][2], when, project, branch)
-                if replays:
-                    part.duplicates += len(replays)
-                    part.rows = [row for index, row in enumerate(part.rows) if index not in replays]
-                part.deferred = []
-            parents |= part.parents
+            empty = []
+            for index, mark, copies, certain, conditional in part.deferred:
+                pick = certain
+                if conditional is not None and mark not in parents and _better(conditional, certain):
+                    pick = conditional
+                part.duplicates += copies - (pick is not None)
+                if pick is None:
+                    empty.append(index)
+                    continue
+                row, when, project, branch = pick[2]
+                part.rows[index] = row
+                _widen(part, index, row[2], when, project, branch)
+            if empty:
+                part.rows = [row for row in part.rows if row is not None]
+            part.deferred = []
+            batch |= part.parents
+            if part.last:
+                parents |= batch
+                batch = set()
             yield part
     finally:
         parts.close()  # the reading processes end, however this ends
+
+
+def _better(one: tuple[int, int, Any], other: tuple[int, int, Any] | None) -> bool:
+    """Whether a candidate (total, line number, ...) beats another: a larger total, or an equal one read first."""
+    return other is None or (one[0], -one[1]) > (other[0], -other[1])
 
 
 def _total(record: LoggedUsage) -> int:
@@ -826,10 +867,9 @@ def import_logs(
         if rows:
             writer.put((list(runs.values()), rows, days))
     except BaseException:
+        parts.close()  # the reading processes end first, leaving the cores to the chunk being written
         writer.close(failing=True)  # the reading failed or was interrupted: the chunk being written ends
         raise
-    finally:
-        parts.close()  # the reading processes end, whatever happened here
     writer.close()  # waits for the chunks handed over; raises the writer's error, if it had one
     summary.sessions = len(sessions)
     if rules is not None and on_branches:

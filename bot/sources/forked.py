@@ -6,7 +6,8 @@ sends each result as it is made through a pipe of its own and waits while the pi
 ahead of the caller by at most a result or two: memory stays flat. An exception `read` raises is raised
 here, at its batch's place in the order, so whatever came before it was taken whole. Ctrl-C reaches the
 whole process group: the children ignore it and the parent, which gets it, ends them; so does an error
-here, or the caller closing the iterator early.
+here, or the caller closing the iterator early. A parent that dies without ending them (killed) leaves
+them a pipe that no one reads: their next send fails and they end.
 
 Forked, not spawned: a child starts with the parent's modules and caches (no second start-up) and needs
 nothing pickled but the results. Fork is used where the platform has it (Linux, macOS); elsewhere the
@@ -16,10 +17,12 @@ caller reads in one process (`can_fork`).
 from __future__ import annotations
 
 import multiprocessing
+import os
+import pickle
 import signal
 import sys
-import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -37,11 +40,18 @@ class _Failed:
     error: BaseException
 
 
-_END = "end of batch"  # sent after each batch's results
+class _End:
+    """Sent after each batch's results."""
 
 
 def can_fork() -> bool:
     return sys.platform in ("linux", "darwin") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity, where the platform tells), else all of them."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def in_order(batches: Sequence[B], read: Callable[[B], Iterator[T]], processes: int) -> Generator[T, None, None]:
@@ -54,12 +64,12 @@ def in_order(batches: Sequence[B], read: Callable[[B], Iterator[T]], processes: 
             while True:
                 try:
                     message = receiving.recv()
-                except EOFError:
+                except (EOFError, OSError):  # the pipe closed, perhaps in the middle of a result
                     child.join()
                     raise ReaderEnded(
                         f"a reading process ended before it finished (exit code {child.exitcode})"
                     ) from None
-                if isinstance(message, str) and message == _END:
+                if isinstance(message, _End):
                     break
                 if isinstance(message, _Failed):
                     raise message.error
@@ -79,16 +89,15 @@ def _start(
     context = multiprocessing.get_context("fork")
     for stream in (sys.stdout, sys.stderr):  # a child flushes them as it ends: nothing of ours twice
         stream.flush()
-    # Ctrl-C ignored from a child's first instruction on (it inherits the disposition), not from when it
-    # gets to say so; here only for the moment of the forks.
-    ours = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ours else None
+    # Ctrl-C is held back while forking: a child inherits the mask and ignores the signal before it lets it
+    # in, and one pressed meanwhile reaches this process when the mask is lifted.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         for first in range(processes):
             receiving, sending = context.Pipe(duplex=False)
             child = context.Process(
                 target=_serve,
-                args=(batches[first::processes], read, sending, [end for _, end in children]),
+                args=(batches[first::processes], read, sending, [end for _, end in children] + [receiving]),
                 name=f"tokenwise-reader-{first}",
                 daemon=True,
             )
@@ -98,28 +107,31 @@ def _start(
                 sending.close()  # the child's end: once the child is gone, reading this end finds it closed
             children.append((child, receiving))
     finally:
-        if ours:
-            signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _serve(
-    batches: Sequence[Any], read: Callable[[Any], Iterator[Any]], sending: Connection, others: list[Any]
-) -> None:
-    """A child's work: read its batches in order, sending each result, then `_END`, for each."""
+def _serve(batches: Sequence[Any], read: Callable[[Any], Iterator[Any]], sending: Connection, ends: list[Any]) -> None:
+    """A child's work: read its batches in order, sending each result, then `_End()`, for each."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends the children
-    for end in others:  # the earlier children's pipes, inherited: theirs to close, not ours to hold open
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    for end in ends:  # the receiving ends, inherited: held open here, a dead parent's pipe would never break
         end.close()
     try:
         for batch in batches:
             for result in read(batch):
                 sending.send(result)
-            sending.send(_END)
-    except (BrokenPipeError, ConnectionResetError):  # the parent stopped listening: nothing to tell it
+            sending.send(_End())
+    except (BrokenPipeError, ConnectionResetError):  # the parent stopped listening (or died): nothing to tell
         return
     except BaseException as error:
-        try:
-            sending.send(_Failed(error))
-        except (BrokenPipeError, ConnectionResetError):
-            return
-        except Exception:  # the error itself would not pickle: its type and words, then
-            sending.send(_Failed(RuntimeError(f"{type(error).__name__}: {error}")))
+        with suppress(BrokenPipeError, ConnectionResetError):
+            sending.send(_Failed(_portable(error)))
+
+
+def _portable(error: BaseException) -> BaseException:
+    """The error itself when it survives pickling both ways, else a RuntimeError with its type and words."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
