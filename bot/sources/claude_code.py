@@ -4,9 +4,10 @@ Counting follows ccusage (today's, which fixed its issue #888) so that per-day t
 line with `message.usage` counts (sidechain lines too); of the streamed copies of one `message.id` +
 `requestId` in a file, the one with the largest token total counts (the last, complete one), and a copy
 seen again in a later file (a resumed session's history) is a duplicate; a line that is not JSON is
-skipped and counted. Files are read in large blocks and written in chunks (each one transaction, in the
-order read, by a thread while the next chunk is read); de-duplication across files happens in the
-database, so memory stays flat however large the logs are, and a re-import adds nothing.
+skipped and counted. Files are read in large blocks, in batches by forked processes (one per core,
+`forked.in_order`), and written by the first process in chunks (each one transaction, in the order of the
+files, by a thread while the next chunk is taken); de-duplication across files happens in the database, so
+memory stays flat however large the logs are, and a re-import adds nothing.
 Only lines holding the bytes `"usage"` are decoded, by msgspec into the few fields usage needs; anything
 msgspec cannot read that way goes through json.loads and `usage_of`, so the counts are the exact ones.
 """
