@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, text
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from bot.config import DEFAULT_OUTCOME_WEIGHTS
 from bot.sources import claude_code
 from bot.sources.claude_code import ImportSummary, find_logs, import_logs
 from bot.sources.forked import ReaderEnded, in_order
+from storage.ingest import usage_converters
 from tests.support.claude_logs import compact, write_claude_logs
 from tests.test_ingest_claude_code import _big_log, _stored_keys, assistant, per_day, refused_key
 
@@ -420,3 +425,65 @@ def test_readers_end_when_their_parent_is_killed() -> None:
     while not all(map(_ended, readers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(map(_ended, readers))
+
+
+def _one_reader(files: list[Path], chunk: int) -> Any:
+    return _collected(claude_code._parts(files, "a@b.co", CONVERTERS, chunk))
+
+
+def _readers_apart(files: list[Path], chunk: int) -> Any:
+    """Every file its own batch, each read as a reader process reads it (here, one after another), settled."""
+
+    def parts() -> Iterator[claude_code._Part]:
+        for path in files:
+            yield from claude_code._parts([path], "a@b.co", CONVERTERS, chunk, defer=True)
+
+    return _collected(claude_code._settled(parts()))
+
+
+def _collected(parts: Iterator[claude_code._Part]) -> Any:
+    rows: list[Any] = []
+    runs: dict[str, list[Any]] = {}
+    days: set[Any] = set()
+    counts = [0, 0, 0, 0, 0]
+    for part in parts:
+        rows += part.rows
+        days |= part.days
+        for number, name in enumerate(("files", "lines", "usage_lines", "malformed", "duplicates")):
+            counts[number] += getattr(part, name)
+        for session, (start, end, project, _, branch, _) in part.runs.items():
+            run = runs.setdefault(session, [start, end, project, branch])
+            run[0], run[1] = min(run[0], start), max(run[1], end)
+            run[2], run[3] = run[2] or project, run[3] or branch
+    return rows, runs, days, counts
+
+
+CONVERTERS = usage_converters(sqlite_dialect())
+
+# A line: (message id, request id, sidechain, output tokens, cwd); few ids, so that copies, replays and
+# parents meet in every order, within a file and across files.
+LINES = st.tuples(
+    st.sampled_from("ABCD"), st.sampled_from("xy"), st.booleans(), st.integers(0, 3), st.sampled_from(["/a", "/b"])
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(files=st.lists(st.lists(LINES, max_size=12), min_size=1, max_size=4), chunk=st.integers(1, 5))
+def test_any_layout_reads_apart_as_it_reads_together(files: list[list[Any]], chunk: int) -> None:
+    """Random files of streamed copies, main-thread and sidechain lines of a few messages, read as one process
+    reads them and as separate batches settled in order: the same rows in the same order, runs, days and
+    counts."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for number, lines in enumerate(files):
+            path = Path(folder) / f"{number}.jsonl"
+            body = []
+            for message, request, side, output, cwd in lines:
+                line = json.loads(
+                    assistant("s1", f"2026-11-24T10:00:0{number}.000Z", message, request, (1, output, 0, 0), side)
+                )
+                line["cwd"] = cwd
+                body.append(compact(line))
+            path.write_text("\n".join(body) + "\n")
+            paths.append(path)
+        assert _readers_apart(paths, chunk) == _one_reader(paths, chunk)
