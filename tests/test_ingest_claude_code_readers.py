@@ -445,12 +445,11 @@ def _collected(parts: Iterator[claude_code._Part]) -> Any:
     rows: list[Any] = []
     runs: dict[str, list[Any]] = {}
     days: set[Any] = set()
-    counts = [0, 0, 0, 0, 0]
+    counts = ImportSummary()
     for part in parts:
         rows += part.rows
         days |= part.days
-        for number, name in enumerate(("files", "lines", "usage_lines", "malformed", "duplicates")):
-            counts[number] += getattr(part, name)
+        counts.add(part.counts)
         for session, (start, end, project, _, branch, _) in part.runs.items():
             run = runs.setdefault(session, [start, end, project, branch])
             run[0], run[1] = min(run[0], start), max(run[1], end)

@@ -63,6 +63,10 @@ class ImportSummary:
     sessions: int = 0
     pull_requests_settled: int = 0  # merged pull requests settled again for these sessions' branches
 
+    def add(self, other: ImportSummary) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 def default_folders(environ: Mapping[str, str] | None = None, home: Path | None = None) -> list[Path]:
     """Where Claude Code keeps its logs, as ccusage looks: the folders in CLAUDE_CONFIG_DIR (comma-separated),
@@ -562,11 +566,7 @@ class _Part:
     days: set[tuple[date, str]] = field(default_factory=set)
     deferred: list[tuple[int, int, int, Any, Any]] = field(default_factory=list)  # index, mark, copies, 2 candidates
     parents: set[int] = field(default_factory=set)  # hashes of this part's main-thread message ids (deferring)
-    files: int = 0
-    lines: int = 0
-    usage_lines: int = 0
-    malformed: int = 0
-    duplicates: int = 0
+    counts: ImportSummary = field(default_factory=ImportSummary)  # the summary's counts for this part
     read: int = 0
     last: bool = False
 
@@ -610,7 +610,7 @@ def _parts(
         read += size
 
     for path in files:
-        part.files += 1
+        part.counts.files += 1
         if len(_SAME) > 100_000:
             _SAME.clear()
         name = f"{path.parent.name}/{path.name}"
@@ -659,9 +659,9 @@ def _parts(
                     continue
             if held.certain is None or total > held.certain[0]:
                 held.certain = (total, number, line)
-        part.lines += lines
-        part.malformed += malformed
-        part.usage_lines += usage_lines
+        part.counts.lines += lines
+        part.counts.malformed += malformed
+        part.counts.usage_lines += usage_lines
         for key, held in kept.items():
             _keep(part, key, held, converters)
             if len(part.rows) >= chunk_rows:
@@ -682,7 +682,7 @@ def _keep(part: _Part, key: str, held: _Held, converters: Converters) -> None:
         part.deferred.append((len(part.rows), held.mark, held.copies, first, second))
         part.rows.append(None)
         return
-    part.duplicates += held.copies - (certain is not None)
+    part.counts.duplicates += held.copies - (certain is not None)
     if certain is not None:
         row, when, project, branch = _row_of(certain[2], key, converters)
         index = len(part.rows)
@@ -762,7 +762,7 @@ def _settled(parts: Generator[_Part, None, None]) -> Generator[_Part, None, None
                 pick = certain
                 if conditional is not None and mark not in parents and _better(conditional, certain):
                     pick = conditional
-                part.duplicates += copies - (pick is not None)
+                part.counts.duplicates += copies - (pick is not None)
                 if pick is None:
                     empty.append(index)
                     continue
@@ -830,11 +830,7 @@ def import_logs(
     writer = _ChunkWriter(engine, summary, email)  # its thread starts at the first chunk: after the fork
     try:
         for part in parts:
-            summary.files += part.files
-            summary.lines += part.lines
-            summary.usage_lines += part.usage_lines
-            summary.malformed += part.malformed
-            summary.duplicates += part.duplicates
+            summary.add(part.counts)
             if on_progress is not None and part.read:
                 on_progress(part.read)
             rows += part.rows
