@@ -431,12 +431,12 @@ def _one_reader(files: list[Path], chunk: int) -> Any:
     return _collected(claude_code._parts(files, "a@b.co", CONVERTERS, chunk))
 
 
-def _readers_apart(files: list[Path], chunk: int) -> Any:
-    """Every file its own batch, each read as a reader process reads it (here, one after another), settled."""
+def _readers_apart(batches: list[list[Path]], chunk: int) -> Any:
+    """Each batch read as a reader process reads it (here, one after another), then settled in order."""
 
     def parts() -> Iterator[claude_code._Part]:
-        for path in files:
-            yield from claude_code._parts([path], "a@b.co", CONVERTERS, chunk, defer=True)
+        for batch in batches:
+            yield from claude_code._parts(batch, "a@b.co", CONVERTERS, chunk, defer=True)
 
     return _collected(claude_code._settled(parts()))
 
@@ -459,30 +459,53 @@ def _collected(parts: Iterator[claude_code._Part]) -> Any:
 
 CONVERTERS = usage_converters(sqlite_dialect())
 
-# A line: (message id, request id, sidechain, output tokens, cwd); few ids, so that copies, replays and
-# parents meet in every order, within a file and across files.
+# A line: (message id, request id, sidechain, output tokens, session, branch). Few ids, so that copies,
+# replays and parents meet in every order, within a file and across files; ids with a colon, so that two
+# ids share a key ("A:x" + "y" and "A" + "x:y"); lines without a request id (keyed by their place).
 LINES = st.tuples(
-    st.sampled_from("ABCD"), st.sampled_from("xy"), st.booleans(), st.integers(0, 3), st.sampled_from(["/a", "/b"])
+    st.sampled_from(["A", "B", "A:x", "C"]),
+    st.sampled_from(["x", "y", "x:y", None]),
+    st.booleans(),
+    st.integers(0, 3),
+    st.sampled_from(["s1", "s2"]),
+    st.sampled_from(["main", None]),
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(files=st.lists(st.lists(LINES, max_size=12), min_size=1, max_size=4), chunk=st.integers(1, 5))
-def test_any_layout_reads_apart_as_it_reads_together(files: list[list[Any]], chunk: int) -> None:
-    """Random files of streamed copies, main-thread and sidechain lines of a few messages, read as one process
-    reads them and as separate batches settled in order: the same rows in the same order, runs, days and
-    counts."""
+@settings(max_examples=200, deadline=None)
+@given(
+    files=st.lists(st.lists(LINES, max_size=12), min_size=1, max_size=5),
+    cuts=st.lists(st.booleans(), min_size=5, max_size=5),
+    chunk=st.integers(1, 5),
+    window=st.sampled_from([1, 2, 3, 64]),
+)
+def test_any_layout_reads_apart_as_it_reads_together(
+    files: list[list[Any]], cuts: list[bool], chunk: int, window: int
+) -> None:
+    """Random files of streamed copies, main-thread and sidechain lines of a few messages, cut into batches of
+    one or more files at random, with windows small enough that copies leave them between their copies:
+    read as one process reads them and as separate batches settled in order, the same rows in the same order,
+    runs (with their projects and branches), days and counts."""
     with tempfile.TemporaryDirectory() as folder:
         paths = []
         for number, lines in enumerate(files):
             path = Path(folder) / f"{number}.jsonl"
             body = []
-            for message, request, side, output, cwd in lines:
-                line = json.loads(
-                    assistant("s1", f"2026-11-24T10:00:0{number}.000Z", message, request, (1, output, 0, 0), side)
-                )
-                line["cwd"] = cwd
+            for place, (message, request, side, output, session, branch) in enumerate(lines):
+                stamp = f"2026-11-{24 + place % 2}T10:00:0{number}.000Z"
+                line = json.loads(assistant(session, stamp, message, request, (1, output, 0, 0), side))
+                line["cwd"], line["gitBranch"] = f"/src/{message[0]}{place % 2}", branch
                 body.append(compact(line))
             path.write_text("\n".join(body) + "\n")
             paths.append(path)
-        assert _readers_apart(paths, chunk) == _one_reader(paths, chunk)
+        batches: list[list[Path]] = [[]]
+        for path, cut in zip(paths, cuts, strict=False):
+            if cut and batches[-1]:
+                batches.append([])
+            batches[-1].append(path)
+        before = claude_code.COPY_WINDOW
+        claude_code.COPY_WINDOW = window
+        try:
+            assert _readers_apart(batches, chunk) == _one_reader(paths, chunk)
+        finally:
+            claude_code.COPY_WINDOW = before

@@ -564,7 +564,7 @@ class _Part:
     rows: list[Any] = field(default_factory=list)
     runs: dict[str, list[Any]] = field(default_factory=dict)  # session -> [start, end, project, at, branch, at]
     days: set[tuple[date, str]] = field(default_factory=set)
-    deferred: list[tuple[int, int, int, Any, Any]] = field(default_factory=list)  # index, mark, copies, 2 candidates
+    deferred: list[tuple[int, int, Any, Any]] = field(default_factory=list)  # index, copies, candidates
     parents: set[int] = field(default_factory=set)  # hashes of this part's main-thread message ids (deferring)
     counts: ImportSummary = field(default_factory=ImportSummary)  # the summary's counts for this part
     read: int = 0
@@ -574,16 +574,16 @@ class _Part:
 class _Held:
     """A message held in the window: how many copies of it were read, and of those that are no replay, the
     best (the largest token total, the first of equals) as (total, line number, line as kept). `conditional`
-    (deferring only): the best of its sidechain copies whose message (`mark`, a hash of its id) an earlier
-    batch may have reported; `certain`: the best of the others."""
+    (deferring only): by message (a hash of its id, the `mark`), the best of its sidechain copies whose
+    message an earlier batch may have reported (one key may name two ids: "a:b" + "c" and "a" + "b:c");
+    `certain`: the best of the others."""
 
-    __slots__ = ("certain", "conditional", "copies", "mark")
+    __slots__ = ("certain", "conditional", "copies")
 
     def __init__(self) -> None:
         self.copies = 0
         self.certain: tuple[int, int, Any] | None = None
-        self.conditional: tuple[int, int, Any] | None = None
-        self.mark = 0
+        self.conditional: dict[int, tuple[int, int, Any]] = {}
 
 
 def _parts(
@@ -653,9 +653,9 @@ def _parts(
                 elif mark in parents:
                     continue  # a replay: a copy, not kept
                 elif defer:
-                    held.mark = mark
-                    if held.conditional is None or total > held.conditional[0]:
-                        held.conditional = (total, number, line)
+                    best = held.conditional.get(mark)
+                    if best is None or total > best[0]:
+                        held.conditional[mark] = (total, number, line)
                     continue
             if held.certain is None or total > held.certain[0]:
                 held.certain = (total, number, line)
@@ -676,10 +676,10 @@ def _keep(part: _Part, key: str, held: _Held, converters: Converters) -> None:
     """A message leaving the window: its kept copy's row added to the part (and its run and day), its other
     copies counted as duplicates; or, when the parent must settle it, its place held with its candidates."""
     certain, conditional = held.certain, held.conditional
-    if conditional is not None:
+    if conditional:
         first = None if certain is None else (certain[0], certain[1], _row_of(certain[2], key, converters))
-        second = (conditional[0], conditional[1], _row_of(conditional[2], key, converters))
-        part.deferred.append((len(part.rows), held.mark, held.copies, first, second))
+        others = [(mark, (c[0], c[1], _row_of(c[2], key, converters))) for mark, c in conditional.items()]
+        part.deferred.append((len(part.rows), held.copies, first, others))
         part.rows.append(None)
         return
     part.counts.duplicates += held.copies - (certain is not None)
@@ -758,10 +758,11 @@ def _settled(parts: Generator[_Part, None, None]) -> Generator[_Part, None, None
     try:
         for part in parts:
             empty = []
-            for index, mark, copies, certain, conditional in part.deferred:
+            for index, copies, certain, conditional in part.deferred:
                 pick = certain
-                if conditional is not None and mark not in parents and _better(conditional, certain):
-                    pick = conditional
+                for mark, candidate in conditional:
+                    if mark not in parents and _better(candidate, pick):
+                        pick = candidate
                 part.counts.duplicates += copies - (pick is not None)
                 if pick is None:
                     empty.append(index)
