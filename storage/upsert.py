@@ -50,7 +50,7 @@ def insert_new(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
 def insert_values(
     session: Session, table: Table, names: Sequence[str], values: Sequence[Sequence[Any]], key: Sequence[str]
 ) -> int:
-    """`insert_new` for rows already converted by `storage_values`, as lists in the order of `names`."""
+    """`insert_new` for rows already converted by `storage_values`, as sequences in the order of `names`."""
     if not values:
         return 0
     if session.get_bind().dialect.name == "postgresql":

@@ -145,6 +145,28 @@ def test_import_claude_code_reports_what_it_did_and_matches_the_hand_totals(tmp_
     assert code == 2 and "No folder" in output
 
 
+def test_a_log_that_vanishes_during_the_import_is_one_clear_line(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claude Code removes a session file between the listing and its reading: one line naming the file and
+    saying what to do, exit 2, no traceback."""
+    from bot.sources import claude_code
+
+    root = write_log_set(tmp_path / ".claude")
+    listed = claude_code.find_logs
+
+    def listed_then_one_gone(*paths: Path) -> tuple[list[Path], int]:
+        files, size = listed(*paths)
+        files[-1].unlink()
+        return files, size
+
+    monkeypatch.setattr(claude_code, "find_logs", listed_then_one_gone)
+    code, output = tokenwise("import", "claude-code", str(root), "--email", "ana@example.com")
+    assert code == 2, output
+    assert "Could not read" in output and "No such file or directory" in output and "run the import again" in output
+    assert "Traceback" not in output
+
+
 def test_import_openai_usage_without_an_admin_key_says_what_to_set() -> None:
     code, output = tokenwise("import", "openai-usage", "--since", "2026-11-01")
     assert code == 2 and "OPENAI_ADMIN_KEY" in output

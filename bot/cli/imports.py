@@ -45,6 +45,7 @@ def import_claude_code(
 ) -> None:
     """Claude Code's local session logs: one run per session, one usage record per API call."""
     from bot.sources.claude_code import LogsNotFound, default_folders, find_logs, import_logs
+    from bot.sources.forked import ReaderEnded
 
     config = settings()
     if "@" not in email:
@@ -62,15 +63,26 @@ def import_claude_code(
             # process of one thread.
             with Progress(*columns, console=out, transient=True, auto_refresh=False) as progress:
                 task = progress.add_task("logs", total=size)
-                summary = import_logs(
-                    engine,
-                    folders,
-                    email,
-                    config.weight_for,
-                    lambda n: progress.update(task, advance=n, refresh=True),
-                    rules=config.link_rules(),
-                    files=files,
-                )
+                try:
+                    summary = import_logs(
+                        engine,
+                        folders,
+                        email,
+                        config.weight_for,
+                        lambda n: progress.update(task, advance=n, refresh=True),
+                        rules=config.link_rules(),
+                        files=files,
+                    )
+                except (OSError, ReaderEnded) as error:  # a log gone or unreadable mid-import, a reader killed
+                    what = (
+                        f"Could not read {error.filename}: {error.strerror}"
+                        if isinstance(error, OSError)
+                        else str(error)
+                    )
+                    raise UserError(
+                        f"{what}. What was read before it is imported; run the import again to finish"
+                        " (nothing is added twice)."
+                    ) from error
     finally:
         engine.dispose()
     out.print(
